@@ -1,0 +1,554 @@
+//! The `command` job: acknowledge (👀), authorize, act, answer, react
+//! (👍 or 😕). Runs exclusively per project, like syncs. Each command's
+//! outcome is stored as soon as it is known, so a job that is retried
+//! (the forge was down when replying) neither repeats a command nor loses
+//! what it did.
+
+use tracing::{info, warn};
+
+use crate::app::AppState;
+use crate::events::Provider;
+use crate::forge::{AutoMerge, ForgeKind, Permission, Reaction, RepoClient, UserRef};
+use crate::git::validate::{Finding, passed};
+use crate::jobs::JobError;
+use crate::store::audit::NewEvent;
+use crate::store::files::{Change, ChangedPath, FileState};
+use crate::store::jobs::{Job, NewJob};
+use crate::store::now_ms;
+use crate::store::projects::{Project, SyncStatus};
+use crate::sync::errors::SyncError;
+use crate::sync::schedule::{self, RECONCILE_JOB, SYNC_JOB, Scope, SyncRequest};
+use crate::sync::{ops, publish, reconcile};
+
+use super::intake::{CommandJob, QueuedCommand};
+use super::parse::Command;
+use super::reply::{self, Forge, Outcome, Verdict};
+
+fn payload(job: &Job) -> Result<CommandJob, JobError> {
+    serde_json::from_str(&job.payload)
+        .map_err(|e| JobError::Fatal(format!("bad command job {}: {e}", job.id)))
+}
+
+fn store_error(error: crate::store::StoreError) -> JobError {
+    JobError::retry(format!("database: {error}"))
+}
+
+fn forge_of(client: &RepoClient) -> Forge {
+    match client.forge() {
+        ForgeKind::Github => Forge::Github,
+        ForgeKind::Gitlab => Forge::Gitlab,
+    }
+}
+
+/// A client for the repository the comment is in: the project's, or for
+/// a PR graft does not own, the forge's (GitLab: the integration of
+/// another project of the repository, else the default one).
+async fn client_for(
+    state: &AppState,
+    job: &CommandJob,
+    project: Option<&Project>,
+) -> Result<RepoClient, SyncError> {
+    if let Some(project) = project {
+        return publish::client_for(state, project).await;
+    }
+    let client = match job.provider {
+        Provider::Github => state.forges.github(&job.repo).await?,
+        Provider::Gitlab => {
+            let integration = state
+                .store
+                .list_projects()
+                .await?
+                .into_iter()
+                .find(|p| p.provider == "gitlab" && p.repo == job.repo)
+                .and_then(|p| p.integration_id);
+            state.forges.gitlab(integration, &job.repo).await?
+        }
+    };
+    Ok(client)
+}
+
+/// Reactions are a courtesy: a failure is logged, never fatal.
+async fn react(client: &RepoClient, job: &CommandJob, reaction: Reaction) {
+    if let Err(e) = client.react(job.number, job.comment_id, reaction).await {
+        warn!(comment = job.comment_id, error = %e, "could not react to the comment");
+    }
+}
+
+pub async fn run(state: &AppState, job: &Job) -> Result<(), JobError> {
+    let command_job = payload(job)?;
+    let store = &state.store;
+    let ids: Vec<i64> = command_job.commands.iter().map(|c| c.run_id).collect();
+    let rows = store.command_runs(&ids).await.map_err(store_error)?;
+    if !rows.is_empty() && rows.iter().all(|r| r.replied) {
+        return Ok(()); // answered before a crash; nothing left to do
+    }
+    let project = match job.project_id {
+        Some(id) => store.project(id).await.map_err(store_error)?,
+        None => None,
+    };
+    // The project may have moved on to another PR since the comment.
+    let project = project.filter(|p| p.pull_request_number == Some(command_job.number));
+    let client = client_for(state, &command_job, project.as_ref())
+        .await
+        .map_err(SyncError::into_job_error)?;
+    let prefix = command_job.prefix.clone();
+    let Some(project) = project else {
+        let body = reply::not_managed(&prefix, forge_of(&client));
+        client
+            .reply(command_job.number, &body)
+            .await
+            .map_err(|e| SyncError::from(e).into_job_error())?;
+        store
+            .mark_command_runs_replied(&ids)
+            .await
+            .map_err(store_error)?;
+        return Ok(());
+    };
+    if !command_job.acknowledged && rows.iter().all(|r| r.outcome.is_none()) {
+        react(&client, &command_job, Reaction::Eyes).await;
+    }
+    let mut permission: Option<Permission> = None;
+    let mut outcomes = Vec::with_capacity(command_job.commands.len());
+    for queued in &command_job.commands {
+        let stored = rows
+            .iter()
+            .find(|r| r.id == queued.run_id)
+            .and_then(|r| r.outcome.as_deref())
+            .and_then(|o| serde_json::from_str::<Outcome>(o).ok());
+        if let Some(outcome) = stored {
+            outcomes.push(outcome);
+            continue;
+        }
+        let outcome = one(
+            state,
+            &client,
+            &project,
+            &command_job,
+            queued,
+            &mut permission,
+        )
+        .await?;
+        let json = serde_json::to_string(&outcome).unwrap_or_default();
+        store
+            .finish_command_run(queued.run_id, &json, now_ms())
+            .await
+            .map_err(store_error)?;
+        outcomes.push(outcome);
+    }
+    if let Some(body) = reply::render(&outcomes, &prefix) {
+        client
+            .reply(command_job.number, &body)
+            .await
+            .map_err(|e| SyncError::from(e).into_job_error())?;
+    }
+    store
+        .mark_command_runs_replied(&ids)
+        .await
+        .map_err(store_error)?;
+    let done = reply::all_done(&outcomes);
+    react(
+        &client,
+        &command_job,
+        if done {
+            Reaction::ThumbsUp
+        } else {
+            Reaction::Confused
+        },
+    )
+    .await;
+    info!(
+        project = project.id,
+        comment = command_job.comment_id,
+        commands = outcomes.len(),
+        all_done = done,
+        "slash commands answered"
+    );
+    Ok(())
+}
+
+/// Validates, authorizes and runs one command line.
+async fn one(
+    state: &AppState,
+    client: &RepoClient,
+    project: &Project,
+    job: &CommandJob,
+    queued: &QueuedCommand,
+    permission: &mut Option<Permission>,
+) -> Result<Outcome, JobError> {
+    let prefix = &job.prefix;
+    let command = match &queued.result {
+        Err(error) => return Ok(reply::invalid(&queued.text, error, prefix)),
+        Ok(command) => *command,
+    };
+    if command.changes_anything() {
+        let level = match *permission {
+            Some(level) => level,
+            None => {
+                let level = client
+                    .permission(&UserRef {
+                        login: job.author.login.clone(),
+                        id: job.author.id,
+                    })
+                    .await
+                    .map_err(|e| SyncError::from(e).into_job_error())?;
+                *permission = Some(level);
+                level
+            }
+        };
+        if level < Permission::Write {
+            info!(user = %job.author.login, command = command.name(), "command refused: no write access");
+            return Ok(reply::refusal(
+                forge_of(client),
+                &job.author.login,
+                &job.repo,
+                command,
+                prefix,
+            ));
+        }
+    }
+    let usage = command.usage(prefix);
+    let outcome = match act(state, client, project.id, command, job).await {
+        Ok(outcome) => outcome,
+        Err(error) if error.retry().is_some() => return Err(error.into_job_error()),
+        Err(error) => Outcome::failed(
+            &usage,
+            format!("`{usage}` did not work: {}", error.describe()),
+        ),
+    };
+    if outcome.verdict == Verdict::Done && command.changes_anything() {
+        let _ = state
+            .store
+            .record_event(
+                &NewEvent {
+                    project_id: Some(project.id),
+                    actor: &job.author.login,
+                    kind: "command",
+                    message: &format!("`{usage}` on #{}", job.number),
+                    pull_request_url: project.pull_request_url.as_deref(),
+                    ..NewEvent::default()
+                },
+                now_ms(),
+            )
+            .await;
+    }
+    Ok(outcome)
+}
+
+fn paths(list: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut out = list
+        .iter()
+        .take(SHOWN)
+        .map(|p| format!("`{p}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if list.len() > SHOWN {
+        out.push_str(&format!(" and {} more", list.len() - SHOWN));
+    }
+    out
+}
+
+fn request(actor: &str, force: bool, rebase: bool) -> SyncRequest {
+    SyncRequest {
+        scope: Scope::All,
+        force,
+        rebase,
+        actor: actor.to_string(),
+    }
+}
+
+/// Shows a pause or resume in the status comment right away. Only a
+/// transient failure matters (the job is retried); otherwise the next
+/// sync rewrites the comment anyway.
+async fn refresh_sticky(state: &AppState, project_id: i64) -> Result<(), SyncError> {
+    match ops::refresh_status(state, project_id).await {
+        Err(e) if e.retry().is_some() => Err(e),
+        Err(e) => {
+            warn!(project = project_id, error = %e, "could not refresh the status comment");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// The effect of a valid, authorized command.
+async fn act(
+    state: &AppState,
+    client: &RepoClient,
+    project_id: i64,
+    command: Command,
+    job: &CommandJob,
+) -> Result<Outcome, SyncError> {
+    let store = &state.store;
+    let prefix = &job.prefix;
+    let usage = command.usage(prefix);
+    let actor = job.author.login.as_str();
+    let now = now_ms();
+    let project = store.require_project(project_id).await?;
+    let (forge, pr) = match client.forge() {
+        ForgeKind::Github => ("GitHub", "pull request"),
+        ForgeKind::Gitlab => ("GitLab", "merge request"),
+    };
+    let message = match command {
+        Command::Sync { force } => {
+            schedule::enqueue_sync(store, project_id, &request(actor, force, false), now).await?;
+            state.job_wake.notify_waiters();
+            let conflicts = project.conflicts.clone().unwrap_or_default();
+            match (force, conflicts.is_empty()) {
+                (false, true) => format!(
+                    "Sync queued: graft overlays its files onto the head of `{}` and updates \
+                     this {pr}. The status comment shows the result.",
+                    project.branch
+                ),
+                (false, false) => format!(
+                    "Sync queued, but {} changed on both sides, so it will stop at the conflict \
+                     again. `{prefix} sync --force` keeps graft's version; `{prefix} import` \
+                     takes the repository's.",
+                    paths(&conflicts)
+                ),
+                (true, false) => format!(
+                    "Sync queued with `--force`: graft keeps its version of {} and overwrites \
+                     the repository's edits there. The status comment shows the result.",
+                    paths(&conflicts)
+                ),
+                (true, true) => "Sync queued with `--force` (nothing conflicts right now, so \
+                     it is a plain sync). The status comment shows the result."
+                    .to_string(),
+            }
+        }
+        Command::Import => {
+            let imported = ops::import_upstream(state, project_id, actor).await?;
+            if project.paused {
+                // Importing sets the status to idle; a paused project stays paused.
+                store.set_paused(project_id, true, now_ms()).await?;
+            }
+            if imported.is_empty() {
+                format!(
+                    "Nothing to import: graft's files match `{}` and nothing conflicts.",
+                    project.branch
+                )
+            } else {
+                format!(
+                    "Took the repository's version of {} file(s): {}. graft now updates this \
+                     {pr} to match.",
+                    imported.len(),
+                    paths(&imported)
+                )
+            }
+        }
+        Command::Rebase => {
+            // Bring in anything someone pushed to the branch first, so
+            // their edits of managed files survive the rewrite.
+            reconcile::reconcile(state, project_id).await?;
+            let project = store.require_project(project_id).await?;
+            let conflicts = project.conflicts.clone().unwrap_or_default();
+            if !conflicts.is_empty() {
+                return Ok(Outcome::failed(
+                    &usage,
+                    format!(
+                        "Not rebased: {} changed on both sides. Resolve that first with \
+                         `{prefix} sync --force` (keep graft's version) or `{prefix} import` \
+                         (take the repository's), then rebase.",
+                        paths(&conflicts)
+                    ),
+                ));
+            }
+            schedule::enqueue_sync(store, project_id, &request(actor, false, true), now).await?;
+            state.job_wake.notify_waiters();
+            let mut message = format!(
+                "Rebase queued: graft recreates `{}` from the head of `{}` plus its files.",
+                project.sync_branch, project.branch
+            );
+            if project.sync_branch_shared {
+                message.push_str(
+                    " Commits by others on the branch are dropped; their edits of managed \
+                     files were imported into graft first, so the content stays.",
+                );
+            }
+            message
+        }
+        Command::Retry => match (project.sync_status, project.last_failed_job_id) {
+            (SyncStatus::Error, Some(failed)) => {
+                let Some((kind, payload)) = store.job_kind_and_payload(failed).await? else {
+                    return Ok(Outcome::failed(
+                        &usage,
+                        "The failed job is no longer recorded; `/graft sync` starts a new sync."
+                            .replace("/graft", prefix),
+                    ));
+                };
+                match kind.as_str() {
+                    SYNC_JOB => {
+                        let mut again: SyncRequest =
+                            serde_json::from_str(&payload).unwrap_or(request(actor, false, false));
+                        again.actor = actor.to_string();
+                        schedule::enqueue_sync(store, project_id, &again, now).await?;
+                    }
+                    RECONCILE_JOB => {
+                        schedule::enqueue_reconcile(store, project_id, "retry", now).await?;
+                    }
+                    other => {
+                        let payload = serde_json::from_str(&payload).unwrap_or_default();
+                        store
+                            .enqueue(
+                                &NewJob {
+                                    project_id: Some(project_id),
+                                    ..NewJob::new(other, payload, now)
+                                },
+                                now,
+                            )
+                            .await?;
+                    }
+                }
+                state.job_wake.notify_waiters();
+                format!(
+                    "Re-queued the last failed job ({}). The status comment shows the result.",
+                    kind.replace('_', " ")
+                )
+            }
+            (SyncStatus::Error, None) => format!(
+                "There is no failed job to re-run (the error came from following the \
+                 repository). `{prefix} sync` starts a new sync."
+            ),
+            _ => "Nothing to retry: the last job of this project did not fail.".to_string(),
+        },
+        Command::Pause => {
+            if project.paused {
+                format!("Automatic syncs are already paused. `{prefix} resume` turns them back on.")
+            } else {
+                store.set_paused(project_id, true, now).await?;
+                refresh_sticky(state, project_id).await?;
+                format!(
+                    "Paused: graft no longer syncs this project on its own. `{prefix} sync` \
+                     still syncs on request; `{prefix} resume` turns automatic syncs back on."
+                )
+            }
+        }
+        Command::Resume => {
+            if !project.paused {
+                "Automatic syncs are already on.".to_string()
+            } else {
+                store.set_paused(project_id, false, now).await?;
+                refresh_sticky(state, project_id).await?;
+                let resumed = store.require_project(project_id).await?;
+                let waiting: Vec<ChangedPath> = store
+                    .files(project_id)
+                    .await?
+                    .into_iter()
+                    .filter(|f| f.state != FileState::Synced)
+                    .map(|f| ChangedPath {
+                        change: if f.state == FileState::DeletedPending {
+                            Change::Deleted
+                        } else {
+                            Change::Modified
+                        },
+                        path: f.path,
+                        sync_on_change: f.sync_on_change,
+                    })
+                    .collect();
+                match schedule::on_files_changed(&resumed, &waiting) {
+                    Some(scope) => {
+                        schedule::enqueue_sync(
+                            store,
+                            project_id,
+                            &SyncRequest {
+                                scope,
+                                ..request(actor, false, false)
+                            },
+                            now,
+                        )
+                        .await?;
+                        state.job_wake.notify_waiters();
+                        format!(
+                            "Resumed: automatic syncs are on again. {} file(s) changed while \
+                             paused, so a sync is queued.",
+                            waiting.len()
+                        )
+                    }
+                    None => "Resumed: automatic syncs are on again.".to_string(),
+                }
+            }
+        }
+        Command::AutoMerge { on: false } => {
+            store.set_auto_merge(project_id, false, now).await?;
+            match project.pull_request_number {
+                Some(number) => match client.disable_auto_merge(number).await {
+                    Ok(()) => format!(
+                        "Auto-merge is off: graft turned it off on this {pr} and no longer asks \
+                         {forge} to merge its {pr}s."
+                    ),
+                    Err(e) if e.is_retryable() => return Err(e.into()),
+                    Err(e) => format!(
+                        "Auto-merge is off for this project, but {forge} did not turn it off on \
+                         this {pr} ({e}); disable it there."
+                    ),
+                },
+                None => format!(
+                    "Auto-merge is off for this project: graft no longer asks {forge} to merge \
+                     its {pr}s."
+                ),
+            }
+        }
+        Command::AutoMerge { on: true } => {
+            store.set_auto_merge(project_id, true, now).await?;
+            let findings: Option<Vec<Finding>> = project
+                .last_findings
+                .clone()
+                .and_then(|f| serde_json::from_value(f).ok());
+            let ready = project.sync_status == SyncStatus::Success
+                && findings.as_deref().is_some_and(passed);
+            match (project.pull_request_number, ready) {
+                (Some(number), true) => match client.enable_auto_merge(number).await {
+                    Ok(AutoMerge::Enabled) => format!(
+                        "Auto-merge is on: {forge} merges this {pr} once its checks pass, and \
+                         graft asks for it on every sync."
+                    ),
+                    Ok(AutoMerge::Merged) => format!(
+                        "Auto-merge is on, and nothing was pending, so this {pr} was merged \
+                         right away."
+                    ),
+                    Err(e) if e.is_retryable() => return Err(e.into()),
+                    Err(e) => format!(
+                        "Auto-merge is on for this project, but {forge} refused it for this \
+                         {pr} ({e}). graft asks again on the next sync."
+                    ),
+                },
+                _ => format!(
+                    "Auto-merge is on: graft asks {forge} to merge once the next sync validates."
+                ),
+            }
+        }
+        Command::Status => {
+            ops::refresh_status(state, project_id).await?;
+            return Ok(Outcome {
+                reply: false,
+                ..Outcome::done(&usage, "Refreshed the status comment.".to_string())
+            });
+        }
+        Command::Help => return Ok(reply::help(prefix)),
+    };
+    Ok(Outcome::done(&usage, message))
+}
+
+/// The job failed for good: say so on the PR (best effort).
+pub async fn gave_up(state: &AppState, job: &Job, error: &str) {
+    let Ok(command_job) = payload(job) else {
+        return;
+    };
+    let project = match job.project_id {
+        Some(id) => state.store.project(id).await.ok().flatten(),
+        None => None,
+    };
+    let Ok(client) = client_for(state, &command_job, project.as_ref()).await else {
+        return;
+    };
+    let body = format!(
+        "{}\nSorry, graft could not finish your command: {}. Try again later; if it keeps \
+         failing, check graft's logs or the project's status.\n",
+        super::REPLY_MARKER,
+        crate::forge::error::short(error)
+    );
+    if let Err(e) = client.reply(command_job.number, &body).await {
+        warn!(error = %e, "could not tell the PR that a command failed");
+    }
+    react(&client, &command_job, Reaction::Confused).await;
+}

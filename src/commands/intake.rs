@@ -1,0 +1,272 @@
+//! From a comment webhook to a queued `command` job. Runs inside the
+//! webhook job, so it only decides and records; the job does the rest.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{debug, info};
+
+use crate::app::AppState;
+use crate::events::{Actor, CommentAction, CommentEvent, Provider};
+use crate::forge::STATUS_MARKER;
+use crate::jobs::JobError;
+use crate::store::commands::{CommentKey, NewCommandRun};
+use crate::store::jobs::NewJob;
+use crate::store::now_ms;
+
+use super::parse::{Command, CommandError, Invocation, new_since, parse};
+use super::{JOB_KIND, REPLY_MARKER};
+
+/// One accepted command line, as the job runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedCommand {
+    /// Its row in `command_runs`.
+    pub run_id: i64,
+    pub text: String,
+    pub result: Result<Command, CommandError>,
+}
+
+/// The payload of a `command` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandJob {
+    pub provider: Provider,
+    pub repo: String,
+    pub number: i64,
+    pub comment_id: i64,
+    pub author: Actor,
+    pub prefix: String,
+    pub commands: Vec<QueuedCommand>,
+    /// 👀 was added on receipt (by the webhook job), so the command job
+    /// does not add it again.
+    #[serde(default)]
+    pub acknowledged: bool,
+}
+
+/// Whether graft wrote this text itself (its replies and status comment
+/// carry hidden markers), whoever the forge says the author is.
+pub fn written_by_graft(body: &str) -> bool {
+    body.contains(REPLY_MARKER) || body.contains(STATUS_MARKER)
+}
+
+fn hash(body: &str) -> String {
+    hex::encode(&Sha256::digest(body.as_bytes())[..8])
+}
+
+/// The dedupe key of the command line at `index` of `body`.
+pub fn dedupe_key(
+    provider: Provider,
+    repo: &str,
+    comment_id: i64,
+    index: usize,
+    body: &str,
+) -> String {
+    format!(
+        "{}:{repo}:{comment_id}:{index}:{}",
+        provider.as_str(),
+        hash(body)
+    )
+}
+
+/// Which command lines of `current` run: all of them for a new comment,
+/// the new ones for an edit (compared with the text before the edit).
+pub fn to_run(
+    action: CommentAction,
+    current: &[Invocation],
+    previous: Option<&str>,
+    prefix: &str,
+) -> Vec<usize> {
+    match (action, previous) {
+        (CommentAction::Edited, Some(before)) => new_since(current, &parse(before, prefix), prefix),
+        _ => (0..current.len()).collect(),
+    }
+}
+
+/// Handles a comment event: records its new commands and queues the job
+/// that runs them. Bots, graft itself and comments on plain issues are
+/// ignored.
+pub async fn on_comment(
+    state: &AppState,
+    provider: Provider,
+    comment: &CommentEvent,
+) -> Result<(), JobError> {
+    if !comment.on_pull_request {
+        return Ok(());
+    }
+    if comment.author.is_bot || written_by_graft(&comment.body) {
+        debug!(author = %comment.author.login, "comment by a bot or by graft: not read for commands");
+        return Ok(());
+    }
+    let prefix = state.commands.prefix.clone();
+    let current = parse(&comment.body, &prefix);
+    let store = &state.store;
+    if current.is_empty() {
+        if comment.action == CommentAction::Edited {
+            // No commands left: a command written back in later is new.
+            store
+                .forget_comment_text(provider.as_str(), &comment.repo.path, comment.comment_id)
+                .await
+                .map_err(|e| JobError::retry(format!("database: {e}")))?;
+        }
+        return Ok(());
+    }
+    let project = store
+        .project_by_pull_request(provider.as_str(), &comment.repo.path, comment.number)
+        .await
+        .map_err(|e| JobError::retry(format!("database: {e}")))?;
+    let key = CommentKey {
+        provider: provider.as_str(),
+        repo: &comment.repo.path,
+        number: comment.number,
+        comment_id: comment.comment_id,
+        author: &comment.author.login,
+    };
+    let chosen = std::sync::Mutex::new(Vec::new());
+    let plan = |stored: Option<String>| {
+        // GitHub sends the text before an edit; for GitLab the last text
+        // graft saw stands in.
+        let previous = comment.previous_body.clone().or(stored);
+        let indexes = to_run(comment.action, &current, previous.as_deref(), &prefix);
+        let runs = indexes
+            .iter()
+            .map(|&i| NewCommandRun {
+                dedupe_key: dedupe_key(
+                    provider,
+                    &comment.repo.path,
+                    comment.comment_id,
+                    i,
+                    &comment.body,
+                ),
+                command: current[i].text.clone(),
+            })
+            .collect();
+        *chosen.lock().unwrap_or_else(|e| e.into_inner()) = indexes;
+        runs
+    };
+    let make_job = |accepted: &[(usize, i64)]| {
+        let chosen = chosen.lock().unwrap_or_else(|e| e.into_inner());
+        let commands = accepted
+            .iter()
+            .map(|&(position, run_id)| {
+                let invocation = &current[chosen[position]];
+                QueuedCommand {
+                    run_id,
+                    text: invocation.text.clone(),
+                    result: invocation.result.clone(),
+                }
+            })
+            .collect();
+        let payload = CommandJob {
+            provider,
+            repo: comment.repo.path.clone(),
+            number: comment.number,
+            comment_id: comment.comment_id,
+            author: comment.author.clone(),
+            prefix: prefix.clone(),
+            commands,
+            acknowledged: project.is_some(),
+        };
+        NewJob {
+            project_id: project.as_ref().map(|p| p.id),
+            max_attempts: 5,
+            ..NewJob::new(
+                JOB_KIND,
+                serde_json::to_value(&payload).unwrap_or_default(),
+                now_ms(),
+            )
+        }
+    };
+    let queued = store
+        .accept_commands(&key, &comment.body, plan, make_job, now_ms())
+        .await
+        .map_err(|e| JobError::retry(format!("database: {e}")))?;
+    match queued {
+        Some(job) => {
+            info!(job, comment = comment.comment_id, author = %comment.author.login, "slash commands queued");
+            state.job_wake.notify_waiters();
+            if let Some(project) = &project {
+                acknowledge(state, project, comment).await;
+            }
+        }
+        None => debug!(
+            comment = comment.comment_id,
+            "no new commands in the comment"
+        ),
+    }
+    Ok(())
+}
+
+/// 👀 on receipt, before the command job runs (it may wait behind a sync
+/// of the same project). A courtesy: failures are logged only.
+async fn acknowledge(
+    state: &AppState,
+    project: &crate::store::projects::Project,
+    comment: &CommentEvent,
+) {
+    let reacted = async {
+        let client = crate::sync::publish::client_for(state, project).await?;
+        client
+            .react(
+                comment.number,
+                comment.comment_id,
+                crate::forge::Reaction::Eyes,
+            )
+            .await?;
+        Ok::<_, crate::sync::errors::SyncError>(())
+    }
+    .await;
+    if let Err(e) = reacted {
+        tracing::warn!(comment = comment.comment_id, error = %e, "could not acknowledge the comment");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graft_never_reads_its_own_comments() {
+        assert!(written_by_graft(&format!("{REPLY_MARKER}\n/graft sync")));
+        assert!(written_by_graft(&format!(
+            "{STATUS_MARKER}\n| `/graft sync` |"
+        )));
+        assert!(!written_by_graft("/graft sync"));
+    }
+
+    #[test]
+    fn keys_change_with_the_text_and_the_position() {
+        let a = dedupe_key(Provider::Github, "o/r", 5, 0, "/graft sync");
+        assert_eq!(a, dedupe_key(Provider::Github, "o/r", 5, 0, "/graft sync"));
+        assert_ne!(a, dedupe_key(Provider::Github, "o/r", 5, 1, "/graft sync"));
+        assert_ne!(
+            a,
+            dedupe_key(Provider::Github, "o/r", 5, 0, "/graft sync\n")
+        );
+        assert_ne!(a, dedupe_key(Provider::Gitlab, "o/r", 5, 0, "/graft sync"));
+    }
+
+    #[test]
+    fn edits_without_a_previous_text_run_everything() {
+        let current = parse("/graft status\n/graft sync", "/graft");
+        assert_eq!(
+            to_run(CommentAction::Edited, &current, None, "/graft"),
+            vec![0, 1]
+        );
+        assert_eq!(
+            to_run(
+                CommentAction::Edited,
+                &current,
+                Some("/graft sync"),
+                "/graft"
+            ),
+            vec![0]
+        );
+        assert_eq!(
+            to_run(
+                CommentAction::Created,
+                &current,
+                Some("/graft sync"),
+                "/graft"
+            ),
+            vec![0, 1]
+        );
+    }
+}

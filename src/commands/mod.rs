@@ -1,0 +1,84 @@
+//! Slash commands: reviewers steer graft from the PR/MR conversation
+//! (SPEC §5).
+//!
+//! # Grammar
+//!
+//! ```text
+//! comment      = markdown; every command line in it is read, in order
+//! command line = PREFIX (blank+ NAME (blank+ ARGUMENT | blank+ FLAG)*)? blank*
+//! PREFIX       = GRAFT_COMMAND_PREFIX (default `/graft`), at the start of a
+//!                line (leading blanks allowed), followed by a blank or the
+//!                end of the line; ASCII case does not matter
+//! NAME         = sync | import | rebase | retry | status | pause | resume
+//!              | automerge | help          (case does not matter)
+//! FLAG         = `--` word                 (only `sync --force` has one)
+//! ARGUMENT     = word                      (only `automerge on|off` has one)
+//! ```
+//!
+//! Lines inside fenced or indented code blocks, inline code, block quotes
+//! (`>`, including lazy continuation lines) and HTML blocks or comments are
+//! not commands; Markdown structure comes from pulldown-cmark. At most
+//! [`parse::MAX_COMMANDS`] lines of one comment run. An unknown name is an
+//! error with a "did you mean" suggestion; a wrong argument or flag is an
+//! error naming it. `/graft help` answers with the grammar and the table
+//! in [`help::COMMAND_HELP`].
+//!
+//! # Flow
+//!
+//! 1. [`intake`] (in the webhook job): skip bots and graft's own comments,
+//!    parse, keep only command lines that are new (edits: not in the
+//!    previous text), record them under a dedupe key and queue one
+//!    `command` job per comment, all in one transaction.
+//! 2. [`execute`] (the `command` job, exclusive per project): 👀, look up
+//!    the author's permission if a command changes anything, act, store
+//!    each outcome, answer with one reply (or the sticky comment for
+//!    `status`), then 👍 or 😕.
+
+pub mod execute;
+pub mod help;
+pub mod intake;
+pub mod parse;
+pub mod reply;
+
+pub use help::COMMAND_HELP;
+pub use parse::{Command, CommandError, Invocation, parse};
+
+/// `GRAFT_COMMAND_PREFIX`'s default.
+pub const DEFAULT_PREFIX: &str = "/graft";
+
+/// The kind of job that runs a comment's commands.
+pub const JOB_KIND: &str = "command";
+
+/// Starts every reply graft writes, so it never reads its own comments
+/// as commands (the status comment has its own marker).
+pub const REPLY_MARKER: &str = "<!-- graft:reply -->";
+
+/// How graft reads commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSettings {
+    /// `GRAFT_COMMAND_PREFIX`.
+    pub prefix: String,
+}
+
+impl Default for CommandSettings {
+    fn default() -> Self {
+        CommandSettings {
+            prefix: DEFAULT_PREFIX.to_string(),
+        }
+    }
+}
+
+impl CommandSettings {
+    /// Checks `GRAFT_COMMAND_PREFIX`; the error says how to fix it.
+    pub fn new(prefix: &str) -> Result<Self, String> {
+        let prefix = prefix.trim();
+        if prefix.is_empty() || prefix.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "GRAFT_COMMAND_PREFIX `{prefix}` must be one word without spaces, e.g. `/graft`"
+            ));
+        }
+        Ok(CommandSettings {
+            prefix: prefix.to_string(),
+        })
+    }
+}

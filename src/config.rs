@@ -1,0 +1,342 @@
+//! Command line and environment (12-factor): every setting is a flag and an
+//! environment variable. Secrets are `SecretString`s and never printed.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://graft-data/graft.db";
+
+const ABOUT: &str = "Keeps generated infrastructure code under Git review.";
+
+const LONG_ABOUT: &str = "\
+graft keeps generated infrastructure code (Terraform/OpenTofu, Ansible, Kubernetes
+manifests) under Git review. A generator hands graft files through its API; graft
+overlays them onto the target repository under a base path, validates, commits,
+pushes a branch, opens a pull request (GitHub) or merge request (GitLab), keeps a
+status comment on it current and answers reviewers' /graft commands.
+
+Start here:
+  graft serve                      run the server on ./graft-data/graft.db (SQLite)
+  graft keys generate              make an ENCRYPTION_KEY (needed to store forge tokens)
+  graft token create --name ci     make an API token for a generator
+  graft github manifest            register the GitHub App (or open /setup/github)
+  graft gitlab connect --url URL --token-file F
+                                   connect a GitLab instance
+  graft push --project ID DIR      upload a directory of generated files
+
+Every option is also an environment variable (shown as [env: NAME=]).";
+
+#[derive(Parser, Debug)]
+#[command(name = "graft", version, about = ABOUT, long_about = LONG_ABOUT, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn parse_secret(text: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(text.to_string()))
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Database: `sqlite://PATH` (embedded, one machine) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (several replicas).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    pub database_url: String,
+
+    /// Key that encrypts stored forge tokens and keys: 32 random bytes as
+    /// base64 or hex. Make one with `graft keys generate`. Without it graft
+    /// runs but refuses to store secrets.
+    #[arg(long, env = "ENCRYPTION_KEY", global = true, hide_env_values = true, value_parser = parse_secret)]
+    pub encryption_key: Option<SecretString>,
+
+    /// The previous ENCRYPTION_KEY during a rotation: values sealed with it
+    /// stay readable, and `graft keys rotate` re-encrypts them.
+    #[arg(long, env = "ENCRYPTION_KEY_OLD", global = true, hide_env_values = true, value_parser = parse_secret)]
+    pub encryption_key_old: Option<SecretString>,
+
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(long, env = "GRAFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP server and the background workers in one process.
+    ///
+    /// With no configuration at all it starts on SQLite under ./graft-data/,
+    /// prints where it listens and what is not configured yet.
+    Serve(Box<ServeArgs>),
+    /// Apply database migrations to DATABASE_URL and exit (serve does this too).
+    Migrate,
+    /// Manage ENCRYPTION_KEY.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage API tokens for generators and admins.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Register graft as a GitHub App.
+    #[command(subcommand)]
+    Github(GithubCommand),
+    /// Connect graft to a GitLab instance.
+    #[command(subcommand)]
+    Gitlab(GitlabCommand),
+    /// Upload a directory of generated files to a project.
+    ///
+    /// Walks DIR (skipping what `.graftignore` and `.gitignore` files
+    /// exclude, and `.git`), sends every file in one request to a running
+    /// graft (PUT /api/v1/projects/ID/files) and prints which paths changed.
+    /// Paths are relative to DIR and land under the project's base path.
+    /// Exits non-zero when any file is rejected, naming the file and why;
+    /// then nothing is uploaded.
+    ///
+    /// Example: `GRAFT_URL=https://graft.example.com GRAFT_TOKEN=...
+    /// graft push --project 3 --delete-missing ./out`
+    Push(PushArgs),
+}
+
+/// How CLI commands reach a running graft.
+#[derive(Args, Debug, Clone)]
+pub struct RemoteArgs {
+    /// Base URL of the running graft.
+    #[arg(long, env = "GRAFT_URL", default_value = "http://localhost:8080")]
+    pub graft_url: String,
+
+    /// API token (make one with `graft token create --name NAME` on the server).
+    #[arg(long, env = "GRAFT_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub graft_token: Option<SecretString>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PushArgs {
+    /// Project id (see the dashboard or GET /api/v1/projects).
+    #[arg(long)]
+    pub project: i64,
+
+    /// Directory of generated files.
+    pub dir: PathBuf,
+
+    /// Show which paths would be added, modified (and with
+    /// --delete-missing deleted), compared with graft's current files;
+    /// upload nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Remove managed files of the project that are not in DIR.
+    #[arg(long)]
+    pub delete_missing: bool,
+
+    /// Name of the generator, shown in graft's audit log and PR comments.
+    #[arg(long, default_value = "graft push")]
+    pub source: String,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GithubCommand {
+    /// Print the GitHub App manifest for this graft and where to register it.
+    ///
+    /// The easy way is the one-click page /setup/github of a running graft;
+    /// this prints the same manifest for registering by hand or reviewing.
+    Manifest(ManifestArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ManifestArgs {
+    /// Public base URL of graft (GitHub sends webhooks and the browser there).
+    #[arg(long, env = "GRAFT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// GitHub REST API; for GitHub Enterprise Server https://HOST/api/v3.
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+
+    /// App name (unique across GitHub; at most 34 characters).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Organization that will own the app (default: your personal account).
+    #[arg(long)]
+    pub org: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GitlabCommand {
+    /// Store a GitLab integration in a running graft and print the webhook
+    /// to configure.
+    ///
+    /// The token is checked against GitLab first (it must work and have the
+    /// `api` scope). A webhook secret is generated unless given; graft
+    /// prints the webhook URL and secret to enter in each GitLab project
+    /// (Settings → Webhooks), or creates the webhooks itself with
+    /// --create-hook (the token's user needs the Maintainer role there).
+    ///
+    /// Example: `graft gitlab connect --url https://gitlab.example.com
+    /// --token-file ~/gitlab-token --create-hook infra/live`
+    Connect(GitlabConnectArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GitlabConnectArgs {
+    /// GitLab base URL, e.g. https://gitlab.com.
+    #[arg(long)]
+    pub url: String,
+
+    /// File holding the access token (scope `api`; a project or group
+    /// access token is best). A file keeps the token out of shell history.
+    #[arg(long)]
+    pub token_file: PathBuf,
+
+    /// File holding the webhook secret (default: a fresh random one).
+    #[arg(long)]
+    pub webhook_secret_file: Option<PathBuf>,
+
+    /// A name for the integration (default: the URL).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Create (or update) the webhook of this GitLab project (`group/name`);
+    /// repeat for several projects.
+    #[arg(long = "create-hook", value_name = "PROJECT")]
+    pub create_hooks: Vec<String>,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Print a fresh ENCRYPTION_KEY (32 random bytes, base64).
+    Generate,
+    /// Re-encrypt every stored secret from ENCRYPTION_KEY_OLD to ENCRYPTION_KEY.
+    ///
+    /// Runs in one transaction: if any secret does not open with the old key,
+    /// nothing changes. Secrets already under the new key are left as they are,
+    /// so running it twice is harmless.
+    Rotate,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create an API token and print it once (only its hash is stored).
+    Create {
+        /// A name that says who uses the token, e.g. `terraform-generator`.
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (names and dates, never the tokens).
+    List,
+    /// Revoke the active token with this name.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// TCP port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to bind.
+    #[arg(long, env = "GRAFT_BIND", default_value = "0.0.0.0")]
+    pub bind: String,
+
+    /// Public base URL of this graft (for webhook URLs and links), e.g.
+    /// https://graft.example.com.
+    #[arg(long, env = "GRAFT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// GitHub App id (from the app's settings page).
+    #[arg(long, env = "GITHUB_APP_ID")]
+    pub github_app_id: Option<String>,
+
+    /// GitHub App private key: the PEM text, or a path to the .pem file.
+    #[arg(long, env = "GITHUB_APP_PRIVATE_KEY", hide_env_values = true, value_parser = parse_secret)]
+    pub github_app_private_key: Option<SecretString>,
+
+    /// GitHub webhook secret; several comma-separated values are all
+    /// accepted, so a secret can be rotated without dropping deliveries.
+    #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub github_webhook_secret: Option<SecretString>,
+
+    /// GitHub REST API base URL; for GitHub Enterprise Server use
+    /// https://HOST/api/v3.
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+
+    /// Base URL of the default GitLab integration, e.g. https://gitlab.com.
+    #[arg(long, env = "GITLAB_URL")]
+    pub gitlab_url: Option<String>,
+
+    /// Access token of the default GitLab integration (scope `api`).
+    #[arg(long, env = "GITLAB_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub gitlab_token: Option<SecretString>,
+
+    /// Secret GitLab sends in X-Gitlab-Token; comma-separated for rotation.
+    #[arg(long, env = "GITLAB_WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub gitlab_webhook_secret: Option<SecretString>,
+
+    /// Prefix of slash commands in PR/MR comments.
+    #[arg(long, env = "GRAFT_COMMAND_PREFIX", default_value = "/graft")]
+    pub command_prefix: String,
+
+    /// Where repository mirrors and temporary worktrees live
+    /// (default: graft-data/work).
+    #[arg(long, env = "GRAFT_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+
+    /// Optional command run in a checkout of the overlaid tree to validate it
+    /// (e.g. `tofu validate`); admin configuration only.
+    #[arg(long, env = "GRAFT_CHECK_COMMAND")]
+    pub check_command: Option<String>,
+
+    /// Author and committer name of graft's commits.
+    #[arg(long, env = "GRAFT_COMMIT_NAME", default_value = "graft[bot]")]
+    pub commit_name: String,
+
+    /// Author and committer email of graft's commits. For a GitHub App use
+    /// `<app-id>+<app-slug>[bot]@users.noreply.github.com` so GitHub shows
+    /// the app as the author.
+    #[arg(
+        long,
+        env = "GRAFT_COMMIT_EMAIL",
+        default_value = "graft[bot]@users.noreply.github.com"
+    )]
+    pub commit_email: String,
+
+    /// Seconds the check command may run before it is stopped.
+    #[arg(long, env = "GRAFT_CHECK_TIMEOUT", default_value_t = 300)]
+    pub check_timeout: u64,
+
+    /// Seconds between safety-net reconciles of every project (±20% jitter),
+    /// for webhooks that never arrived; 0 turns polling off.
+    #[arg(long, env = "GRAFT_POLL_INTERVAL", default_value_t = 300)]
+    pub poll_interval: u64,
+
+    /// Number of background workers in this process.
+    #[arg(long, env = "GRAFT_WORKERS", default_value_t = 4)]
+    pub workers: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

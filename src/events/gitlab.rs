@@ -1,0 +1,232 @@
+//! GitLab webhook payloads → [`ForgeEvent`]. GitLab names the event in the
+//! `X-Gitlab-Event` header and again in `object_kind`; the body decides.
+
+use serde::Deserialize;
+
+use super::{
+    Actor, CommentAction, CommentEvent, ForgeEvent, ParseError, Parsed, PullRequestAction,
+    PullRequestEvent, PushEvent, RepoRef, from_json, parse_json,
+};
+
+#[derive(Deserialize)]
+struct Project {
+    id: Option<i64>,
+    path_with_namespace: String,
+}
+
+impl From<Project> for RepoRef {
+    fn from(project: Project) -> Self {
+        RepoRef {
+            path: project.path_with_namespace,
+            id: project.id,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: Option<i64>,
+    username: String,
+}
+
+/// GitLab marks project/group access-token users only by their generated
+/// username (`project_<id>_bot_<hash>`, `group_<id>_bot_<hash>`).
+pub fn is_bot_username(username: &str) -> bool {
+    (username.starts_with("project_") || username.starts_with("group_"))
+        && username.contains("_bot")
+}
+
+impl From<User> for Actor {
+    fn from(user: User) -> Self {
+        Actor {
+            is_bot: is_bot_username(&user.username),
+            login: user.username,
+            id: user.id,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Commit {
+    #[serde(default)]
+    added: Vec<String>,
+    #[serde(default)]
+    modified: Vec<String>,
+    #[serde(default)]
+    removed: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Push {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    before: String,
+    after: String,
+    project: Project,
+    #[serde(default)]
+    commits: Vec<Commit>,
+    user_id: Option<i64>,
+    user_username: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LastCommit {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct MergeRequestAttributes {
+    iid: i64,
+    source_branch: String,
+    target_branch: String,
+    action: Option<String>,
+    last_commit: Option<LastCommit>,
+    merge_commit_sha: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MergeRequestPayload {
+    project: Project,
+    object_attributes: MergeRequestAttributes,
+}
+
+#[derive(Deserialize)]
+struct NoteAttributes {
+    id: i64,
+    #[serde(default)]
+    note: String,
+    noteable_type: String,
+    action: Option<String>,
+    #[serde(default)]
+    system: bool,
+}
+
+#[derive(Deserialize)]
+struct NoteTarget {
+    iid: i64,
+}
+
+#[derive(Deserialize)]
+struct NotePayload {
+    user: User,
+    project: Project,
+    object_attributes: NoteAttributes,
+    merge_request: Option<NoteTarget>,
+    issue: Option<NoteTarget>,
+}
+
+#[derive(Deserialize)]
+struct KindOnly {
+    object_kind: String,
+}
+
+const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
+
+fn ignored(reason: impl Into<String>) -> Parsed {
+    Parsed::Ignored {
+        reason: reason.into(),
+    }
+}
+
+/// Parses a delivery given its `X-Gitlab-Event` header and raw body.
+pub fn parse(event_header: &str, body: &[u8]) -> Result<Parsed, ParseError> {
+    let value = parse_json(body)?;
+    let kind: KindOnly = from_json(event_header, value.clone())?;
+    let parsed = match kind.object_kind.as_str() {
+        "push" => {
+            let push: Push = from_json(event_header, value)?;
+            let mut changed_paths: Vec<String> = push
+                .commits
+                .into_iter()
+                .flat_map(|c| c.added.into_iter().chain(c.modified).chain(c.removed))
+                .collect();
+            changed_paths.sort();
+            changed_paths.dedup();
+            ForgeEvent::Push(PushEvent {
+                repo: push.project.into(),
+                branch: push.git_ref.strip_prefix("refs/heads/").map(str::to_string),
+                deleted: push.after == ZERO_SHA,
+                before: push.before,
+                after: push.after,
+                changed_paths,
+                pusher: push.user_username.map(|login| Actor {
+                    is_bot: is_bot_username(&login),
+                    login,
+                    id: push.user_id,
+                }),
+            })
+        }
+        "merge_request" => {
+            let payload: MergeRequestPayload = from_json(event_header, value)?;
+            let attrs = payload.object_attributes;
+            let action = match attrs.action.as_deref() {
+                Some("open") => PullRequestAction::Opened,
+                Some("reopen") => PullRequestAction::Reopened,
+                Some("update") => PullRequestAction::Synchronize,
+                Some("close") => PullRequestAction::Closed,
+                Some("merge") => PullRequestAction::Merged,
+                other => {
+                    return Ok(ignored(format!(
+                        "merge_request action `{}`",
+                        other.unwrap_or("(none)")
+                    )));
+                }
+            };
+            ForgeEvent::PullRequest(PullRequestEvent {
+                repo: payload.project.into(),
+                action,
+                number: attrs.iid,
+                head_branch: attrs.source_branch,
+                head_sha: attrs.last_commit.map(|c| c.id),
+                base_branch: attrs.target_branch,
+                merge_commit_sha: attrs
+                    .merge_commit_sha
+                    .filter(|_| action == PullRequestAction::Merged),
+            })
+        }
+        "note" => {
+            let payload: NotePayload = from_json(event_header, value)?;
+            let attrs = payload.object_attributes;
+            if attrs.system {
+                return Ok(ignored("system note"));
+            }
+            let action = match attrs.action.as_deref() {
+                None | Some("create") => CommentAction::Created,
+                Some("update") => CommentAction::Edited,
+                Some(other) => return Ok(ignored(format!("note action `{other}`"))),
+            };
+            let (number, on_pull_request) = match attrs.noteable_type.as_str() {
+                "MergeRequest" => match payload.merge_request {
+                    Some(mr) => (mr.iid, true),
+                    None => {
+                        return Err(ParseError::WrongShape {
+                            event: event_header.to_string(),
+                            message: "note on a MergeRequest without `merge_request`".into(),
+                        });
+                    }
+                },
+                "Issue" => match payload.issue {
+                    Some(issue) => (issue.iid, false),
+                    None => return Ok(ignored("note on an issue without `issue`")),
+                },
+                other => return Ok(ignored(format!("note on a {other}"))),
+            };
+            ForgeEvent::Comment(CommentEvent {
+                repo: payload.project.into(),
+                action,
+                number,
+                on_pull_request,
+                comment_id: attrs.id,
+                body: attrs.note,
+                previous_body: None,
+                author: payload.user.into(),
+            })
+        }
+        other => {
+            return Ok(ignored(format!(
+                "object_kind `{other}` is not used by graft"
+            )));
+        }
+    };
+    Ok(Parsed::Event(Box::new(parsed)))
+}

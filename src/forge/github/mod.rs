@@ -1,0 +1,624 @@
+//! The GitHub App client for one repository.
+//!
+//! Calls go through octocrab's transport with graft's own small response
+//! structs: octocrab's full models reject some real responses (and would
+//! tie graft to every field GitHub adds), and the raw route keeps status
+//! and headers for error classification.
+//!
+//! Auto-merge: REST has no endpoint for it, so graft uses GraphQL
+//! `enablePullRequestAutoMerge` (the forge merges when required checks
+//! pass). GitHub refuses it for a PR that is already mergeable ("clean
+//! status"); then graft merges at once with REST `PUT .../merge`.
+
+pub mod app;
+mod errors;
+pub mod manifest;
+
+use std::sync::Arc;
+
+use http::Method;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use app::{Api, decode, split_repo};
+pub use app::{GithubApp, GithubAppConfig};
+
+use super::error::{ForgeError, ForgeKind, short};
+use super::http::{RawResponse, next_link};
+use super::sticky::{self, CommentInfo};
+use super::{
+    AutoMerge, CHECK_NAME, CheckConclusion, CheckReport, CommentRef, GitCredentials,
+    NewPullRequest, Permission, PullRequest, PullRequestState, PullRequestUpdate, Reaction,
+    RepoInfo, Result, UserRef,
+};
+
+const GITHUB: ForgeKind = ForgeKind::Github;
+
+/// One path segment, encoded (a branch `graft/x` becomes `graft%2Fx`).
+pub(crate) fn segment(text: &str) -> String {
+    super::http::encode(text)
+}
+
+/// GitHub's collaborator role → graft's level. `maintain` may run
+/// commands (SPEC §5) but is not an admin, so it maps to Write; `triage`
+/// cannot push, so it is Read. Custom roles fall back to the base
+/// `permission` field.
+pub fn permission_from_github(role_name: Option<&str>, permission: &str) -> Permission {
+    let level = |name: &str| match name {
+        "admin" => Some(Permission::Admin),
+        "maintain" | "write" => Some(Permission::Write),
+        "triage" | "read" => Some(Permission::Read),
+        "none" => Some(Permission::None),
+        _ => None,
+    };
+    role_name
+        .and_then(level)
+        .or_else(|| level(permission))
+        .unwrap_or(Permission::None)
+}
+
+pub fn reaction_content(reaction: Reaction) -> &'static str {
+    match reaction {
+        Reaction::Eyes => "eyes",
+        Reaction::ThumbsUp => "+1",
+        Reaction::ThumbsDown => "-1",
+        Reaction::Confused => "confused",
+        Reaction::Rocket => "rocket",
+        Reaction::Heart => "heart",
+        Reaction::Hooray => "hooray",
+        Reaction::Laugh => "laugh",
+    }
+}
+
+#[derive(Deserialize)]
+struct RepoJson {
+    default_branch: String,
+    clone_url: String,
+    html_url: String,
+}
+
+#[derive(Deserialize)]
+struct BranchJson {
+    commit: CommitJson,
+}
+
+#[derive(Deserialize)]
+struct CommitJson {
+    sha: String,
+}
+
+#[derive(Deserialize)]
+struct RefJson {
+    #[serde(rename = "ref")]
+    name: String,
+    #[serde(default)]
+    sha: String,
+}
+
+#[derive(Deserialize)]
+struct PullJson {
+    number: i64,
+    html_url: String,
+    #[serde(default)]
+    title: String,
+    state: String,
+    #[serde(default)]
+    merged: Option<bool>,
+    #[serde(default)]
+    merged_at: Option<String>,
+    head: RefJson,
+    base: RefJson,
+    #[serde(default)]
+    node_id: Option<String>,
+}
+
+impl From<PullJson> for PullRequest {
+    fn from(pr: PullJson) -> Self {
+        let merged = pr.merged.unwrap_or(false) || pr.merged_at.is_some();
+        PullRequest {
+            number: pr.number,
+            url: pr.html_url,
+            title: pr.title,
+            head_branch: pr.head.name,
+            base_branch: pr.base.name,
+            head_sha: pr.head.sha,
+            state: match (pr.state.as_str(), merged) {
+                (_, true) => PullRequestState::Merged,
+                ("open", _) => PullRequestState::Open,
+                _ => PullRequestState::Closed,
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct UserJson {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct CommentJson {
+    id: i64,
+    #[serde(default)]
+    body: String,
+    user: Option<UserJson>,
+    #[serde(default)]
+    html_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PermissionJson {
+    permission: String,
+    #[serde(default)]
+    role_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GraphqlResponse {
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    errors: Vec<GraphqlError>,
+}
+
+#[derive(Deserialize)]
+struct GraphqlError {
+    message: String,
+}
+
+const DISABLE_AUTO_MERGE: &str = "mutation($id: ID!) { disablePullRequestAutoMerge(input: {pullRequestId: $id}) { pullRequest { number } } }";
+const ENABLE_AUTO_MERGE: &str = "mutation($id: ID!) { enablePullRequestAutoMerge(input: {pullRequestId: $id, mergeMethod: MERGE}) { pullRequest { number } } }";
+
+/// A GitHub repository reached through the app's installation on it.
+#[derive(Clone, Debug)]
+pub struct GithubRepo {
+    app: Arc<GithubApp>,
+    installation: i64,
+    repo: String,
+    owner: String,
+    name: String,
+}
+
+impl GithubRepo {
+    pub fn new(app: Arc<GithubApp>, installation: i64, repo: &str) -> Result<Self> {
+        let (owner, name) = split_repo(repo)?;
+        Ok(GithubRepo {
+            installation,
+            repo: repo.to_string(),
+            owner: owner.to_string(),
+            name: name.to_string(),
+            app,
+        })
+    }
+
+    pub fn installation(&self) -> i64 {
+        self.installation
+    }
+
+    fn path(&self, rest: &str) -> String {
+        format!(
+            "/repos/{}/{}{rest}",
+            segment(&self.owner),
+            segment(&self.name)
+        )
+    }
+
+    async fn call(
+        &self,
+        what: &str,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+    ) -> Result<RawResponse> {
+        self.app
+            .installation_call(Api::Rest, self.installation, what, method, uri, body)
+            .await
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, what: &str, uri: &str) -> Result<T> {
+        let response = self.call(what, Method::GET, uri, None).await?;
+        decode(&response, what)
+    }
+
+    /// Every item of a list, following `Link: rel="next"`.
+    async fn get_all<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        first: &str,
+    ) -> Result<Vec<T>> {
+        let mut items = Vec::new();
+        let mut next = Some(first.to_string());
+        // A bound against a forge that links pages in a circle.
+        for _ in 0..1000 {
+            let Some(uri) = next.take() else {
+                return Ok(items);
+            };
+            let response = self.call(what, Method::GET, &uri, None).await?;
+            let page: Vec<T> = decode(&response, what)?;
+            items.extend(page);
+            next = next_link(&response.headers);
+        }
+        Err(ForgeError::Unexpected {
+            forge: GITHUB,
+            message: format!("more than 1000 pages while {what}"),
+        })
+    }
+
+    pub async fn repo_info(&self) -> Result<RepoInfo> {
+        let what = "reading the repository";
+        let repo: RepoJson = self.get(what, &self.path("")).await.map_err(|e| match e {
+            ForgeError::NotFound { .. } => ForgeError::NotInstalled {
+                forge: GITHUB,
+                repo: self.repo.clone(),
+                hint: format!("the repository does not exist or the GitHub App cannot see it; add {} to the app's installation", self.repo),
+            },
+            other => other,
+        })?;
+        Ok(RepoInfo {
+            default_branch: repo.default_branch,
+            clone_url: repo.clone_url,
+            web_url: repo.html_url,
+        })
+    }
+
+    pub async fn branch_head(&self, branch: &str) -> Result<Option<String>> {
+        let uri = self.path(&format!("/branches/{}", segment(branch)));
+        match self.get::<BranchJson>("reading a branch", &uri).await {
+            Ok(found) => Ok(Some(found.commit.sha)),
+            Err(ForgeError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn find_open_pull_request(&self, head_branch: &str) -> Result<Option<PullRequest>> {
+        let head = segment(&format!("{}:{head_branch}", self.owner));
+        let uri = self.path(&format!("/pulls?state=open&head={head}&per_page=100"));
+        let pulls: Vec<PullJson> = self.get_all("listing pull requests", &uri).await?;
+        Ok(pulls
+            .into_iter()
+            .map(PullRequest::from)
+            .find(|pr| pr.head_branch == head_branch))
+    }
+
+    async fn pull_json(&self, number: i64) -> Result<PullJson> {
+        self.get(
+            "reading a pull request",
+            &self.path(&format!("/pulls/{number}")),
+        )
+        .await
+    }
+
+    pub async fn pull_request(&self, number: i64) -> Result<PullRequest> {
+        self.pull_json(number).await.map(PullRequest::from)
+    }
+
+    pub async fn open_pull_request(&self, new: &NewPullRequest) -> Result<PullRequest> {
+        let what = "opening a pull request";
+        let body = json!({
+            "title": new.title,
+            "head": new.head_branch,
+            "base": new.base_branch,
+            "body": new.body,
+            "maintainer_can_modify": false,
+        });
+        let response = self
+            .call(what, Method::POST, &self.path("/pulls"), Some(&body))
+            .await?;
+        decode::<PullJson>(&response, what).map(PullRequest::from)
+    }
+
+    pub async fn update_pull_request(
+        &self,
+        number: i64,
+        update: &PullRequestUpdate,
+    ) -> Result<PullRequest> {
+        let what = "updating a pull request";
+        let mut body = serde_json::Map::new();
+        if let Some(title) = &update.title {
+            body.insert("title".into(), json!(title));
+        }
+        if let Some(text) = &update.body {
+            body.insert("body".into(), json!(text));
+        }
+        if let Some(base) = &update.base_branch {
+            body.insert("base".into(), json!(base));
+        }
+        let body = Value::Object(body);
+        let uri = self.path(&format!("/pulls/{number}"));
+        let response = self.call(what, Method::PATCH, &uri, Some(&body)).await?;
+        decode::<PullJson>(&response, what).map(PullRequest::from)
+    }
+
+    pub async fn close_pull_request(&self, number: i64) -> Result<()> {
+        let uri = self.path(&format!("/pulls/{number}"));
+        let body = json!({"state": "closed"});
+        self.call("closing a pull request", Method::PATCH, &uri, Some(&body))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn enable_auto_merge(&self, number: i64) -> Result<AutoMerge> {
+        let what = "enabling auto-merge";
+        let pr = self.pull_json(number).await?;
+        let node_id = pr.node_id.clone().ok_or_else(|| ForgeError::Unexpected {
+            forge: GITHUB,
+            message: "the pull request has no node_id".into(),
+        })?;
+        let body = json!({"query": ENABLE_AUTO_MERGE, "variables": {"id": node_id}});
+        let response = self
+            .app
+            .installation_call(
+                Api::Graphql,
+                self.installation,
+                what,
+                Method::POST,
+                "/graphql",
+                Some(&body),
+            )
+            .await?;
+        let answer: GraphqlResponse = decode(&response, what)?;
+        let enabled = answer
+            .data
+            .as_ref()
+            .and_then(|d| d.get("enablePullRequestAutoMerge"))
+            .is_some_and(|v| !v.is_null());
+        if enabled && answer.errors.is_empty() {
+            return Ok(AutoMerge::Enabled);
+        }
+        let message = answer
+            .errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if message.to_lowercase().contains("clean status") {
+            // Nothing to wait for: merge now.
+            let uri = self.path(&format!("/pulls/{number}/merge"));
+            let body = json!({"merge_method": "merge", "sha": pr.head.sha});
+            self.call("merging a pull request", Method::PUT, &uri, Some(&body))
+                .await?;
+            return Ok(AutoMerge::Merged);
+        }
+        let hint = if message.to_lowercase().contains("not allowed") {
+            " (turn on \"Allow auto-merge\" in the repository settings)"
+        } else {
+            ""
+        };
+        Err(ForgeError::Validation {
+            forge: GITHUB,
+            message: format!("auto-merge refused: {}{hint}", short(&message)),
+        })
+    }
+
+    /// Turns off auto-merge on an open pull request (a no-op if it was off).
+    pub async fn disable_auto_merge(&self, number: i64) -> Result<()> {
+        let what = "disabling auto-merge";
+        let pr = self.pull_json(number).await?;
+        let node_id = pr.node_id.clone().ok_or_else(|| ForgeError::Unexpected {
+            forge: GITHUB,
+            message: "the pull request has no node_id".into(),
+        })?;
+        let body = json!({"query": DISABLE_AUTO_MERGE, "variables": {"id": node_id}});
+        let response = self
+            .app
+            .installation_call(
+                Api::Graphql,
+                self.installation,
+                what,
+                Method::POST,
+                "/graphql",
+                Some(&body),
+            )
+            .await?;
+        let answer: GraphqlResponse = decode(&response, what)?;
+        if answer.errors.is_empty() {
+            return Ok(());
+        }
+        let message = answer
+            .errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(ForgeError::Validation {
+            forge: GITHUB,
+            message: format!("disabling auto-merge refused: {}", short(&message)),
+        })
+    }
+
+    async fn comments(&self, number: i64) -> Result<Vec<CommentJson>> {
+        let uri = self.path(&format!("/issues/{number}/comments?per_page=100"));
+        self.get_all("listing comments", &uri).await
+    }
+
+    async fn create_comment(&self, number: i64, body: &str) -> Result<CommentRef> {
+        let what = "posting a comment";
+        let uri = self.path(&format!("/issues/{number}/comments"));
+        let response = self
+            .call(what, Method::POST, &uri, Some(&json!({"body": body})))
+            .await?;
+        let comment: CommentJson = decode(&response, what)?;
+        Ok(CommentRef {
+            id: comment.id,
+            url: comment.html_url,
+        })
+    }
+
+    async fn edit_comment(&self, id: i64, body: &str) -> Result<CommentRef> {
+        let what = "editing a comment";
+        let uri = self.path(&format!("/issues/comments/{id}"));
+        let response = self
+            .call(what, Method::PATCH, &uri, Some(&json!({"body": body})))
+            .await?;
+        let comment: CommentJson = decode(&response, what)?;
+        Ok(CommentRef {
+            id: comment.id,
+            url: comment.html_url,
+        })
+    }
+
+    async fn delete_comment(&self, id: i64) -> Result<()> {
+        let uri = self.path(&format!("/issues/comments/{id}"));
+        match self
+            .call("deleting a comment", Method::DELETE, &uri, None)
+            .await
+        {
+            Ok(_) | Err(ForgeError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn status_comment_ids(&self, number: i64, bot: &str) -> Result<Vec<i64>> {
+        let comments: Vec<CommentInfo> = self
+            .comments(number)
+            .await?
+            .into_iter()
+            .map(|c| CommentInfo {
+                id: c.id,
+                author: c.user.map(|u| u.login).unwrap_or_default(),
+                body: c.body,
+            })
+            .collect();
+        Ok(sticky::status_comments(&comments, bot))
+    }
+
+    pub async fn upsert_status_comment(&self, number: i64, body: &str) -> Result<CommentRef> {
+        let body = sticky::with_marker(body);
+        let _serialised = self
+            .app
+            .locks
+            .lock(&format!("github:{}#{number}", self.repo))
+            .await;
+        let bot = self.app.bot_login().await?;
+        let existing = self.status_comment_ids(number, &bot).await?;
+        if let Some((keep, extra)) = sticky::resolve(&existing) {
+            for id in extra {
+                self.delete_comment(id).await?;
+            }
+            return self.edit_comment(keep, &body).await;
+        }
+        let created = self.create_comment(number, &body).await?;
+        // Another process may have created one at the same moment: keep the
+        // oldest, with our text, and delete the rest.
+        let after = self.status_comment_ids(number, &bot).await?;
+        match sticky::resolve(&after) {
+            Some((keep, extra)) if keep != created.id || !extra.is_empty() => {
+                for id in extra {
+                    self.delete_comment(id).await?;
+                }
+                self.edit_comment(keep, &body).await
+            }
+            _ => Ok(created),
+        }
+    }
+
+    pub async fn reply(&self, number: i64, body: &str) -> Result<CommentRef> {
+        self.create_comment(number, body).await
+    }
+
+    pub async fn react(&self, _number: i64, comment_id: i64, reaction: Reaction) -> Result<()> {
+        let uri = self.path(&format!("/issues/comments/{comment_id}/reactions"));
+        let body = json!({"content": reaction_content(reaction)});
+        self.call("adding a reaction", Method::POST, &uri, Some(&body))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn report_check(&self, report: &CheckReport) -> Result<()> {
+        let mut body = json!({
+            "name": CHECK_NAME,
+            "head_sha": report.sha,
+            "output": {"title": report.title, "summary": report.summary},
+        });
+        let conclusion = match report.conclusion {
+            CheckConclusion::Pending => None,
+            CheckConclusion::Success => Some("success"),
+            CheckConclusion::Failure => Some("failure"),
+            CheckConclusion::Neutral => Some("neutral"),
+        };
+        body["status"] = json!(if conclusion.is_some() {
+            "completed"
+        } else {
+            "in_progress"
+        });
+        if let Some(conclusion) = conclusion {
+            body["conclusion"] = json!(conclusion);
+        }
+        if let Some(url) = &report.details_url {
+            body["details_url"] = json!(url);
+        }
+        self.call(
+            "reporting a check run",
+            Method::POST,
+            &self.path("/check-runs"),
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn permission(&self, user: &UserRef) -> Result<Permission> {
+        let uri = self.path(&format!(
+            "/collaborators/{}/permission",
+            segment(&user.login)
+        ));
+        match self
+            .get::<PermissionJson>("reading a user's permission", &uri)
+            .await
+        {
+            Ok(found) => Ok(permission_from_github(
+                found.role_name.as_deref(),
+                &found.permission,
+            )),
+            Err(ForgeError::NotFound { .. }) => Ok(Permission::None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn git_credentials(&self) -> Result<super::GitCredentials> {
+        Ok(GitCredentials {
+            username: "x-access-token".into(),
+            token: self.app.installation_token(self.installation).await?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_github_role_maps() {
+        let cases = [
+            (Some("admin"), "admin", Permission::Admin),
+            (Some("maintain"), "write", Permission::Write),
+            (Some("write"), "write", Permission::Write),
+            (Some("triage"), "read", Permission::Read),
+            (Some("read"), "read", Permission::Read),
+            (Some("none"), "none", Permission::None),
+            (Some("security-reviewer"), "read", Permission::Read),
+            (Some("custom-deployer"), "write", Permission::Write),
+            (None, "admin", Permission::Admin),
+            (None, "garbage", Permission::None),
+        ];
+        for (role, base, expected) in cases {
+            assert_eq!(
+                permission_from_github(role, base),
+                expected,
+                "{role:?}/{base}"
+            );
+        }
+    }
+
+    #[test]
+    fn graphql_sits_beside_the_rest_base() {
+        assert_eq!(
+            app::graphql_root("https://api.github.com"),
+            "https://api.github.com"
+        );
+        assert_eq!(
+            app::graphql_root("https://ghe.example.com/api/v3"),
+            "https://ghe.example.com/api"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Small pieces both forge clients share: a read response, `Link` header
+//! pagination, wait headers, URL encoding of path segments.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// A response read to the end: what error classification and decoding need.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+}
+
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// Characters kept as they are in a path segment (RFC 3986 unreserved).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Encodes one path segment or query value: `group/sub` → `group%2Fsub`.
+pub fn encode(segment: &str) -> String {
+    utf8_percent_encode(segment, SEGMENT).to_string()
+}
+
+/// The URL of the `rel="next"` page in a `Link` header, if any.
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
+    let value = header(headers, "link")?;
+    value.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"));
+        let url = url.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| url.to_string())
+    })
+}
+
+/// `Retry-After` in seconds (the forms GitHub and GitLab send).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    header(headers, "retry-after")?
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Time until a reset given as Unix seconds (`X-RateLimit-Reset`,
+/// `RateLimit-Reset`); zero when it is already past.
+pub fn until_reset(headers: &HeaderMap, name: &str, now: SystemTime) -> Option<Duration> {
+    let reset = header(headers, name)?.parse::<u64>().ok()?;
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Some(Duration::from_secs(reset).saturating_sub(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn finds_the_next_page_among_links() {
+        let h = headers(&[(
+            "link",
+            "<https://api.github.com/repositories/1/issues/2/comments?per_page=2&page=3>; rel=\"next\", \
+             <https://api.github.com/repositories/1/issues/2/comments?per_page=2&page=9>; rel=\"last\"",
+        )]);
+        assert_eq!(
+            next_link(&h).unwrap(),
+            "https://api.github.com/repositories/1/issues/2/comments?per_page=2&page=3"
+        );
+        let last_page = headers(&[(
+            "link",
+            "<https://x/a?page=1>; rel=\"first\", <https://x/a?page=1>; rel=\"prev\"",
+        )]);
+        assert_eq!(next_link(&last_page), None);
+        assert_eq!(next_link(&HeaderMap::new()), None);
+        assert_eq!(next_link(&headers(&[("link", "garbage")])), None);
+    }
+
+    #[test]
+    fn reads_wait_headers() {
+        let h = headers(&[("retry-after", "17"), ("x-ratelimit-reset", "1000")]);
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(17)));
+        let now = UNIX_EPOCH + Duration::from_secs(970);
+        assert_eq!(
+            until_reset(&h, "x-ratelimit-reset", now),
+            Some(Duration::from_secs(30))
+        );
+        let later = UNIX_EPOCH + Duration::from_secs(2000);
+        assert_eq!(
+            until_reset(&h, "x-ratelimit-reset", later),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
+    }
+
+    #[test]
+    fn encodes_path_segments() {
+        assert_eq!(encode("group/sub/project"), "group%2Fsub%2Fproject");
+        assert_eq!(encode("graft/infra-x_1.2"), "graft%2Finfra-x_1.2");
+        assert_eq!(encode("a b&c"), "a%20b%26c");
+    }
+}

@@ -1,0 +1,332 @@
+//! One persistent bare mirror per repository under the work directory,
+//! fetched incrementally with gix so only new objects cross the wire.
+//!
+//! Safety: inside a process, one async lock per mirror; across processes
+//! sharing the disk, an exclusive file lock next to the mirror. A fetch
+//! marks the mirror while it runs; a mirror found marked (the process died
+//! mid-fetch) or unreadable is verified and re-created if anything is
+//! missing, never trusted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use gix::ObjectId;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::{GitAuth, GitError, local, scrub::scrub};
+
+const IN_PROGRESS: &str = "graft-fetch-in-progress";
+
+/// Where mirrors live, and the in-process locks that keep one writer each.
+#[derive(Debug, Clone)]
+pub struct MirrorCache {
+    root: PathBuf,
+    locks: Arc<std::sync::Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
+}
+
+/// A locked mirror: while it is held no other job of this process touches
+/// the same repository on disk.
+#[derive(Debug)]
+pub struct Mirror {
+    pub path: PathBuf,
+    _guard: OwnedMutexGuard<()>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOutcome {
+    /// Branch name → head commit, as the remote has them now.
+    pub heads: BTreeMap<String, ObjectId>,
+    /// Objects received in this fetch (0 when nothing was new).
+    pub objects_received: u64,
+    /// The mirror was (re-)created by this fetch.
+    pub created: bool,
+}
+
+/// A readable folder name for a repository, unique by a short hash.
+fn mirror_dir_name(key: &str) -> String {
+    let readable: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    let digest = hex::encode(&Sha256::digest(key.as_bytes())[..6]);
+    format!("{readable}-{digest}.git")
+}
+
+impl MirrorCache {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        MirrorCache {
+            root: root.into(),
+            locks: Arc::default(),
+        }
+    }
+
+    pub fn path_for(&self, key: &str) -> PathBuf {
+        self.root.join("mirrors").join(mirror_dir_name(key))
+    }
+
+    /// Waits for exclusive use of the mirror of `key` (e.g. `github/o/r`).
+    pub async fn lock(&self, key: &str) -> Mirror {
+        let path = self.path_for(key);
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(path.clone()).or_default().clone()
+        };
+        Mirror {
+            path,
+            _guard: lock.lock_owned().await,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Mirror {
+    /// Brings the mirror up to date with `url` (all branches; branches gone
+    /// upstream are removed). Blocking: call it from `spawn_blocking`.
+    pub fn fetch(&self, url: &str, auth: &GitAuth) -> Result<FetchOutcome, GitError> {
+        fetch_path(&self.path, url, auth)
+    }
+
+    /// Opens the mirror for reading and writing objects (thread-local).
+    pub fn open(&self) -> Result<gix::Repository, GitError> {
+        open(&self.path)
+    }
+
+    pub fn heads(&self) -> Result<BTreeMap<String, ObjectId>, GitError> {
+        heads(&self.path)
+    }
+}
+
+fn open(path: &Path) -> Result<gix::Repository, GitError> {
+    gix::open_opts(path, gix::open::Options::isolated()).map_err(local)
+}
+
+/// [`Mirror::fetch`] by path, for callers that hold the [`Mirror`] lock on
+/// another thread. Takes the cross-process file lock itself.
+pub fn fetch_path(path: &Path, url: &str, auth: &GitAuth) -> Result<FetchOutcome, GitError> {
+    {
+        let parent = path
+            .parent()
+            .ok_or_else(|| local("mirror path has no parent"))?;
+        std::fs::create_dir_all(parent).map_err(local)?;
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.with_extension("lock"))
+            .map_err(local)?;
+        lock_file.lock().map_err(local)?;
+        let created = ensure_sound(path)?;
+        let marker = path.join(IN_PROGRESS);
+        std::fs::write(&marker, b"").map_err(local)?;
+        let objects_received = fetch_all_heads(path, url, auth)?;
+        std::fs::remove_file(&marker).map_err(local)?;
+        let heads = heads(path)?;
+        Ok(FetchOutcome {
+            heads,
+            objects_received,
+            created,
+        })
+    }
+}
+
+fn heads(path: &Path) -> Result<BTreeMap<String, ObjectId>, GitError> {
+    {
+        let repo = open(path)?;
+        let mut heads = BTreeMap::new();
+        let platform = repo.references().map_err(local)?;
+        for reference in platform.local_branches().map_err(local)? {
+            let mut reference = reference.map_err(|e| local(e.to_string()))?;
+            let name = reference.name().shorten().to_string();
+            let id = reference.peel_to_id().map_err(local)?.detach();
+            heads.insert(name, id);
+        }
+        Ok(heads)
+    }
+}
+
+/// Makes sure a usable bare repository is at `path`; re-creates it when it
+/// is missing, unreadable, or was left mid-fetch with objects missing.
+/// Returns whether it was (re-)created.
+fn ensure_sound(path: &Path) -> Result<bool, GitError> {
+    let sound = path.exists()
+        && match open(path) {
+            // Cheap enough to do every time: a handful of branches.
+            Ok(repo) => refs_resolve(&repo),
+            Err(_) => false,
+        };
+    if sound {
+        return Ok(false);
+    }
+    if path.exists() {
+        tracing::warn!(mirror = %path.display(), "mirror unusable (interrupted fetch or corruption); re-creating it");
+        std::fs::remove_dir_all(path).map_err(local)?;
+    }
+    gix::init_bare(path).map_err(local)?;
+    Ok(true)
+}
+
+/// Every local branch points at a commit whose tree is present.
+fn refs_resolve(repo: &gix::Repository) -> bool {
+    let check = || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let platform = repo.references()?;
+        for reference in platform.local_branches()? {
+            let mut reference = reference?;
+            let id = reference.peel_to_id()?;
+            let commit = repo.find_commit(id)?;
+            repo.find_tree(commit.tree_id()?)?;
+        }
+        Ok(())
+    };
+    check().is_ok()
+}
+
+fn fetch_all_heads(path: &Path, url: &str, auth: &GitAuth) -> Result<u64, GitError> {
+    let secrets = auth.secrets();
+    let fail = |e: &dyn std::fmt::Display| classify_fetch_error(&scrub(&e.to_string(), &secrets));
+    let header = format!("http.extraHeader={}", auth.header());
+    let repo = gix::open_opts(
+        path,
+        gix::open::Options::isolated().config_overrides([header]),
+    )
+    .map_err(local)?;
+    let remote = repo
+        .remote_at(url)
+        .map_err(|e| fail(&e))?
+        .with_refspecs(
+            ["+refs/heads/*:refs/heads/*"],
+            gix::remote::Direction::Fetch,
+        )
+        .map_err(|e| fail(&e))?;
+    let connection = remote
+        .connect(gix::remote::Direction::Fetch)
+        .map_err(|e| fail(&e))?;
+    let outcome = connection
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .map_err(|e| fail(&e))?
+        .receive(gix::progress::Discard, &AtomicBool::new(false))
+        .map_err(|e| fail(&e))?;
+    let received = match &outcome.status {
+        gix::remote::fetch::Status::Change {
+            write_pack_bundle, ..
+        } => {
+            if let Some(keep) = &write_pack_bundle.keep_path {
+                let _ = std::fs::remove_file(keep);
+            }
+            u64::from(write_pack_bundle.index.num_objects)
+        }
+        _ => 0,
+    };
+    prune_deleted_branches(&repo, &outcome.ref_map)?;
+    Ok(received)
+}
+
+/// Deletes local branches the remote no longer has (a merged and deleted
+/// sync branch must not look alive).
+fn prune_deleted_branches(
+    repo: &gix::Repository,
+    ref_map: &gix::remote::fetch::RefMap,
+) -> Result<(), GitError> {
+    let remote: std::collections::HashSet<String> = ref_map
+        .remote_refs
+        .iter()
+        .map(|r| r.unpack().0.to_string())
+        .collect();
+    let platform = repo.references().map_err(local)?;
+    let mut stale = Vec::new();
+    for reference in platform.local_branches().map_err(local)? {
+        let reference = reference.map_err(|e| local(e.to_string()))?;
+        let name = reference.name().as_bstr().to_string();
+        if !remote.contains(&name) {
+            stale.push(reference.name().to_owned());
+        }
+    }
+    for name in stale {
+        repo.edit_reference(gix::refs::transaction::RefEdit {
+            change: gix::refs::transaction::Change::Delete {
+                expected: gix::refs::transaction::PreviousValue::Any,
+                log: gix::refs::transaction::RefLog::AndReference,
+            },
+            name,
+            deref: false,
+        })
+        .map_err(local)?;
+    }
+    Ok(())
+}
+
+/// Sorts a (scrubbed) fetch failure into graft's classes by what the
+/// transport said.
+pub fn classify_fetch_error(message: &str) -> GitError {
+    let lower = message.to_ascii_lowercase();
+    let has = |needle: &str| lower.contains(needle);
+    if has("401")
+        || has("403")
+        || has("authentication")
+        || has("unauthorized")
+        || has("forbidden")
+        || has("credentials")
+    {
+        GitError::Auth(message.to_string())
+    } else if has("404") || has("not found") {
+        GitError::NotFound(message.to_string())
+    } else if has("timed out")
+        || has("timeout")
+        || has("connection refused")
+        || has("connect")
+        || has("dns")
+        || has("resolve")
+        || has("502")
+        || has("503")
+        || has("504")
+        || has("500")
+        || has("io error")
+    {
+        GitError::Network(message.to_string())
+    } else {
+        GitError::Other(message.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_names_are_readable_and_distinct() {
+        let a = mirror_dir_name("github/acme/infra");
+        let b = mirror_dir_name("github/acme_infra");
+        assert!(a.starts_with("github_acme_infra-") && a.ends_with(".git"));
+        assert_ne!(a, b);
+        assert!(!mirror_dir_name("../../etc").contains('/'));
+    }
+
+    #[test]
+    fn fetch_errors_are_classified() {
+        assert!(matches!(
+            classify_fetch_error("HTTP status 401"),
+            GitError::Auth(_)
+        ));
+        assert!(matches!(
+            classify_fetch_error("received 404 Not Found"),
+            GitError::NotFound(_)
+        ));
+        assert!(matches!(
+            classify_fetch_error("Connection refused"),
+            GitError::Network(_)
+        ));
+        assert!(matches!(classify_fetch_error("weird"), GitError::Other(_)));
+    }
+}

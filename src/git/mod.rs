@@ -1,0 +1,115 @@
+//! The git engine: persistent bare mirrors fetched with gix, the overlay of
+//! managed files built on objects (no checkout), validation of the result,
+//! and the push with the git CLI (gix cannot push yet).
+
+pub mod check;
+pub mod mirror;
+pub mod overlay;
+pub mod paths;
+pub mod pipeline;
+pub mod push;
+pub mod read;
+pub mod scrub;
+pub mod validate;
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+
+pub use paths::PathError;
+
+/// Credentials for one remote: sent as an `Authorization: Basic` header
+/// through git configuration in memory or in the environment, never in a
+/// URL or on a command line.
+#[derive(Clone)]
+pub struct GitAuth {
+    pub username: String,
+    pub token: SecretString,
+}
+
+impl std::fmt::Debug for GitAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GitAuth({}:<redacted>)", self.username)
+    }
+}
+
+impl GitAuth {
+    pub fn new(username: &str, token: SecretString) -> Self {
+        GitAuth {
+            username: username.to_string(),
+            token,
+        }
+    }
+
+    /// The value of `http.extraHeader`.
+    pub(crate) fn header(&self) -> String {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            self.username,
+            self.token.expose_secret()
+        ));
+        format!("Authorization: Basic {basic}")
+    }
+
+    /// Strings that must never appear in output shown to anyone.
+    pub(crate) fn secrets(&self) -> Vec<String> {
+        let header = self.header();
+        let basic = header
+            .trim_start_matches("Authorization: Basic ")
+            .to_string();
+        vec![self.token.expose_secret().to_string(), basic]
+    }
+}
+
+/// Who graft's commits are by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub email: String,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            name: "graft[bot]".into(),
+            email: "graft[bot]@users.noreply.github.com".into(),
+        }
+    }
+}
+
+/// Why a git operation failed, in the classes the sync engine reacts to.
+/// Messages come from the remote or gix with credentials scrubbed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GitError {
+    #[error(
+        "the git server refused the credentials (token expired, revoked or lacking `contents: write`): {0}"
+    )]
+    Auth(String),
+    #[error("the branch is protected and refused a direct push: {0}")]
+    ProtectedBranch(String),
+    #[error("the remote branch moved (non-fast-forward or stale lease): {0}")]
+    NonFastForward(String),
+    #[error("repository or ref not found: {0}")]
+    NotFound(String),
+    #[error("network error or timeout talking to the git server: {0}")]
+    Network(String),
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("{0}")]
+    Unsafe(String),
+    #[error("local repository problem: {0}")]
+    Local(String),
+    #[error("git failed: {0}")]
+    Other(String),
+}
+
+impl GitError {
+    /// Worth trying again later (the sync engine refetches for
+    /// non-fast-forward itself).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, GitError::Network(_))
+    }
+}
+
+pub(crate) fn local(error: impl std::fmt::Display) -> GitError {
+    GitError::Local(error.to_string())
+}

@@ -1,0 +1,235 @@
+//! The clone-and-overlay pipeline in steps the sync engine composes:
+//! [`fetch`] (bring the mirror up to date, keep it locked), [`build`]
+//! (overlay → validate → check → commit, on whichever head the engine
+//! chose) and then [`super::push::push`] with the push mode the engine
+//! decides. [`prepare`] is fetch + build on one branch. Nothing here
+//! decides policy.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use gix::ObjectId;
+
+use super::check;
+use super::mirror::{Mirror, MirrorCache};
+use super::overlay::{self, CommitInfo, ManagedFile, Overlay, OverlayInput};
+use super::read::commit_tree;
+use super::validate::{self, Finding};
+use super::{GitAuth, GitError, Identity, local};
+
+/// A fetched mirror, still locked for this job.
+#[derive(Debug)]
+pub struct Fetched {
+    pub mirror: Mirror,
+    /// Every branch head as fetched.
+    pub heads: BTreeMap<String, ObjectId>,
+    pub objects_received: u64,
+}
+
+impl Fetched {
+    pub fn head(&self, branch: &str) -> Option<ObjectId> {
+        self.heads.get(branch).copied()
+    }
+
+    /// Runs blocking gix work on the mirror on a blocking thread.
+    pub async fn with_repo<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&gix::Repository) -> Result<T, GitError> + Send + 'static,
+    ) -> Result<T, GitError> {
+        let path = self.mirror.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let repo = gix::open_opts(&path, gix::open::Options::isolated()).map_err(local)?;
+            work(&repo)
+        })
+        .await
+        .map_err(local)?
+    }
+}
+
+pub async fn fetch(
+    cache: &MirrorCache,
+    key: &str,
+    url: &str,
+    auth: &GitAuth,
+) -> Result<Fetched, GitError> {
+    let mirror = cache.lock(key).await;
+    let (path, url, auth) = (mirror.path.clone(), url.to_string(), auth.clone());
+    let fetched =
+        tokio::task::spawn_blocking(move || super::mirror::fetch_path(&path, &url, &auth))
+            .await
+            .map_err(local)??;
+    Ok(Fetched {
+        mirror,
+        heads: fetched.heads,
+        objects_received: fetched.objects_received,
+    })
+}
+
+/// What to overlay and how to describe it.
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    /// The commit to build on (`None`: an empty branch).
+    pub parent: Option<ObjectId>,
+    pub base_path: String,
+    pub files: Vec<ManagedFile>,
+    pub deletions: Vec<String>,
+    pub previously_managed: HashSet<String>,
+    pub identity: Identity,
+    pub project: String,
+    pub source: Option<String>,
+    /// Extra paragraph for the commit message.
+    pub note: Option<String>,
+    /// Admin-configured check command and its timeout.
+    pub check: Option<(String, Duration)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub parent: Option<ObjectId>,
+    pub overlay: Overlay,
+    /// `None` when the overlay changed nothing.
+    pub commit: Option<ObjectId>,
+    pub findings: Vec<Finding>,
+}
+
+pub async fn build(fetched: &Fetched, spec: BuildSpec) -> Result<Built, GitError> {
+    let check_command = spec.check.clone();
+    let base_path = spec.base_path.clone();
+    let built = fetched
+        .with_repo(move |repo| {
+            let overlay = overlay::build(
+                repo,
+                OverlayInput {
+                    base_tree: commit_tree(repo, spec.parent)?,
+                    base_path: &spec.base_path,
+                    files: &spec.files,
+                    deletions: &spec.deletions,
+                    previously_managed: &spec.previously_managed,
+                },
+            )?;
+            let findings = validate::validate(repo, overlay.tree, &spec.base_path, &spec.files)?;
+            let commit = if overlay.is_empty() {
+                None
+            } else {
+                let message = overlay::commit_message(
+                    &overlay,
+                    &CommitInfo {
+                        project: &spec.project,
+                        source: spec.source.as_deref(),
+                        extra: spec.note.as_deref(),
+                    },
+                );
+                Some(overlay::commit(
+                    repo,
+                    &overlay,
+                    spec.parent,
+                    &spec.identity,
+                    &message,
+                )?)
+            };
+            Ok(Built {
+                parent: spec.parent,
+                overlay,
+                commit,
+                findings,
+            })
+        })
+        .await?;
+    let mut built = built;
+    if let Some((command, timeout)) = check_command {
+        built.findings.extend(
+            run_check(
+                &fetched.mirror,
+                built.overlay.tree,
+                &base_path,
+                &command,
+                timeout,
+            )
+            .await?,
+        );
+    }
+    Ok(built)
+}
+
+/// Everything [`prepare`] needs: where to fetch from and what to build.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Mirror key, e.g. `github/owner/name`.
+    pub key: String,
+    pub url: String,
+    pub auth: GitAuth,
+    /// The branch whose head the overlay is built on.
+    pub build_on: String,
+    pub base_path: String,
+    pub files: Vec<ManagedFile>,
+    pub deletions: Vec<String>,
+    pub previously_managed: HashSet<String>,
+    pub identity: Identity,
+    pub project: String,
+    pub source: Option<String>,
+    pub check: Option<(String, Duration)>,
+}
+
+#[derive(Debug)]
+pub struct Prepared {
+    /// Held until the push is done, so no other job moves the mirror.
+    pub mirror: Mirror,
+    pub heads: BTreeMap<String, ObjectId>,
+    pub parent: Option<ObjectId>,
+    pub overlay: Overlay,
+    pub commit: Option<ObjectId>,
+    pub findings: Vec<Finding>,
+    pub objects_received: u64,
+}
+
+/// Fetch, then build on the head of `request.build_on`.
+pub async fn prepare(cache: &MirrorCache, request: Request) -> Result<Prepared, GitError> {
+    let fetched = fetch(cache, &request.key, &request.url, &request.auth).await?;
+    let built = build(
+        &fetched,
+        BuildSpec {
+            parent: fetched.head(&request.build_on),
+            base_path: request.base_path,
+            files: request.files,
+            deletions: request.deletions,
+            previously_managed: request.previously_managed,
+            identity: request.identity,
+            project: request.project,
+            source: request.source,
+            note: None,
+            check: request.check,
+        },
+    )
+    .await?;
+    Ok(Prepared {
+        mirror: fetched.mirror,
+        heads: fetched.heads,
+        parent: built.parent,
+        overlay: built.overlay,
+        commit: built.commit,
+        findings: built.findings,
+        objects_received: fetched.objects_received,
+    })
+}
+
+/// Materializes the overlaid tree in a temporary folder and runs the
+/// check command there.
+async fn run_check(
+    mirror: &Mirror,
+    tree: ObjectId,
+    base_path: &str,
+    command: &str,
+    timeout: Duration,
+) -> Result<Option<Finding>, GitError> {
+    let dir = tempfile::tempdir().map_err(local)?;
+    let path = mirror.path.clone();
+    let target = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let repo = gix::open_opts(&path, gix::open::Options::isolated()).map_err(local)?;
+        check::materialize(&repo, tree, &target)
+    })
+    .await
+    .map_err(local)??;
+    let outcome = check::run(command, dir.path(), base_path, timeout).await?;
+    Ok(outcome.finding(command))
+}

@@ -1,0 +1,204 @@
+//! Reading back what is in the repository: the managed subtree at a commit
+//! and how it changed between two commits, for reconciliation.
+
+use std::collections::BTreeMap;
+
+use gix::ObjectId;
+
+use super::{GitError, local};
+
+/// One file under the base path: its blob and whether it is executable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeFile {
+    pub blob: ObjectId,
+    pub executable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileChange {
+    /// Path relative to the base path.
+    pub path: String,
+    pub kind: ChangeKind,
+}
+
+/// The tree of `commit`, or the empty tree for `None` (an empty repository).
+pub fn commit_tree(repo: &gix::Repository, commit: Option<ObjectId>) -> Result<ObjectId, GitError> {
+    match commit {
+        None => Ok(ObjectId::empty_tree(repo.object_hash())),
+        Some(id) => {
+            let commit = repo.find_commit(id).map_err(local)?;
+            Ok(commit.tree_id().map_err(local)?.detach())
+        }
+    }
+}
+
+/// Every regular file (blob) below `base_path` in `tree`, keyed by its path
+/// relative to `base_path`. Symlinks and submodules are not graft's and are
+/// left out.
+pub fn list_subtree(
+    repo: &gix::Repository,
+    tree: ObjectId,
+    base_path: &str,
+) -> Result<BTreeMap<String, TreeFile>, GitError> {
+    let root = repo.find_tree(tree).map_err(local)?;
+    let subtree = if base_path.is_empty() {
+        root
+    } else {
+        match root.lookup_entry_by_path(base_path).map_err(local)? {
+            Some(entry) if entry.mode().is_tree() => {
+                repo.find_tree(entry.object_id()).map_err(local)?
+            }
+            _ => return Ok(BTreeMap::new()),
+        }
+    };
+    let mut recorder = gix::traverse::tree::Recorder::default();
+    subtree
+        .traverse()
+        .breadthfirst(&mut recorder)
+        .map_err(local)?;
+    Ok(recorder
+        .records
+        .into_iter()
+        .filter(|e| !e.mode.is_tree() && !e.mode.is_link() && !e.mode.is_commit())
+        .map(|e| {
+            (
+                e.filepath.to_string(),
+                TreeFile {
+                    blob: e.oid,
+                    executable: e.mode.is_executable(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// How the files below `base_path` differ from `old` to `new`.
+pub fn diff_listings(
+    old: &BTreeMap<String, TreeFile>,
+    new: &BTreeMap<String, TreeFile>,
+) -> Vec<FileChange> {
+    let mut changes = Vec::new();
+    for (path, file) in new {
+        match old.get(path) {
+            None => changes.push(FileChange {
+                path: path.clone(),
+                kind: ChangeKind::Added,
+            }),
+            Some(before) if before != file => changes.push(FileChange {
+                path: path.clone(),
+                kind: ChangeKind::Modified,
+            }),
+            Some(_) => {}
+        }
+    }
+    for path in old.keys().filter(|p| !new.contains_key(*p)) {
+        changes.push(FileChange {
+            path: path.clone(),
+            kind: ChangeKind::Deleted,
+        });
+    }
+    changes.sort_by(|a, b| a.path.cmp(&b.path));
+    changes
+}
+
+/// The managed-subtree diff between two commits (`None` = empty repository).
+pub fn diff_commits(
+    repo: &gix::Repository,
+    old: Option<ObjectId>,
+    new: Option<ObjectId>,
+    base_path: &str,
+) -> Result<Vec<FileChange>, GitError> {
+    let before = list_subtree(repo, commit_tree(repo, old)?, base_path)?;
+    let after = list_subtree(repo, commit_tree(repo, new)?, base_path)?;
+    Ok(diff_listings(&before, &after))
+}
+
+pub fn read_blob(repo: &gix::Repository, blob: ObjectId) -> Result<Vec<u8>, GitError> {
+    Ok(repo.find_blob(blob).map_err(local)?.data.clone())
+}
+
+/// Commits reachable from `head` but not from `base`, oldest first, with
+/// their author and committer emails (for branch ownership).
+pub fn commits_between(
+    repo: &gix::Repository,
+    base: ObjectId,
+    head: ObjectId,
+) -> Result<Vec<(ObjectId, String, String)>, GitError> {
+    let walk = repo
+        .rev_walk([head])
+        .with_hidden([base])
+        .all()
+        .map_err(local)?;
+    let mut commits = Vec::new();
+    for info in walk {
+        let info = info.map_err(local)?;
+        let commit = info.object().map_err(local)?;
+        let author = commit.author().map_err(local)?.email.to_string();
+        let committer = commit.committer().map_err(local)?.email.to_string();
+        commits.push((info.id, author, committer));
+    }
+    commits.reverse();
+    Ok(commits)
+}
+
+/// The git blob id of `content` (what `git hash-object` prints).
+pub fn blob_id(content: &[u8]) -> ObjectId {
+    gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, content)
+        .unwrap_or_else(|_| ObjectId::null(gix::hash::Kind::Sha1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_ids_match_git() {
+        // `printf 'hello\n' | git hash-object --stdin`
+        assert_eq!(
+            blob_id(b"hello\n").to_string(),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+        assert_eq!(
+            blob_id(b"").to_string(),
+            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+        );
+    }
+
+    #[test]
+    fn listings_diff_into_added_modified_deleted() {
+        let file = |hex: &str, executable| TreeFile {
+            blob: ObjectId::from_hex(hex.repeat(40).as_bytes()).unwrap(),
+            executable,
+        };
+        let old = BTreeMap::from([
+            ("a".to_string(), file("1", false)),
+            ("b".to_string(), file("2", false)),
+            ("c".to_string(), file("3", false)),
+        ]);
+        let new = BTreeMap::from([
+            ("a".to_string(), file("1", false)),
+            ("b".to_string(), file("2", true)),
+            ("d".to_string(), file("4", false)),
+        ]);
+        let kinds: Vec<(String, ChangeKind)> = diff_listings(&old, &new)
+            .into_iter()
+            .map(|c| (c.path, c.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("b".into(), ChangeKind::Modified),
+                ("c".into(), ChangeKind::Deleted),
+                ("d".into(), ChangeKind::Added)
+            ]
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! `/api/v1`: the JSON API for generators and admins (behind a bearer token).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::{Extension, Router, routing::post};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson};
+use crate::app::AppState;
+use crate::events::Provider;
+use crate::forge::gitlab::connect::{self, ConnectError};
+use crate::store::audit::NewEvent;
+use crate::store::integrations::NewIntegration;
+use crate::store::now_ms;
+use crate::validation;
+use secrecy::SecretString;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/integrations/gitlab",
+            post(create_gitlab_integration).get(list_integrations),
+        )
+        .merge(super::projects::routes())
+        .merge(super::files::routes())
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see the README for graft's HTTP API",
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGitlabIntegration {
+    base_url: String,
+    token: String,
+    webhook_secret: String,
+    name: Option<String>,
+    /// GitLab projects (`group/name`) whose webhook graft should create or
+    /// update (the token's user needs the Maintainer role there).
+    #[serde(default)]
+    hooks: Vec<String>,
+}
+
+fn validate_base_url(url: &str) -> Result<String, ApiError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"));
+    match rest {
+        Some(host)
+            if !host.is_empty() && !host.contains(char::is_whitespace) && !host.contains('@') =>
+        {
+            Ok(trimmed.to_string())
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "base_url must be an http(s) URL without credentials, e.g. https://gitlab.example.com",
+        )),
+    }
+}
+
+fn require_nonempty(value: &str, field: &str) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("{field} must not be empty"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where GitLab should send webhooks: GRAFT_PUBLIC_URL, else the address
+/// this request came to.
+fn webhook_url(state: &AppState, headers: &HeaderMap) -> String {
+    let root = state.operator.public_url.clone().unwrap_or_else(|| {
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost:8080");
+        format!("http://{host}")
+    });
+    format!("{root}/webhooks/gitlab")
+}
+
+fn connect_error(error: ConnectError) -> ApiError {
+    let (status, code) = match &error {
+        ConnectError::BadToken { .. } | ConnectError::Inactive => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "gitlab_token_rejected")
+        }
+        ConnectError::InsufficientScope { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "gitlab_token_scope")
+        }
+        ConnectError::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "gitlab_unreachable"),
+        ConnectError::Other(_) => (StatusCode::BAD_GATEWAY, "gitlab_error"),
+    };
+    ApiError::new(status, code, error.to_string())
+}
+
+async fn create_gitlab_integration(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<NewGitlabIntegration>,
+) -> Result<impl IntoResponse, ApiError> {
+    let base_url = validate_base_url(&body.base_url)?;
+    require_nonempty(&body.token, "token")?;
+    require_nonempty(&body.webhook_secret, "webhook_secret")?;
+    for project in &body.hooks {
+        validation::repo_path(Provider::Gitlab, project).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                format!("hooks: {e}"),
+            )
+        })?;
+    }
+    let keyring = state.keyring_for_storing()?;
+    let client = connect::probe_client(
+        &base_url,
+        SecretString::from(body.token.trim().to_string()),
+        state.metrics.clone(),
+    )
+    .map_err(connect_error)?;
+    let check = connect::verify_token(&client)
+        .await
+        .map_err(connect_error)?;
+    let seal = |value: &str| {
+        keyring.seal(value).map_err(|e| {
+            tracing::error!(error = %e, "sealing failed");
+            ApiError::internal()
+        })
+    };
+    let token_sealed = seal(body.token.trim())?;
+    let secret_sealed = seal(body.webhook_secret.trim())?;
+    let name = body.name.unwrap_or_else(|| base_url.clone());
+    let now = now_ms();
+    let id = state
+        .store
+        .create_integration(
+            &NewIntegration {
+                provider: "gitlab",
+                name: &name,
+                base_url: &base_url,
+                token_sealed: Some(&token_sealed),
+                webhook_secret_sealed: Some(&secret_sealed),
+            },
+            now,
+        )
+        .await?;
+    state
+        .store
+        .record_event(
+            &NewEvent {
+                actor: &format!("token:{}", caller.0.name),
+                kind: "integration.created",
+                message: &format!(
+                    "GitLab integration {id} added for {base_url} (acting as @{})",
+                    check.username
+                ),
+                ..NewEvent::default()
+            },
+            now,
+        )
+        .await?;
+    let hook_url = webhook_url(&state, &headers);
+    let mut hooks = Vec::new();
+    for project in &body.hooks {
+        hooks.push(
+            connect::ensure_hook(&client, project, &hook_url, body.webhook_secret.trim()).await,
+        );
+    }
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "id": id,
+            "provider": "gitlab",
+            "name": name,
+            "base_url": base_url,
+            "user": check.username,
+            "scopes": check.scopes,
+            "expires_at": check.expires_at,
+            "webhook_url": hook_url,
+            "hooks": hooks,
+        })),
+    ))
+}
+
+async fn list_integrations(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let integrations = state.store.list_integrations().await?;
+    Ok(axum::Json(json!({ "integrations": integrations })))
+}

@@ -1,0 +1,467 @@
+//! `/api/v1/projects/{id}/files`: the managed files of a project. A bulk
+//! put is checked completely before anything is stored, then written in one
+//! transaction; every change may schedule a sync (SPEC §1 kinds).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use base64::Engine;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::input::{Fields, query_flag};
+use super::projects::{actor, load_project};
+use crate::app::AppState;
+use crate::store::audit::NewEvent;
+use crate::store::files::{Change, ChangedPath, FileInput, ManagedFileRow};
+use crate::store::now_ms;
+use crate::store::projects::Project;
+use crate::sync::schedule::{SyncRequest, enqueue_sync, on_files_changed};
+use crate::validation;
+
+/// Largest file graft accepts (decoded bytes).
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// Largest sum of decoded file contents in one request.
+pub const MAX_REQUEST_BYTES: usize = 20 * 1024 * 1024;
+/// Most files in one request.
+pub const MAX_FILES: usize = 10_000;
+/// Longest `source` (generator name).
+const MAX_SOURCE_LEN: usize = 200;
+/// Changed paths kept in one audit event's details.
+const EVENT_PATHS: usize = 1000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/projects/{id}/files", get(list_files).put(put_files))
+        .route(
+            "/projects/{id}/files/{*path}",
+            get(get_file).put(put_file).delete(delete_file),
+        )
+}
+
+/// Standard base64; padding optional, whitespace (line wrapping) ignored.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// File content in a response: the text when it is UTF-8, else base64.
+pub fn content_json(content: &[u8]) -> Value {
+    match std::str::from_utf8(content) {
+        Ok(text) => Value::String(text.to_string()),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(content) }),
+    }
+}
+
+/// File content in a request: a JSON string (UTF-8 text) or
+/// `{"base64": "..."}`. `context` names the file in errors.
+pub fn parse_content(value: Option<Value>, context: &str) -> Result<Vec<u8>, ApiError> {
+    let content = match value {
+        None => Err(ApiError::invalid_field(format!(
+            "{context}`content` is required"
+        ))),
+        Some(Value::String(text)) => Ok(text.into_bytes()),
+        Some(object @ Value::Object(_)) => {
+            let inner = format!("{context}`content`: ");
+            let mut f = Fields::new(object, &inner, &["base64"])?;
+            let encoded = f.opt_str("base64")?.ok_or_else(|| f.missing("base64"))?;
+            let compact: String = encoded
+                .chars()
+                .filter(|c| !c.is_ascii_whitespace())
+                .collect();
+            BASE64.decode(compact.as_bytes()).map_err(|e| {
+                ApiError::invalid_field(format!(
+                    "{context}`content.base64` is not valid base64: {e}"
+                ))
+            })
+        }
+        Some(_) => Err(ApiError::invalid_field(format!(
+            "{context}`content` must be a string (UTF-8 text) or {{\"base64\": \"...\"}}"
+        ))),
+    }?;
+    if content.len() > MAX_FILE_BYTES {
+        return Err(ApiError::too_large(format!(
+            "{context}content is {} bytes; the limit is {MAX_FILE_BYTES} bytes per file",
+            content.len()
+        )));
+    }
+    Ok(content)
+}
+
+fn checked_path(path: String, context: &str) -> Result<String, ApiError> {
+    validation::file_path(&path)
+        .map_err(|e| ApiError::invalid_field(format!("{context}`path`: {e}")))?;
+    Ok(path)
+}
+
+/// A bulk put, fully checked.
+#[derive(Debug)]
+pub struct FilesPut {
+    pub files: Vec<FileInput>,
+    pub delete_missing: bool,
+    pub source: Option<String>,
+}
+
+pub fn parse_files_put(body: Value) -> Result<FilesPut, ApiError> {
+    let mut f = Fields::new(body, "", &["files", "delete_missing", "source"])?;
+    let entries = match f.take("files") {
+        Some(Value::Array(entries)) => entries,
+        Some(_) => return Err(ApiError::invalid_field("`files` must be an array")),
+        None => return Err(f.missing("files")),
+    };
+    let delete_missing = f.opt_bool("delete_missing")?.unwrap_or(false);
+    let source = f.opt_str("source")?;
+    if let Some(source) = &source
+        && (source.trim().is_empty()
+            || source.len() > MAX_SOURCE_LEN
+            || source.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid_field(format!(
+            "`source` must be a generator name of 1 to {MAX_SOURCE_LEN} printable characters"
+        )));
+    }
+    if entries.len() > MAX_FILES {
+        return Err(ApiError::too_large(format!(
+            "`files` has {} entries; the limit is {MAX_FILES} per request",
+            entries.len()
+        )));
+    }
+    let mut files = Vec::with_capacity(entries.len());
+    let mut seen = HashSet::new();
+    let mut total = 0usize;
+    for (index, entry) in entries.into_iter().enumerate() {
+        let at = format!("files[{index}]: ");
+        let mut f = Fields::new(
+            entry,
+            &at,
+            &["path", "content", "sync_on_change", "executable"],
+        )?;
+        let path = checked_path(f.str("path")?, &at)?;
+        if !seen.insert(path.clone()) {
+            return Err(ApiError::invalid_field(format!(
+                "files[{index}]: `path` `{path}` appears more than once in this request"
+            )));
+        }
+        let named = format!("files[{index}] `{path}`: ");
+        f.set_context(&named);
+        let content = parse_content(f.take("content"), &named)?;
+        total += content.len();
+        if total > MAX_REQUEST_BYTES {
+            return Err(ApiError::too_large(format!(
+                "the files add up to more than {MAX_REQUEST_BYTES} bytes by files[{index}] \
+                 `{path}`; split the upload into several requests without `delete_missing`"
+            )));
+        }
+        files.push(FileInput {
+            path,
+            content,
+            sync_on_change: f.opt_bool("sync_on_change")?,
+            executable: f.opt_bool("executable")?,
+        });
+    }
+    Ok(FilesPut {
+        files,
+        delete_missing,
+        source,
+    })
+}
+
+/// Refuses a managed set in which one path would be both a file and a
+/// folder (`a` and `a/b`): git cannot hold it, and the sync would fail.
+pub fn check_layout<'a>(
+    kept: impl IntoIterator<Item = &'a str>,
+    new: &'a [FileInput],
+) -> Result<(), ApiError> {
+    let all: BTreeSet<&str> = kept
+        .into_iter()
+        .chain(new.iter().map(|f| f.path.as_str()))
+        .collect();
+    for file in new {
+        let path = file.path.as_str();
+        let mut prefix = path;
+        while let Some((parent, _)) = prefix.rsplit_once('/') {
+            if all.contains(parent) {
+                return Err(ApiError::invalid_field(format!(
+                    "file `{path}` needs a folder `{parent}`, but `{parent}` is a managed file"
+                )));
+            }
+            prefix = parent;
+        }
+        let folder = format!("{path}/");
+        if let Some(inside) = all.range(folder.as_str()..).next()
+            && inside.starts_with(&folder)
+        {
+            return Err(ApiError::invalid_field(format!(
+                "file `{path}` would replace a folder that holds the managed file `{inside}`"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What follows a change of files: the hold on auto-sync lifts, a sync may
+/// be queued (coalesced with one already queued), the audit log records it.
+/// Returns the queued sync job, if any.
+async fn after_change(
+    state: &AppState,
+    project: &Project,
+    caller: &Caller,
+    changes: &[ChangedPath],
+    source: Option<&str>,
+    now: i64,
+) -> Result<Option<i64>, ApiError> {
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let actor = actor(caller);
+    if project.auto_sync_held {
+        state
+            .store
+            .set_auto_sync_held(project.id, false, now)
+            .await?;
+    }
+    let job = match on_files_changed(project, changes) {
+        Some(scope) => {
+            let request = SyncRequest {
+                scope,
+                force: false,
+                rebase: false,
+                actor: actor.clone(),
+            };
+            let id = enqueue_sync(&state.store, project.id, &request, now).await?;
+            state.job_wake.notify_waiters();
+            Some(id)
+        }
+        None => None,
+    };
+    let count = |kind: Change| changes.iter().filter(|c| c.change == kind).count();
+    let mut message = format!(
+        "{} managed file(s) changed: {} added, {} modified, {} deleted",
+        changes.len(),
+        count(Change::Added),
+        count(Change::Modified),
+        count(Change::Deleted)
+    );
+    if let Some(job) = job {
+        message.push_str(&format!("; sync job {job} queued"));
+    }
+    let details = json!({
+        "changed": &changes[..changes.len().min(EVENT_PATHS)],
+        "changed_total": changes.len(),
+        "source": source,
+        "sync_job_id": job,
+    });
+    state
+        .store
+        .record_event(
+            &NewEvent {
+                project_id: Some(project.id),
+                actor: &actor,
+                kind: "files.updated",
+                message: &message,
+                details: Some(details),
+                ..NewEvent::default()
+            },
+            now,
+        )
+        .await?;
+    Ok(job)
+}
+
+fn changed_json(changes: &[ChangedPath], job: Option<i64>) -> Json<Value> {
+    Json(json!({ "changed": changes, "sync_job_id": job }))
+}
+
+async fn put_files(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    let project = load_project(&state.store, &id).await?;
+    let put = parse_files_put(body)?;
+    // With `delete_missing`, only the files named stay.
+    let kept = if put.delete_missing {
+        Vec::new()
+    } else {
+        state.store.live_paths(project.id).await?
+    };
+    check_layout(kept.iter().map(String::as_str), &put.files)?;
+    let now = now_ms();
+    let changes = state
+        .store
+        .put_files(project.id, &put.files, put.delete_missing, now)
+        .await?;
+    if put.source.is_some() {
+        state
+            .store
+            .set_source(project.id, put.source.as_deref())
+            .await?;
+    }
+    let job = after_change(
+        &state,
+        &project,
+        &caller,
+        &changes,
+        put.source.as_deref(),
+        now,
+    )
+    .await?;
+    Ok(changed_json(&changes, job))
+}
+
+fn file_json(file: &ManagedFileRow, with_content: bool) -> Value {
+    let mut value = json!({
+        "path": file.path,
+        "blob_sha": file.blob_sha,
+        "state": file.state,
+        "size": file.size,
+        "sync_on_change": file.sync_on_change,
+        "executable": file.executable,
+    });
+    if with_content {
+        value["content"] = content_json(&file.content);
+    }
+    value
+}
+
+async fn list_files(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let with_content = query_flag(query.get("content"), "content")?;
+    let project = load_project(&state.store, &id).await?;
+    let files = state.store.files(project.id).await?;
+    let files: Vec<Value> = files.iter().map(|f| file_json(f, with_content)).collect();
+    Ok(Json(json!({ "files": files })))
+}
+
+/// The project and the checked file path of a single-file route.
+async fn one_file(state: &AppState, id: &str, path: String) -> Result<(Project, String), ApiError> {
+    let project = load_project(&state.store, id).await?;
+    let path = checked_path(path, "")?;
+    Ok((project, path))
+}
+
+fn not_managed(project: &Project, path: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "file `{path}` is not managed by project {}",
+        project.id
+    ))
+}
+
+async fn get_file(
+    State(state): State<AppState>,
+    ApiPath((id, path)): ApiPath<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (project, path) = one_file(&state, &id, path).await?;
+    let file = state
+        .store
+        .file(project.id, &path)
+        .await?
+        .ok_or_else(|| not_managed(&project, &path))?;
+    Ok(Json(file_json(&file, true)))
+}
+
+async fn put_file(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((id, path)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (project, path) = one_file(&state, &id, path).await?;
+    let mut f = Fields::new(body, "", &["content", "sync_on_change", "executable"])?;
+    let content = parse_content(f.take("content"), "")?;
+    let file = FileInput {
+        path,
+        content,
+        sync_on_change: f.opt_bool("sync_on_change")?,
+        executable: f.opt_bool("executable")?,
+    };
+    let kept = state.store.live_paths(project.id).await?;
+    check_layout(kept.iter().map(String::as_str), std::slice::from_ref(&file))?;
+    let now = now_ms();
+    let changes = state
+        .store
+        .put_files(project.id, std::slice::from_ref(&file), false, now)
+        .await?;
+    let job = after_change(&state, &project, &caller, &changes, None, now).await?;
+    Ok(changed_json(&changes, job))
+}
+
+async fn delete_file(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((id, path)): ApiPath<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (project, path) = one_file(&state, &id, path).await?;
+    if state.store.file(project.id, &path).await?.is_none() {
+        return Err(not_managed(&project, &path));
+    }
+    let now = now_ms();
+    // Already `deleted_pending`: nothing changes, and the answer says so.
+    let changes: Vec<ChangedPath> = state
+        .store
+        .delete_file(project.id, &path, now)
+        .await?
+        .into_iter()
+        .collect();
+    let job = after_change(&state, &project, &caller, &changes, None, now).await?;
+    Ok(changed_json(&changes, job))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(path: &str) -> FileInput {
+        FileInput {
+            path: path.into(),
+            content: Vec::new(),
+            sync_on_change: None,
+            executable: None,
+        }
+    }
+
+    #[test]
+    fn content_is_text_or_base64() {
+        assert_eq!(
+            parse_content(Some(json!("hé")), "").unwrap(),
+            "hé".as_bytes()
+        );
+        let bytes = parse_content(Some(json!({"base64": "AP8K\nAA=="})), "").unwrap();
+        assert_eq!(bytes, vec![0, 255, 10, 0]);
+        assert_eq!(
+            parse_content(Some(json!({"base64": "AP8KAA"})), "").unwrap(),
+            bytes
+        );
+        assert_eq!(content_json(&bytes), json!({"base64": "AP8KAA=="}));
+        assert_eq!(content_json(b"text"), json!("text"));
+        let err = parse_content(Some(json!({"base64": "!!"})), "files[0] `a`: ").unwrap_err();
+        assert!(
+            err.message.contains("files[0] `a`: `content.base64`"),
+            "{}",
+            err.message
+        );
+        assert!(parse_content(Some(json!(5)), "").is_err());
+        assert!(parse_content(Some(json!({"b64": "AA=="})), "").is_err());
+        assert!(parse_content(None, "").is_err());
+    }
+
+    #[test]
+    fn files_cannot_also_be_folders() {
+        assert!(check_layout(["a/b.tf"], &[input("a/c.tf")]).is_ok());
+        assert!(check_layout(["ab"], &[input("a/b")]).is_ok());
+        assert!(check_layout(["a"], &[input("a/b/c")]).is_err());
+        assert!(check_layout(["a/b/c"], &[input("a/b")]).is_err());
+        assert!(check_layout([], &[input("x"), input("x/y")]).is_err());
+        // `a.tf` sorts between `a` and `a/`; the range check still finds `a/b`.
+        assert!(check_layout(["a.tf", "a/b"], &[input("a")]).is_err());
+    }
+}

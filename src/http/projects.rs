@@ -1,0 +1,308 @@
+//! `/api/v1/projects`: create, read and list projects with their sync
+//! state (SPEC §2), schedule a sync, read the audit log.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::input::{Fields, project_id};
+use crate::app::AppState;
+use crate::events::Provider;
+use crate::store::audit::NewEvent;
+use crate::store::projects::{Kind, Mode, NewProject, Project};
+use crate::store::{Store, StoreError, now_ms};
+use crate::sync::schedule::{Scope, SyncRequest, enqueue_sync};
+use crate::validation;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/projects", post(create_project).get(list_projects))
+        .route("/projects/{id}", get(get_project))
+        .route("/projects/{id}/sync", post(sync_now))
+        .route("/projects/{id}/events", get(list_events))
+}
+
+/// Audit events per request by default, and at most.
+pub const DEFAULT_EVENT_LIMIT: i64 = 100;
+pub const MAX_EVENT_LIMIT: i64 = 1000;
+
+const PROJECT_FIELDS: &[&str] = &[
+    "provider",
+    "repo",
+    "branch",
+    "base_path",
+    "kind",
+    "mode",
+    "auto_sync",
+    "auto_merge",
+    "integration_id",
+    "sync_branch",
+];
+
+/// The actor the audit log records for a request.
+pub fn actor(caller: &Caller) -> String {
+    format!("token:{}", caller.0.name)
+}
+
+/// The project named by the URL, or a 404 that says which.
+pub async fn load_project(store: &Store, raw_id: &str) -> Result<Project, ApiError> {
+    let id = project_id(raw_id)?;
+    Ok(store.require_project(id).await?)
+}
+
+/// A project as the API shows it: every state field plus `pending_files`.
+pub async fn project_json(store: &Store, project: &Project) -> Result<Value, ApiError> {
+    let mut value = serde_json::to_value(project).map_err(|e| {
+        tracing::error!(error = %e, "serializing a project");
+        ApiError::internal()
+    })?;
+    value["pending_files"] = json!(store.pending_count(project.id).await?);
+    Ok(value)
+}
+
+/// Reads and checks a new project; everything but the integration's
+/// existence (which needs the database).
+pub fn parse_new_project(body: Value) -> Result<NewProject, ApiError> {
+    let mut f = Fields::new(body, "", PROJECT_FIELDS)?;
+    let provider_text = f.str("provider")?;
+    let provider = Provider::parse(&provider_text).ok_or_else(|| {
+        ApiError::invalid_field(format!(
+            "`provider` must be `github` or `gitlab`, not `{provider_text}`"
+        ))
+    })?;
+    let repo = f.str("repo")?;
+    validation::repo_path(provider, &repo).map_err(ApiError::invalid_field)?;
+    let branch = f.str("branch")?;
+    validation::branch_name(&branch).map_err(ApiError::invalid_field)?;
+    let base_path = f.opt_str("base_path")?.unwrap_or_default();
+    validation::base_path(&base_path).map_err(ApiError::invalid_field)?;
+    let kind_text = f.str("kind")?;
+    let kind = Kind::parse(&kind_text).ok_or_else(|| {
+        ApiError::invalid_field(format!(
+            "`kind` must be `iac` or `configuration`, not `{kind_text}`"
+        ))
+    })?;
+    let mode_text = f.str("mode")?;
+    let mode = Mode::parse(&mode_text).ok_or_else(|| {
+        ApiError::invalid_field(format!(
+            "`mode` must be `pull_request` or `direct`, not `{mode_text}`"
+        ))
+    })?;
+    let auto_sync = f.opt_bool("auto_sync")?.unwrap_or(false);
+    let auto_merge = f.opt_bool("auto_merge")?.unwrap_or(false);
+    let integration_id = f.opt_i64("integration_id")?;
+    if integration_id.is_some() && provider != Provider::Gitlab {
+        return Err(ApiError::invalid_field(
+            "`integration_id` applies to gitlab projects only; GitHub projects use the \
+             GitHub App installation of the repository",
+        ));
+    }
+    let sync_branch = f.opt_str("sync_branch")?;
+    if let Some(sync_branch) = &sync_branch {
+        validation::branch_name(sync_branch)
+            .map_err(|e| ApiError::invalid_field(format!("`sync_branch`: {e}")))?;
+        if *sync_branch == branch {
+            return Err(ApiError::invalid_field(format!(
+                "`sync_branch` must differ from the target `branch` `{branch}`: graft pushes \
+                 its own branch and opens a pull request from it"
+            )));
+        }
+    }
+    Ok(NewProject {
+        provider: provider.as_str().to_string(),
+        integration_id,
+        repo,
+        branch,
+        base_path,
+        kind,
+        mode,
+        auto_sync,
+        auto_merge,
+        sync_branch,
+    })
+}
+
+async fn create_project(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    let new = parse_new_project(body)?;
+    if let Some(id) = new.integration_id {
+        match state.store.integration_credentials(id).await {
+            Ok(found) if found.provider == new.provider => {}
+            Ok(found) => {
+                return Err(ApiError::invalid_field(format!(
+                    "`integration_id` {id} is a {} integration, not a {} one",
+                    found.provider, new.provider
+                )));
+            }
+            Err(StoreError::NotFound(_)) => {
+                return Err(ApiError::invalid_field(format!(
+                    "`integration_id` {id} does not exist; list integrations with \
+                     GET /api/v1/integrations/gitlab"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let now = now_ms();
+    let project = state.store.create_project(&new, now).await?;
+    state
+        .store
+        .record_event(
+            &NewEvent {
+                project_id: Some(project.id),
+                actor: &actor(&caller),
+                kind: "project.created",
+                message: &format!(
+                    "project {} created for {} {} branch `{}` base path `{}`",
+                    project.id, project.provider, project.repo, project.branch, project.base_path
+                ),
+                ..NewEvent::default()
+            },
+            now,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(project_json(&state.store, &project).await?),
+    ))
+}
+
+async fn list_projects(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let mut projects = Vec::new();
+    for project in state.store.list_projects().await? {
+        projects.push(project_json(&state.store, &project).await?);
+    }
+    Ok(Json(json!({ "projects": projects })))
+}
+
+async fn get_project(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let project = load_project(&state.store, &id).await?;
+    Ok(Json(project_json(&state.store, &project).await?))
+}
+
+async fn sync_now(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let project = load_project(&state.store, &id).await?;
+    let now = now_ms();
+    let actor = actor(&caller);
+    let request = SyncRequest {
+        scope: Scope::All,
+        force: false,
+        rebase: false,
+        actor: actor.clone(),
+    };
+    let job_id = enqueue_sync(&state.store, project.id, &request, now).await?;
+    state.job_wake.notify_waiters();
+    state
+        .store
+        .record_event(
+            &NewEvent {
+                project_id: Some(project.id),
+                actor: &actor,
+                kind: "sync.requested",
+                message: &format!("sync requested through the API (job {job_id})"),
+                details: Some(json!({ "job_id": job_id })),
+                ..NewEvent::default()
+            },
+            now,
+        )
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id }))))
+}
+
+fn event_limit(query: &HashMap<String, String>) -> Result<i64, ApiError> {
+    let Some(raw) = query.get("limit") else {
+        return Ok(DEFAULT_EVENT_LIMIT);
+    };
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| (1..=MAX_EVENT_LIMIT).contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid_field(format!(
+                "query parameter `limit` must be an integer from 1 to {MAX_EVENT_LIMIT}, not `{raw}`"
+            ))
+        })
+}
+
+async fn list_events(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = event_limit(&query)?;
+    let project = load_project(&state.store, &id).await?;
+    let events = state.store.list_events(Some(project.id), limit).await?;
+    Ok(Json(json!({ "events": events })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> Value {
+        json!({
+            "provider": "github", "repo": "acme/infra", "branch": "main",
+            "base_path": "gen", "kind": "iac", "mode": "pull_request",
+            "auto_sync": true, "auto_merge": false
+        })
+    }
+
+    #[test]
+    fn a_complete_body_parses() {
+        let new = parse_new_project(body()).unwrap();
+        assert_eq!(new.kind, Kind::Iac);
+        assert!(new.auto_sync && !new.auto_merge);
+        assert_eq!(new.sync_branch, None);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(&str, Value, &str)> = vec![
+            ("provider", json!("bitbucket"), "provider"),
+            ("repo", json!("acme"), "repo"),
+            ("branch", json!("a..b"), "branch"),
+            ("base_path", json!("../x"), "base_path"),
+            ("kind", json!("helm"), "kind"),
+            ("mode", json!("yolo"), "mode"),
+            ("auto_sync", json!("yes"), "auto_sync"),
+            ("auto_merge", json!(1), "auto_merge"),
+            ("sync_branch", json!("x y"), "sync_branch"),
+            ("sync_branch", json!("main"), "sync_branch"),
+            ("integration_id", json!(3), "integration_id"),
+            ("colour", json!("red"), "colour"),
+        ];
+        for (field, value, named) in cases {
+            let mut b = body();
+            b[field] = value;
+            let err = parse_new_project(b).unwrap_err();
+            assert_eq!(err.code, "invalid_field", "{field}");
+            assert!(err.message.contains(named), "{field}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn event_limits() {
+        let q = |v: &str| HashMap::from([("limit".to_string(), v.to_string())]);
+        assert_eq!(event_limit(&HashMap::new()).unwrap(), 100);
+        assert_eq!(event_limit(&q("1000")).unwrap(), 1000);
+        for bad in ["0", "1001", "x", "-3"] {
+            assert!(event_limit(&q(bad)).is_err(), "{bad}");
+        }
+    }
+}

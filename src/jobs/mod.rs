@@ -1,0 +1,269 @@
+//! The worker pool that runs jobs from the durable queue (see
+//! `store::jobs`). Each worker claims a job with a lease, renews the lease
+//! while the job runs, and records the outcome. On shutdown workers stop
+//! claiming, give running jobs a grace period, and put back what did not
+//! finish so another process picks it up.
+
+pub mod backoff;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument, error, info, info_span, warn};
+
+pub use backoff::Backoff;
+
+use crate::metrics::Metrics;
+use crate::store::jobs::Job;
+use crate::store::{Store, now_ms};
+
+/// How a job ended when it did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// Worth another attempt (network, rate limit, 5xx, lock contention).
+    #[error("{message}")]
+    Retry {
+        message: String,
+        /// Wait at least this long (e.g. a forge's `Retry-After`).
+        after: Option<Duration>,
+    },
+    /// Retrying cannot help (bad payload, permission lost, …).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl JobError {
+    pub fn retry(message: impl Into<String>) -> Self {
+        JobError::Retry {
+            message: message.into(),
+            after: None,
+        }
+    }
+}
+
+/// What the pool runs. `gave_up` is told when a job fails for good, so the
+/// owner of the work (a delivery, a project) can record the failure.
+pub trait JobHandler: Send + Sync + 'static {
+    fn run(&self, job: &Job) -> impl Future<Output = Result<(), JobError>> + Send;
+
+    fn gave_up(&self, job: &Job, error: &str) -> impl Future<Output = ()> + Send {
+        let _ = (job, error);
+        async {}
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub workers: usize,
+    pub lease: Duration,
+    /// How often an idle worker looks for due jobs (enqueues in this process
+    /// wake workers at once; this catches other replicas' and delayed jobs).
+    pub poll_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub backoff: Backoff,
+    /// Unique per process, so leases say who holds them.
+    pub worker_prefix: String,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            workers: 4,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(20),
+            backoff: Backoff::default(),
+            worker_prefix: default_worker_prefix(),
+        }
+    }
+}
+
+pub fn default_worker_prefix() -> String {
+    let host = std::env::var("HOSTNAME")
+        .or_else(|_| std::env::var("FLY_MACHINE_ID"))
+        .unwrap_or_else(|_| "graft".into());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Starts the workers; they stop after `shutdown` turns true, once running
+/// jobs finished or were put back. Await the returned set to wait for that.
+pub fn spawn_pool<H: JobHandler>(
+    store: Store,
+    handler: Arc<H>,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    config: PoolConfig,
+    shutdown: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    for index in 0..config.workers.max(1) {
+        let worker = Worker {
+            id: format!("{}-w{index}", config.worker_prefix),
+            store: store.clone(),
+            handler: handler.clone(),
+            metrics: metrics.clone(),
+            wake: wake.clone(),
+            config: config.clone(),
+            shutdown: shutdown.clone(),
+        };
+        set.spawn(worker.run());
+    }
+    set
+}
+
+struct Worker<H> {
+    id: String,
+    store: Store,
+    handler: Arc<H>,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    config: PoolConfig,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<H: JobHandler> Worker<H> {
+    /// Shutdown was asked for, or whoever could ask is gone.
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow() || self.shutdown.has_changed().is_err()
+    }
+
+    async fn run(mut self) {
+        while !self.stopping() {
+            let claimed = self
+                .store
+                .claim_job(&self.id, now_ms(), millis(self.config.lease))
+                .await;
+            match claimed {
+                Ok(Some(job)) => self.execute(job).await,
+                Ok(None) => self.idle().await,
+                Err(e) => {
+                    error!(worker = %self.id, error = %e, "could not claim a job");
+                    self.idle().await;
+                }
+            }
+        }
+    }
+
+    async fn idle(&mut self) {
+        tokio::select! {
+            _ = self.wake.notified() => {}
+            _ = tokio::time::sleep(self.config.poll_interval) => {}
+            _ = self.shutdown.changed() => {}
+        }
+    }
+
+    async fn execute(&mut self, job: Job) {
+        let span = info_span!("job", job_id = job.id, kind = %job.kind, project_id = job.project_id, attempt = job.attempts);
+        async {
+            if job.attempts > job.max_attempts {
+                // Its earlier holders died mid-run too often: stop trying.
+                let message = format!(
+                    "gave up after {} attempts (the last lease expired without an outcome)",
+                    job.max_attempts
+                );
+                self.give_up(&job, &message).await;
+                return;
+            }
+            let started = Instant::now();
+            let outcome = self.run_with_lease(&job).await;
+            let seconds = started.elapsed().as_secs_f64();
+            let now = now_ms();
+            let label = match &outcome {
+                None => "released",
+                Some(Ok(())) => "success",
+                Some(Err(JobError::Retry { .. })) if job.attempts < job.max_attempts => "retry",
+                Some(Err(_)) => "failed",
+            };
+            self.metrics.job_finished(&job.kind, label, seconds);
+            let recorded = match outcome {
+                None => {
+                    info!("shutting down: job put back in the queue");
+                    self.store.requeue_job(job.id, &self.id, now, now, None, false).await
+                }
+                Some(Ok(())) => self.store.complete_job(job.id, &self.id, now).await,
+                Some(Err(JobError::Retry { message, after })) if job.attempts < job.max_attempts => {
+                    let delay = self
+                        .config
+                        .backoff
+                        .delay(job.attempts, rand::random::<f64>())
+                        .max(after.unwrap_or_default());
+                    warn!(error = %message, retry_in_ms = millis(delay), "job failed, will retry");
+                    self.store
+                        .requeue_job(job.id, &self.id, now, now + millis(delay), Some(&message), true)
+                        .await
+                }
+                Some(Err(e)) => {
+                    self.give_up(&job, &e.to_string()).await;
+                    return;
+                }
+            };
+            match recorded {
+                Ok(true) => {}
+                Ok(false) => warn!("lease was lost before the outcome was recorded; another worker owns the job"),
+                Err(e) => error!(error = %e, "could not record the job outcome; its lease will expire and it will run again"),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn give_up(&self, job: &Job, message: &str) {
+        error!(error = %message, "job failed for good");
+        match self
+            .store
+            .fail_job(job.id, &self.id, now_ms(), message)
+            .await
+        {
+            Ok(true) => self.handler.gave_up(job, message).await,
+            Ok(false) => warn!("lease was lost before the failure was recorded"),
+            Err(e) => error!(error = %e, "could not record the job failure"),
+        }
+    }
+
+    /// Runs the handler while renewing the lease. `None` when shutdown came
+    /// and the grace period ran out first.
+    async fn run_with_lease(&mut self, job: &Job) -> Option<Result<(), JobError>> {
+        let renew_every = self.config.lease / 3;
+        let work = self.handler.run(job);
+        tokio::pin!(work);
+        let mut renew =
+            tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        let mut grace_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let grace = async {
+                match grace_deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = &mut work => return Some(result),
+                _ = renew.tick() => {
+                    let until = now_ms() + millis(self.config.lease);
+                    match self.store.renew_lease(job.id, &self.id, until).await {
+                        Ok(true) => {}
+                        Ok(false) => warn!("lease lost while running; another worker may run the job too"),
+                        Err(e) => warn!(error = %e, "could not renew the lease"),
+                    }
+                }
+                changed = self.shutdown.changed(), if grace_deadline.is_none() => {
+                    if changed.is_err() || *self.shutdown.borrow() {
+                        grace_deadline = Some(tokio::time::Instant::now() + self.config.shutdown_grace);
+                    }
+                }
+                _ = grace => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! graft: keeps generated infrastructure code under Git review.
+//!
+//! The binary is a thin shell over this library so the integration tests
+//! drive the same router, store and workers that `graft serve` runs.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod crypto;
+pub mod events;
+pub mod forge;
+pub mod git;
+pub mod http;
+pub mod jobs;
+pub mod keys;
+pub mod metrics;
+pub mod push;
+pub mod remote;
+pub mod server;
+pub mod signature;
+pub mod store;
+pub mod sync;
+pub mod telemetry;
+pub mod validation;
+pub mod worker;

@@ -1,0 +1,200 @@
+//! Slash commands in the store: the last text seen of each comment that
+//! addressed graft, and one row per accepted command line with its
+//! outcome. Accepting a comment's commands and queueing the job that runs
+//! them happen in one transaction, so a command is never acknowledged
+//! and then lost, and a redelivered comment finds its keys taken.
+
+use sqlx::Row;
+
+use super::jobs::{NewJob, enqueue_in};
+use super::{Backend, Result, Store};
+
+/// Which comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommentKey<'a> {
+    pub provider: &'a str,
+    pub repo: &'a str,
+    pub number: i64,
+    pub comment_id: i64,
+    pub author: &'a str,
+}
+
+/// A command line to accept unless its key was taken before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCommandRun {
+    pub dedupe_key: String,
+    /// The line as written.
+    pub command: String,
+}
+
+/// A stored command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRun {
+    pub id: i64,
+    pub command: String,
+    /// JSON, once the command ran.
+    pub outcome: Option<String>,
+    pub replied: bool,
+}
+
+impl Store {
+    /// In one transaction: reads the comment's last seen text, remembers
+    /// `body` instead, lets `plan` pick the command lines to run given the
+    /// previous text, stores those whose key is new and queues the job
+    /// `job` makes from their row ids (with their positions in what `plan`
+    /// returned). Returns the job id, or `None` when nothing was new.
+    pub async fn accept_commands<P, J>(
+        &self,
+        comment: &CommentKey<'_>,
+        body: &str,
+        plan: P,
+        job: J,
+        now: i64,
+    ) -> Result<Option<i64>>
+    where
+        P: FnOnce(Option<String>) -> Vec<NewCommandRun>,
+        J: FnOnce(&[(usize, i64)]) -> NewJob,
+    {
+        let mut tx = self.begin_write().await?;
+        // Postgres: lock the row so two edits of one comment take turns;
+        // SQLite's BEGIN IMMEDIATE already serialises writers.
+        let select = match self.backend {
+            Backend::Postgres => {
+                "SELECT body FROM comment_texts WHERE provider = $1 AND repo = $2 \
+                 AND comment_id = $3 FOR UPDATE"
+            }
+            Backend::Sqlite => {
+                "SELECT body FROM comment_texts WHERE provider = $1 AND repo = $2 \
+                 AND comment_id = $3"
+            }
+        };
+        let previous: Option<String> = sqlx::query(select)
+            .bind(comment.provider)
+            .bind(comment.repo)
+            .bind(comment.comment_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get(0));
+        sqlx::query(
+            "INSERT INTO comment_texts (provider, repo, comment_id, body, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (provider, repo, comment_id) \
+             DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        )
+        .bind(comment.provider)
+        .bind(comment.repo)
+        .bind(comment.comment_id)
+        .bind(body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let mut accepted = Vec::new();
+        for (index, run) in plan(previous).into_iter().enumerate() {
+            let row = sqlx::query(
+                "INSERT INTO command_runs (dedupe_key, provider, repo, number, comment_id, \
+                 author, command, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+            )
+            .bind(&run.dedupe_key)
+            .bind(comment.provider)
+            .bind(comment.repo)
+            .bind(comment.number)
+            .bind(comment.comment_id)
+            .bind(comment.author)
+            .bind(&run.command)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                accepted.push((index, row.get::<i64, _>(0)));
+            }
+        }
+        if accepted.is_empty() {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let job_id = enqueue_in(&mut tx, &job(&accepted), now).await?;
+        if let Some(job_id) = job_id {
+            for (_, id) in &accepted {
+                sqlx::query("UPDATE command_runs SET job_id = $1 WHERE id = $2")
+                    .bind(job_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(job_id)
+    }
+
+    /// Forgets the last seen text of a comment (it has no commands now).
+    pub async fn forget_comment_text(
+        &self,
+        provider: &str,
+        repo: &str,
+        comment_id: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM comment_texts WHERE provider = $1 AND repo = $2 AND comment_id = $3",
+        )
+        .bind(provider)
+        .bind(repo)
+        .bind(comment_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The command rows with these ids, in id order.
+    pub async fn command_runs(&self, ids: &[i64]) -> Result<Vec<CommandRun>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row =
+                sqlx::query("SELECT id, command, outcome, replied FROM command_runs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if let Some(r) = row {
+                out.push(CommandRun {
+                    id: r.get(0),
+                    command: r.get(1),
+                    outcome: r.get(2),
+                    replied: r.get::<i64, _>(3) != 0,
+                });
+            }
+        }
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+
+    /// Records what a command did.
+    pub async fn finish_command_run(&self, id: i64, outcome: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE command_runs SET outcome = $1, finished_at = $2 WHERE id = $3")
+            .bind(outcome)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that the answer to these commands was posted.
+    pub async fn mark_command_runs_replied(&self, ids: &[i64]) -> Result<()> {
+        for id in ids {
+            sqlx::query("UPDATE command_runs SET replied = 1 WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Kind and payload of a job, for `/graft retry`.
+    pub async fn job_kind_and_payload(&self, id: i64) -> Result<Option<(String, String)>> {
+        let row = sqlx::query("SELECT kind, payload FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+}

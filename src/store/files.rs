@@ -1,0 +1,409 @@
+//! Managed files: what graft owns in a project, by path relative to the
+//! base path, with the git blob id that tells a real change from a re-put
+//! of the same content.
+
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+
+use super::{Result, Store, flag};
+use crate::git::read::blob_id;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    /// Content graft has not pushed yet.
+    Pending,
+    /// What the repository has, as of the last sync or import.
+    Synced,
+    /// Removed from the project; the deletion is not pushed yet.
+    DeletedPending,
+}
+
+impl FileState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::Pending => "pending",
+            FileState::Synced => "synced",
+            FileState::DeletedPending => "deleted_pending",
+        }
+    }
+    fn parse(text: &str) -> Self {
+        match text {
+            "synced" => FileState::Synced,
+            "deleted_pending" => FileState::DeletedPending,
+            _ => FileState::Pending,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInput {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub sync_on_change: Option<bool>,
+    pub executable: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManagedFileRow {
+    pub path: String,
+    #[serde(skip)]
+    pub content: Vec<u8>,
+    pub blob_sha: String,
+    pub state: FileState,
+    pub size: i64,
+    pub sync_on_change: bool,
+    pub executable: bool,
+    /// Blob the repository had at the last sync (None: never synced).
+    #[serde(skip)]
+    pub synced_blob_sha: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Added,
+    Modified,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangedPath {
+    pub path: String,
+    pub change: Change,
+    #[serde(skip)]
+    pub sync_on_change: bool,
+}
+
+fn from_row(r: &sqlx::any::AnyRow) -> ManagedFileRow {
+    ManagedFileRow {
+        path: r.get(0),
+        content: r.get(1),
+        blob_sha: r.get(2),
+        state: FileState::parse(r.get::<String, _>(3).as_str()),
+        size: r.get(4),
+        sync_on_change: r.get::<i64, _>(5) != 0,
+        executable: r.get::<i64, _>(6) != 0,
+        synced_blob_sha: r.get(7),
+    }
+}
+
+const COLUMNS: &str =
+    "path, content, blob_sha, state, size, sync_on_change, executable, synced_blob_sha";
+
+async fn current(
+    conn: &mut AnyConnection,
+    project: i64,
+    path: &str,
+) -> Result<Option<ManagedFileRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM managed_files WHERE project_id = $1 AND path = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(project)
+        .bind(path)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.as_ref().map(from_row))
+}
+
+/// Writes one file; returns the change it made, if any.
+async fn put_in(
+    conn: &mut AnyConnection,
+    project: i64,
+    file: &FileInput,
+    now: i64,
+) -> Result<Option<ChangedPath>> {
+    let blob = blob_id(&file.content).to_string();
+    let existing = current(conn, project, &file.path).await?;
+    let sync_on_change = file
+        .sync_on_change
+        .or(existing.as_ref().map(|e| e.sync_on_change))
+        .unwrap_or(false);
+    let executable = file
+        .executable
+        .or(existing.as_ref().map(|e| e.executable))
+        .unwrap_or(false);
+    let change = match &existing {
+        None => Some(Change::Added),
+        Some(e) if e.state == FileState::DeletedPending => Some(Change::Added),
+        Some(e) if e.blob_sha != blob || e.executable != executable => Some(Change::Modified),
+        Some(_) => None,
+    };
+    let flags_changed = existing
+        .as_ref()
+        .is_some_and(|e| e.sync_on_change != sync_on_change);
+    if change.is_none() && !flags_changed {
+        return Ok(None);
+    }
+    // Back to exactly what the repository has: nothing to push.
+    let state = match &existing {
+        Some(e)
+            if e.synced_blob_sha.as_deref() == Some(blob.as_str())
+                && e.executable == executable =>
+        {
+            FileState::Synced
+        }
+        Some(e) if change.is_none() => e.state,
+        _ => FileState::Pending,
+    };
+    sqlx::query(
+        "INSERT INTO managed_files (project_id, path, content, blob_sha, size, executable, state, \
+         sync_on_change, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (project_id, path) DO UPDATE SET content = excluded.content, \
+         blob_sha = excluded.blob_sha, size = excluded.size, executable = excluded.executable, \
+         state = excluded.state, sync_on_change = excluded.sync_on_change, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(project)
+    .bind(&file.path)
+    .bind(file.content.as_slice())
+    .bind(&blob)
+    .bind(i64::try_from(file.content.len()).unwrap_or(i64::MAX))
+    .bind(flag(executable))
+    .bind(state.as_str())
+    .bind(flag(sync_on_change))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(change.map(|change| ChangedPath {
+        path: file.path.clone(),
+        change,
+        sync_on_change,
+    }))
+}
+
+/// Removes one file from the project: forgotten if it never reached the
+/// repository, otherwise kept as `deleted_pending` until a sync removes it.
+async fn delete_in(
+    conn: &mut AnyConnection,
+    project: i64,
+    path: &str,
+    now: i64,
+) -> Result<Option<ChangedPath>> {
+    let Some(existing) = current(conn, project, path).await? else {
+        return Ok(None);
+    };
+    if existing.state == FileState::DeletedPending {
+        return Ok(None);
+    }
+    if existing.synced_blob_sha.is_none() {
+        sqlx::query("DELETE FROM managed_files WHERE project_id = $1 AND path = $2")
+            .bind(project)
+            .bind(path)
+            .execute(&mut *conn)
+            .await?;
+    } else {
+        sqlx::query(
+            "UPDATE managed_files SET state = 'deleted_pending', updated_at = $1 \
+             WHERE project_id = $2 AND path = $3",
+        )
+        .bind(now)
+        .bind(project)
+        .bind(path)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Some(ChangedPath {
+        path: path.to_string(),
+        change: Change::Deleted,
+        sync_on_change: existing.sync_on_change,
+    }))
+}
+
+impl Store {
+    /// Replaces or extends the managed set in one transaction: all or
+    /// nothing. With `delete_missing`, files not named are removed.
+    pub async fn put_files(
+        &self,
+        project: i64,
+        files: &[FileInput],
+        delete_missing: bool,
+        now: i64,
+    ) -> Result<Vec<ChangedPath>> {
+        let mut tx = self.begin_write().await?;
+        let mut changes = Vec::new();
+        for file in files {
+            changes.extend(put_in(&mut tx, project, file, now).await?);
+        }
+        if delete_missing {
+            let named: std::collections::HashSet<&str> =
+                files.iter().map(|f| f.path.as_str()).collect();
+            let existing: Vec<String> =
+                sqlx::query("SELECT path FROM managed_files WHERE project_id = $1")
+                    .bind(project)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+            for path in existing.iter().filter(|p| !named.contains(p.as_str())) {
+                changes.extend(delete_in(&mut tx, project, path, now).await?);
+            }
+        }
+        tx.commit().await?;
+        changes.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(changes)
+    }
+
+    pub async fn delete_file(
+        &self,
+        project: i64,
+        path: &str,
+        now: i64,
+    ) -> Result<Option<ChangedPath>> {
+        let mut tx = self.begin_write().await?;
+        let change = delete_in(&mut tx, project, path, now).await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    pub async fn files(&self, project: i64) -> Result<Vec<ManagedFileRow>> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM managed_files WHERE project_id = $1 ORDER BY path");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(project)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(from_row).collect())
+    }
+
+    /// Paths of the files that stay in the repository (not
+    /// `deleted_pending`), without their contents.
+    pub async fn live_paths(&self, project: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT path FROM managed_files WHERE project_id = $1 AND state <> 'deleted_pending'",
+        )
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub async fn file(&self, project: i64, path: &str) -> Result<Option<ManagedFileRow>> {
+        let mut conn = self.pool.acquire().await?;
+        current(&mut conn, project, path).await
+    }
+
+    /// After a successful push: these files are what the repository has.
+    /// Only rows still holding the pushed blob change, so an edit that
+    /// arrived during the sync stays pending.
+    pub async fn mark_synced(
+        &self,
+        project: i64,
+        pushed: &[(String, Option<String>)],
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for (path, blob) in pushed {
+            match blob {
+                Some(blob) => {
+                    sqlx::query(
+                        "UPDATE managed_files SET state = 'synced', synced_blob_sha = blob_sha, updated_at = $1 \
+                         WHERE project_id = $2 AND path = $3 AND blob_sha = $4 AND state = 'pending'",
+                    )
+                    .bind(now)
+                    .bind(project)
+                    .bind(path)
+                    .bind(blob)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query(
+                        "DELETE FROM managed_files WHERE project_id = $1 AND path = $2 AND state = 'deleted_pending'",
+                    )
+                    .bind(project)
+                    .bind(path)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes the repository's version of a file (an upstream edit or a
+    /// reviewer's `/graft import`): stored as synced. `None` removes it.
+    pub async fn import_file(
+        &self,
+        project: i64,
+        path: &str,
+        content: Option<&[u8]>,
+        executable: bool,
+        now: i64,
+    ) -> Result<()> {
+        match content {
+            Some(content) => {
+                let blob = blob_id(content).to_string();
+                sqlx::query(
+                    "INSERT INTO managed_files (project_id, path, content, blob_sha, size, executable, \
+                     state, sync_on_change, synced_blob_sha, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'synced', 0, $4, $7) \
+                     ON CONFLICT (project_id, path) DO UPDATE SET content = excluded.content, \
+                     blob_sha = excluded.blob_sha, size = excluded.size, executable = excluded.executable, \
+                     state = 'synced', synced_blob_sha = excluded.synced_blob_sha, updated_at = excluded.updated_at",
+                )
+                .bind(project)
+                .bind(path)
+                .bind(content)
+                .bind(&blob)
+                .bind(i64::try_from(content.len()).unwrap_or(i64::MAX))
+                .bind(flag(executable))
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM managed_files WHERE project_id = $1 AND path = $2")
+                    .bind(project)
+                    .bind(path)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pending files per project, for the dashboard.
+    pub async fn pending_count(&self, project: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM managed_files WHERE project_id = $1 AND state <> 'synced'",
+        )
+        .bind(project)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get(0))
+    }
+}
+
+impl Store {
+    /// Files whose content did not land after all (their PR was closed
+    /// unmerged): back to pending.
+    pub async fn mark_pending(&self, project: i64, paths: &[String], now: i64) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for path in paths {
+            sqlx::query(
+                "UPDATE managed_files SET state = 'pending', updated_at = $1 \
+                 WHERE project_id = $2 AND path = $3 AND state = 'synced'",
+            )
+            .bind(now)
+            .bind(project)
+            .bind(path)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletions that landed: forget those rows.
+    pub async fn forget_deleted(&self, project: i64) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM managed_files WHERE project_id = $1 AND state = 'deleted_pending'",
+        )
+        .bind(project)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! Forge integrations. Secrets arrive here already sealed (see `crypto`);
+//! the store never sees plaintext.
+
+use sqlx::Row;
+
+use super::{Result, Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIntegration<'a> {
+    pub provider: &'a str,
+    pub name: &'a str,
+    pub base_url: &'a str,
+    pub token_sealed: Option<&'a str>,
+    pub webhook_secret_sealed: Option<&'a str>,
+}
+
+/// An integration as shown to users: no secret material.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Integration {
+    pub id: i64,
+    pub provider: String,
+    pub name: String,
+    pub base_url: String,
+    pub has_token: bool,
+    pub has_webhook_secret: bool,
+    pub created_at: i64,
+}
+
+/// One sealed value and where it lives, for key rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedField {
+    pub integration_id: i64,
+    pub column: SealedColumn,
+    pub sealed: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedColumn {
+    Token,
+    WebhookSecret,
+}
+
+impl SealedColumn {
+    fn name(self) -> &'static str {
+        match self {
+            SealedColumn::Token => "token_sealed",
+            SealedColumn::WebhookSecret => "webhook_secret_sealed",
+        }
+    }
+}
+
+impl Store {
+    pub async fn create_integration(&self, new: &NewIntegration<'_>, now: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO integrations (provider, name, base_url, token_sealed, \
+             webhook_secret_sealed, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+        )
+        .bind(new.provider)
+        .bind(new.name)
+        .bind(new.base_url)
+        .bind(new.token_sealed)
+        .bind(new.webhook_secret_sealed)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn list_integrations(&self) -> Result<Vec<Integration>> {
+        let rows = sqlx::query(
+            "SELECT id, provider, name, base_url, \
+             CASE WHEN token_sealed IS NULL THEN 0 ELSE 1 END, \
+             CASE WHEN webhook_secret_sealed IS NULL THEN 0 ELSE 1 END, \
+             created_at FROM integrations ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Integration {
+                id: r.get(0),
+                provider: r.get(1),
+                name: r.get(2),
+                base_url: r.get(3),
+                has_token: r.get::<i64, _>(4) != 0,
+                has_webhook_secret: r.get::<i64, _>(5) != 0,
+                created_at: r.get(6),
+            })
+            .collect())
+    }
+
+    /// Every stored sealed value, for webhook verification and rotation.
+    pub async fn sealed_fields(&self, provider: Option<&str>) -> Result<Vec<SealedField>> {
+        let rows = sqlx::query(
+            "SELECT id, token_sealed, webhook_secret_sealed FROM integrations \
+             WHERE $1 IS NULL OR provider = $1 ORDER BY id",
+        )
+        .bind(provider)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut fields = Vec::new();
+        for row in rows {
+            let id: i64 = row.get(0);
+            for (index, column) in [(1, SealedColumn::Token), (2, SealedColumn::WebhookSecret)] {
+                if let Some(sealed) = row.get::<Option<String>, _>(index) {
+                    fields.push(SealedField {
+                        integration_id: id,
+                        column,
+                        sealed,
+                    });
+                }
+            }
+        }
+        Ok(fields)
+    }
+
+    /// Replaces every sealed value through `reseal` in one transaction: if
+    /// any value fails, nothing is written. Returns how many were resealed.
+    pub async fn reseal_all<E>(
+        &self,
+        mut reseal: impl FnMut(&SealedField) -> std::result::Result<String, E>,
+        now: i64,
+    ) -> Result<std::result::Result<usize, E>> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query("SELECT id, token_sealed, webhook_secret_sealed FROM integrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut count = 0;
+        for row in rows {
+            let id: i64 = row.get(0);
+            for (index, column) in [(1, SealedColumn::Token), (2, SealedColumn::WebhookSecret)] {
+                let Some(sealed) = row.get::<Option<String>, _>(index) else {
+                    continue;
+                };
+                let field = SealedField {
+                    integration_id: id,
+                    column,
+                    sealed,
+                };
+                let resealed = match reseal(&field) {
+                    Ok(value) => value,
+                    Err(e) => return Ok(Err(e)), // tx dropped: rolled back
+                };
+                let sql = format!(
+                    "UPDATE integrations SET {} = $1, updated_at = $2 WHERE id = $3",
+                    column.name()
+                );
+                // The column name comes from an enum, never from input.
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(resealed)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                count += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(Ok(count))
+    }
+
+    pub async fn integration_exists(&self, id: i64) -> Result<()> {
+        let row = sqlx::query("SELECT 1 FROM integrations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|_| ())
+            .ok_or_else(|| StoreError::NotFound(format!("integration {id}")))
+    }
+}
+
+/// What a forge client needs to call an integration: still sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrationCredentials {
+    pub provider: String,
+    pub base_url: String,
+    pub token_sealed: Option<String>,
+}
+
+impl Store {
+    pub async fn integration_credentials(&self, id: i64) -> Result<IntegrationCredentials> {
+        let row =
+            sqlx::query("SELECT provider, base_url, token_sealed FROM integrations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("integration {id}")))?;
+        Ok(IntegrationCredentials {
+            provider: row.get(0),
+            base_url: row.get(1),
+            token_sealed: row.get(2),
+        })
+    }
+}

@@ -1,0 +1,246 @@
+//! The durable job queue. A job is claimed with a lease (`locked_by`,
+//! `locked_until`); a worker that dies simply stops renewing it and the job
+//! becomes claimable again. A partial unique index allows one running job
+//! per project across every process; another keeps identical queued work
+//! (same `dedupe_key`) to one row. Every function takes `now` so the rules
+//! are testable without waiting for clocks.
+
+use sqlx::{AnyConnection, Row};
+
+use super::{Backend, Result, Store, is_unique_violation};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub kind: String,
+    pub project_id: Option<i64>,
+    pub payload: serde_json::Value,
+    /// Jobs with the same key coalesce while one of them is still queued.
+    pub dedupe_key: Option<String>,
+    pub run_at: i64,
+    pub max_attempts: i64,
+}
+
+impl NewJob {
+    pub fn new(kind: &str, payload: serde_json::Value, now: i64) -> Self {
+        NewJob {
+            kind: kind.to_string(),
+            project_id: None,
+            payload,
+            dedupe_key: None,
+            run_at: now,
+            max_attempts: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub project_id: Option<i64>,
+    pub payload: String,
+    /// Attempts including this one.
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub id: i64,
+    pub kind: String,
+    pub state: String,
+    pub attempts: i64,
+    pub run_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// Inserts a job unless an identical one (same dedupe key) is queued;
+/// returns the new id, or `None` when it coalesced into the queued one.
+pub async fn enqueue_in(conn: &mut AnyConnection, job: &NewJob, now: i64) -> Result<Option<i64>> {
+    let row = sqlx::query(
+        "INSERT INTO jobs (kind, project_id, payload, dedupe_key, state, run_at, attempts, \
+         max_attempts, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'queued', $5, 0, $6, $7, $7) \
+         ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(&job.kind)
+    .bind(job.project_id)
+    .bind(job.payload.to_string())
+    .bind(job.dedupe_key.as_deref())
+    .bind(job.run_at)
+    .bind(job.max_attempts)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| r.get::<i64, _>(0)))
+}
+
+const CLAIMABLE: &str = "((j.state = 'queued' AND j.run_at <= $3) \
+       OR (j.state = 'running' AND j.locked_until < $3)) \
+     AND (j.project_id IS NULL OR j.state = 'running' OR NOT EXISTS \
+       (SELECT 1 FROM jobs r WHERE r.project_id = j.project_id AND r.state = 'running'))";
+
+fn claim_sql(backend: Backend) -> String {
+    // Postgres: SKIP LOCKED lets concurrent claimers pass each other; the
+    // unique index settles the rare race on one project. SQLite has a
+    // single writer, so the plain statement is already atomic.
+    let lock = match backend {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    format!(
+        "UPDATE jobs SET state = 'running', locked_by = $1, locked_until = $2, \
+         attempts = attempts + 1, updated_at = $3 \
+         WHERE id = (SELECT j.id FROM jobs j WHERE {CLAIMABLE} \
+                     ORDER BY j.run_at, j.id LIMIT 1 {lock}) \
+         RETURNING id, kind, project_id, payload, attempts, max_attempts, last_error"
+    )
+}
+
+impl Store {
+    pub async fn enqueue(&self, job: &NewJob, now: i64) -> Result<Option<i64>> {
+        let mut conn = self.pool.acquire().await?;
+        enqueue_in(&mut conn, job, now).await
+    }
+
+    /// Claims the next runnable job for `worker` until `now + lease_ms`.
+    /// `None` when nothing is runnable (or another process won the race).
+    pub async fn claim_job(&self, worker: &str, now: i64, lease_ms: i64) -> Result<Option<Job>> {
+        // Built from constants only.
+        let result = sqlx::query(sqlx::AssertSqlSafe(claim_sql(self.backend)))
+            .bind(worker)
+            .bind(now + lease_ms)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await;
+        let row = match result {
+            Ok(row) => row,
+            Err(e) if is_unique_violation(&e) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(row.map(|r| Job {
+            id: r.get(0),
+            kind: r.get(1),
+            project_id: r.get(2),
+            payload: r.get(3),
+            attempts: r.get(4),
+            max_attempts: r.get(5),
+            last_error: r.get(6),
+        }))
+    }
+
+    /// Extends the lease; `false` means this worker no longer holds the job.
+    pub async fn renew_lease(&self, id: i64, worker: &str, until: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET locked_until = $1 WHERE id = $2 AND locked_by = $3 AND state = 'running'",
+        )
+        .bind(until)
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks the job done; `false` if the lease was lost meanwhile (another
+    /// worker owns the job now and will record its own outcome).
+    pub async fn complete_job(&self, id: i64, worker: &str, now: i64) -> Result<bool> {
+        self.finish(id, worker, now, "done", None).await
+    }
+
+    /// Gives up on the job for good.
+    pub async fn fail_job(&self, id: i64, worker: &str, now: i64, error: &str) -> Result<bool> {
+        self.finish(id, worker, now, "failed", Some(error)).await
+    }
+
+    async fn finish(
+        &self,
+        id: i64,
+        worker: &str,
+        now: i64,
+        state: &str,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = $1, last_error = COALESCE($2, last_error), finished_at = $3, \
+             updated_at = $3, locked_by = NULL, locked_until = NULL \
+             WHERE id = $4 AND locked_by = $5 AND state = 'running'",
+        )
+        .bind(state)
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Puts the job back in the queue to run at `run_at`. With `count_attempt
+    /// = false` (shutdown) the attempt it was in is not counted. If an
+    /// identical job was queued meanwhile, that one covers this work and this
+    /// one is closed as superseded.
+    pub async fn requeue_job(
+        &self,
+        id: i64,
+        worker: &str,
+        now: i64,
+        run_at: i64,
+        error: Option<&str>,
+        count_attempt: bool,
+    ) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE jobs SET state = 'queued', run_at = $1, last_error = COALESCE($2, last_error), \
+             attempts = attempts - $3, updated_at = $4, locked_by = NULL, locked_until = NULL \
+             WHERE id = $5 AND locked_by = $6 AND state = 'running'",
+        )
+        .bind(run_at)
+        .bind(error)
+        .bind(if count_attempt { 0_i64 } else { 1_i64 })
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(done) => Ok(done.rows_affected() == 1),
+            Err(e) if is_unique_violation(&e) => {
+                self.finish(
+                    id,
+                    worker,
+                    now,
+                    "done",
+                    Some("superseded by an identical queued job"),
+                )
+                .await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Job counts by state, for `/metrics`.
+    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub async fn job(&self, id: i64) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(
+            "SELECT id, kind, state, attempts, run_at, last_error FROM jobs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| JobRecord {
+            id: r.get(0),
+            kind: r.get(1),
+            state: r.get(2),
+            attempts: r.get(3),
+            run_at: r.get(4),
+            last_error: r.get(5),
+        }))
+    }
+}

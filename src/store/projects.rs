@@ -1,0 +1,562 @@
+//! Projects: one mapping from graft to a folder of a branch of a
+//! repository, with the sync state users see (SPEC §2).
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Result, Store, StoreError, flag, is_unique_violation};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Iac,
+    Configuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    PullRequest,
+    Direct,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncStatus {
+    Idle,
+    Syncing,
+    Success,
+    Error,
+    Paused,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Iac => "iac",
+            Kind::Configuration => "configuration",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "iac" => Some(Kind::Iac),
+            "configuration" => Some(Kind::Configuration),
+            _ => None,
+        }
+    }
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::PullRequest => "pull_request",
+            Mode::Direct => "direct",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pull_request" => Some(Mode::PullRequest),
+            "direct" => Some(Mode::Direct),
+            _ => None,
+        }
+    }
+}
+
+impl SyncStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncStatus::Idle => "idle",
+            SyncStatus::Syncing => "syncing",
+            SyncStatus::Success => "success",
+            SyncStatus::Error => "error",
+            SyncStatus::Paused => "paused",
+        }
+    }
+    fn parse(text: &str) -> Self {
+        match text {
+            "syncing" => SyncStatus::Syncing,
+            "success" => SyncStatus::Success,
+            "error" => SyncStatus::Error,
+            "paused" => SyncStatus::Paused,
+            _ => SyncStatus::Idle,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewProject {
+    pub provider: String,
+    pub integration_id: Option<i64>,
+    pub repo: String,
+    pub branch: String,
+    pub base_path: String,
+    pub kind: Kind,
+    pub mode: Mode,
+    pub auto_sync: bool,
+    pub auto_merge: bool,
+    /// `None`: `graft/<slug>`.
+    pub sync_branch: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Project {
+    pub id: i64,
+    pub provider: String,
+    pub integration_id: Option<i64>,
+    pub repo: String,
+    pub branch: String,
+    pub base_path: String,
+    pub kind: Kind,
+    pub mode: Mode,
+    pub auto_sync: bool,
+    pub auto_merge: bool,
+    pub paused: bool,
+    pub slug: String,
+    pub sync_branch: String,
+    pub sync_status: SyncStatus,
+    pub sync_error: Option<String>,
+    pub last_synced_commit_sha: Option<String>,
+    pub last_pulled_at: Option<i64>,
+    pub pull_request_number: Option<i64>,
+    pub pull_request_url: Option<String>,
+    pub auto_sync_held: bool,
+    pub sync_branch_shared: bool,
+    #[serde(skip)]
+    pub sync_branch_sha: Option<String>,
+    #[serde(skip)]
+    pub status_comment_id: Option<i64>,
+    pub conflicts: Option<Vec<String>>,
+    #[serde(skip)]
+    pub last_failed_job_id: Option<i64>,
+    pub source: Option<String>,
+    pub last_findings: Option<serde_json::Value>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "id, provider, integration_id, repo, branch, base_path, kind, mode, \
+    auto_sync, auto_merge, paused, slug, sync_branch, sync_status, sync_error, \
+    last_synced_commit_sha, last_pulled_at, pull_request_number, pull_request_url, \
+    auto_sync_held, sync_branch_shared, sync_branch_sha, status_comment_id, conflicts, \
+    last_failed_job_id, source, last_findings, created_at, updated_at";
+
+fn from_row(r: &AnyRow) -> Project {
+    let json = |i: usize| {
+        r.get::<Option<String>, _>(i)
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    };
+    Project {
+        id: r.get(0),
+        provider: r.get(1),
+        integration_id: r.get(2),
+        repo: r.get(3),
+        branch: r.get(4),
+        base_path: r.get(5),
+        kind: Kind::parse(r.get::<String, _>(6).as_str()).unwrap_or(Kind::Iac),
+        mode: Mode::parse(r.get::<String, _>(7).as_str()).unwrap_or(Mode::PullRequest),
+        auto_sync: r.get::<i64, _>(8) != 0,
+        auto_merge: r.get::<i64, _>(9) != 0,
+        paused: r.get::<i64, _>(10) != 0,
+        slug: r.get(11),
+        sync_branch: r.get(12),
+        sync_status: SyncStatus::parse(r.get::<String, _>(13).as_str()),
+        sync_error: r.get(14),
+        last_synced_commit_sha: r.get(15),
+        last_pulled_at: r.get(16),
+        pull_request_number: r.get(17),
+        pull_request_url: r.get(18),
+        auto_sync_held: r.get::<i64, _>(19) != 0,
+        sync_branch_shared: r.get::<i64, _>(20) != 0,
+        sync_branch_sha: r.get(21),
+        status_comment_id: r.get(22),
+        conflicts: json(23).and_then(|v| serde_json::from_value(v).ok()),
+        last_failed_job_id: r.get(24),
+        source: r.get(25),
+        last_findings: json(26),
+        created_at: r.get(27),
+        updated_at: r.get(28),
+    }
+}
+
+/// `a-b-c` from any text: lowercase ASCII letters, digits and dashes.
+pub fn slugify(text: &str) -> String {
+    let mut slug = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let slug: String = slug.chars().take(60).collect();
+    if slug.is_empty() {
+        "project".into()
+    } else {
+        slug
+    }
+}
+
+/// What a sync changed, for [`Store::record_sync_success`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncSuccess {
+    pub commit_sha: Option<String>,
+    pub target_head: Option<String>,
+    pub pull_request_number: Option<i64>,
+    pub pull_request_url: Option<String>,
+    pub sync_branch_sha: Option<String>,
+    pub findings: Option<serde_json::Value>,
+}
+
+impl Store {
+    pub async fn create_project(&self, new: &NewProject, now: i64) -> Result<Project> {
+        let name_part = if new.base_path.is_empty() {
+            new.repo.rsplit('/').next().unwrap_or(&new.repo).to_string()
+        } else {
+            new.base_path.clone()
+        };
+        let slug = slugify(&name_part);
+        let mut tx = self.begin_write().await?;
+        let taken = sqlx::query(
+            "SELECT COUNT(*) FROM projects WHERE provider = $1 AND repo = $2 AND slug = $3",
+        )
+        .bind(&new.provider)
+        .bind(&new.repo)
+        .bind(&slug)
+        .fetch_one(&mut *tx)
+        .await?
+        .get::<i64, _>(0);
+        // Two projects of one repository must not share a sync branch.
+        let slug = if taken > 0 {
+            format!("{slug}-{}", slugify(&new.branch))
+        } else {
+            slug
+        };
+        let sync_branch = new
+            .sync_branch
+            .clone()
+            .unwrap_or_else(|| format!("graft/{slug}"));
+        let inserted = sqlx::query(
+            "INSERT INTO projects (provider, integration_id, repo, branch, base_path, kind, mode, \
+             auto_sync, auto_merge, slug, sync_branch, sync_status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'idle', $12, $12) RETURNING id",
+        )
+        .bind(&new.provider)
+        .bind(new.integration_id)
+        .bind(&new.repo)
+        .bind(&new.branch)
+        .bind(&new.base_path)
+        .bind(new.kind.as_str())
+        .bind(new.mode.as_str())
+        .bind(flag(new.auto_sync))
+        .bind(flag(new.auto_merge))
+        .bind(&slug)
+        .bind(&sync_branch)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!(
+                    "a project for {} {} branch `{}` base path `{}` exists already",
+                    new.provider, new.repo, new.branch, new.base_path
+                ))
+            } else {
+                e.into()
+            }
+        })?;
+        let id: i64 = inserted.get(0);
+        tx.commit().await?;
+        self.project(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("project {id}")))
+    }
+
+    pub async fn project(&self, id: i64) -> Result<Option<Project>> {
+        let sql = format!("SELECT {COLUMNS} FROM projects WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(from_row))
+    }
+
+    pub async fn require_project(&self, id: i64) -> Result<Project> {
+        self.project(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("project {id}")))
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<Project>> {
+        let sql = format!("SELECT {COLUMNS} FROM projects ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(from_row).collect())
+    }
+
+    /// Projects on `branch` of `repo` (every base path). Repository names
+    /// compare case-insensitively, as forges treat them.
+    pub async fn projects_on_branch(
+        &self,
+        provider: &str,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Vec<Project>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM projects WHERE provider = $1 AND LOWER(repo) = LOWER($2) AND branch = $3 ORDER BY id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(provider)
+            .bind(repo)
+            .bind(branch)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(from_row).collect())
+    }
+
+    /// The project whose sync branch or PR this is, if any.
+    pub async fn project_by_sync_branch(
+        &self,
+        provider: &str,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<Project>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM projects WHERE provider = $1 AND LOWER(repo) = LOWER($2) AND sync_branch = $3 ORDER BY id LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(provider)
+            .bind(repo)
+            .bind(branch)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(from_row))
+    }
+
+    pub async fn project_by_pull_request(
+        &self,
+        provider: &str,
+        repo: &str,
+        number: i64,
+    ) -> Result<Option<Project>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM projects WHERE provider = $1 AND LOWER(repo) = LOWER($2) AND pull_request_number = $3 ORDER BY id LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(provider)
+            .bind(repo)
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(from_row))
+    }
+
+    pub async fn set_sync_status(
+        &self,
+        id: i64,
+        status: SyncStatus,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        // A paused project shows `paused` until it is resumed; only a
+        // running sync or an error shows through.
+        sqlx::query(
+            "UPDATE projects SET sync_status = CASE WHEN paused = 1 AND $1 IN ('idle', 'success') \
+             THEN 'paused' ELSE $1 END, sync_error = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed sync: `error` with the message, and the job to retry.
+    pub async fn record_sync_error(
+        &self,
+        id: i64,
+        message: &str,
+        job_id: Option<i64>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE projects SET sync_status = 'error', sync_error = $1, \
+             last_failed_job_id = COALESCE($2, last_failed_job_id), updated_at = $3 WHERE id = $4",
+        )
+        .bind(message)
+        .bind(job_id)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_conflicts(
+        &self,
+        id: i64,
+        conflicts: Option<&[String]>,
+        now: i64,
+    ) -> Result<()> {
+        let json = conflicts.map(|c| serde_json::to_string(c).unwrap_or_default());
+        sqlx::query("UPDATE projects SET conflicts = $1, updated_at = $2 WHERE id = $3")
+            .bind(json)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_sync_success(&self, id: i64, done: &SyncSuccess, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE projects SET sync_status = CASE WHEN paused = 1 THEN 'paused' ELSE 'success' END, \
+             sync_error = NULL, conflicts = NULL, \
+             last_synced_commit_sha = COALESCE($1, last_synced_commit_sha), \
+             pull_request_number = $2, pull_request_url = $3, \
+             sync_branch_sha = $4, last_findings = $5, auto_sync_held = 0, updated_at = $6 \
+             WHERE id = $7",
+        )
+        .bind(done.target_head.as_deref())
+        .bind(done.pull_request_number)
+        .bind(done.pull_request_url.as_deref())
+        .bind(done.sync_branch_sha.as_deref())
+        .bind(done.findings.as_ref().map(|f| f.to_string()))
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Validation findings of the last overlay (shown on the PR and dashboard).
+    pub async fn set_findings(&self, id: i64, findings: &serde_json::Value) -> Result<()> {
+        sqlx::query("UPDATE projects SET last_findings = $1 WHERE id = $2")
+            .bind(findings.to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// After a reconcile: the head graft has now seen, and when.
+    pub async fn record_pull(&self, id: i64, head: Option<&str>, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE projects SET last_synced_commit_sha = COALESCE($1, last_synced_commit_sha), \
+             last_pulled_at = $2, updated_at = $2 WHERE id = $3",
+        )
+        .bind(head)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_pull_request(
+        &self,
+        id: i64,
+        number: Option<i64>,
+        url: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE projects SET pull_request_number = $1, pull_request_url = $2, \
+             status_comment_id = CASE WHEN $1 IS NULL THEN NULL ELSE status_comment_id END, \
+             sync_branch_shared = CASE WHEN $1 IS NULL THEN 0 ELSE sync_branch_shared END, \
+             updated_at = $3 WHERE id = $4",
+        )
+        .bind(number)
+        .bind(url)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_status_comment(&self, id: i64, comment_id: Option<i64>) -> Result<()> {
+        sqlx::query("UPDATE projects SET status_comment_id = $1 WHERE id = $2")
+            .bind(comment_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_sync_branch_state(
+        &self,
+        id: i64,
+        sha: Option<&str>,
+        shared: bool,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE projects SET sync_branch_sha = $1, sync_branch_shared = $2 WHERE id = $3",
+        )
+        .bind(sha)
+        .bind(flag(shared))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_paused(&self, id: i64, paused: bool, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE projects SET paused = $1, \
+             sync_status = CASE WHEN $1 = 1 THEN 'paused' WHEN sync_status = 'paused' THEN 'idle' ELSE sync_status END, \
+             updated_at = $2 WHERE id = $3",
+        )
+        .bind(flag(paused))
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_auto_merge(&self, id: i64, on: bool, now: i64) -> Result<()> {
+        sqlx::query("UPDATE projects SET auto_merge = $1, updated_at = $2 WHERE id = $3")
+            .bind(flag(on))
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_auto_sync_held(&self, id: i64, held: bool, now: i64) -> Result<()> {
+        sqlx::query("UPDATE projects SET auto_sync_held = $1, updated_at = $2 WHERE id = $3")
+            .bind(flag(held))
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_source(&self, id: i64, source: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE projects SET source = COALESCE($1, source) WHERE id = $2")
+            .bind(source)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_branch_safe() {
+        assert_eq!(slugify("infra/Generated_Stuff"), "infra-generated-stuff");
+        assert_eq!(slugify("--a--b--"), "a-b");
+        assert_eq!(slugify("ñ"), "project");
+    }
+}

@@ -1,0 +1,136 @@
+//! Why a sync or reconcile failed, in SPEC §2's classes, each with the
+//! message users see in `sync_error` and on the PR, and whether the job
+//! should be retried.
+
+use std::time::Duration;
+
+use crate::forge::ForgeError;
+use crate::git::GitError;
+use crate::git::validate::Finding;
+use crate::jobs::JobError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Forge(#[from] ForgeError),
+    #[error("{0}")]
+    Git(#[from] GitError),
+    #[error("conflict: {} changed upstream and has pending changes in graft", .0.join(", "))]
+    Conflict(Vec<String>),
+    #[error("validation failed")]
+    Validation(Vec<Finding>),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl SyncError {
+    /// `Some(wait)` when another attempt may succeed (rate limit, 5xx,
+    /// network, the remote moved).
+    pub fn retry(&self) -> Option<Option<Duration>> {
+        match self {
+            SyncError::Forge(e) if e.is_retryable() => Some(e.retry_after()),
+            SyncError::Git(GitError::Network(_) | GitError::NonFastForward(_)) => Some(None),
+            SyncError::Store(_) => Some(None),
+            _ => None,
+        }
+    }
+
+    /// The message with its recovery hint, for `sync_error` and the PR.
+    pub fn describe(&self) -> String {
+        match self {
+            SyncError::Conflict(paths) => format!(
+                "Conflict: {} changed upstream while graft has pending changes. Nothing was \
+                 overwritten. Comment `/graft sync --force` to keep graft's version, or \
+                 `/graft import` to take the repository's.",
+                paths
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            SyncError::Validation(findings) => {
+                let first = findings
+                    .first()
+                    .map(|f| match f.line {
+                        Some(line) => format!(" First: {}:{line}: {}", f.file, f.message),
+                        None => format!(" First: {} {}", f.file, f.message),
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "Validation failed with {} error(s); direct mode does not push until the \
+                     generated files validate.{first}",
+                    findings.len()
+                )
+            }
+            SyncError::Git(GitError::Auth(message)) => format!(
+                "The git server refused graft's credentials ({message}). Check that the GitHub \
+                 App is installed on the repository with `contents: write`, or that the GitLab \
+                 token has the `write_repository` scope."
+            ),
+            SyncError::Git(GitError::NotFound(message)) => format!(
+                "The repository or branch was not found ({message}). Check the project's repo \
+                 and branch, and that graft can see the repository."
+            ),
+            SyncError::Git(error @ (GitError::Path(_) | GitError::Unsafe(_))) => format!(
+                "{error}. Change the generator's output (or the project's base path); graft \
+                 will not write there."
+            ),
+            SyncError::Git(GitError::Network(message)) => format!(
+                "Network error talking to the git server ({message}). graft retries with \
+                 backoff; `/graft retry` tries again now."
+            ),
+            SyncError::Forge(error) if error.is_retryable() => format!(
+                "{error}. graft retried with backoff and gave up for now; `/graft retry` tries again."
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn into_job_error(self) -> JobError {
+        match self.retry() {
+            Some(after) => JobError::Retry {
+                message: self.describe(),
+                after,
+            },
+            None => JobError::Fatal(self.describe()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicts_name_the_paths_and_both_ways_out() {
+        let message = SyncError::Conflict(vec!["a.tf".into(), "b/c.tf".into()]).describe();
+        for needle in [
+            "`a.tf`",
+            "`b/c.tf`",
+            "/graft sync --force",
+            "/graft import",
+            "Nothing was overwritten",
+        ] {
+            assert!(message.contains(needle), "{message}");
+        }
+    }
+
+    #[test]
+    fn retry_classes() {
+        assert!(
+            SyncError::Git(GitError::Network("x".into()))
+                .retry()
+                .is_some()
+        );
+        assert!(
+            SyncError::Git(GitError::NonFastForward("x".into()))
+                .retry()
+                .is_some()
+        );
+        assert!(SyncError::Git(GitError::Auth("x".into())).retry().is_none());
+        assert!(SyncError::Conflict(vec![]).retry().is_none());
+    }
+}

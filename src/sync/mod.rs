@@ -1,0 +1,14 @@
+//! The sync engine: when to sync (schedule), what to write (plan), the
+//! jobs that fetch, overlay, push and report (run, reconcile), and what
+//! the PR shows (report).
+
+pub mod errors;
+pub mod ops;
+pub mod plan;
+pub mod poll;
+pub mod publish;
+pub mod reconcile;
+pub mod report;
+pub mod run;
+pub mod schedule;
+pub mod upstream;

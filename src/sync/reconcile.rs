@@ -1,0 +1,215 @@
+//! Following the repository (SPEC §1 reconcile): when the target branch
+//! moved, import upstream edits of managed files or flag conflicts; when
+//! someone else pushed to graft's branch, import their edits and stop
+//! rewriting it; when graft's PR closed, record what landed.
+
+use gix::ObjectId;
+
+use crate::app::AppState;
+use crate::git::pipeline;
+use crate::git::read;
+use crate::store::audit::NewEvent;
+use crate::store::files::FileState;
+use crate::store::now_ms;
+use crate::store::projects::SyncStatus;
+
+use super::errors::SyncError;
+use super::publish::{self, CommentContent};
+use super::run;
+use super::schedule::{self, Scope, SyncRequest};
+use super::upstream::fetch_target_listing;
+use super::upstream::{apply_upstream, upstream_actions};
+
+fn parse(sha: Option<&str>) -> Option<ObjectId> {
+    sha.and_then(|s| ObjectId::from_hex(s.as_bytes()).ok())
+}
+
+pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncError> {
+    let store = &state.store;
+    let project = store.require_project(project_id).await?;
+    let remote = run::remote_for(state, &project).await?;
+    let now = now_ms();
+    // Cheap look first: most polls find nothing new.
+    let head = remote.client.branch_head(&project.branch).await?;
+    let pr_open = project.pull_request_number.is_some();
+    let branch_head = if pr_open {
+        remote.client.branch_head(&project.sync_branch).await?
+    } else {
+        None
+    };
+    let target_moved = head.is_some() && head != project.last_synced_commit_sha;
+    let branch_moved = pr_open && branch_head.is_some() && branch_head != project.sync_branch_sha;
+    if !target_moved && !branch_moved {
+        store.record_pull(project_id, None, now).await?;
+        return Ok(());
+    }
+    let fetched = pipeline::fetch(&state.mirrors, &remote.key, &remote.url, &remote.auth).await?;
+    let target = fetched.head(&project.branch);
+    let mut conflicts = project.conflicts.clone().unwrap_or_default();
+    let last_seen = parse(project.last_synced_commit_sha.as_deref());
+    if target_moved && last_seen.is_some() {
+        let actions = upstream_actions(state, &project, &fetched, last_seen, target).await?;
+        conflicts
+            .extend(apply_upstream(state, &project, &fetched, &actions, "target branch").await?);
+    }
+    store
+        .record_pull(project_id, target.map(|t| t.to_string()).as_deref(), now)
+        .await?;
+    let mut shared = project.sync_branch_shared;
+    if branch_moved && let (Some(head), Some(base)) = (fetched.head(&project.sync_branch), target) {
+        let commits = fetched
+            .with_repo(move |repo| read::commits_between(repo, base, head))
+            .await?;
+        let emails: Vec<(String, String)> = commits.into_iter().map(|(_, a, c)| (a, c)).collect();
+        if super::plan::branch_is_shared(&emails, &state.git.identity.email) {
+            let since = parse(project.sync_branch_sha.as_deref()).or(target);
+            let actions = upstream_actions(state, &project, &fetched, since, Some(head)).await?;
+            conflicts.extend(
+                apply_upstream(state, &project, &fetched, &actions, "pull request branch").await?,
+            );
+            store
+                .set_sync_branch_state(project_id, Some(&head.to_string()), true)
+                .await?;
+            if !project.sync_branch_shared {
+                store
+                    .record_event(
+                        &NewEvent {
+                            project_id: Some(project_id),
+                            actor: "graft",
+                            kind: "sync_branch.shared",
+                            message: &format!(
+                                "someone else committed to {}; graft adds on top from now on",
+                                project.sync_branch
+                            ),
+                            commit_sha: Some(&head.to_string()),
+                            ..NewEvent::default()
+                        },
+                        now,
+                    )
+                    .await?;
+            }
+            shared = true;
+        }
+    }
+    drop(fetched);
+    conflicts.sort();
+    conflicts.dedup();
+    let project = store.require_project(project_id).await?;
+    if !conflicts.is_empty() {
+        store
+            .set_conflicts(project_id, Some(&conflicts), now)
+            .await?;
+        let message = SyncError::Conflict(conflicts).describe();
+        run::record_failure(state, project_id, &message, None).await;
+        return Ok(());
+    }
+    if pr_open && (target_moved || branch_moved) {
+        let held = project.paused || project.auto_sync_held;
+        if target_moved && !shared && !held {
+            // Rebuild the PR on the new target head.
+            schedule::enqueue_sync(
+                store,
+                project_id,
+                &SyncRequest {
+                    scope: Scope::All,
+                    force: false,
+                    rebase: false,
+                    actor: "reconcile".into(),
+                },
+                now,
+            )
+            .await?;
+            state.job_wake.notify_waiters();
+        } else {
+            publish::update_comment(
+                state,
+                &remote.client,
+                &project,
+                project.sync_status,
+                &CommentContent {
+                    commit: project.sync_branch_sha.clone(),
+                    error: project.sync_error.clone(),
+                    ..CommentContent::default()
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Graft's PR was merged or closed.
+pub async fn pull_request_closed(
+    state: &AppState,
+    project_id: i64,
+    merged: bool,
+    merge_commit: Option<&str>,
+) -> Result<(), SyncError> {
+    let store = &state.store;
+    let project = store.require_project(project_id).await?;
+    let now = now_ms();
+    let url = project.pull_request_url.clone();
+    if merged {
+        store.forget_deleted(project_id).await?;
+        store.set_pull_request(project_id, None, None, now).await?;
+        store.set_sync_branch_state(project_id, None, false).await?;
+        store
+            .set_sync_status(project_id, SyncStatus::Success, None, now)
+            .await?;
+        store
+            .record_event(
+                &NewEvent {
+                    project_id: Some(project_id),
+                    actor: "forge",
+                    kind: "pull_request.merged",
+                    message: "graft's pull request was merged",
+                    commit_sha: merge_commit,
+                    pull_request_url: url.as_deref(),
+                    ..NewEvent::default()
+                },
+                now,
+            )
+            .await?;
+        // The merge moved the target: bring the recorded head up to date.
+        schedule::enqueue_reconcile(store, project_id, "pull request merged", now).await?;
+        state.job_wake.notify_waiters();
+        return Ok(());
+    }
+    // Closed unmerged: what graft pushed did not land. Files that differ
+    // from the target branch are pending again.
+    let (fetched, _target, listing) = fetch_target_listing(state, &project).await?;
+    drop(fetched);
+    let rows = store.files(project_id).await?;
+    let unlanded: Vec<String> = rows
+        .iter()
+        .filter(|r| r.state == FileState::Synced)
+        .filter(|r| {
+            listing.get(&r.path).map(|f| f.blob.to_string()).as_deref() != Some(r.blob_sha.as_str())
+        })
+        .map(|r| r.path.clone())
+        .collect();
+    store.mark_pending(project_id, &unlanded, now).await?;
+    store.set_pull_request(project_id, None, None, now).await?;
+    store.set_sync_branch_state(project_id, None, false).await?;
+    store
+        .set_sync_status(project_id, SyncStatus::Idle, None, now)
+        .await?;
+    store.set_auto_sync_held(project_id, true, now).await?;
+    store
+        .record_event(
+            &NewEvent {
+                project_id: Some(project_id),
+                actor: "forge",
+                kind: "pull_request.closed",
+                message: &format!(
+                    "graft's pull request was closed without merging; {} file(s) stay pending and automatic syncs wait for new content or an explicit sync",
+                    unlanded.len()
+                ),
+                pull_request_url: url.as_deref(),
+                ..NewEvent::default()
+            },
+            now,
+        )
+        .await?;
+    Ok(())
+}

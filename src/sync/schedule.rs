@@ -1,0 +1,249 @@
+//! When a change of files schedules a sync (SPEC §1 kinds), as a pure
+//! decision, and the enqueueing that coalesces rapid changes into one job.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::files::ChangedPath;
+use crate::store::jobs::NewJob;
+use crate::store::projects::{Kind, Project};
+use crate::store::{Result, Store};
+
+pub const SYNC_JOB: &str = "sync";
+pub const RECONCILE_JOB: &str = "reconcile";
+
+/// Which files a sync carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Every pending file of the project.
+    All,
+    /// Only pending files flagged `sync_on_change` (configuration kind).
+    Flagged,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub scope: Scope,
+    /// Resolve a conflict in graft's favour (`/graft sync --force`).
+    #[serde(default)]
+    pub force: bool,
+    /// Recreate the sync branch from the target head (`/graft rebase`).
+    #[serde(default)]
+    pub rebase: bool,
+    /// Who asked, for the audit log.
+    #[serde(default)]
+    pub actor: String,
+}
+
+/// Whether these changes schedule a sync on their own, and of what.
+pub fn on_files_changed(project: &Project, changes: &[ChangedPath]) -> Option<Scope> {
+    if changes.is_empty() || project.paused {
+        return None;
+    }
+    match project.kind {
+        Kind::Iac if project.auto_sync => Some(Scope::All),
+        Kind::Iac => None,
+        Kind::Configuration if changes.iter().any(|c| c.sync_on_change) => Some(Scope::Flagged),
+        Kind::Configuration => None,
+    }
+}
+
+fn dedupe_key(project: i64) -> String {
+    format!("sync:project:{project}")
+}
+
+/// Queues a sync, or folds it into the one already queued for the project
+/// (widening its scope if needed). Returns the id of the queued job.
+pub async fn enqueue_sync(
+    store: &Store,
+    project: i64,
+    request: &SyncRequest,
+    now: i64,
+) -> Result<i64> {
+    let job = NewJob {
+        project_id: Some(project),
+        dedupe_key: Some(dedupe_key(project)),
+        ..NewJob::new(
+            SYNC_JOB,
+            serde_json::to_value(request).unwrap_or_default(),
+            now,
+        )
+    };
+    if let Some(id) = store.enqueue(&job, now).await? {
+        return Ok(id);
+    }
+    store.widen_queued_sync(&dedupe_key(project), request).await
+}
+
+/// Queues a reconcile of one project (coalesced like syncs).
+pub async fn enqueue_reconcile(
+    store: &Store,
+    project: i64,
+    reason: &str,
+    now: i64,
+) -> Result<Option<i64>> {
+    let job = NewJob {
+        project_id: Some(project),
+        dedupe_key: Some(format!("reconcile:project:{project}")),
+        ..NewJob::new(RECONCILE_JOB, serde_json::json!({ "reason": reason }), now)
+    };
+    store.enqueue(&job, now).await
+}
+
+/// The broader of two requests for the same project.
+pub fn merge_requests(queued: &SyncRequest, new: &SyncRequest) -> SyncRequest {
+    SyncRequest {
+        scope: if queued.scope == Scope::All || new.scope == Scope::All {
+            Scope::All
+        } else {
+            Scope::Flagged
+        },
+        force: queued.force || new.force,
+        rebase: queued.rebase || new.rebase,
+        actor: if new.actor.is_empty() {
+            queued.actor.clone()
+        } else {
+            new.actor.clone()
+        },
+    }
+}
+
+impl Store {
+    /// Merges `request` into the queued sync with `key`; returns its id.
+    async fn widen_queued_sync(&self, key: &str, request: &SyncRequest) -> Result<i64> {
+        let mut tx = self.begin_write().await?;
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, payload FROM jobs WHERE dedupe_key = $1 AND state = 'queued'",
+        )
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((id, payload)) = row else {
+            // It started meanwhile: queue a fresh one behind it.
+            tx.commit().await?;
+            let now = crate::store::now_ms();
+            let job = NewJob {
+                dedupe_key: Some(key.to_string()),
+                project_id: key.rsplit(':').next().and_then(|p| p.parse().ok()),
+                ..NewJob::new(
+                    SYNC_JOB,
+                    serde_json::to_value(request).unwrap_or_default(),
+                    now,
+                )
+            };
+            return Ok(self.enqueue(&job, now).await?.unwrap_or_default());
+        };
+        let queued: SyncRequest = serde_json::from_str(&payload).unwrap_or(SyncRequest {
+            scope: Scope::All,
+            force: false,
+            rebase: false,
+            actor: String::new(),
+        });
+        let merged = merge_requests(&queued, request);
+        sqlx::query("UPDATE jobs SET payload = $1 WHERE id = $2")
+            .bind(serde_json::to_string(&merged).unwrap_or_default())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::files::Change;
+
+    fn project(kind: Kind, auto_sync: bool) -> Project {
+        Project {
+            id: 1,
+            provider: "github".into(),
+            integration_id: None,
+            repo: "o/r".into(),
+            branch: "main".into(),
+            base_path: "infra".into(),
+            kind,
+            mode: crate::store::projects::Mode::PullRequest,
+            auto_sync,
+            auto_merge: false,
+            paused: false,
+            slug: "infra".into(),
+            sync_branch: "graft/infra".into(),
+            sync_status: crate::store::projects::SyncStatus::Idle,
+            sync_error: None,
+            last_synced_commit_sha: None,
+            last_pulled_at: None,
+            pull_request_number: None,
+            pull_request_url: None,
+            auto_sync_held: false,
+            sync_branch_shared: false,
+            sync_branch_sha: None,
+            status_comment_id: None,
+            conflicts: None,
+            last_failed_job_id: None,
+            source: None,
+            last_findings: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn change(flagged: bool) -> ChangedPath {
+        ChangedPath {
+            path: "a".into(),
+            change: Change::Modified,
+            sync_on_change: flagged,
+        }
+    }
+
+    #[test]
+    fn iac_syncs_everything_when_auto_sync_is_on() {
+        assert_eq!(
+            on_files_changed(&project(Kind::Iac, true), &[change(false)]),
+            Some(Scope::All)
+        );
+        assert_eq!(
+            on_files_changed(&project(Kind::Iac, false), &[change(true)]),
+            None
+        );
+        assert_eq!(on_files_changed(&project(Kind::Iac, true), &[]), None);
+    }
+
+    #[test]
+    fn configuration_syncs_only_flagged_changes() {
+        let p = project(Kind::Configuration, true);
+        assert_eq!(on_files_changed(&p, &[change(false)]), None);
+        assert_eq!(
+            on_files_changed(&p, &[change(false), change(true)]),
+            Some(Scope::Flagged)
+        );
+    }
+
+    #[test]
+    fn paused_projects_schedule_nothing() {
+        let mut p = project(Kind::Iac, true);
+        p.paused = true;
+        assert_eq!(on_files_changed(&p, &[change(true)]), None);
+    }
+
+    #[test]
+    fn merged_requests_take_the_broader_scope() {
+        let flagged = SyncRequest {
+            scope: Scope::Flagged,
+            force: false,
+            rebase: false,
+            actor: "a".into(),
+        };
+        let all = SyncRequest {
+            scope: Scope::All,
+            force: true,
+            rebase: false,
+            actor: String::new(),
+        };
+        let merged = merge_requests(&flagged, &all);
+        assert_eq!(merged.scope, Scope::All);
+        assert!(merged.force);
+        assert_eq!(merged.actor, "a");
+    }
+}

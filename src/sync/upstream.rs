@@ -1,0 +1,131 @@
+//! Bringing changes made in the repository into the database: what each
+//! changed managed file means (import, conflict, already there) and
+//! applying it.
+
+use gix::ObjectId;
+
+use crate::app::AppState;
+use std::collections::BTreeMap;
+
+use crate::git::pipeline::{self, Fetched};
+use crate::git::read::{self, FileChange, TreeFile};
+use crate::store::audit::NewEvent;
+use crate::store::files::FileState;
+use crate::store::now_ms;
+use crate::store::projects::Project;
+
+use super::errors::SyncError;
+use super::plan::{self, UpstreamAction};
+
+/// How the managed subtree changed from `old` to `new`, per file.
+pub async fn upstream_actions(
+    state: &AppState,
+    project: &Project,
+    fetched: &Fetched,
+    old: Option<ObjectId>,
+    new: Option<ObjectId>,
+) -> Result<Vec<UpstreamAction>, SyncError> {
+    let rows = state.store.files(project.id).await?;
+    let base_path = project.base_path.clone();
+    let (changes, listing) = fetched
+        .with_repo(move |repo| {
+            let old_exists = old.is_none_or(|id| repo.find_commit(id).is_ok());
+            let new_listing = read::list_subtree(repo, read::commit_tree(repo, new)?, &base_path)?;
+            if !old_exists {
+                // History was rewritten; without the old commit, compare
+                // with what graft has instead.
+                return Ok((Vec::<FileChange>::new(), new_listing));
+            }
+            let old_listing = read::list_subtree(repo, read::commit_tree(repo, old)?, &base_path)?;
+            Ok((read::diff_listings(&old_listing, &new_listing), new_listing))
+        })
+        .await?;
+    Ok(plan::upstream_actions(&changes, &rows, &listing))
+}
+
+/// Applies imports; returns the conflicting paths.
+pub async fn apply_upstream(
+    state: &AppState,
+    project: &Project,
+    fetched: &Fetched,
+    actions: &[UpstreamAction],
+    origin: &str,
+) -> Result<Vec<String>, SyncError> {
+    let now = now_ms();
+    let mut conflicts = Vec::new();
+    let mut imported = Vec::new();
+    for action in actions {
+        match action {
+            UpstreamAction::Import { path, blob } => {
+                let content = match blob {
+                    Some(TreeFile { blob, .. }) => {
+                        let blob = *blob;
+                        Some(
+                            fetched
+                                .with_repo(move |repo| read::read_blob(repo, blob))
+                                .await?,
+                        )
+                    }
+                    None => None,
+                };
+                let executable = blob.is_some_and(|b| b.executable);
+                state
+                    .store
+                    .import_file(project.id, path, content.as_deref(), executable, now)
+                    .await?;
+                imported.push(path.clone());
+            }
+            UpstreamAction::AlreadyThere { path } => {
+                let row = state.store.file(project.id, path).await?;
+                if let Some(row) = row {
+                    let blob =
+                        (row.state != FileState::DeletedPending).then(|| row.blob_sha.clone());
+                    state
+                        .store
+                        .mark_synced(project.id, &[(path.clone(), blob)], now)
+                        .await?;
+                }
+            }
+            UpstreamAction::Conflict { path } => conflicts.push(path.clone()),
+        }
+    }
+    if !imported.is_empty() {
+        state
+            .store
+            .record_event(
+                &NewEvent {
+                    project_id: Some(project.id),
+                    actor: origin,
+                    kind: "files.imported",
+                    message: &format!(
+                        "imported {} edited file(s) from the {origin}: {}",
+                        imported.len(),
+                        imported.join(", ")
+                    ),
+                    details: Some(serde_json::json!({ "paths": imported })),
+                    ..NewEvent::default()
+                },
+                now,
+            )
+            .await?;
+    }
+    Ok(conflicts)
+}
+
+/// Fetches the project's repository and lists the managed subtree at the
+/// target branch head.
+pub async fn fetch_target_listing(
+    state: &AppState,
+    project: &Project,
+) -> Result<(Fetched, Option<ObjectId>, BTreeMap<String, TreeFile>), SyncError> {
+    let remote = super::run::remote_for(state, project).await?;
+    let fetched = pipeline::fetch(&state.mirrors, &remote.key, &remote.url, &remote.auth).await?;
+    let target = fetched.head(&project.branch);
+    let base_path = project.base_path.clone();
+    let listing = fetched
+        .with_repo(move |repo| {
+            read::list_subtree(repo, read::commit_tree(repo, target)?, &base_path)
+        })
+        .await?;
+    Ok((fetched, target, listing))
+}

@@ -1,0 +1,290 @@
+//! What graft's workers do with each kind of job.
+
+use tracing::{info, warn};
+
+use crate::app::AppState;
+use crate::commands;
+use crate::events::{
+    self, ForgeEvent, InstallationAction, InstallationEvent, Parsed, Provider, PullRequestAction,
+    PullRequestEvent, PushEvent,
+};
+use crate::jobs::{JobError, JobHandler};
+use crate::store::deliveries::{self, DeliveryStatus};
+use crate::store::jobs::Job;
+use crate::store::jobs::NewJob;
+use crate::store::{StoreError, now_ms};
+use crate::sync::schedule::{self, RECONCILE_JOB, SYNC_JOB, SyncRequest};
+use crate::sync::{reconcile, run};
+
+const PR_CLOSED_JOB: &str = "pull_request_closed";
+
+pub struct GraftJobs {
+    state: AppState,
+}
+
+impl GraftJobs {
+    pub fn new(state: AppState) -> Self {
+        GraftJobs { state }
+    }
+}
+
+fn store_error(error: StoreError) -> JobError {
+    JobError::retry(format!("database: {error}"))
+}
+
+/// The delivery a `webhook` job processes.
+fn delivery_id_of(job: &Job) -> Result<i64, JobError> {
+    serde_json::from_str::<serde_json::Value>(&job.payload)
+        .ok()
+        .and_then(|v| v.get("delivery").and_then(|d| d.as_i64()))
+        .ok_or_else(|| JobError::Fatal(format!("job {} has no delivery id in its payload", job.id)))
+}
+
+impl JobHandler for GraftJobs {
+    async fn run(&self, job: &Job) -> Result<(), JobError> {
+        let project = || {
+            job.project_id
+                .ok_or_else(|| JobError::Fatal(format!("job {} has no project", job.id)))
+        };
+        match job.kind.as_str() {
+            deliveries::JOB_KIND => self.process_delivery(delivery_id_of(job)?).await,
+            SYNC_JOB => {
+                let request: SyncRequest = serde_json::from_str(&job.payload)
+                    .map_err(|e| JobError::Fatal(format!("bad sync request: {e}")))?;
+                run::run(&self.state, project()?, &request, job.id)
+                    .await
+                    .map_err(|e| e.into_job_error())
+            }
+            RECONCILE_JOB => reconcile::reconcile(&self.state, project()?)
+                .await
+                .map_err(|e| e.into_job_error()),
+            PR_CLOSED_JOB => {
+                let payload: serde_json::Value =
+                    serde_json::from_str(&job.payload).unwrap_or_default();
+                reconcile::pull_request_closed(
+                    &self.state,
+                    project()?,
+                    payload["merged"].as_bool().unwrap_or(false),
+                    payload["merge_commit_sha"].as_str(),
+                )
+                .await
+                .map_err(|e| e.into_job_error())
+            }
+            commands::JOB_KIND => commands::execute::run(&self.state, job).await,
+            other => Err(JobError::Fatal(format!("unknown job kind `{other}`"))),
+        }
+    }
+
+    async fn gave_up(&self, job: &Job, error: &str) {
+        if job.kind == commands::JOB_KIND {
+            commands::execute::gave_up(&self.state, job, error).await;
+            return;
+        }
+        if matches!(job.kind.as_str(), SYNC_JOB | RECONCILE_JOB | PR_CLOSED_JOB)
+            && let Some(project) = job.project_id
+        {
+            run::record_failure(&self.state, project, error, Some(job.id)).await;
+            return;
+        }
+        if job.kind == deliveries::JOB_KIND
+            && let Ok(id) = delivery_id_of(job)
+            && let Err(e) = self
+                .state
+                .store
+                .finish_delivery(id, DeliveryStatus::Failed, Some(error), now_ms())
+                .await
+        {
+            warn!(delivery = id, error = %e, "could not mark the delivery failed");
+        }
+    }
+}
+
+impl GraftJobs {
+    async fn process_delivery(&self, id: i64) -> Result<(), JobError> {
+        let store = &self.state.store;
+        let delivery = store
+            .delivery(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| JobError::Fatal(format!("delivery {id} does not exist")))?;
+        let payload = delivery.payload.unwrap_or_default();
+        let provider = Provider::parse(&delivery.provider)
+            .ok_or_else(|| JobError::Fatal(format!("unknown provider {}", delivery.provider)))?;
+        let parsed = match provider {
+            Provider::Github => events::github::parse(&delivery.event, &payload),
+            Provider::Gitlab => events::gitlab::parse(&delivery.event, &payload),
+        }
+        .map_err(|e| JobError::Fatal(e.to_string()))?;
+        if let Parsed::Event(event) = parsed {
+            self.handle_event(provider, &event).await?;
+        }
+        store
+            .finish_delivery(id, DeliveryStatus::Processed, None, now_ms())
+            .await
+            .map_err(store_error)
+    }
+
+    async fn handle_event(&self, provider: Provider, event: &ForgeEvent) -> Result<(), JobError> {
+        match event {
+            ForgeEvent::Installation(installation) => self.track_installation(installation).await,
+            ForgeEvent::Push(push) => self.on_push(provider, push).await,
+            ForgeEvent::PullRequest(pr) => self.on_pull_request(provider, pr).await,
+            ForgeEvent::Comment(comment) => {
+                commands::intake::on_comment(&self.state, provider, comment).await
+            }
+            other => {
+                info!(event = other.kind(), "event recorded");
+                Ok(())
+            }
+        }
+    }
+
+    /// A push to a project's target branch that touches its base path
+    /// queues a reconcile; one to graft's own branch by someone else too.
+    /// Pushes elsewhere queue nothing (projects are found by repository and
+    /// branch, then by path prefix).
+    async fn on_push(&self, provider: Provider, push: &PushEvent) -> Result<(), JobError> {
+        let Some(branch) = &push.branch else {
+            return Ok(());
+        };
+        let store = &self.state.store;
+        let now = now_ms();
+        let mut queued = 0;
+        let on_target = store
+            .projects_on_branch(provider.as_str(), &push.repo.path, branch)
+            .await
+            .map_err(store_error)?;
+        for project in on_target {
+            if touches(&push.changed_paths, &project.base_path) {
+                schedule::enqueue_reconcile(store, project.id, "push", now)
+                    .await
+                    .map_err(store_error)?;
+                queued += 1;
+            }
+        }
+        if let Some(project) = store
+            .project_by_sync_branch(provider.as_str(), &push.repo.path, branch)
+            .await
+            .map_err(store_error)?
+            && project.sync_branch_sha.as_deref() != Some(push.after.as_str())
+            && !push.deleted
+        {
+            schedule::enqueue_reconcile(store, project.id, "push to sync branch", now)
+                .await
+                .map_err(store_error)?;
+            queued += 1;
+        }
+        if queued > 0 {
+            self.state.job_wake.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn on_pull_request(
+        &self,
+        provider: Provider,
+        pr: &PullRequestEvent,
+    ) -> Result<(), JobError> {
+        if !matches!(
+            pr.action,
+            PullRequestAction::Closed | PullRequestAction::Merged
+        ) {
+            return Ok(());
+        }
+        let store = &self.state.store;
+        let Some(project) = store
+            .project_by_sync_branch(provider.as_str(), &pr.repo.path, &pr.head_branch)
+            .await
+            .map_err(store_error)?
+        else {
+            return Ok(());
+        };
+        if project.pull_request_number.is_some_and(|n| n != pr.number) {
+            return Ok(()); // an older PR of graft's, not the current one
+        }
+        let now = now_ms();
+        let job = NewJob {
+            project_id: Some(project.id),
+            ..NewJob::new(
+                PR_CLOSED_JOB,
+                serde_json::json!({
+                    "merged": pr.action == PullRequestAction::Merged,
+                    "merge_commit_sha": pr.merge_commit_sha,
+                    "number": pr.number,
+                }),
+                now,
+            )
+        };
+        store.enqueue(&job, now).await.map_err(store_error)?;
+        self.state.job_wake.notify_waiters();
+        Ok(())
+    }
+
+    async fn track_installation(&self, event: &InstallationEvent) -> Result<(), JobError> {
+        let store = &self.state.store;
+        let now = now_ms();
+        let id = event.installation_id;
+        let tracked = async {
+            match event.action {
+                InstallationAction::Deleted => store.delete_installation(id).await,
+                InstallationAction::Suspended | InstallationAction::Unsuspended => {
+                    store.upsert_installation(id, &event.account, now).await?;
+                    store
+                        .set_installation_suspended(
+                            id,
+                            event.action == InstallationAction::Suspended,
+                            now,
+                        )
+                        .await
+                }
+                InstallationAction::Created
+                | InstallationAction::RepositoriesAdded
+                | InstallationAction::RepositoriesRemoved => {
+                    store.upsert_installation(id, &event.account, now).await?;
+                    store
+                        .add_installation_repositories(id, &event.repositories_added)
+                        .await?;
+                    store
+                        .remove_installation_repositories(id, &event.repositories_removed)
+                        .await
+                }
+            }
+        };
+        tracked.await.map_err(store_error)?;
+        info!(installation = id, action = ?event.action, "installation tracked");
+        Ok(())
+    }
+}
+
+/// Whether a push's changed paths reach into `base_path`. Forges truncate
+/// the list on big pushes; an empty list is taken as "maybe".
+fn touches(changed: &[String], base_path: &str) -> bool {
+    if changed.is_empty() || base_path.is_empty() {
+        return true;
+    }
+    let prefix = format!("{base_path}/");
+    changed
+        .iter()
+        .any(|p| p.starts_with(&prefix) || p == base_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::touches;
+
+    #[test]
+    fn pushes_touch_projects_by_path_prefix() {
+        let changed = vec![
+            "apps/web/index.ts".to_string(),
+            "infra/gen/main.tf".to_string(),
+        ];
+        assert!(touches(&changed, "infra/gen"));
+        assert!(!touches(&changed, "infra/other"));
+        assert!(
+            !touches(&changed, "infra/ge"),
+            "prefix of a name is not a folder"
+        );
+        assert!(touches(&changed, ""), "the repository root sees every push");
+        assert!(touches(&[], "infra/other"), "no list: reconcile to be safe");
+    }
+}

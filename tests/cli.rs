@@ -1,0 +1,232 @@
+//! The `graft` binary as an operator meets it: zero-config start, clear
+//! start-up errors, keys and tokens.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const GRAFT: &str = env!("CARGO_BIN_EXE_graft");
+
+/// `graft` with none of the operator's settings leaking in from the test
+/// environment, run in `dir`.
+fn graft(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(GRAFT);
+    command.current_dir(dir);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("GRAFT_")
+            || name.starts_with("GITHUB_")
+            || name.starts_with("GITLAB_")
+            || name.starts_with("ENCRYPTION_KEY")
+            || name == "DATABASE_URL"
+            || name == "PORT"
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn run(command: &mut Command) -> (Output, String, String) {
+    let output = command.output().expect("run graft");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    (output, stdout, stderr)
+}
+
+#[test]
+fn serve_with_no_configuration_starts_on_sqlite_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = graft(dir.path())
+        .args(["serve"])
+        .env("PORT", "0")
+        .env("GRAFT_BIND", "127.0.0.1")
+        .env("GRAFT_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    let mut address = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while address.is_none() && Instant::now() < deadline {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        printed.push_str(&line);
+        address = line
+            .strip_prefix("graft listening on ")
+            .map(|a| a.trim().to_string());
+    }
+    let address = address.unwrap_or_else(|| panic!("no listening line in: {printed}"));
+    let health = reqwest::blocking::get(format!("{address}/healthz")).unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = reqwest::blocking::get(format!("{address}/readyz")).unwrap();
+    assert_eq!(ready.status(), 200);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    printed.push_str(&rest);
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "graft exited with {exit}");
+    for expected in [
+        "ENCRYPTION_KEY",
+        "GITHUB_APP_ID",
+        "GITHUB_WEBHOOK_SECRET",
+        "GITLAB_URL",
+    ] {
+        assert!(
+            printed.contains(expected),
+            "startup output does not mention {expected}: {printed}"
+        );
+    }
+    assert!(
+        dir.path().join("graft-data/graft.db").is_file(),
+        "default SQLite file"
+    );
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    let first = logs.lines().next().expect("some log lines");
+    let parsed: serde_json::Value =
+        serde_json::from_str(first).expect("GRAFT_LOG_FORMAT=json logs JSON");
+    assert!(parsed.get("level").is_some(), "{first}");
+}
+
+#[test]
+fn an_unreachable_database_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let (output, _, stderr) = run(graft(dir.path())
+        .args(["migrate"])
+        .env("DATABASE_URL", "postgres://graft:pw@127.0.0.1:1/graft"));
+    assert!(!output.status.success());
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(stderr.contains("cannot open the database"), "{stderr}");
+    assert!(!stderr.contains("pw@"), "password leaked: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let (output, _, stderr) = run(graft(dir.path())
+        .args(["serve"])
+        .env("DATABASE_URL", "mysql://x/y"));
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("sqlite://") && stderr.contains("postgres://"),
+        "{stderr}"
+    );
+
+    let (output, _, stderr) = run(graft(dir.path()).args(["migrate"]).env(
+        "DATABASE_URL",
+        "sqlite:///proc/graft-cannot-be-here/graft.db",
+    ));
+    assert!(!output.status.success());
+    assert!(stderr.contains("data directory"), "{stderr}");
+}
+
+#[test]
+fn a_bad_encryption_key_stops_serve_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["short", "c2hvcnQ=", "zz"] {
+        let (output, _, stderr) = run(graft(dir.path())
+            .args(["serve"])
+            .env("ENCRYPTION_KEY", bad)
+            .env("PORT", "0"));
+        assert!(!output.status.success(), "{bad}");
+        assert!(
+            stderr.contains("ENCRYPTION_KEY") && stderr.contains("graft keys generate"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains(bad) || bad.len() < 3,
+            "the key was echoed: {stderr}"
+        );
+    }
+    assert!(
+        !dir.path().join("graft-data").exists(),
+        "nothing created before the key was checked"
+    );
+}
+
+#[test]
+fn keys_generate_prints_a_usable_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, stdout, _) = run(graft(dir.path()).args(["keys", "generate"]));
+    assert!(output.status.success());
+    let key = stdout.trim();
+    assert_eq!(key.len(), 44);
+    graft::crypto::Key::parse(&key.to_string().into()).expect("generated key parses");
+    let (_, again, _) = run(graft(dir.path()).args(["keys", "generate"]));
+    assert_ne!(again.trim(), key);
+}
+
+#[test]
+fn keys_rotate_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, _, stderr) = run(graft(dir.path()).args(["keys", "rotate"]));
+    assert!(!output.status.success());
+    assert!(stderr.contains("ENCRYPTION_KEY"), "{stderr}");
+    let key = graft::crypto::generate_key_text().unwrap();
+    let (output, _, stderr) = run(graft(dir.path())
+        .args(["keys", "rotate"])
+        .env("ENCRYPTION_KEY", &key));
+    assert!(!output.status.success());
+    assert!(stderr.contains("ENCRYPTION_KEY_OLD"), "{stderr}");
+}
+
+#[test]
+fn token_create_list_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, token, stderr) =
+        run(graft(dir.path()).args(["token", "create", "--name", "generator"]));
+    assert!(output.status.success(), "{stderr}");
+    let token = token.trim().to_string();
+    assert!(token.starts_with("graft_"), "{token}");
+    assert!(stderr.contains("only this once"), "{stderr}");
+    let (_, listed, _) = run(graft(dir.path()).args(["token", "list"]));
+    assert!(
+        listed.contains("generator\tactive") && !listed.contains(&token),
+        "{listed}"
+    );
+    let (output, _, _) = run(graft(dir.path()).args(["token", "revoke", "--name", "generator"]));
+    assert!(output.status.success());
+    let (output, _, stderr) =
+        run(graft(dir.path()).args(["token", "revoke", "--name", "generator"]));
+    assert!(!output.status.success());
+    assert!(stderr.contains("no active token"), "{stderr}");
+    let db = std::fs::read(dir.path().join("graft-data/graft.db")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&db).contains(&token),
+        "token stored in clear"
+    );
+}
+
+#[test]
+fn help_teaches_the_first_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, stdout, _) = run(graft(dir.path()).args(["--help"]));
+    assert!(output.status.success());
+    for expected in [
+        "graft serve",
+        "graft keys generate",
+        "graft token create",
+        "DATABASE_URL",
+    ] {
+        assert!(stdout.contains(expected), "--help lacks {expected}");
+    }
+    let (_, serve_help, _) = run(graft(dir.path()).args(["serve", "--help"]));
+    for expected in [
+        "GITHUB_WEBHOOK_SECRET",
+        "GRAFT_CHECK_COMMAND",
+        "PORT",
+        "comma-separated",
+    ] {
+        assert!(
+            serve_help.contains(expected),
+            "serve --help lacks {expected}"
+        );
+    }
+}

@@ -1,0 +1,538 @@
+//! Slash commands end to end on the fake GitHub: real webhooks both ways,
+//! graft's real router and workers, both databases. Replies are
+//! snapshot-tested.
+
+mod support;
+
+use graft::commands::REPLY_MARKER;
+use graft::store::now_ms;
+use graft::store::projects::{Kind, Mode, NewProject, Project, SyncStatus};
+use sqlx::Row;
+use support::TestDb;
+use support::fake_github::{BOT_LOGIN, Comment};
+use support::harness::Harness;
+use support::sync::{input, put, settled};
+use support::webhooks::random_delivery_id;
+
+const REPO: &str = "acme/infra";
+const INSTALLATION: i64 = 77;
+const BRANCH: &str = "graft/infra";
+
+/// A repository with a synced graft PR; returns the project and PR number.
+async fn managed_pr(h: &Harness) -> (Project, i64) {
+    h.github_repo(REPO, INSTALLATION);
+    let p = h
+        .app
+        .store
+        .create_project(
+            &NewProject {
+                provider: "github".into(),
+                integration_id: None,
+                repo: REPO.into(),
+                branch: "main".into(),
+                base_path: "infra".into(),
+                kind: Kind::Iac,
+                mode: Mode::PullRequest,
+                auto_sync: true,
+                auto_merge: false,
+                sync_branch: None,
+            },
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    put(h, p.id, &[input("a.tf", "# a1\n"), input("b.tf", "# b1\n")]).await;
+    let synced = settled(h, p.id, SyncStatus::Success).await;
+    let number = synced.pull_request_number.expect("a PR");
+    h.github.set_role(REPO, "writer", "write");
+    h.github.set_role(REPO, "reader", "read");
+    (synced, number)
+}
+
+fn replies(h: &Harness, number: i64) -> Vec<Comment> {
+    h.github
+        .comments(REPO, number)
+        .into_iter()
+        .filter(|c| c.user == BOT_LOGIN && c.body.starts_with(REPLY_MARKER))
+        .collect()
+}
+
+/// Waits for graft's `count`th reply on the PR and returns its text.
+async fn reply(h: &Harness, number: i64, count: usize) -> String {
+    h.wait_for(&format!("reply #{count} on PR {number}"), || async {
+        let all = replies(h, number);
+        (all.len() >= count).then(|| all[count - 1].body.clone())
+    })
+    .await
+}
+
+/// Waits until graft reacted to `comment` with every one of `contents`.
+async fn reacted(h: &Harness, comment: i64, contents: &[&str]) {
+    h.wait_for(&format!("reactions {contents:?} on {comment}"), || async {
+        let got: Vec<String> = h
+            .github
+            .reactions(comment)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        contents
+            .iter()
+            .all(|c| got.iter().any(|g| g == c))
+            .then_some(())
+    })
+    .await
+}
+
+/// Waits until graft processed the webhook(s) of `comment`.
+async fn processed(h: &Harness, comment: i64, deliveries: usize) {
+    h.wait_for(
+        &format!("{deliveries} deliveries of comment {comment}"),
+        || async {
+            let done = h
+                .deliveries()
+                .await
+                .into_iter()
+                .filter(|d| {
+                    d.status == graft::store::deliveries::DeliveryStatus::Processed
+                        && d.payload
+                            .as_deref()
+                            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                            .is_some_and(|v| v["comment"]["id"].as_i64() == Some(comment))
+                })
+                .count();
+            (done >= deliveries).then_some(())
+        },
+    )
+    .await
+}
+
+async fn count(h: &Harness, sql: &str) -> i64 {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(h.app.store.pool())
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
+}
+
+async fn command_jobs(h: &Harness) -> i64 {
+    count(h, "SELECT COUNT(*) FROM jobs WHERE kind = 'command'").await
+}
+
+async fn project(h: &Harness, id: i64) -> Project {
+    h.app.store.require_project(id).await.unwrap()
+}
+
+async fn writers_run_commands_and_readers_are_refused(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+
+    // A reader may not pause: a polite refusal, nothing changes.
+    let c = h.comment_on_github(REPO, n, "reader", "/graft pause");
+    let refusal = reply(&h, n, 1).await;
+    insta::assert_snapshot!("github_refusal", refusal);
+    reacted(&h, c, &["eyes", "confused"]).await;
+    assert!(!project(&h, p.id).await.paused);
+
+    // `status` is open to readers and answers in the sticky comment.
+    let c = h.comment_on_github(REPO, n, "reader", "/graft status");
+    reacted(&h, c, &["eyes", "+1"]).await;
+    assert_eq!(replies(&h, n).len(), 1, "status does not reply");
+
+    // A writer pauses: automatic syncs stop, sync_status says paused.
+    let c = h.comment_on_github(REPO, n, "writer", "/graft pause");
+    insta::assert_snapshot!("github_pause", reply(&h, n, 2).await);
+    reacted(&h, c, &["eyes", "+1"]).await;
+    let paused = settled(&h, p.id, SyncStatus::Paused).await;
+    assert!(paused.paused);
+    let sticky = h
+        .github
+        .comments(REPO, n)
+        .into_iter()
+        .find(|c| c.body.contains("<!-- graft:status -->"))
+        .unwrap();
+    assert!(sticky.body.contains("⏸️ paused"), "{}", sticky.body);
+    put(&h, p.id, &[input("a.tf", "# a2\n")]).await;
+    assert_eq!(
+        h.github.git.file(REPO, BRANCH, "infra/a.tf").unwrap(),
+        b"# a1\n",
+        "paused: no automatic sync"
+    );
+
+    // Resume: the change made while paused is synced.
+    let c = h.comment_on_github(REPO, n, "writer", "/GRAFT Resume");
+    insta::assert_snapshot!("github_resume", reply(&h, n, 3).await);
+    reacted(&h, c, &["eyes", "+1"]).await;
+    h.wait_for("the paused change synced", || async {
+        (h.github.git.file(REPO, BRANCH, "infra/a.tf")? == b"# a2\n").then_some(())
+    })
+    .await;
+    let resumed = settled(&h, p.id, SyncStatus::Success).await;
+    assert!(!resumed.paused);
+
+    // Several commands in one comment run in order, one reply.
+    h.comment_on_github(
+        REPO,
+        n,
+        "writer",
+        "Two things:\n/graft automerge off\n/graft pause\n\nthanks!",
+    );
+    insta::assert_snapshot!("github_two_commands", reply(&h, n, 4).await);
+    let log = h.app.store.list_events(Some(p.id), 50).await.unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.kind == "command" && e.actor == "writer" && e.message.contains("pause")),
+        "{log:?}"
+    );
+    assert!(
+        h.github.violations().is_empty(),
+        "{:?}",
+        h.github.violations()
+    );
+    h.stop().await;
+}
+
+async fn unknown_commands_bad_arguments_and_help_are_answered(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (_, n) = managed_pr(&h).await;
+
+    let c = h.comment_on_github(REPO, n, "reader", "/graft snyc");
+    insta::assert_snapshot!("github_unknown", reply(&h, n, 1).await);
+    reacted(&h, c, &["eyes", "confused"]).await;
+
+    let c = h.comment_on_github(
+        REPO,
+        n,
+        "reader",
+        "```\n/graft sync\n```\n> /graft pause\n\nThe `/graft rebase` command, then:\n/graft automerge maybe",
+    );
+    insta::assert_snapshot!("github_bad_argument", reply(&h, n, 2).await);
+    reacted(&h, c, &["confused"]).await;
+
+    let c = h.comment_on_github(REPO, n, "reader", "/graft help");
+    insta::assert_snapshot!("github_help", reply(&h, n, 3).await);
+    reacted(&h, c, &["eyes", "+1"]).await;
+
+    // graft's own replies (which quote commands) came back as webhooks
+    // and were never read as commands.
+    for r in replies(&h, n) {
+        processed(&h, r.id, 1).await;
+    }
+    assert_eq!(command_jobs(&h).await, 3);
+    assert_eq!(replies(&h, n).len(), 3);
+    h.stop().await;
+}
+
+async fn bots_and_graft_itself_are_never_obeyed(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+    // A bot account (type Bot) with admin rights, an app bot, and graft.
+    h.github
+        .state
+        .lock()
+        .unwrap()
+        .users
+        .insert("ci-helper".into(), (9001, "Bot".into()));
+    h.github.set_role(REPO, "ci-helper", "admin");
+    h.github.set_role(REPO, "renovate[bot]", "admin");
+    let a = h.comment_on_github(REPO, n, "ci-helper", "/graft pause");
+    let b = h.comment_on_github(REPO, n, "renovate[bot]", "/graft pause");
+    let own = h
+        .github_client(REPO)
+        .await
+        .reply(n, "/graft pause")
+        .await
+        .unwrap()
+        .id;
+    for comment in [a, b, own] {
+        processed(&h, comment, 1).await;
+        assert!(h.github.reactions(comment).is_empty());
+    }
+    assert_eq!(command_jobs(&h).await, 0);
+    assert!(replies(&h, n).is_empty());
+    assert!(!project(&h, p.id).await.paused);
+    h.stop().await;
+}
+
+async fn an_edited_comment_runs_only_its_new_commands(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+    let c = h.comment_on_github(REPO, n, "writer", "/graft snyc\n/graft status");
+    let first = reply(&h, n, 1).await;
+    assert!(first.contains("Did you mean `/graft sync`?"), "{first}");
+    reacted(&h, c, &["confused"]).await;
+
+    // The typo is fixed into another command; status was there before.
+    h.github.edit_comment_as(c, "/graft pause\n/graft status");
+    let second = reply(&h, n, 2).await;
+    insta::assert_snapshot!("github_edit", second);
+    reacted(&h, c, &["+1"]).await;
+    settled(&h, p.id, SyncStatus::Paused).await;
+    let rows = count(
+        &h,
+        &format!("SELECT COUNT(*) FROM command_runs WHERE comment_id = {c}"),
+    )
+    .await;
+    assert_eq!(rows, 3, "snyc, status, then pause");
+
+    // An edit that adds nothing runs nothing.
+    h.github
+        .edit_comment_as(c, "/graft pause\n/graft status\n\n(done)");
+    processed(&h, c, 3).await;
+    assert_eq!(command_jobs(&h).await, 2);
+    assert_eq!(replies(&h, n).len(), 2);
+    h.stop().await;
+}
+
+async fn a_redelivered_comment_runs_nothing_twice(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+    let c = h.comment_on_github(REPO, n, "writer", "/graft pause");
+    reply(&h, n, 1).await;
+    reacted(&h, c, &["+1"]).await;
+    // Undo behind graft's back, so a second run would show.
+    h.app.store.set_paused(p.id, false, now_ms()).await.unwrap();
+    let hook = h
+        .github
+        .webhooks()
+        .into_iter()
+        .find(|w| w.event == "issue_comment" && w.body["comment"]["id"].as_i64() == Some(c))
+        .unwrap();
+    let body = serde_json::to_vec(&hook.body).unwrap();
+    let response = h
+        .app
+        .github("issue_comment", &random_delivery_id(), &body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    processed(&h, c, 2).await;
+    assert_eq!(command_jobs(&h).await, 1);
+    assert_eq!(replies(&h, n).len(), 1);
+    assert!(!project(&h, p.id).await.paused);
+    h.stop().await;
+}
+
+async fn a_pull_request_graft_does_not_own_gets_one_short_answer(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    h.github.set_role(REPO, "writer", "write");
+    h.push_to_github_as_human(
+        REPO,
+        "feature",
+        &[("app.txt", Some(b"hello\n".as_slice()))],
+        "writer",
+    );
+    let n = h
+        .github
+        .open_pull(REPO, "feature", "main", "A feature", "writer");
+    let quiet = h.comment_on_github(REPO, n, "writer", "Looks good, no graft here.");
+    let c = h.comment_on_github(REPO, n, "writer", "/graft sync");
+    insta::assert_snapshot!("github_not_managed", reply(&h, n, 1).await);
+    processed(&h, quiet, 1).await;
+    assert!(h.github.reactions(c).is_empty());
+    assert_eq!(replies(&h, n).len(), 1);
+    h.stop().await;
+}
+
+async fn sync_force_and_import_resolve_conflicts(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+    // Both sides change b.tf: conflict.
+    let conflict = |graft: &'static str, human: &'static str| {
+        let h = &h;
+        async move {
+            h.app
+                .store
+                .put_files(p.id, &[input("b.tf", graft)], false, now_ms())
+                .await
+                .unwrap();
+            h.push_to_github_as_human(
+                REPO,
+                "main",
+                &[("infra/b.tf", Some(human.as_bytes()))],
+                "octocat",
+            );
+            settled(h, p.id, SyncStatus::Error).await
+        }
+    };
+    let conflicted = conflict("# b-graft\n", "# b-human\n").await;
+    assert_eq!(conflicted.conflicts, Some(vec!["b.tf".to_string()]));
+
+    h.comment_on_github(REPO, n, "writer", "/graft sync --force");
+    insta::assert_snapshot!("github_sync_force", reply(&h, n, 1).await);
+    settled(&h, p.id, SyncStatus::Success).await;
+    assert_eq!(
+        h.github.git.file(REPO, BRANCH, "infra/b.tf").unwrap(),
+        b"# b-graft\n",
+        "graft's version kept"
+    );
+
+    conflict("# b-graft2\n", "# b-human2\n").await;
+    h.comment_on_github(REPO, n, "writer", "/graft import");
+    insta::assert_snapshot!("github_import", reply(&h, n, 2).await);
+    let imported = settled(&h, p.id, SyncStatus::Success).await;
+    assert_eq!(imported.conflicts, None);
+    let b = h.app.store.file(p.id, "b.tf").await.unwrap().unwrap();
+    assert_eq!(b.content, b"# b-human2\n", "the repository's version taken");
+    h.stop().await;
+}
+
+async fn retry_reruns_the_last_failed_job(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+    h.comment_on_github(REPO, n, "writer", "/graft retry");
+    assert!(
+        reply(&h, n, 1)
+            .await
+            .contains("Nothing to retry: the last job of this project did not fail.")
+    );
+    // The branch cannot be pushed: the sync fails for good.
+    h.github.git.protect_branch(REPO, BRANCH);
+    put(&h, p.id, &[input("a.tf", "# a2\n")]).await;
+    let failed = settled(&h, p.id, SyncStatus::Error).await;
+    assert!(failed.last_failed_job_id.is_some());
+    h.github.git.unprotect_branch(REPO, BRANCH);
+    h.comment_on_github(REPO, n, "writer", "/graft retry");
+    insta::assert_snapshot!("github_retry", reply(&h, n, 2).await);
+    settled(&h, p.id, SyncStatus::Success).await;
+    assert_eq!(
+        h.github.git.file(REPO, BRANCH, "infra/a.tf").unwrap(),
+        b"# a2\n"
+    );
+    h.stop().await;
+}
+
+async fn rebase_drops_human_commits_after_importing_their_edits(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+    let human = h.push_to_github_as_human(
+        REPO,
+        BRANCH,
+        &[("infra/a.tf", Some(b"# a-reviewer\n".as_slice()))],
+        "reviewer",
+    );
+    h.wait_for("branch marked shared", || async {
+        project(&h, p.id).await.sync_branch_shared.then_some(())
+    })
+    .await;
+    settled(&h, p.id, SyncStatus::Success).await;
+
+    h.comment_on_github(REPO, n, "writer", "/graft rebase");
+    insta::assert_snapshot!("github_rebase", reply(&h, n, 1).await);
+    h.wait_for("branch recreated without the human commit", || async {
+        let log = h.github.git.log(REPO, BRANCH);
+        (!log.iter().any(|(sha, _, _)| *sha == human)).then_some(())
+    })
+    .await;
+    let rebased = settled(&h, p.id, SyncStatus::Success).await;
+    assert!(!rebased.sync_branch_shared);
+    assert_eq!(
+        h.github.git.file(REPO, BRANCH, "infra/a.tf").unwrap(),
+        b"# a-reviewer\n",
+        "the reviewer's edit lives on as graft's content"
+    );
+    let log = h.github.git.log(REPO, BRANCH);
+    assert_eq!(log[1].0, h.github.git.head(REPO, "main").unwrap());
+    h.stop().await;
+}
+
+async fn automerge_on_and_off(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+    h.app
+        .store
+        .set_auto_merge(p.id, true, now_ms())
+        .await
+        .unwrap();
+    // Auto-merge was already on for the PR: `off` turns it off there too.
+    h.github
+        .state
+        .lock()
+        .unwrap()
+        .pulls
+        .iter_mut()
+        .for_each(|pull| pull.auto_merge = true);
+    h.comment_on_github(REPO, n, "writer", "/graft automerge off");
+    insta::assert_snapshot!("github_automerge_off", reply(&h, n, 1).await);
+    assert!(!project(&h, p.id).await.auto_merge);
+    assert!(!h.github.pulls(REPO)[0].auto_merge, "disabled on the PR");
+
+    h.comment_on_github(REPO, n, "writer", "/graft automerge on");
+    // The check had passed, so the forge merged right away.
+    insta::assert_snapshot!("github_automerge_on", reply(&h, n, 2).await);
+    assert!(project(&h, p.id).await.auto_merge);
+    h.wait_for("PR merged", || async {
+        h.github.pulls(REPO)[0].merged.then_some(())
+    })
+    .await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    h.stop().await;
+}
+
+async fn eyes_arrive_on_receipt_even_while_the_project_is_busy(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, number) = managed_pr(&h).await;
+    // A long job holds the project (claimed "in the future", so the
+    // harness's workers never race for it): the command job must wait.
+    let later = now_ms() + 3_600_000;
+    let hold = graft::store::jobs::NewJob {
+        project_id: Some(p.id),
+        ..graft::store::jobs::NewJob::new("hold", serde_json::json!({}), later)
+    };
+    let blocker = h.app.store.enqueue(&hold, later).await.unwrap().unwrap();
+    assert!(
+        h.app
+            .store
+            .claim_job("busy", later, 3_600_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let comment = h.comment_on_github(REPO, number, "writer", "/graft status");
+    h.wait_for("👀 while the command waits", || async {
+        let eyes = h
+            .github
+            .reactions(comment)
+            .iter()
+            .any(|(_, content)| content == "eyes");
+        (eyes && command_jobs(&h).await == 1).then_some(())
+    })
+    .await;
+    let queued = count(
+        &h,
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'command' AND state = 'queued'",
+    )
+    .await;
+    assert_eq!(queued, 1, "the command itself has not run yet");
+    assert!(
+        h.app
+            .store
+            .complete_job(blocker, "busy", later)
+            .await
+            .unwrap()
+    );
+    h.app.state.job_wake.notify_waiters();
+    reacted(&h, comment, &["eyes", "+1"]).await;
+    let eyes = h
+        .github
+        .reactions(comment)
+        .iter()
+        .filter(|(_, c)| c == "eyes")
+        .count();
+    assert_eq!(eyes, 1, "acknowledged once");
+    h.stop().await;
+}
+
+both_backends!(
+    eyes_arrive_on_receipt_even_while_the_project_is_busy,
+    writers_run_commands_and_readers_are_refused,
+    unknown_commands_bad_arguments_and_help_are_answered,
+    bots_and_graft_itself_are_never_obeyed,
+    an_edited_comment_runs_only_its_new_commands,
+    a_redelivered_comment_runs_nothing_twice,
+    a_pull_request_graft_does_not_own_gets_one_short_answer,
+    sync_force_and_import_resolve_conflicts,
+    retry_reruns_the_last_failed_job,
+    rebase_drops_human_commits_after_importing_their_edits,
+    automerge_on_and_off,
+);

@@ -1,0 +1,74 @@
+//! The deployment files keep their promises: the Docker image contains
+//! everything the build embeds and runs as a non-root user with git; Fly
+//! checks /healthz and never stops the machine the workers run on.
+
+use std::path::Path;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Top-level folders the sources embed at compile time.
+fn embedded_dirs() -> Vec<String> {
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for marker in ["include_str!(\"", "include_bytes!(\"", "migrate!(\""] {
+                for (at, _) in text.match_indices(marker) {
+                    let rest = &text[at + marker.len()..];
+                    let target = &rest[..rest.find('"').unwrap()];
+                    let first = target
+                        .split('/')
+                        .find(|p| *p != ".." && *p != ".")
+                        .unwrap()
+                        .to_string();
+                    dirs.insert(first);
+                }
+            }
+        }
+    }
+    dirs.into_iter().collect()
+}
+
+#[test]
+fn dockerfile_builds_release_and_runs_slim_non_root_with_git() {
+    let docker = read("Dockerfile");
+    assert!(docker.contains("AS build"), "multi-stage");
+    assert!(docker.contains("cargo build --release --locked"));
+    assert!(docker.contains("FROM debian:bookworm-slim"));
+    assert!(docker.contains("git ca-certificates"));
+    assert!(docker.contains("USER graft"), "non-root user");
+    let dirs = embedded_dirs();
+    assert!(dirs.contains(&"migrations".to_string()), "{dirs:?}");
+    assert!(dirs.contains(&"app-manifest".to_string()), "{dirs:?}");
+    for dir in dirs {
+        assert!(
+            docker.contains(&format!("COPY {dir} ./{dir}")),
+            "the build embeds {dir}/ but the Dockerfile does not copy it"
+        );
+    }
+}
+
+#[test]
+fn fly_keeps_the_worker_machine_running_and_checks_health() {
+    let fly = read("fly.toml");
+    assert!(fly.contains("auto_stop_machines = \"off\""));
+    assert!(fly.contains("path = \"/healthz\""));
+    assert!(
+        fly.contains("destination = \"/data\""),
+        "a volume for SQLite"
+    );
+    assert!(fly.contains("DATABASE_URL = \"sqlite:///data/graft.db\""));
+    assert!(
+        fly.contains("fly postgres attach"),
+        "how to switch to PostgreSQL"
+    );
+}

@@ -1,0 +1,654 @@
+//! The GitLab client against the stateful fake GitLab: project lookup by
+//! encoded path, merge requests, notes (sticky, paginated, raced), award
+//! emoji, commit statuses, access levels, auto-merge, every failure class,
+//! rate-limit waits, stored integrations, git credentials.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use graft::forge::retry::{SleepFuture, Sleeper};
+use graft::forge::{
+    AutoMerge, CheckConclusion, CheckReport, ForgeError, ForgeSettings, Forges, GitlabConfig,
+    NewPullRequest, Permission, PullRequestState, PullRequestUpdate, Reaction, RepoClient,
+    STATUS_MARKER, UserRef,
+};
+use graft::jobs::JobError;
+use graft::metrics::Metrics;
+use graft::store::integrations::NewIntegration;
+use secrecy::{ExposeSecret, SecretString};
+use support::TestDb;
+use support::fake_gitlab::{BOT_TOKEN, BOT_USERNAME, FakeGitlab};
+
+const PATH: &str = "platform/infra/live";
+
+#[derive(Debug, Default)]
+struct Waits(Mutex<Vec<Duration>>);
+
+impl Sleeper for Waits {
+    fn sleep(&self, duration: Duration) -> SleepFuture {
+        self.0.lock().unwrap().push(duration);
+        Box::pin(async {})
+    }
+}
+
+struct Setup {
+    fake: FakeGitlab,
+    project: i64,
+    forges: Forges,
+    waits: Arc<Waits>,
+    store: graft::store::Store,
+}
+
+async fn forges(
+    fake: &FakeGitlab,
+    db: &TestDb,
+    token: &str,
+) -> (Forges, Arc<Waits>, graft::store::Store) {
+    let waits = Arc::new(Waits::default());
+    let store = db.store().await;
+    let forges = Forges::new(
+        ForgeSettings {
+            gitlab: Some(GitlabConfig {
+                base_url: fake.url.clone(),
+                token: SecretString::from(token.to_string()),
+            }),
+            sleeper: waits.clone(),
+            ..ForgeSettings::default()
+        },
+        store.clone(),
+        Some(support::test_keyring()),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    (forges, waits, store)
+}
+
+async fn setup(db: &TestDb) -> Setup {
+    let fake = FakeGitlab::start().await;
+    let project = fake.create_project(PATH);
+    let (forges, waits, store) = forges(&fake, db, BOT_TOKEN).await;
+    Setup {
+        fake,
+        project,
+        forges,
+        waits,
+        store,
+    }
+}
+
+impl Setup {
+    async fn client(&self) -> RepoClient {
+        self.forges.gitlab(None, PATH).await.unwrap()
+    }
+}
+
+async fn open_mr(s: &Setup, client: &RepoClient, branch: &str) -> i64 {
+    s.fake.git.create_branch(PATH, branch, "main");
+    s.fake.git.commit(
+        PATH,
+        branch,
+        &[("infra/main.tf", Some(b"# generated\n".as_slice()))],
+        "generated",
+    );
+    client
+        .open_pull_request(&NewPullRequest {
+            head_branch: branch.into(),
+            base_branch: "main".into(),
+            title: "graft: sync".into(),
+            body: "generated files".into(),
+        })
+        .await
+        .unwrap()
+        .number
+}
+
+async fn join_all<T, F>(futures: impl IntoIterator<Item = F>) -> Vec<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
+
+async fn project_is_found_by_its_encoded_path(db: TestDb) {
+    let s = setup(&db).await;
+    let client = s.client().await;
+    let info = client.repo_info().await.unwrap();
+    assert_eq!(info.default_branch, "main");
+    assert_eq!(info.clone_url, s.fake.git.clone_url(PATH));
+    assert_eq!(info.web_url, format!("{}/{PATH}", s.fake.url));
+    assert_eq!(
+        client.branch_head("main").await.unwrap(),
+        s.fake.git.head(PATH, "main")
+    );
+    assert_eq!(client.branch_head("graft/none").await.unwrap(), None);
+    let requests = s.fake.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path == "/api/v4/projects/platform%2Finfra%2Flive"),
+        "{requests:?}"
+    );
+    // Later calls use the numeric id.
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path == format!("/api/v4/projects/{}/repository/branches/main", s.project))
+    );
+    let missing = s.forges.gitlab(None, "platform/nothing").await.unwrap();
+    let error = missing.repo_info().await.unwrap_err();
+    assert_eq!(error.class(), "not_installed");
+    assert!(
+        error
+            .to_string()
+            .contains("Developer role on platform/nothing"),
+        "{error}"
+    );
+}
+
+async fn merge_request_lifecycle_and_validation(db: TestDb) {
+    let s = setup(&db).await;
+    let client = s.client().await;
+    assert_eq!(
+        client.find_open_pull_request("graft/live").await.unwrap(),
+        None
+    );
+    let iid = open_mr(&s, &client, "graft/live").await;
+    let found = client
+        .find_open_pull_request("graft/live")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.number, found.state), (iid, PullRequestState::Open));
+    assert_eq!(Some(found.head_sha), s.fake.git.head(PATH, "graft/live"));
+    let duplicate = client
+        .open_pull_request(&NewPullRequest {
+            head_branch: "graft/live".into(),
+            base_branch: "main".into(),
+            title: "again".into(),
+            body: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(duplicate.class(), "validation");
+    assert!(
+        duplicate
+            .to_string()
+            .contains("Another open merge request already exists"),
+        "{duplicate}"
+    );
+    let updated = client
+        .update_pull_request(
+            iid,
+            &PullRequestUpdate {
+                body: Some("new description".into()),
+                title: Some("graft: 3 files".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.title, "graft: 3 files");
+    assert_eq!(
+        s.fake.merge_requests(s.project)[0].description,
+        "new description"
+    );
+    client.close_pull_request(iid).await.unwrap();
+    assert_eq!(
+        client.pull_request(iid).await.unwrap().state,
+        PullRequestState::Closed
+    );
+    assert_eq!(
+        client.find_open_pull_request("graft/live").await.unwrap(),
+        None
+    );
+}
+
+async fn status_note_is_sticky_across_pages_and_races(db: TestDb) {
+    let s = setup(&db).await;
+    s.fake.set_max_per_page(2);
+    let client = s.client().await;
+    let iid = open_mr(&s, &client, "graft/live").await;
+    for i in 0..3 {
+        s.fake.comment_as(
+            s.project,
+            iid,
+            "alice",
+            &format!("note {i} {STATUS_MARKER}"),
+        );
+    }
+    let first = client.upsert_status_comment(iid, "syncing").await.unwrap();
+    s.fake.comment_as(s.project, iid, "bob", "lgtm");
+    let second = client.upsert_status_comment(iid, "success").await.unwrap();
+    assert_eq!(first.id, second.id);
+    let ours: Vec<_> = s
+        .fake
+        .notes(s.project, iid)
+        .into_iter()
+        .filter(|n| n.author == BOT_USERNAME)
+        .collect();
+    assert_eq!(ours.len(), 1);
+    assert_eq!(ours[0].body, format!("{STATUS_MARKER}\nsuccess"));
+
+    let iid = open_mr(&s, &client, "graft/race").await;
+    let (other, ..) = forges(&s.fake, &db, BOT_TOKEN).await;
+    let other = other.gitlab(None, PATH).await.unwrap();
+    let racers = (0..6).map(|i| {
+        let client = if i % 2 == 0 {
+            client.clone()
+        } else {
+            other.clone()
+        };
+        async move {
+            client
+                .upsert_status_comment(iid, &format!("status {i}"))
+                .await
+        }
+    });
+    for result in join_all(racers).await {
+        result.unwrap();
+    }
+    let count = s
+        .fake
+        .notes(s.project, iid)
+        .iter()
+        .filter(|n| n.author == BOT_USERNAME)
+        .count();
+    assert_eq!(count, 1);
+}
+
+async fn awards_statuses_and_access_levels(db: TestDb) {
+    let s = setup(&db).await;
+    let client = s.client().await;
+    let iid = open_mr(&s, &client, "graft/live").await;
+    let note = s.fake.comment_as(s.project, iid, "alice", "/graft sync");
+    client.react(iid, note, Reaction::Eyes).await.unwrap();
+    client.react(iid, note, Reaction::Eyes).await.unwrap(); // already there: fine
+    client.react(iid, note, Reaction::ThumbsUp).await.unwrap();
+    assert_eq!(
+        s.fake.awards(note),
+        vec![
+            (BOT_USERNAME.into(), "eyes".into()),
+            (BOT_USERNAME.into(), "thumbsup".into())
+        ]
+    );
+    client.reply(iid, "on it").await.unwrap();
+    let sha = s.fake.git.head(PATH, "graft/live").unwrap();
+    for conclusion in [
+        CheckConclusion::Pending,
+        CheckConclusion::Failure,
+        CheckConclusion::Neutral,
+    ] {
+        client
+            .report_check(&CheckReport {
+                sha: sha.clone(),
+                conclusion,
+                title: "validation".into(),
+                summary: "tofu validate".into(),
+                details_url: None,
+            })
+            .await
+            .unwrap();
+    }
+    let states: Vec<_> = s
+        .fake
+        .statuses(s.project)
+        .iter()
+        .map(|st| (st.name.clone(), st.state.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("graft".into(), "running".into()),
+            ("graft".into(), "failed".into()),
+            ("graft".into(), "success".into())
+        ]
+    );
+
+    let levels = [
+        (0, Permission::None),
+        (5, Permission::None),
+        (10, Permission::Read),
+        (15, Permission::Read),
+        (20, Permission::Read),
+        (30, Permission::Write),
+        (40, Permission::Write),
+        (50, Permission::Admin),
+    ];
+    for (level, expected) in levels {
+        let login = format!("user{level}");
+        let id = s.fake.set_access_level(s.project, &login, level);
+        let by_id = UserRef {
+            login: login.clone(),
+            id: Some(id),
+        };
+        assert_eq!(
+            client.permission(&by_id).await.unwrap(),
+            expected,
+            "level {level}"
+        );
+        let by_name = UserRef { login, id: None };
+        assert_eq!(
+            client.permission(&by_name).await.unwrap(),
+            expected,
+            "level {level} by name"
+        );
+    }
+    let stranger = s.fake.add_user("stranger");
+    assert_eq!(
+        client
+            .permission(&UserRef {
+                login: "stranger".into(),
+                id: Some(stranger)
+            })
+            .await
+            .unwrap(),
+        Permission::None
+    );
+    assert_eq!(
+        client
+            .permission(&UserRef {
+                login: "nobody".into(),
+                id: None
+            })
+            .await
+            .unwrap(),
+        Permission::None
+    );
+}
+
+async fn merge_when_pipeline_succeeds(db: TestDb) {
+    let s = setup(&db).await;
+    let client = s.client().await;
+    let iid = open_mr(&s, &client, "graft/live").await;
+    let sha = s.fake.git.head(PATH, "graft/live").unwrap();
+    let report = |conclusion| CheckReport {
+        sha: sha.clone(),
+        conclusion,
+        title: "validation".into(),
+        summary: String::new(),
+        details_url: None,
+    };
+    client
+        .report_check(&report(CheckConclusion::Pending))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.enable_auto_merge(iid).await.unwrap(),
+        AutoMerge::Enabled
+    );
+    assert_eq!(
+        client.pull_request(iid).await.unwrap().state,
+        PullRequestState::Open
+    );
+    client
+        .report_check(&report(CheckConclusion::Success))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.pull_request(iid).await.unwrap().state,
+        PullRequestState::Merged
+    );
+    let main = s.fake.git.head(PATH, "main").unwrap();
+    assert_eq!(
+        s.fake.git.file(PATH, &main, "infra/main.tf").unwrap(),
+        b"# generated\n"
+    );
+
+    let iid = open_mr(&s, &client, "graft/now").await;
+    assert_eq!(
+        client.enable_auto_merge(iid).await.unwrap(),
+        AutoMerge::Merged
+    );
+
+    // Cancelled before the pipeline passes: it stays open.
+    let iid = open_mr(&s, &client, "graft/cancel").await;
+    let sha = s.fake.git.head(PATH, "graft/cancel").unwrap();
+    let pending = CheckReport {
+        sha: sha.clone(),
+        ..report(CheckConclusion::Pending)
+    };
+    client.report_check(&pending).await.unwrap();
+    assert_eq!(
+        client.enable_auto_merge(iid).await.unwrap(),
+        AutoMerge::Enabled
+    );
+    client.disable_auto_merge(iid).await.unwrap();
+    let passed = CheckReport {
+        sha,
+        ..report(CheckConclusion::Success)
+    };
+    client.report_check(&passed).await.unwrap();
+    assert_eq!(
+        client.pull_request(iid).await.unwrap().state,
+        PullRequestState::Open,
+        "no longer merged when the pipeline passes"
+    );
+}
+
+async fn failure_classes(db: TestDb) {
+    let s = setup(&db).await;
+    let client = s.client().await;
+    client.repo_info().await.unwrap();
+
+    s.fake
+        .faults(|f| f.forbid.push(("/statuses/".into(), String::new())));
+    let error = client
+        .report_check(&CheckReport {
+            sha: "abc".into(),
+            conclusion: CheckConclusion::Success,
+            title: "t".into(),
+            summary: "s".into(),
+            details_url: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.class(), "no_permission");
+    assert!(error.to_string().contains("Developer role"), "{error}");
+    s.fake.faults(|f| f.forbid.clear());
+
+    s.fake.faults(|f| {
+        f.rate_limit = 1;
+        f.reset_in_secs = 20;
+    });
+    client.branch_head("main").await.unwrap();
+    let waits = std::mem::take(&mut *s.waits.0.lock().unwrap());
+    assert!(
+        waits.len() == 1
+            && waits[0] >= Duration::from_secs(18)
+            && waits[0] <= Duration::from_secs(21),
+        "{waits:?}"
+    );
+
+    s.fake.faults(|f| {
+        f.secondary = 1;
+        f.retry_after_secs = 3;
+    });
+    client.branch_head("main").await.unwrap();
+    let waits = std::mem::take(&mut *s.waits.0.lock().unwrap());
+    assert!(
+        waits.len() == 1 && waits[0] >= Duration::from_secs(3),
+        "{waits:?}"
+    );
+
+    s.fake.faults(|f| {
+        f.rate_limit = 1;
+        f.reset_in_secs = 7200;
+    });
+    let error = client.branch_head("main").await.unwrap_err();
+    assert!(
+        matches!(error, ForgeError::RateLimited { primary: true, .. }),
+        "{error:?}"
+    );
+    assert!(matches!(
+        JobError::from(error),
+        JobError::Retry { after: Some(_), .. }
+    ));
+
+    s.fake.faults(|f| f.fail = 2);
+    client.branch_head("main").await.unwrap();
+    s.fake.faults(|f| f.fail = 9);
+    let error = client.branch_head("main").await.unwrap_err();
+    assert_eq!(error.class(), "server");
+    assert!(!error.to_string().contains("<html>") || error.to_string().len() < 400);
+    s.fake.faults(|f| f.fail = 0);
+
+    s.fake.revoke_token(BOT_TOKEN);
+    let error = client.branch_head("main").await.unwrap_err();
+    assert_eq!(error.class(), "auth_lost");
+    assert!(
+        error
+            .to_string()
+            .contains("create a new one with the `api` scope"),
+        "{error}"
+    );
+    assert!(!error.to_string().contains(BOT_TOKEN));
+}
+
+async fn stored_integration_token_is_opened_per_call(db: TestDb) {
+    let s = setup(&db).await;
+    let keyring = support::test_keyring();
+    let sealed = keyring.seal(BOT_TOKEN).unwrap();
+    let id = s
+        .store
+        .create_integration(
+            &NewIntegration {
+                provider: "gitlab",
+                name: "self-managed",
+                base_url: &s.fake.url,
+                token_sealed: Some(&sealed),
+                webhook_secret_sealed: None,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let client = s.forges.gitlab(Some(id), PATH).await.unwrap();
+    assert_eq!(client.repo_info().await.unwrap().default_branch, "main");
+    let credentials = client.git_credentials().await.unwrap();
+    assert_eq!(credentials.username, "oauth2");
+    assert_eq!(credentials.token.expose_secret(), BOT_TOKEN);
+
+    // Sealed under another key: a clear configuration error.
+    let other = graft::crypto::Key::parse(&SecretString::from("11".repeat(32))).unwrap();
+    let foreign = other.seal(BOT_TOKEN).unwrap();
+    let id = s
+        .store
+        .create_integration(
+            &NewIntegration {
+                provider: "gitlab",
+                name: "foreign",
+                base_url: &s.fake.url,
+                token_sealed: Some(&foreign),
+                webhook_secret_sealed: None,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let client = s.forges.gitlab(Some(id), PATH).await.unwrap();
+    let error = client.repo_info().await.unwrap_err();
+    assert_eq!(error.class(), "config");
+    assert!(error.to_string().contains("ENCRYPTION_KEY"), "{error}");
+    let error = s.forges.gitlab(Some(9999), PATH).await.unwrap_err();
+    assert!(error.to_string().contains("integration 9999"), "{error}");
+}
+
+async fn git_credentials_push_over_http(db: TestDb) {
+    let s = setup(&db).await;
+    let client = s.client().await;
+    let credentials = client.git_credentials().await.unwrap();
+    let info = client.repo_info().await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let header = credentials.authorization_header();
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .current_dir(work.path())
+            .args(args)
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env("GIT_CONFIG_VALUE_0", header.expose_secret())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_AUTHOR_NAME", "graft")
+            .env("GIT_AUTHOR_EMAIL", "graft@example.com")
+            .env("GIT_COMMITTER_NAME", "graft")
+            .env("GIT_COMMITTER_EMAIL", "graft@example.com")
+            .output()
+            .unwrap()
+    };
+    assert!(
+        run(&["clone", "--quiet", &info.clone_url, "."])
+            .status
+            .success()
+    );
+    std::fs::write(work.path().join("x.tf"), "x").unwrap();
+    assert!(run(&["add", "."]).status.success());
+    assert!(run(&["commit", "-qm", "x"]).status.success());
+    let pushed = run(&["push", "-q", "origin", "HEAD:refs/heads/graft/x"]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    assert!(s.fake.git.head(PATH, "graft/x").is_some());
+}
+
+#[test]
+fn bad_gitlab_settings_name_the_setting() {
+    let args = |url: Option<&str>, token: Option<&str>| {
+        let mut argv = vec!["graft", "serve"];
+        if let Some(url) = url {
+            argv.extend(["--gitlab-url", url]);
+        }
+        if let Some(token) = token {
+            argv.extend(["--gitlab-token", token]);
+        }
+        let cli = <graft::config::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        match cli.command {
+            graft::config::Command::Serve(args) => *args,
+            _ => unreachable!(),
+        }
+    };
+    let error = ForgeSettings::from_args(&args(Some("https://gitlab.com"), None)).unwrap_err();
+    assert!(error.to_string().contains("GITLAB_TOKEN is not"), "{error}");
+    let error = ForgeSettings::from_args(&args(None, Some("glpat-x"))).unwrap_err();
+    assert!(error.to_string().contains("GITLAB_URL is not"), "{error}");
+    assert!(!error.to_string().contains("glpat-x"));
+    let settings = ForgeSettings::from_args(&args(Some("gitlab.example.com"), Some("t"))).unwrap();
+    let error = Forges::new(settings, futures_store(), None, Arc::new(Metrics::new())).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("GitLab URL `gitlab.example.com` is not an http(s) URL"),
+        "{error}"
+    );
+}
+
+fn futures_store() -> graft::store::Store {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap().keep();
+    runtime
+        .block_on(graft::store::Store::open(&format!(
+            "sqlite://{}/g.db",
+            dir.display()
+        )))
+        .unwrap()
+}
+
+both_backends!(
+    project_is_found_by_its_encoded_path,
+    merge_request_lifecycle_and_validation,
+    status_note_is_sticky_across_pages_and_races,
+    awards_statuses_and_access_levels,
+    merge_when_pipeline_succeeds,
+    failure_classes,
+    stored_integration_token_is_opened_per_call,
+    git_credentials_push_over_http,
+);

@@ -1,0 +1,235 @@
+//! Connecting GitLab: the token is checked against GitLab before it is
+//! stored (bad token, too narrow a scope, unreachable host are clear 4xx/5xx
+//! answers), project webhooks are created or updated on request, and
+//! `graft gitlab connect` prints what to configure.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::fake_gitlab::{BOT_USERNAME, FakeGitlab};
+use support::{TestApp, TestDb, default_settings};
+
+async fn post(app: &TestApp, token: &str, body: &Value) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url("/api/v1/integrations/gitlab"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn bad_tokens_are_refused_with_the_reason(db: TestDb) {
+    let gitlab = FakeGitlab::start().await;
+    gitlab.add_token(
+        "glpat-readonly",
+        "reader-bot",
+        &["read_api", "read_repository"],
+    );
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let admin = app.create_token("admin").await;
+
+    let (status, body) = post(
+        &app,
+        &admin,
+        &json!({"base_url": gitlab.url, "token": "glpat-wrong", "webhook_secret": "s"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "gitlab_token_rejected");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("rejected the token"), "{message}");
+    assert!(
+        !message.contains("glpat-wrong"),
+        "the token is never echoed"
+    );
+
+    let (status, body) = post(
+        &app,
+        &admin,
+        &json!({"base_url": gitlab.url, "token": "glpat-readonly", "webhook_secret": "s"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "gitlab_token_scope");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("read_api") && message.contains("`api`"),
+        "{message}"
+    );
+
+    let (status, body) = post(
+        &app,
+        &admin,
+        &json!({"base_url": "http://127.0.0.1:9", "token": "t", "webhook_secret": "s"}),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach GitLab"),
+        "{body}"
+    );
+    assert!(app.store.list_integrations().await.unwrap().is_empty());
+    app.stop().await;
+}
+
+async fn webhooks_are_created_once_and_need_maintainer(db: TestDb) {
+    let gitlab = FakeGitlab::start().await;
+    let live = gitlab.create_project("infra/live");
+    let other = gitlab.create_project("infra/other");
+    gitlab.set_access_level(other, BOT_USERNAME, 30);
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let admin = app.create_token("admin").await;
+    let body = json!({
+        "base_url": gitlab.url,
+        "token": support::fake_gitlab::BOT_TOKEN,
+        "webhook_secret": "hook-secret-1",
+        "hooks": ["infra/live", "infra/other"],
+    });
+    let (status, answer) = post(&app, &admin, &body).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["user"], BOT_USERNAME);
+    assert_eq!(answer["scopes"], json!(["api"]));
+    let hook_url = answer["webhook_url"].as_str().unwrap().to_string();
+    assert!(hook_url.ends_with("/webhooks/gitlab"), "{hook_url}");
+    assert_eq!(answer["hooks"][0]["status"], "created");
+    assert_eq!(answer["hooks"][1]["status"], "failed");
+    assert!(
+        answer["hooks"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Maintainer"),
+        "{answer}"
+    );
+    assert!(!answer.to_string().contains("hook-secret-1"));
+    let hooks = gitlab.project_hooks(live);
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].url, hook_url);
+    assert_eq!(hooks[0].token, "hook-secret-1");
+    assert!(hooks[0].push_events && hooks[0].merge_requests_events && hooks[0].note_events);
+    assert!(gitlab.project_hooks(other).is_empty());
+
+    // Connecting again (a new secret) updates the hook instead of adding one.
+    let again = json!({
+        "base_url": gitlab.url,
+        "token": support::fake_gitlab::BOT_TOKEN,
+        "webhook_secret": "hook-secret-2",
+        "hooks": ["infra/live"],
+    });
+    let (status, answer) = post(&app, &admin, &again).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["hooks"][0]["status"], "updated");
+    let hooks = gitlab.project_hooks(live);
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].token, "hook-secret-2");
+    app.stop().await;
+}
+
+async fn graft(args: &[&str], app: &TestApp, token: &str) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(args)
+        .env("GRAFT_URL", &app.base)
+        .env("GRAFT_TOKEN", token)
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+async fn cli_connect_checks_the_token_and_prints_the_webhook(db: TestDb) {
+    let gitlab = FakeGitlab::start().await;
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let admin = app.create_token("admin").await;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad-token");
+    std::fs::write(&bad, "glpat-not-a-token\n").unwrap();
+    let (ok, _, stderr) = graft(
+        &[
+            "gitlab",
+            "connect",
+            "--url",
+            &gitlab.url,
+            "--token-file",
+            bad.to_str().unwrap(),
+        ],
+        &app,
+        &admin,
+    )
+    .await;
+    assert!(!ok);
+    assert!(stderr.contains("rejected the token"), "{stderr}");
+    assert!(!stderr.contains("glpat-not-a-token"), "{stderr}");
+    assert!(app.store.list_integrations().await.unwrap().is_empty());
+
+    let good = dir.path().join("token");
+    std::fs::write(&good, format!("{}\n", support::fake_gitlab::BOT_TOKEN)).unwrap();
+    let (ok, stdout, stderr) = graft(
+        &[
+            "gitlab",
+            "connect",
+            "--url",
+            &gitlab.url,
+            "--token-file",
+            good.to_str().unwrap(),
+        ],
+        &app,
+        &admin,
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&format!("as @{BOT_USERNAME}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{}/webhooks/gitlab", app.base)),
+        "{stdout}"
+    );
+    let secret = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Secret token:"))
+        .expect("secret printed")
+        .trim()
+        .to_string();
+    assert_eq!(secret.len(), 64);
+    // The printed secret is the one graft accepts from GitLab.
+    let sealed: String = sqlx::query_scalar("SELECT webhook_secret_sealed FROM integrations")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    let opened = support::test_keyring().open(&sealed).unwrap();
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&opened), secret);
+
+    let (ok, _, stderr) = graft(
+        &[
+            "gitlab",
+            "connect",
+            "--url",
+            &gitlab.url,
+            "--token-file",
+            "/nonexistent",
+        ],
+        &app,
+        &admin,
+    )
+    .await;
+    assert!(!ok);
+    assert!(stderr.contains("/nonexistent"), "{stderr}");
+    app.stop().await;
+}
+
+both_backends!(
+    bad_tokens_are_refused_with_the_reason,
+    webhooks_are_created_once_and_need_maintainer,
+    cli_connect_checks_the_token_and_prints_the_webhook,
+);

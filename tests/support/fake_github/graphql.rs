@@ -1,0 +1,107 @@
+//! The GraphQL mutations graft sends: `enablePullRequestAutoMerge` and
+//! `disablePullRequestAutoMerge`.
+//! Like GitHub, it refuses a PR with nothing pending ("clean status") and a
+//! repository without "Allow auto-merge".
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::super::fake_common::json_response;
+use super::FakeGithub;
+use super::api::{gh_error, token_installation};
+
+fn graphql_error(message: &str) -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"data": {"enablePullRequestAutoMerge": null},
+               "errors": [{"type": "UNPROCESSABLE", "path": ["enablePullRequestAutoMerge"],
+                           "message": message}]}),
+    )
+}
+
+pub(super) fn handle(fake: &FakeGithub, headers: &HeaderMap, body: Option<Value>) -> Response {
+    let body = body.unwrap_or(Value::Null);
+    let query = body["query"].as_str().unwrap_or_default();
+    let disable = query.contains("disablePullRequestAutoMerge");
+    if !disable && !query.contains("enablePullRequestAutoMerge") {
+        return gh_error(
+            StatusCode::BAD_REQUEST,
+            "fake GitHub: only enable/disablePullRequestAutoMerge are supported",
+        );
+    }
+    let node = body["variables"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut state = fake.state.lock().unwrap();
+    let installation = match token_installation(&state, headers) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let Some((repo_id, number)) = node
+        .strip_prefix("PR_")
+        .and_then(|rest| rest.split_once('_'))
+        .and_then(|(r, n)| Some((r.parse::<i64>().ok()?, n.parse::<i64>().ok()?)))
+    else {
+        return graphql_error(&format!(
+            "Could not resolve to a node with the global id of '{node}'"
+        ));
+    };
+    let Some(repo) = state.repos.values().find(|r| r.id == repo_id).cloned() else {
+        return graphql_error(&format!(
+            "Could not resolve to a node with the global id of '{node}'"
+        ));
+    };
+    let visible = state
+        .installations
+        .get(&installation)
+        .is_some_and(|i| i.repos.contains(&repo.full_name));
+    if !visible {
+        return graphql_error(&format!(
+            "Could not resolve to a node with the global id of '{node}'"
+        ));
+    }
+    if disable {
+        let Some(pull) = state
+            .pulls
+            .iter_mut()
+            .find(|p| p.repo == repo.full_name && p.number == number && p.state == "open")
+        else {
+            return graphql_error("Pull request is not open");
+        };
+        pull.auto_merge = false;
+        return json_response(
+            StatusCode::OK,
+            json!({"data": {"disablePullRequestAutoMerge": {"pullRequest": {"number": number}}}}),
+        );
+    }
+    if !repo.allow_auto_merge {
+        return graphql_error("Pull request Auto merge is not allowed for this repository");
+    }
+    let Some(head_sha) = state
+        .pulls
+        .iter()
+        .find(|p| p.repo == repo.full_name && p.number == number && p.state == "open")
+        .map(|p| p.head_sha.clone())
+    else {
+        return graphql_error("Pull request is not open");
+    };
+    let pending = super::api::latest_runs(&state, &repo.full_name, &head_sha)
+        .iter()
+        .any(|r| r.status != "completed");
+    if !pending {
+        return graphql_error("Pull request Pull request is in clean status");
+    }
+    if let Some(pull) = state
+        .pulls
+        .iter_mut()
+        .find(|p| p.repo == repo.full_name && p.number == number)
+    {
+        pull.auto_merge = true;
+    }
+    json_response(
+        StatusCode::OK,
+        json!({"data": {"enablePullRequestAutoMerge": {"pullRequest": {"number": number}}}}),
+    )
+}

@@ -1,0 +1,505 @@
+//! A stateful fake GitLab (REST v4): users and tokens, projects by id or
+//! URL-encoded path, members with access levels, merge requests, notes,
+//! award emoji, commit statuses; real git over smart HTTP (a [`GitHost`]);
+//! `Push Hook`, `Merge Request Hook` and `Note Hook` webhooks with
+//! `X-Gitlab-Token`; `Link` + `x-next-page` pagination; fault injection.
+
+mod api;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use super::fake_common::{self, Faults, HookSender, Recorded, SentHook};
+use super::git_host::{GitHost, RefUpdate};
+
+pub const BOT_USERNAME: &str = "project_1_bot_graft";
+pub const BOT_TOKEN: &str = "glpat-graft-test-token";
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub id: i64,
+    pub path: String,
+    pub default_branch: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeRequest {
+    pub project_id: i64,
+    pub iid: i64,
+    pub title: String,
+    pub description: String,
+    pub source: String,
+    pub target: String,
+    pub sha: String,
+    pub state: String,
+    pub merge_when_pipeline_succeeds: bool,
+    pub merge_commit_sha: Option<String>,
+    pub author: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    pub id: i64,
+    pub project_id: i64,
+    pub iid: i64,
+    pub author: String,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommitStatus {
+    pub project_id: i64,
+    pub sha: String,
+    pub name: String,
+    pub state: String,
+    pub description: Option<String>,
+}
+
+/// A project webhook as GitLab stores it (the secret is write-only there).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectHook {
+    pub id: i64,
+    pub project: i64,
+    pub url: String,
+    pub token: String,
+    pub push_events: bool,
+    pub merge_requests_events: bool,
+    pub note_events: bool,
+}
+
+pub struct State {
+    /// username → id
+    pub users: BTreeMap<String, i64>,
+    /// token → username
+    pub tokens: HashMap<String, String>,
+    /// token → scopes (a token missing here has `api`)
+    pub scopes: HashMap<String, Vec<String>>,
+    /// Project webhooks created through the API.
+    pub project_hooks: Vec<ProjectHook>,
+    pub projects: BTreeMap<i64, Project>,
+    /// (project id, user id) → access level
+    pub members: HashMap<(i64, i64), i64>,
+    pub merge_requests: Vec<MergeRequest>,
+    pub notes: Vec<Note>,
+    /// (note id, username, emoji name)
+    pub awards: Vec<(i64, String, String)>,
+    pub statuses: Vec<CommitStatus>,
+    pub next_id: i64,
+    pub requests: Vec<Recorded>,
+    pub faults: Faults,
+    pub max_per_page: usize,
+}
+
+impl State {
+    fn id(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub(crate) fn user_json(&self, username: &str) -> Value {
+        json!({"id": self.users.get(username).copied().unwrap_or(0), "username": username,
+               "name": username, "state": "active"})
+    }
+
+    pub(crate) fn project_by_path(&self, path: &str) -> Option<&Project> {
+        self.projects.values().find(|p| p.path == path)
+    }
+}
+
+#[derive(Clone)]
+pub struct FakeGitlab {
+    /// The instance URL (`GITLAB_URL`); the API is under `/api/v4`.
+    pub url: String,
+    pub git: GitHost,
+    pub state: Arc<Mutex<State>>,
+    pub hooks: HookSender,
+}
+
+impl FakeGitlab {
+    pub async fn start() -> FakeGitlab {
+        let git = GitHost::start().await;
+        let secret = super::GITLAB_SECRET.to_string();
+        let hooks = HookSender::start(Arc::new(move |_body: &[u8]| {
+            vec![("X-Gitlab-Token".to_string(), secret.clone())]
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut users = BTreeMap::new();
+        users.insert(BOT_USERNAME.to_string(), 1);
+        let mut tokens = HashMap::new();
+        tokens.insert(BOT_TOKEN.to_string(), BOT_USERNAME.to_string());
+        git.allow_token(BOT_TOKEN, BOT_USERNAME);
+        let fake = FakeGitlab {
+            url,
+            git,
+            state: Arc::new(Mutex::new(State {
+                users,
+                tokens,
+                scopes: HashMap::new(),
+                project_hooks: Vec::new(),
+                projects: BTreeMap::new(),
+                members: HashMap::new(),
+                merge_requests: Vec::new(),
+                notes: Vec::new(),
+                awards: Vec::new(),
+                statuses: Vec::new(),
+                next_id: 100,
+                requests: Vec::new(),
+                faults: Faults::default(),
+                max_per_page: 100,
+            })),
+            hooks,
+        };
+        let router = axum::Router::new()
+            .fallback(api::handle)
+            .with_state(fake.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let hook_fake = fake.clone();
+        fake.git.on_push(Arc::new(
+            move |repo: &str, updates: &[RefUpdate], user: &str| {
+                hook_fake.after_push(repo, updates, user);
+            },
+        ));
+        fake
+    }
+
+    pub fn set_webhook_url(&self, url: &str) {
+        *self.hooks.url.lock().unwrap() = Some(url.to_string());
+    }
+
+    pub fn add_user(&self, username: &str) -> i64 {
+        let mut state = self.state.lock().unwrap();
+        if let Some(id) = state.users.get(username) {
+            return *id;
+        }
+        let id = state.id();
+        state.users.insert(username.to_string(), id);
+        id
+    }
+
+    /// Creates project `path` (`group/sub/name`) with one commit on `main`;
+    /// graft's bot user is a Maintainer.
+    pub fn create_project(&self, path: &str) -> i64 {
+        self.git.create_repo(path);
+        self.git.commit(
+            path,
+            "main",
+            &[("README.md", Some(b"# test project\n".as_slice()))],
+            "initial commit",
+        );
+        let mut state = self.state.lock().unwrap();
+        let id = state.id();
+        state.projects.insert(
+            id,
+            Project {
+                id,
+                path: path.to_string(),
+                default_branch: "main".to_string(),
+            },
+        );
+        state.members.insert((id, 1), 40);
+        id
+    }
+
+    pub fn set_access_level(&self, project: i64, username: &str, level: i64) -> i64 {
+        let user = self.add_user(username);
+        self.state
+            .lock()
+            .unwrap()
+            .members
+            .insert((project, user), level);
+        user
+    }
+
+    pub fn faults(&self, change: impl FnOnce(&mut Faults)) {
+        change(&mut self.state.lock().unwrap().faults);
+    }
+
+    pub fn set_max_per_page(&self, max: usize) {
+        self.state.lock().unwrap().max_per_page = max;
+    }
+
+    /// A token for `username` (created if new) with these scopes.
+    pub fn add_token(&self, token: &str, username: &str, scopes: &[&str]) {
+        self.add_user(username);
+        let mut state = self.state.lock().unwrap();
+        state.tokens.insert(token.to_string(), username.to_string());
+        state.scopes.insert(
+            token.to_string(),
+            scopes.iter().map(|s| s.to_string()).collect(),
+        );
+    }
+
+    pub fn project_hooks(&self, project: i64) -> Vec<ProjectHook> {
+        self.state
+            .lock()
+            .unwrap()
+            .project_hooks
+            .iter()
+            .filter(|h| h.project == project)
+            .cloned()
+            .collect()
+    }
+
+    pub fn revoke_token(&self, token: &str) {
+        self.state.lock().unwrap().tokens.remove(token);
+        self.git.revoke_token(token);
+    }
+
+    pub fn protect_branch(&self, path: &str, branch: &str) {
+        self.git.protect_branch(path, branch);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn merge_requests(&self, project: i64) -> Vec<MergeRequest> {
+        let state = self.state.lock().unwrap();
+        state
+            .merge_requests
+            .iter()
+            .filter(|m| m.project_id == project)
+            .cloned()
+            .collect()
+    }
+
+    pub fn notes(&self, project: i64, iid: i64) -> Vec<Note> {
+        let state = self.state.lock().unwrap();
+        state
+            .notes
+            .iter()
+            .filter(|n| n.project_id == project && n.iid == iid)
+            .cloned()
+            .collect()
+    }
+
+    pub fn awards(&self, note: i64) -> Vec<(String, String)> {
+        let state = self.state.lock().unwrap();
+        state
+            .awards
+            .iter()
+            .filter(|a| a.0 == note)
+            .map(|a| (a.1.clone(), a.2.clone()))
+            .collect()
+    }
+
+    pub fn statuses(&self, project: i64) -> Vec<CommitStatus> {
+        let state = self.state.lock().unwrap();
+        state
+            .statuses
+            .iter()
+            .filter(|s| s.project_id == project)
+            .cloned()
+            .collect()
+    }
+
+    pub fn webhooks(&self) -> Vec<SentHook> {
+        self.hooks.sent()
+    }
+
+    /// A human's note on MR `iid`; sends a `Note Hook`.
+    pub fn comment_as(&self, project: i64, iid: i64, username: &str, body: &str) -> i64 {
+        self.add_user(username);
+        let note = {
+            let mut state = self.state.lock().unwrap();
+            let id = state.id();
+            let note = Note {
+                id,
+                project_id: project,
+                iid,
+                author: username.to_string(),
+                body: body.to_string(),
+            };
+            state.notes.push(note.clone());
+            note
+        };
+        self.emit_note(&note, "create");
+        note.id
+    }
+
+    /// A human edits their note; sends a `Note Hook` with action `update`
+    /// (GitLab does not include the previous text).
+    pub fn edit_note_as(&self, note_id: i64, body: &str) {
+        let note = {
+            let mut state = self.state.lock().unwrap();
+            let note = state
+                .notes
+                .iter_mut()
+                .find(|n| n.id == note_id)
+                .expect("note exists");
+            note.body = body.to_string();
+            note.clone()
+        };
+        self.emit_note(&note, "update");
+    }
+
+    /// A human pushes `files` to `branch`; sends the `Push Hook` (and a
+    /// `Merge Request Hook` `update` for MRs from that branch).
+    pub fn push_as_human(
+        &self,
+        path: &str,
+        branch: &str,
+        files: &[(&str, Option<&[u8]>)],
+        message: &str,
+        username: &str,
+    ) -> String {
+        self.add_user(username);
+        let old = self.git.head(path, branch);
+        if old.is_none() {
+            self.git.create_branch(path, branch, "main");
+        }
+        let new = self.git.commit(path, branch, files, message);
+        self.after_push(
+            path,
+            &[RefUpdate {
+                name: format!("refs/heads/{branch}"),
+                old,
+                new: Some(new.clone()),
+            }],
+            username,
+        );
+        new
+    }
+
+    /// Merges MR `iid` as `username` (the button on the website).
+    pub fn merge(&self, project: i64, iid: i64, username: &str) -> Result<String, String> {
+        api::merge(self, project, iid, username)
+    }
+
+    pub(crate) fn project_json(&self, project: &Project) -> Value {
+        json!({
+            "id": project.id,
+            "name": project.path.rsplit('/').next(),
+            "path_with_namespace": project.path,
+            "default_branch": project.default_branch,
+            "web_url": format!("{}/{}", self.url, project.path),
+            "http_url_to_repo": self.git.clone_url(&project.path),
+        })
+    }
+
+    fn emit(&self, event: &str, body: Value) {
+        self.hooks.send(
+            event,
+            vec![
+                ("X-Gitlab-Event".into(), event.into()),
+                ("X-Gitlab-Event-UUID".into(), fake_common::random_id()),
+                ("User-Agent".into(), "GitLab/fake".into()),
+            ],
+            body,
+        );
+    }
+
+    pub(crate) fn emit_merge_request(&self, mr: &MergeRequest, action: &str, username: &str) {
+        let (project, user) = {
+            let state = self.state.lock().unwrap();
+            (
+                state.projects[&mr.project_id].clone(),
+                state.user_json(username),
+            )
+        };
+        self.emit(
+            "Merge Request Hook",
+            json!({
+                "object_kind": "merge_request",
+                "event_type": "merge_request",
+                "user": user,
+                "project": self.project_json(&project),
+                "object_attributes": {
+                    "iid": mr.iid,
+                    "title": mr.title,
+                    "source_branch": mr.source,
+                    "target_branch": mr.target,
+                    "state": mr.state,
+                    "action": action,
+                    "last_commit": {"id": mr.sha},
+                    "merge_commit_sha": mr.merge_commit_sha,
+                    "url": format!("{}/{}/-/merge_requests/{}", self.url, project.path, mr.iid),
+                },
+            }),
+        );
+    }
+
+    pub(crate) fn emit_note(&self, note: &Note, action: &str) {
+        let (project, user) = {
+            let state = self.state.lock().unwrap();
+            (
+                state.projects[&note.project_id].clone(),
+                state.user_json(&note.author),
+            )
+        };
+        self.emit(
+            "Note Hook",
+            json!({
+                "object_kind": "note",
+                "event_type": "note",
+                "user": user,
+                "project": self.project_json(&project),
+                "object_attributes": {"id": note.id, "note": note.body, "noteable_type": "MergeRequest",
+                                      "action": action, "system": false},
+                "merge_request": {"iid": note.iid},
+            }),
+        );
+    }
+
+    pub(crate) fn after_push(&self, path: &str, updates: &[RefUpdate], username: &str) {
+        let Some(project) = self.state.lock().unwrap().project_by_path(path).cloned() else {
+            return;
+        };
+        let zero = "0".repeat(40);
+        for update in updates {
+            let Some(branch) = update.name.strip_prefix("refs/heads/") else {
+                continue;
+            };
+            let commits = match &update.new {
+                Some(new) => fake_common::push_commits(
+                    &self.git.repo_dir(path),
+                    &update.name,
+                    update.old.as_deref(),
+                    new,
+                    username,
+                ),
+                None => Vec::new(),
+            };
+            let user_id = self.add_user(username);
+            self.emit(
+                "Push Hook",
+                json!({
+                    "object_kind": "push",
+                    "event_name": "push",
+                    "ref": update.name,
+                    "before": update.old.clone().unwrap_or_else(|| zero.clone()),
+                    "after": update.new.clone().unwrap_or_else(|| zero.clone()),
+                    "user_id": user_id,
+                    "user_username": username,
+                    "project_id": project.id,
+                    "project": self.project_json(&project),
+                    "commits": commits,
+                    "total_commits_count": commits.len(),
+                }),
+            );
+            let Some(new) = &update.new else { continue };
+            let moved: Vec<MergeRequest> = {
+                let mut state = self.state.lock().unwrap();
+                state
+                    .merge_requests
+                    .iter_mut()
+                    .filter(|m| {
+                        m.project_id == project.id && m.source == branch && m.state == "opened"
+                    })
+                    .map(|m| {
+                        m.sha = new.clone();
+                        m.clone()
+                    })
+                    .collect()
+            };
+            for mr in moved {
+                self.emit_merge_request(&mr, "update", username);
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Helpers for sync-engine tests: put files the way the API does, ask for
+//! a sync, wait until a project settles.
+
+use graft::store::files::FileInput;
+use graft::store::now_ms;
+use graft::store::projects::{Project, SyncStatus};
+use graft::sync::schedule::{self, Scope, SyncRequest};
+
+use super::harness::Harness;
+
+pub fn input(path: &str, content: &str) -> FileInput {
+    FileInput {
+        path: path.into(),
+        content: content.as_bytes().to_vec(),
+        sync_on_change: None,
+        executable: None,
+    }
+}
+
+/// Puts files and schedules what the API would schedule; returns how many
+/// paths changed.
+pub async fn put(h: &Harness, project: i64, files: &[FileInput]) -> usize {
+    let store = &h.app.store;
+    let changes = store
+        .put_files(project, files, false, now_ms())
+        .await
+        .unwrap();
+    let p = store.require_project(project).await.unwrap();
+    if let Some(scope) = schedule::on_files_changed(&p, &changes) {
+        let request = SyncRequest {
+            scope,
+            force: false,
+            rebase: false,
+            actor: "test".into(),
+        };
+        schedule::enqueue_sync(store, project, &request, now_ms())
+            .await
+            .unwrap();
+        h.app.state.job_wake.notify_waiters();
+    }
+    changes.len()
+}
+
+/// An explicit sync of everything, optionally forced.
+pub async fn sync_now(h: &Harness, project: i64, force: bool) {
+    let request = SyncRequest {
+        scope: Scope::All,
+        force,
+        rebase: false,
+        actor: "test".into(),
+    };
+    schedule::enqueue_sync(&h.app.store, project, &request, now_ms())
+        .await
+        .unwrap();
+    h.app.state.job_wake.notify_waiters();
+}
+
+/// Waits until the project is in `status` with no job queued or running.
+pub async fn settled(h: &Harness, project: i64, status: SyncStatus) -> Project {
+    h.wait_for(&format!("project {project} {status:?}"), || async {
+        let p = h.app.store.require_project(project).await.unwrap();
+        let busy = h
+            .app
+            .store
+            .job_counts()
+            .await
+            .unwrap()
+            .iter()
+            .any(|(s, n)| (s == "queued" || s == "running") && *n > 0);
+        (p.sync_status == status && !busy).then_some(p)
+    })
+    .await
+}
