@@ -61,9 +61,13 @@ impl JobHandler for GraftJobs {
             PR_CLOSED_JOB => {
                 let payload: serde_json::Value =
                     serde_json::from_str(&job.payload).unwrap_or_default();
+                let number = payload["number"].as_i64().ok_or_else(|| {
+                    JobError::Fatal(format!("job {} names no pull request", job.id))
+                })?;
                 reconcile::pull_request_closed(
                     &self.state,
                     project()?,
+                    number,
                     payload["merged"].as_bool().unwrap_or(false),
                     payload["merge_commit_sha"].as_str(),
                 )
@@ -199,8 +203,10 @@ impl GraftJobs {
         else {
             return Ok(());
         };
-        if project.pull_request_number.is_some_and(|n| n != pr.number) {
-            return Ok(()); // an older PR of graft's, not the current one
+        if project.pull_request_number != Some(pr.number) {
+            // An older PR of graft's, one already settled, or someone
+            // else's PR from a branch of the same name (a fork).
+            return Ok(());
         }
         let now = now_ms();
         let job = NewJob {

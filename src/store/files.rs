@@ -378,14 +378,21 @@ impl Store {
 
 impl Store {
     /// Files whose content did not land after all (their PR was closed
-    /// unmerged): back to pending.
-    pub async fn mark_pending(&self, project: i64, paths: &[String], now: i64) -> Result<()> {
+    /// unmerged): back to pending, remembering what the repository really
+    /// has (`None`: not there) rather than what graft pushed.
+    pub async fn mark_pending(
+        &self,
+        project: i64,
+        unlanded: &[(String, Option<String>)],
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        for path in paths {
+        for (path, in_repository) in unlanded {
             sqlx::query(
-                "UPDATE managed_files SET state = 'pending', updated_at = $1 \
-                 WHERE project_id = $2 AND path = $3 AND state = 'synced'",
+                "UPDATE managed_files SET state = 'pending', synced_blob_sha = $1, updated_at = $2 \
+                 WHERE project_id = $3 AND path = $4 AND state = 'synced'",
             )
+            .bind(in_repository.as_deref())
             .bind(now)
             .bind(project)
             .bind(path)
@@ -393,17 +400,6 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
-    }
-
-    /// Deletions that landed: forget those rows.
-    pub async fn forget_deleted(&self, project: i64) -> Result<()> {
-        sqlx::query(
-            "DELETE FROM managed_files WHERE project_id = $1 AND state = 'deleted_pending'",
-        )
-        .bind(project)
-        .execute(&self.pool)
-        .await?;
         Ok(())
     }
 }

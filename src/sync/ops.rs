@@ -5,18 +5,21 @@
 use crate::app::AppState;
 use crate::git::read;
 use crate::store::audit::NewEvent;
-use crate::store::files::FileState;
 use crate::store::now_ms;
 use crate::store::projects::SyncStatus;
 
 use super::errors::SyncError;
+use super::plan;
 use super::publish::{self, CommentContent};
 use super::schedule::{self, Scope, SyncRequest};
-use super::upstream::fetch_target_listing;
+use super::upstream::{apply_upstream, fetch_target_listing, upstream_actions};
 
-/// `/graft import`: the repository's version wins for every conflicting
-/// file and every pending file that differs from the target branch.
-/// Returns the imported paths.
+/// `/graft import`: the repository wins where it changed a managed file.
+/// First the ordinary catch-up with the target branch (upstream edits of
+/// files graft has no change for), then, for every conflicting file, the
+/// repository's version (from graft's branch when a human edited it there,
+/// else from the target). Pending files the repository did not touch keep
+/// graft's content. Returns the imported paths.
 pub async fn import_upstream(
     state: &AppState,
     project_id: i64,
@@ -25,19 +28,31 @@ pub async fn import_upstream(
     let store = &state.store;
     let project = store.require_project(project_id).await?;
     let (fetched, target, listing) = fetch_target_listing(state, &project).await?;
-    let conflicts = project.conflicts.clone().unwrap_or_default();
+    let last_seen = project
+        .last_synced_commit_sha
+        .as_deref()
+        .and_then(|s| gix::ObjectId::from_hex(s.as_bytes()).ok());
+    let actions = upstream_actions(state, &project, &fetched, last_seen, target).await?;
+    let mut conflicts = project.conflicts.clone().unwrap_or_default();
+    conflicts.extend(apply_upstream(state, &project, &fetched, &actions, actor).await?);
+    let branch_listing = match fetched.head(&project.sync_branch) {
+        Some(head) if project.sync_branch_shared => {
+            let base_path = project.base_path.clone();
+            Some(
+                fetched
+                    .with_repo(move |repo| {
+                        read::list_subtree(repo, read::commit_tree(repo, Some(head))?, &base_path)
+                    })
+                    .await?,
+            )
+        }
+        _ => None,
+    };
     let rows = store.files(project_id).await?;
     let now = now_ms();
     let mut imported = Vec::new();
-    for row in &rows {
-        let upstream = listing.get(&row.path);
-        let differs = upstream.map(|f| f.blob.to_string()).as_deref()
-            != Some(row.blob_sha.as_str())
-            || row.state == FileState::DeletedPending;
-        let wanted = conflicts.contains(&row.path) || (row.state != FileState::Synced && differs);
-        if !wanted {
-            continue;
-        }
+    for row in rows.iter().filter(|r| conflicts.contains(&r.path)) {
+        let upstream = plan::import_source(row, &listing, branch_listing.as_ref());
         let content = match upstream {
             Some(file) => {
                 let blob = file.blob;

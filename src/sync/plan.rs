@@ -4,8 +4,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use gix::ObjectId;
+
 use crate::git::overlay::ManagedFile;
-use crate::git::read::{ChangeKind, FileChange, TreeFile};
+use crate::git::read::TreeFile;
 use crate::store::files::{FileState, ManagedFileRow};
 
 use super::schedule::Scope;
@@ -70,45 +72,79 @@ pub enum UpstreamAction {
     AlreadyThere { path: String },
 }
 
-/// Sorts the managed-subtree changes between the last seen head and the new
-/// one. Paths graft does not manage are not graft's business.
+/// Sorts what the repository did to each managed file as a three-way
+/// merge: `old` is the tree graft last saw (the base), `new` the tree now
+/// (theirs), the database row is ours.
+///
+/// - ours = theirs: nothing to decide; a pending row is simply there.
+/// - theirs = base: upstream did not touch it; a pending change waits.
+/// - theirs = what graft itself pushed earlier (its PR merged while a newer
+///   change was pending): not an upstream edit; ours waits.
+/// - ours = base: graft had no change of its own; take theirs.
+/// - otherwise both sides changed it: a conflict.
+///
+/// With `old = None` (no base: history rewritten, or never synced) only the
+/// first rule applies. Paths graft does not manage are not its business.
 pub fn upstream_actions(
-    changes: &[FileChange],
     rows: &[ManagedFileRow],
-    new_listing: &BTreeMap<String, TreeFile>,
+    old: Option<&BTreeMap<String, TreeFile>>,
+    new: &BTreeMap<String, TreeFile>,
 ) -> Vec<UpstreamAction> {
-    let by_path: BTreeMap<&str, &ManagedFileRow> =
-        rows.iter().map(|r| (r.path.as_str(), r)).collect();
+    let blob_of =
+        |listing: &BTreeMap<String, TreeFile>, path: &str| listing.get(path).map(|f| f.blob);
     let mut actions = Vec::new();
-    for change in changes {
-        let Some(row) = by_path.get(change.path.as_str()) else {
-            continue;
+    for row in rows {
+        let path = row.path.clone();
+        let ours = match row.state {
+            FileState::DeletedPending => None,
+            FileState::Pending | FileState::Synced => parse_blob(&row.blob_sha),
         };
-        let upstream = new_listing.get(&change.path).copied();
-        let upstream_blob = upstream.map(|f| f.blob.to_string());
-        match row.state {
-            FileState::Synced => actions.push(UpstreamAction::Import {
-                path: change.path.clone(),
-                blob: upstream,
-            }),
-            FileState::Pending if upstream_blob.as_deref() == Some(row.blob_sha.as_str()) => {
-                actions.push(UpstreamAction::AlreadyThere {
-                    path: change.path.clone(),
-                })
+        let theirs = blob_of(new, &row.path);
+        if ours == theirs {
+            if row.state != FileState::Synced {
+                actions.push(UpstreamAction::AlreadyThere { path });
             }
-            FileState::DeletedPending if change.kind == ChangeKind::Deleted => {
-                actions.push(UpstreamAction::AlreadyThere {
-                    path: change.path.clone(),
-                })
-            }
-            FileState::Pending | FileState::DeletedPending => {
-                actions.push(UpstreamAction::Conflict {
-                    path: change.path.clone(),
-                })
-            }
+            continue;
+        }
+        let Some(old) = old else { continue };
+        let base = blob_of(old, &row.path);
+        if theirs == base {
+            continue;
+        }
+        if theirs.is_some() && theirs == row.synced_blob_sha.as_deref().and_then(parse_blob) {
+            // graft's own earlier push landing; the newer change waits.
+        } else if ours == base {
+            actions.push(UpstreamAction::Import {
+                blob: new.get(&row.path).copied(),
+                path,
+            });
+        } else {
+            actions.push(UpstreamAction::Conflict { path });
         }
     }
     actions
+}
+
+fn parse_blob(hex: &str) -> Option<ObjectId> {
+    ObjectId::from_hex(hex.as_bytes()).ok()
+}
+
+/// Where `/graft import` takes a conflicting file from: graft's shared
+/// branch when a human changed it there (it differs from what graft
+/// pushed), otherwise the target branch. `None`: the file is gone there.
+pub fn import_source(
+    row: &ManagedFileRow,
+    target: &BTreeMap<String, TreeFile>,
+    shared_branch: Option<&BTreeMap<String, TreeFile>>,
+) -> Option<TreeFile> {
+    if let Some(branch) = shared_branch {
+        let on_branch = branch.get(&row.path).copied();
+        let pushed = row.synced_blob_sha.as_deref().and_then(parse_blob);
+        if on_branch.map(|f| f.blob) != pushed {
+            return on_branch;
+        }
+    }
+    target.get(&row.path).copied()
 }
 
 #[cfg(test)]
@@ -166,53 +202,132 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn upstream_changes_import_conflict_or_settle() {
-        let blob = |c: &str| TreeFile {
-            blob: ObjectId::from_hex(c.repeat(40).as_bytes()).unwrap(),
-            executable: false,
-        };
-        let rows = vec![
-            row("synced.tf", FileState::Synced, false, "1"),
-            row("pending.tf", FileState::Pending, false, "2"),
+    fn tree(entries: &[(&str, &str)]) -> BTreeMap<String, TreeFile> {
+        entries
+            .iter()
+            .map(|(path, blob)| {
+                let file = TreeFile {
+                    blob: ObjectId::from_hex(blob.repeat(40).as_bytes()).unwrap(),
+                    executable: false,
+                };
+                (path.to_string(), file)
+            })
+            .collect()
+    }
+
+    fn pushed(mut row: ManagedFileRow, blob: &str) -> ManagedFileRow {
+        row.synced_blob_sha = Some(blob.repeat(40));
+        row
+    }
+
+    fn upstream_rows() -> Vec<ManagedFileRow> {
+        vec![
+            pushed(row("synced.tf", FileState::Synced, false, "1"), "1"),
+            pushed(row("pending.tf", FileState::Pending, false, "2"), "1"),
             row("same.tf", FileState::Pending, false, "3"),
-            row("deleted.tf", FileState::DeletedPending, false, "4"),
-        ];
-        let listing = BTreeMap::from([
-            ("synced.tf".to_string(), blob("a")),
-            ("pending.tf".to_string(), blob("b")),
-            ("same.tf".to_string(), blob("3")),
-            ("human.tf".to_string(), blob("c")),
+            pushed(
+                row("deleted.tf", FileState::DeletedPending, false, "4"),
+                "4",
+            ),
+            pushed(row("untouched.tf", FileState::Pending, false, "5"), "6"),
+            pushed(row("landed.tf", FileState::Pending, false, "7"), "8"),
+            pushed(row("pr.tf", FileState::Synced, false, "c"), "c"),
+            pushed(row("merged.tf", FileState::Synced, false, "e"), "e"),
+            pushed(
+                row("unlanded.tf", FileState::DeletedPending, false, "0"),
+                "0",
+            ),
+        ]
+    }
+
+    #[test]
+    fn upstream_changes_are_a_three_way_merge() {
+        let old = tree(&[
+            ("synced.tf", "1"),
+            ("pending.tf", "1"),
+            ("deleted.tf", "4"),
+            ("untouched.tf", "6"),
+            ("landed.tf", "9"),
+            ("pr.tf", "1"),
+            ("merged.tf", "1"),
         ]);
-        let change = |path: &str, kind| FileChange {
-            path: path.into(),
-            kind,
-        };
-        let changes = vec![
-            change("deleted.tf", ChangeKind::Deleted),
-            change("human.tf", ChangeKind::Added),
-            change("pending.tf", ChangeKind::Modified),
-            change("same.tf", ChangeKind::Modified),
-            change("synced.tf", ChangeKind::Modified),
-        ];
-        let actions = upstream_actions(&changes, &rows, &listing);
+        let new = tree(&[
+            ("synced.tf", "a"),
+            ("pending.tf", "b"),
+            ("same.tf", "3"),
+            ("untouched.tf", "6"),
+            ("landed.tf", "8"),
+            ("pr.tf", "d"),
+            ("merged.tf", "e"),
+            ("human.tf", "f"),
+            ("unlanded.tf", "0"),
+        ]);
+        let actions = upstream_actions(&upstream_rows(), Some(&old), &new);
         assert_eq!(
             actions,
             vec![
-                UpstreamAction::AlreadyThere {
-                    path: "deleted.tf".into()
+                // No change of graft's own: upstream's edit is imported.
+                UpstreamAction::Import {
+                    path: "synced.tf".into(),
+                    blob: new.get("synced.tf").copied(),
                 },
+                // Both sides changed it.
                 UpstreamAction::Conflict {
                     path: "pending.tf".into()
                 },
+                // Upstream already has graft's pending content.
                 UpstreamAction::AlreadyThere {
                     path: "same.tf".into()
                 },
-                UpstreamAction::Import {
-                    path: "synced.tf".into(),
-                    blob: Some(blob("a"))
+                // The deletion graft wanted happened upstream.
+                UpstreamAction::AlreadyThere {
+                    path: "deleted.tf".into()
+                },
+                // graft's open PR changes it and a human edited the target:
+                // importing would silently drop graft's change.
+                UpstreamAction::Conflict {
+                    path: "pr.tf".into()
+                },
+            ],
+            "untouched.tf (upstream unchanged), landed.tf (graft's own earlier \
+             push merged), merged.tf (graft's PR merged), unlanded.tf (removed \
+             after graft's PR was pushed, then the PR merged) and human.tf (not \
+             managed) need nothing"
+        );
+    }
+
+    #[test]
+    fn without_a_base_only_settled_files_are_decided() {
+        let new = tree(&[("synced.tf", "a"), ("pending.tf", "b"), ("same.tf", "3")]);
+        assert_eq!(
+            upstream_actions(&upstream_rows(), None, &new),
+            vec![
+                UpstreamAction::AlreadyThere {
+                    path: "same.tf".into()
+                },
+                UpstreamAction::AlreadyThere {
+                    path: "deleted.tf".into()
+                },
+                UpstreamAction::AlreadyThere {
+                    path: "unlanded.tf".into()
                 },
             ]
         );
+    }
+
+    #[test]
+    fn import_takes_a_human_edit_on_the_shared_branch_first() {
+        let file = pushed(row("x.tf", FileState::Pending, false, "2"), "1");
+        let target = tree(&[("x.tf", "a")]);
+        let edited = tree(&[("x.tf", "b")]);
+        let untouched = tree(&[("x.tf", "1")]);
+        let blob = |t: &BTreeMap<String, TreeFile>| t.get("x.tf").copied();
+        assert_eq!(import_source(&file, &target, Some(&edited)), blob(&edited));
+        assert_eq!(
+            import_source(&file, &target, Some(&untouched)),
+            blob(&target)
+        );
+        assert_eq!(import_source(&file, &target, None), blob(&target));
+        assert_eq!(import_source(&file, &tree(&[]), None), None);
     }
 }

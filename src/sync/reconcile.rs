@@ -6,6 +6,7 @@
 use gix::ObjectId;
 
 use crate::app::AppState;
+use crate::forge::PullRequestState;
 use crate::git::pipeline;
 use crate::git::read;
 use crate::store::audit::NewEvent;
@@ -29,6 +30,16 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
     let project = store.require_project(project_id).await?;
     let remote = run::remote_for(state, &project).await?;
     let now = now_ms();
+    // The PR graft recorded may have merged or closed without graft
+    // hearing of it (a missed webhook, or that webhook still queued behind
+    // this job): settle that first, rather than refreshing a dead PR.
+    if let Some(number) = project.pull_request_number {
+        let pr = remote.client.pull_request(number).await?;
+        if pr.state != PullRequestState::Open {
+            let merged = pr.state == PullRequestState::Merged;
+            return pull_request_closed(state, project_id, number, merged, None).await;
+        }
+    }
     // Cheap look first: most polls find nothing new.
     let head = remote.client.branch_head(&project.branch).await?;
     let pr_open = project.pull_request_number.is_some();
@@ -47,7 +58,7 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
     let target = fetched.head(&project.branch);
     let mut conflicts = project.conflicts.clone().unwrap_or_default();
     let last_seen = parse(project.last_synced_commit_sha.as_deref());
-    if target_moved && last_seen.is_some() {
+    if target_moved {
         let actions = upstream_actions(state, &project, &fetched, last_seen, target).await?;
         conflicts
             .extend(apply_upstream(state, &project, &fetched, &actions, "target branch").await?);
@@ -138,19 +149,26 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
     Ok(())
 }
 
-/// Graft's PR was merged or closed.
+/// Graft's PR `number` was merged or closed. Anything else (an older PR
+/// of graft's, one already settled) changes nothing.
 pub async fn pull_request_closed(
     state: &AppState,
     project_id: i64,
+    number: i64,
     merged: bool,
     merge_commit: Option<&str>,
 ) -> Result<(), SyncError> {
     let store = &state.store;
     let project = store.require_project(project_id).await?;
+    if project.pull_request_number != Some(number) {
+        return Ok(());
+    }
     let now = now_ms();
     let url = project.pull_request_url.clone();
     if merged {
-        store.forget_deleted(project_id).await?;
+        // What landed (deletions included) is settled by the reconcile
+        // queued below, against the merge commit: a deletion made after
+        // graft's last push did not land and stays pending.
         store.set_pull_request(project_id, None, None, now).await?;
         store.set_sync_branch_state(project_id, None, false).await?;
         store
@@ -180,13 +198,14 @@ pub async fn pull_request_closed(
     let (fetched, _target, listing) = fetch_target_listing(state, &project).await?;
     drop(fetched);
     let rows = store.files(project_id).await?;
-    let unlanded: Vec<String> = rows
+    let unlanded: Vec<(String, Option<String>)> = rows
         .iter()
         .filter(|r| r.state == FileState::Synced)
-        .filter(|r| {
-            listing.get(&r.path).map(|f| f.blob.to_string()).as_deref() != Some(r.blob_sha.as_str())
+        .filter_map(|r| {
+            let in_repository = listing.get(&r.path).map(|f| f.blob.to_string());
+            (in_repository.as_deref() != Some(r.blob_sha.as_str()))
+                .then(|| (r.path.clone(), in_repository))
         })
-        .map(|r| r.path.clone())
         .collect();
     store.mark_pending(project_id, &unlanded, now).await?;
     store.set_pull_request(project_id, None, None, now).await?;

@@ -8,7 +8,7 @@ use crate::app::AppState;
 use std::collections::BTreeMap;
 
 use crate::git::pipeline::{self, Fetched};
-use crate::git::read::{self, FileChange, TreeFile};
+use crate::git::read::{self, TreeFile};
 use crate::store::audit::NewEvent;
 use crate::store::files::FileState;
 use crate::store::now_ms;
@@ -17,7 +17,8 @@ use crate::store::projects::Project;
 use super::errors::SyncError;
 use super::plan::{self, UpstreamAction};
 
-/// How the managed subtree changed from `old` to `new`, per file.
+/// What the repository did to each managed file between `old` (the tree
+/// graft last saw) and `new` (see [`plan::upstream_actions`]).
 pub async fn upstream_actions(
     state: &AppState,
     project: &Project,
@@ -27,20 +28,27 @@ pub async fn upstream_actions(
 ) -> Result<Vec<UpstreamAction>, SyncError> {
     let rows = state.store.files(project.id).await?;
     let base_path = project.base_path.clone();
-    let (changes, listing) = fetched
+    let (old_listing, new_listing) = fetched
         .with_repo(move |repo| {
-            let old_exists = old.is_none_or(|id| repo.find_commit(id).is_ok());
             let new_listing = read::list_subtree(repo, read::commit_tree(repo, new)?, &base_path)?;
-            if !old_exists {
-                // History was rewritten; without the old commit, compare
-                // with what graft has instead.
-                return Ok((Vec::<FileChange>::new(), new_listing));
-            }
-            let old_listing = read::list_subtree(repo, read::commit_tree(repo, old)?, &base_path)?;
-            Ok((read::diff_listings(&old_listing, &new_listing), new_listing))
+            // Without the old commit (history rewritten, or none yet) there
+            // is no base to compare with.
+            let old_listing = match old {
+                Some(id) if repo.find_commit(id).is_ok() => Some(read::list_subtree(
+                    repo,
+                    read::commit_tree(repo, Some(id))?,
+                    &base_path,
+                )?),
+                _ => None,
+            };
+            Ok((old_listing, new_listing))
         })
         .await?;
-    Ok(plan::upstream_actions(&changes, &rows, &listing))
+    Ok(plan::upstream_actions(
+        &rows,
+        old_listing.as_ref(),
+        &new_listing,
+    ))
 }
 
 /// Applies imports; returns the conflicting paths.

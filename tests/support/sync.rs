@@ -71,3 +71,53 @@ pub async fn settled(h: &Harness, project: i64, status: SyncStatus) -> Project {
     })
     .await
 }
+
+/// A GitHub project on `repo`, `main`, with auto-sync on.
+pub async fn github_project(
+    h: &Harness,
+    repo: &str,
+    mode: graft::store::projects::Mode,
+    base_path: &str,
+) -> Project {
+    h.app
+        .store
+        .create_project(
+            &graft::store::projects::NewProject {
+                provider: "github".into(),
+                integration_id: None,
+                repo: repo.into(),
+                branch: "main".into(),
+                base_path: base_path.into(),
+                kind: graft::store::projects::Kind::Iac,
+                mode,
+                auto_sync: true,
+                auto_merge: false,
+                sync_branch: None,
+            },
+            now_ms(),
+        )
+        .await
+        .unwrap()
+}
+
+/// The kinds of the project's audit events, newest first.
+pub async fn event_kinds(h: &Harness, project: i64) -> Vec<String> {
+    h.app
+        .store
+        .list_events(Some(project), 200)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}
+
+/// Changes the managed set without scheduling anything: a change that
+/// arrives while graft's last push is still in review.
+pub async fn put_quietly(h: &Harness, project: i64, files: &[FileInput]) {
+    h.app
+        .store
+        .put_files(project, files, false, now_ms())
+        .await
+        .unwrap();
+}
