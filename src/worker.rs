@@ -51,7 +51,7 @@ impl JobHandler for GraftJobs {
             SYNC_JOB => {
                 let request: SyncRequest = serde_json::from_str(&job.payload)
                     .map_err(|e| JobError::Fatal(format!("bad sync request: {e}")))?;
-                run::run(&self.state, project()?, &request, job.id)
+                run::run(&self.state, project()?, &request)
                     .await
                     .map_err(|e| e.into_job_error())
             }

@@ -64,6 +64,38 @@ struct Counting {
     started: Notify,
     hold: Option<Duration>,
     running: AtomicUsize,
+    /// Runs that got to the end of their work (not dropped half-way).
+    finished: AtomicUsize,
+    /// Handler runs in flight per project, and the most ever seen at once.
+    in_flight: std::sync::Mutex<HashMap<i64, usize>>,
+    max_in_flight_per_project: AtomicUsize,
+}
+
+/// Counts a run in flight until it ends or is dropped.
+struct InFlight<'a>(&'a Counting, Option<i64>);
+
+impl<'a> InFlight<'a> {
+    fn enter(counting: &'a Counting, project: Option<i64>) -> Self {
+        counting.running.fetch_add(1, Ordering::SeqCst);
+        if let Some(project) = project {
+            let mut map = counting.in_flight.lock().unwrap();
+            let n = map.entry(project).or_default();
+            *n += 1;
+            counting
+                .max_in_flight_per_project
+                .fetch_max(*n, Ordering::SeqCst);
+        }
+        InFlight(counting, project)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        if let Some(project) = self.1 {
+            *self.0.in_flight.lock().unwrap().entry(project).or_default() -= 1;
+        }
+    }
 }
 
 impl JobHandler for Counting {
@@ -74,12 +106,13 @@ impl JobHandler for Counting {
             *entry += 1;
             *entry
         };
-        self.running.fetch_add(1, Ordering::SeqCst);
+        let in_flight = InFlight::enter(self, job.project_id);
         self.started.notify_waiters();
         if let Some(hold) = self.hold {
             tokio::time::sleep(hold).await;
         }
-        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        drop(in_flight);
         if count <= self.fail_times {
             return Err(JobError::retry(format!("transient failure {count}")));
         }
@@ -207,20 +240,9 @@ async fn concurrent_claimers_never_run_two_jobs_of_one_project(db: TestDb) {
         start(&store, handler.clone(), config.clone()),
         start(&store, handler.clone(), config),
     ];
-    let max_parallel_per_project = Arc::new(AtomicUsize::new(0));
     eventually("all jobs done", Duration::from_secs(30), || {
         let store = store.clone();
-        let max = max_parallel_per_project.clone();
         async move {
-            let rows: Vec<(Option<i64>, i64)> = sqlx::query_as(
-                "SELECT project_id, COUNT(*) FROM jobs WHERE state = 'running' GROUP BY project_id",
-            )
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-            for (_, n) in rows {
-                max.fetch_max(usize::try_from(n).unwrap(), Ordering::SeqCst);
-            }
             let counts = store.job_counts().await.unwrap();
             (counts == vec![("done".to_string(), 24)]).then_some(())
         }
@@ -229,10 +251,60 @@ async fn concurrent_claimers_never_run_two_jobs_of_one_project(db: TestDb) {
     for pool in pools {
         pool.stop().await;
     }
-    assert!(max_parallel_per_project.load(Ordering::SeqCst) <= 1);
+    // Measured where the work runs, not in the table the index guards.
+    assert_eq!(
+        handler.max_in_flight_per_project.load(Ordering::SeqCst),
+        1,
+        "at most one run per project at a time, across both pools"
+    );
     let runs = handler.runs.lock().await;
     assert_eq!(runs.len(), 24);
     assert!(runs.values().all(|n| *n == 1), "{runs:?}");
+}
+
+async fn a_lost_lease_stops_the_job(db: TestDb) {
+    let store = db.store().await;
+    let id = store
+        .enqueue(&job("k", Some(1), 0), 0)
+        .await
+        .unwrap()
+        .unwrap();
+    let handler = Arc::new(Counting {
+        hold: Some(Duration::from_secs(20)),
+        ..Counting::default()
+    });
+    let pool = start(
+        &store,
+        handler.clone(),
+        PoolConfig {
+            workers: 1,
+            lease: Duration::from_millis(600),
+            ..fast_pool()
+        },
+    );
+    eventually("the job runs", Duration::from_secs(10), || {
+        let running = handler.running.load(Ordering::SeqCst);
+        async move { (running == 1).then_some(()) }
+    })
+    .await;
+    // Another replica took the job over (say this one stalled past its
+    // lease): the first run must stop rather than run beside it.
+    sqlx::query("UPDATE jobs SET locked_by = 'other-replica', locked_until = $1 WHERE id = $2")
+        .bind(i64::MAX / 2)
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    eventually("the run is dropped", Duration::from_secs(10), || {
+        let running = handler.running.load(Ordering::SeqCst);
+        async move { (running == 0).then_some(()) }
+    })
+    .await;
+    pool.stop().await;
+    assert_eq!(handler.finished.load(Ordering::SeqCst), 0);
+    assert!(handler.gave_up.lock().await.is_empty());
+    let row = store.job(id).await.unwrap().unwrap();
+    assert_eq!(row.state, "running", "the new holder's job is left alone");
 }
 
 async fn identical_queued_work_coalesces(db: TestDb) {
@@ -386,7 +458,36 @@ async fn shutdown_puts_unfinished_jobs_back(db: TestDb) {
     );
 }
 
+async fn shutdown_lets_a_running_job_finish_within_the_grace(db: TestDb) {
+    let store = db.store().await;
+    let now = graft::store::now_ms();
+    let id = store
+        .enqueue(&job("short", Some(1), now), now)
+        .await
+        .unwrap()
+        .unwrap();
+    let handler = Arc::new(Counting {
+        hold: Some(Duration::from_millis(400)),
+        ..Counting::default()
+    });
+    let config = PoolConfig {
+        workers: 1,
+        shutdown_grace: Duration::from_secs(10),
+        ..fast_pool()
+    };
+    let pool = start(&store, handler.clone(), config);
+    eventually("job started", Duration::from_secs(10), || async {
+        (handler.running.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    pool.stop().await;
+    assert_eq!(handler.finished.load(Ordering::SeqCst), 1);
+    assert_eq!(store.job(id).await.unwrap().unwrap().state, "done");
+}
+
 both_backends!(
+    a_lost_lease_stops_the_job,
+    shutdown_lets_a_running_job_finish_within_the_grace,
     an_expired_lease_makes_the_job_claimable_exactly_once,
     a_crashed_workers_job_runs_again_exactly_once,
     one_running_job_per_project,

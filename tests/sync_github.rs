@@ -666,6 +666,12 @@ async fn a_token_that_lost_permission_is_an_error_naming_it(db: TestDb) {
         .unwrap()
         .unwrap();
     assert_eq!(job.attempts, 1, "no retry storm");
+    let failures = events(&h, p.id)
+        .await
+        .into_iter()
+        .filter(|k| k == "sync.failed")
+        .count();
+    assert_eq!(failures, 1, "one failure, recorded once");
     h.stop().await;
 }
 

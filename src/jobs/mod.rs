@@ -180,19 +180,25 @@ impl<H: JobHandler> Worker<H> {
             let seconds = started.elapsed().as_secs_f64();
             let now = now_ms();
             let label = match &outcome {
-                None => "released",
-                Some(Ok(())) => "success",
-                Some(Err(JobError::Retry { .. })) if job.attempts < job.max_attempts => "retry",
-                Some(Err(_)) => "failed",
+                Outcome::Released => "released",
+                Outcome::LeaseLost => "lease_lost",
+                Outcome::Done(Ok(())) => "success",
+                Outcome::Done(Err(JobError::Retry { .. })) if job.attempts < job.max_attempts => "retry",
+                Outcome::Done(Err(_)) => "failed",
             };
             self.metrics.job_finished(&job.kind, label, seconds);
             let recorded = match outcome {
-                None => {
+                Outcome::LeaseLost => {
+                    // Another worker holds the job now; its outcome is theirs.
+                    warn!("lease lost while running; the job was stopped and left to its new holder");
+                    return;
+                }
+                Outcome::Released => {
                     info!("shutting down: job put back in the queue");
                     self.store.requeue_job(job.id, &self.id, now, now, None, false).await
                 }
-                Some(Ok(())) => self.store.complete_job(job.id, &self.id, now).await,
-                Some(Err(JobError::Retry { message, after })) if job.attempts < job.max_attempts => {
+                Outcome::Done(Ok(())) => self.store.complete_job(job.id, &self.id, now).await,
+                Outcome::Done(Err(JobError::Retry { message, after })) if job.attempts < job.max_attempts => {
                     let delay = self
                         .config
                         .backoff
@@ -203,7 +209,7 @@ impl<H: JobHandler> Worker<H> {
                         .requeue_job(job.id, &self.id, now, now + millis(delay), Some(&message), true)
                         .await
                 }
-                Some(Err(e)) => {
+                Outcome::Done(Err(e)) => {
                     self.give_up(&job, &e.to_string()).await;
                     return;
                 }
@@ -218,28 +224,47 @@ impl<H: JobHandler> Worker<H> {
         .await
     }
 
+    /// The handler's bookkeeping (the project's error, the delivery's
+    /// state) lands while the job still shows as running, so whoever waits
+    /// for the job to end sees it; and only while this worker holds it.
     async fn give_up(&self, job: &Job, message: &str) {
         error!(error = %message, "job failed for good");
+        let until = now_ms() + millis(self.config.lease);
+        match self.store.renew_lease(job.id, &self.id, until).await {
+            Ok(true) => self.handler.gave_up(job, message).await,
+            Ok(false) => {
+                warn!("lease was lost before the failure was recorded");
+                return;
+            }
+            Err(e) => {
+                error!(error = %e, "could not record the job failure");
+                return;
+            }
+        }
         match self
             .store
             .fail_job(job.id, &self.id, now_ms(), message)
             .await
         {
-            Ok(true) => self.handler.gave_up(job, message).await,
+            Ok(true) => {}
             Ok(false) => warn!("lease was lost before the failure was recorded"),
             Err(e) => error!(error = %e, "could not record the job failure"),
         }
     }
 
-    /// Runs the handler while renewing the lease. `None` when shutdown came
-    /// and the grace period ran out first.
-    async fn run_with_lease(&mut self, job: &Job) -> Option<Result<(), JobError>> {
+    /// Runs the handler while renewing the lease. The work is dropped (at
+    /// its next await point) when shutdown came and the grace period ran
+    /// out, or when the lease was lost: another worker may have claimed the
+    /// job, and one project's jobs must never run twice at once.
+    async fn run_with_lease(&mut self, job: &Job) -> Outcome {
         let renew_every = self.config.lease / 3;
         let work = self.handler.run(job);
         tokio::pin!(work);
         let mut renew =
             tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
         let mut grace_deadline: Option<tokio::time::Instant> = None;
+        // Until when the lease surely holds, as far as this worker knows.
+        let mut held_until = tokio::time::Instant::now() + self.config.lease;
         loop {
             let grace = async {
                 match grace_deadline {
@@ -248,13 +273,19 @@ impl<H: JobHandler> Worker<H> {
                 }
             };
             tokio::select! {
-                result = &mut work => return Some(result),
+                result = &mut work => return Outcome::Done(result),
                 _ = renew.tick() => {
+                    let asked = tokio::time::Instant::now();
                     let until = now_ms() + millis(self.config.lease);
                     match self.store.renew_lease(job.id, &self.id, until).await {
-                        Ok(true) => {}
-                        Ok(false) => warn!("lease lost while running; another worker may run the job too"),
-                        Err(e) => warn!(error = %e, "could not renew the lease"),
+                        Ok(true) => held_until = asked + self.config.lease,
+                        Ok(false) => return Outcome::LeaseLost,
+                        Err(e) => {
+                            warn!(error = %e, "could not renew the lease");
+                            if tokio::time::Instant::now() >= held_until {
+                                return Outcome::LeaseLost;
+                            }
+                        }
                     }
                 }
                 changed = self.shutdown.changed(), if grace_deadline.is_none() => {
@@ -262,8 +293,16 @@ impl<H: JobHandler> Worker<H> {
                         grace_deadline = Some(tokio::time::Instant::now() + self.config.shutdown_grace);
                     }
                 }
-                _ = grace => return None,
+                _ = grace => return Outcome::Released,
             }
         }
     }
+}
+/// How a run under a lease ended.
+enum Outcome {
+    Done(Result<(), JobError>),
+    /// Shutdown's grace period ran out; the job goes back to the queue.
+    Released,
+    /// The lease was lost (or could not be renewed in time).
+    LeaseLost,
 }

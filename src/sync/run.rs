@@ -48,25 +48,20 @@ pub async fn remote_for(state: &AppState, project: &Project) -> Result<Remote, S
     })
 }
 
-/// The sync job's entry point; records failures on the project.
+/// The sync job's entry point. A failure is recorded on the project once,
+/// by the worker when it gives up (at once for a fatal error, after the
+/// retries for a transient one): see `GraftJobs::gave_up`.
 pub async fn run(
     state: &AppState,
     project_id: i64,
     request: &SyncRequest,
-    job_id: i64,
 ) -> Result<(), SyncError> {
     let store = &state.store;
     let project = store.require_project(project_id).await?;
     store
         .set_sync_status(project_id, SyncStatus::Syncing, None, now_ms())
         .await?;
-    let result = sync(state, &project, request).await;
-    if let Err(error) = &result
-        && error.retry().is_none()
-    {
-        record_failure(state, project_id, &error.describe(), Some(job_id)).await;
-    }
-    result
+    sync(state, &project, request).await
 }
 
 /// Marks the project failed, writes the audit event and tells the PR.
