@@ -11,17 +11,18 @@ use axum::{Extension, Json, Router};
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde_json::{Value, json};
+use sqlx::AnyConnection;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::input::{Fields, query_flag};
 use super::projects::{actor, load_project};
 use crate::app::AppState;
-use crate::store::audit::NewEvent;
-use crate::store::files::{Change, ChangedPath, FileInput, ManagedFileRow};
-use crate::store::now_ms;
-use crate::store::projects::Project;
-use crate::sync::schedule::{SyncRequest, enqueue_sync, on_files_changed};
+use crate::store::audit::{NewEvent, record_event_in};
+use crate::store::files::{self, Change, ChangedPath, FileInput, ManagedFileRow};
+use crate::store::projects::{self, Project};
+use crate::store::{StoreError, now_ms};
+use crate::sync::schedule::{SyncRequest, enqueue_sync_in, on_files_changed};
 use crate::validation;
 
 /// Largest file graft accepts (decoded bytes).
@@ -204,11 +205,68 @@ pub fn check_layout<'a>(
     Ok(())
 }
 
-/// What follows a change of files: the hold on auto-sync lifts, a sync may
-/// be queued (coalesced with one already queued), the audit log records it.
-/// Returns the queued sync job, if any.
-async fn after_change(
+/// One change of the managed set, as the API asks for it.
+enum FileOp<'a> {
+    Put {
+        files: &'a [FileInput],
+        delete_missing: bool,
+        source: Option<&'a str>,
+    },
+    Delete {
+        path: &'a str,
+    },
+}
+
+/// Applies `op` and everything that follows from it in one transaction:
+/// the files, the lifted hold on auto-sync, the queued sync (coalesced with
+/// one already queued) and the audit event. A failure anywhere leaves
+/// nothing behind, so a retried request is not mistaken for "no change".
+/// Returns the changes and the queued sync job, if any.
+async fn apply(
     state: &AppState,
+    project: &Project,
+    caller: &Caller,
+    op: FileOp<'_>,
+) -> Result<(Vec<ChangedPath>, Option<i64>), ApiError> {
+    let now = now_ms();
+    let mut tx = state.store.begin_write().await?;
+    let (changes, source) = match op {
+        FileOp::Put {
+            files,
+            delete_missing,
+            source,
+        } => {
+            // With `delete_missing`, only the files named stay.
+            let kept = if delete_missing {
+                Vec::new()
+            } else {
+                files::live_paths_in(&mut tx, project.id).await?
+            };
+            check_layout(kept.iter().map(String::as_str), files)?;
+            let changes =
+                files::put_files_in(&mut tx, project.id, files, delete_missing, now).await?;
+            if source.is_some() {
+                projects::set_source_in(&mut tx, project.id, source).await?;
+            }
+            (changes, source)
+        }
+        FileOp::Delete { path } => {
+            let change = files::delete_file_in(&mut tx, project.id, path, now).await?;
+            (change.into_iter().collect(), None)
+        }
+    };
+    let job = after_change(&mut tx, project, caller, &changes, source, now).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    if job.is_some() {
+        state.job_wake.notify_waiters();
+    }
+    Ok((changes, job))
+}
+
+/// What follows a change of files: the hold on auto-sync lifts, a sync may
+/// be queued, the audit log records it.
+async fn after_change(
+    conn: &mut AnyConnection,
     project: &Project,
     caller: &Caller,
     changes: &[ChangedPath],
@@ -220,10 +278,7 @@ async fn after_change(
     }
     let actor = actor(caller);
     if project.auto_sync_held {
-        state
-            .store
-            .set_auto_sync_held(project.id, false, now)
-            .await?;
+        projects::set_auto_sync_held_in(conn, project.id, false, now).await?;
     }
     let job = match on_files_changed(project, changes) {
         Some(scope) => {
@@ -233,9 +288,7 @@ async fn after_change(
                 rebase: false,
                 actor: actor.clone(),
             };
-            let id = enqueue_sync(&state.store, project.id, &request, now).await?;
-            state.job_wake.notify_waiters();
-            Some(id)
+            Some(enqueue_sync_in(conn, project.id, &request, now).await?)
         }
         None => None,
     };
@@ -256,20 +309,19 @@ async fn after_change(
         "source": source,
         "sync_job_id": job,
     });
-    state
-        .store
-        .record_event(
-            &NewEvent {
-                project_id: Some(project.id),
-                actor: &actor,
-                kind: "files.updated",
-                message: &message,
-                details: Some(details),
-                ..NewEvent::default()
-            },
-            now,
-        )
-        .await?;
+    record_event_in(
+        conn,
+        &NewEvent {
+            project_id: Some(project.id),
+            actor: &actor,
+            kind: "files.updated",
+            message: &message,
+            details: Some(details),
+            ..NewEvent::default()
+        },
+        now,
+    )
+    .await?;
     Ok(job)
 }
 
@@ -285,33 +337,12 @@ async fn put_files(
 ) -> Result<impl IntoResponse, ApiError> {
     let project = load_project(&state.store, &id).await?;
     let put = parse_files_put(body)?;
-    // With `delete_missing`, only the files named stay.
-    let kept = if put.delete_missing {
-        Vec::new()
-    } else {
-        state.store.live_paths(project.id).await?
+    let op = FileOp::Put {
+        files: &put.files,
+        delete_missing: put.delete_missing,
+        source: put.source.as_deref(),
     };
-    check_layout(kept.iter().map(String::as_str), &put.files)?;
-    let now = now_ms();
-    let changes = state
-        .store
-        .put_files(project.id, &put.files, put.delete_missing, now)
-        .await?;
-    if put.source.is_some() {
-        state
-            .store
-            .set_source(project.id, put.source.as_deref())
-            .await?;
-    }
-    let job = after_change(
-        &state,
-        &project,
-        &caller,
-        &changes,
-        put.source.as_deref(),
-        now,
-    )
-    .await?;
+    let (changes, job) = apply(&state, &project, &caller, op).await?;
     Ok(changed_json(&changes, job))
 }
 
@@ -384,14 +415,12 @@ async fn put_file(
         sync_on_change: f.opt_bool("sync_on_change")?,
         executable: f.opt_bool("executable")?,
     };
-    let kept = state.store.live_paths(project.id).await?;
-    check_layout(kept.iter().map(String::as_str), std::slice::from_ref(&file))?;
-    let now = now_ms();
-    let changes = state
-        .store
-        .put_files(project.id, std::slice::from_ref(&file), false, now)
-        .await?;
-    let job = after_change(&state, &project, &caller, &changes, None, now).await?;
+    let op = FileOp::Put {
+        files: std::slice::from_ref(&file),
+        delete_missing: false,
+        source: None,
+    };
+    let (changes, job) = apply(&state, &project, &caller, op).await?;
     Ok(changed_json(&changes, job))
 }
 
@@ -404,15 +433,8 @@ async fn delete_file(
     if state.store.file(project.id, &path).await?.is_none() {
         return Err(not_managed(&project, &path));
     }
-    let now = now_ms();
     // Already `deleted_pending`: nothing changes, and the answer says so.
-    let changes: Vec<ChangedPath> = state
-        .store
-        .delete_file(project.id, &path, now)
-        .await?
-        .into_iter()
-        .collect();
-    let job = after_change(&state, &project, &caller, &changes, None, now).await?;
+    let (changes, job) = apply(&state, &project, &caller, FileOp::Delete { path: &path }).await?;
     Ok(changed_json(&changes, job))
 }
 

@@ -28,23 +28,33 @@ pub struct AuditEvent {
     pub created_at: i64,
 }
 
+/// Appends to the audit log inside the caller's transaction.
+pub async fn record_event_in(
+    conn: &mut sqlx::AnyConnection,
+    event: &NewEvent<'_>,
+    now: i64,
+) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO events (project_id, actor, kind, message, commit_sha, pull_request_url, \
+         details, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(event.project_id)
+    .bind(event.actor)
+    .bind(event.kind)
+    .bind(event.message)
+    .bind(event.commit_sha)
+    .bind(event.pull_request_url)
+    .bind(event.details.as_ref().map(|d| d.to_string()))
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.get(0))
+}
+
 impl Store {
     pub async fn record_event(&self, event: &NewEvent<'_>, now: i64) -> Result<i64> {
-        let row = sqlx::query(
-            "INSERT INTO events (project_id, actor, kind, message, commit_sha, pull_request_url, \
-             details, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-        )
-        .bind(event.project_id)
-        .bind(event.actor)
-        .bind(event.kind)
-        .bind(event.message)
-        .bind(event.commit_sha)
-        .bind(event.pull_request_url)
-        .bind(event.details.as_ref().map(|d| d.to_string()))
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.get(0))
+        let mut conn = self.pool.acquire().await?;
+        record_event_in(&mut conn, event, now).await
     }
 
     /// Newest first; `project_id = None` lists events not tied to a project.

@@ -209,9 +209,62 @@ async fn delete_in(
     }))
 }
 
+/// Replaces or extends the managed set; with `delete_missing`, files not
+/// named are removed. The caller's transaction makes it all or nothing.
+pub async fn put_files_in(
+    conn: &mut AnyConnection,
+    project: i64,
+    files: &[FileInput],
+    delete_missing: bool,
+    now: i64,
+) -> Result<Vec<ChangedPath>> {
+    let mut changes = Vec::new();
+    for file in files {
+        changes.extend(put_in(conn, project, file, now).await?);
+    }
+    if delete_missing {
+        let named: std::collections::HashSet<&str> =
+            files.iter().map(|f| f.path.as_str()).collect();
+        let existing: Vec<String> =
+            sqlx::query("SELECT path FROM managed_files WHERE project_id = $1")
+                .bind(project)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+        for path in existing.iter().filter(|p| !named.contains(p.as_str())) {
+            changes.extend(delete_in(conn, project, path, now).await?);
+        }
+    }
+    changes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(changes)
+}
+
+/// Removes one file (see `delete_in`); `None` when nothing changed.
+pub async fn delete_file_in(
+    conn: &mut AnyConnection,
+    project: i64,
+    path: &str,
+    now: i64,
+) -> Result<Option<ChangedPath>> {
+    delete_in(conn, project, path, now).await
+}
+
+/// Paths of the files that stay in the repository (not
+/// `deleted_pending`), without their contents.
+pub async fn live_paths_in(conn: &mut AnyConnection, project: i64) -> Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT path FROM managed_files WHERE project_id = $1 AND state <> 'deleted_pending'",
+    )
+    .bind(project)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 impl Store {
-    /// Replaces or extends the managed set in one transaction: all or
-    /// nothing. With `delete_missing`, files not named are removed.
+    /// [`put_files_in`] in a transaction of its own.
     pub async fn put_files(
         &self,
         project: i64,
@@ -220,27 +273,8 @@ impl Store {
         now: i64,
     ) -> Result<Vec<ChangedPath>> {
         let mut tx = self.begin_write().await?;
-        let mut changes = Vec::new();
-        for file in files {
-            changes.extend(put_in(&mut tx, project, file, now).await?);
-        }
-        if delete_missing {
-            let named: std::collections::HashSet<&str> =
-                files.iter().map(|f| f.path.as_str()).collect();
-            let existing: Vec<String> =
-                sqlx::query("SELECT path FROM managed_files WHERE project_id = $1")
-                    .bind(project)
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-            for path in existing.iter().filter(|p| !named.contains(p.as_str())) {
-                changes.extend(delete_in(&mut tx, project, path, now).await?);
-            }
-        }
+        let changes = put_files_in(&mut tx, project, files, delete_missing, now).await?;
         tx.commit().await?;
-        changes.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(changes)
     }
 
@@ -266,16 +300,9 @@ impl Store {
         Ok(rows.iter().map(from_row).collect())
     }
 
-    /// Paths of the files that stay in the repository (not
-    /// `deleted_pending`), without their contents.
     pub async fn live_paths(&self, project: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT path FROM managed_files WHERE project_id = $1 AND state <> 'deleted_pending'",
-        )
-        .bind(project)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let mut conn = self.pool.acquire().await?;
+        live_paths_in(&mut conn, project).await
     }
 
     pub async fn file(&self, project: i64, path: &str) -> Result<Option<ManagedFileRow>> {

@@ -2,8 +2,8 @@
 //! repository, with the sync state users see (SPEC §2).
 
 use serde::Serialize;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::{Result, Store, StoreError, flag, is_unique_violation};
 
@@ -530,23 +530,35 @@ impl Store {
     }
 
     pub async fn set_auto_sync_held(&self, id: i64, held: bool, now: i64) -> Result<()> {
-        sqlx::query("UPDATE projects SET auto_sync_held = $1, updated_at = $2 WHERE id = $3")
-            .bind(flag(held))
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        set_auto_sync_held_in(&mut conn, id, held, now).await
     }
+}
 
-    pub async fn set_source(&self, id: i64, source: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE projects SET source = COALESCE($1, source) WHERE id = $2")
-            .bind(source)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
+pub async fn set_auto_sync_held_in(
+    conn: &mut AnyConnection,
+    id: i64,
+    held: bool,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE projects SET auto_sync_held = $1, updated_at = $2 WHERE id = $3")
+        .bind(flag(held))
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Remembers the generator that last sent files (for commit messages);
+/// `None` keeps the one before.
+pub async fn set_source_in(conn: &mut AnyConnection, id: i64, source: Option<&str>) -> Result<()> {
+    sqlx::query("UPDATE projects SET source = COALESCE($1, source) WHERE id = $2")
+        .bind(source)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

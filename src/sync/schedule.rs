@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::store::files::ChangedPath;
-use crate::store::jobs::NewJob;
+use sqlx::AnyConnection;
+
+use crate::store::jobs::{NewJob, enqueue_in};
 use crate::store::projects::{Kind, Project};
 use crate::store::{Result, Store};
 
@@ -60,19 +62,59 @@ pub async fn enqueue_sync(
     request: &SyncRequest,
     now: i64,
 ) -> Result<i64> {
+    let mut tx = store.begin_write().await?;
+    let id = enqueue_sync_in(&mut tx, project, request, now).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// [`enqueue_sync`] inside the caller's transaction, so the change that
+/// asks for the sync and the job commit together.
+pub async fn enqueue_sync_in(
+    conn: &mut AnyConnection,
+    project: i64,
+    request: &SyncRequest,
+    now: i64,
+) -> Result<i64> {
+    let key = dedupe_key(project);
     let job = NewJob {
         project_id: Some(project),
-        dedupe_key: Some(dedupe_key(project)),
-        ..NewJob::new(
-            SYNC_JOB,
-            serde_json::to_value(request).unwrap_or_default(),
-            now,
-        )
+        dedupe_key: Some(key.clone()),
+        ..NewJob::new(SYNC_JOB, serde_json::json!(request), now)
     };
-    if let Some(id) = store.enqueue(&job, now).await? {
-        return Ok(id);
-    }
-    store.widen_queued_sync(&dedupe_key(project), request).await
+    // The queued twin may start between the insert and the look-up; then a
+    // fresh job queues behind it on the next round.
+    let mut round = 0;
+    let (id, payload) = loop {
+        if let Some(id) = enqueue_in(conn, &job, now).await? {
+            return Ok(id);
+        }
+        let queued: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, payload FROM jobs WHERE dedupe_key = $1 AND state = 'queued'",
+        )
+        .bind(&key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match queued {
+            Some(found) => break found,
+            None if round < 3 => round += 1,
+            None => {
+                return Err(crate::store::StoreError::Conflict(format!(
+                    "could not queue sync job `{key}`: it kept starting meanwhile; try again"
+                )));
+            }
+        }
+    };
+    let merged = match serde_json::from_str::<SyncRequest>(&payload) {
+        Ok(queued) => merge_requests(&queued, request),
+        Err(_) => request.clone(),
+    };
+    sqlx::query("UPDATE jobs SET payload = $1 WHERE id = $2")
+        .bind(serde_json::json!(merged).to_string())
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(id)
 }
 
 /// Queues a reconcile of one project (coalesced like syncs).
@@ -105,48 +147,6 @@ pub fn merge_requests(queued: &SyncRequest, new: &SyncRequest) -> SyncRequest {
         } else {
             new.actor.clone()
         },
-    }
-}
-
-impl Store {
-    /// Merges `request` into the queued sync with `key`; returns its id.
-    async fn widen_queued_sync(&self, key: &str, request: &SyncRequest) -> Result<i64> {
-        let mut tx = self.begin_write().await?;
-        let row: Option<(i64, String)> = sqlx::query_as(
-            "SELECT id, payload FROM jobs WHERE dedupe_key = $1 AND state = 'queued'",
-        )
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((id, payload)) = row else {
-            // It started meanwhile: queue a fresh one behind it.
-            tx.commit().await?;
-            let now = crate::store::now_ms();
-            let job = NewJob {
-                dedupe_key: Some(key.to_string()),
-                project_id: key.rsplit(':').next().and_then(|p| p.parse().ok()),
-                ..NewJob::new(
-                    SYNC_JOB,
-                    serde_json::to_value(request).unwrap_or_default(),
-                    now,
-                )
-            };
-            return Ok(self.enqueue(&job, now).await?.unwrap_or_default());
-        };
-        let queued: SyncRequest = serde_json::from_str(&payload).unwrap_or(SyncRequest {
-            scope: Scope::All,
-            force: false,
-            rebase: false,
-            actor: String::new(),
-        });
-        let merged = merge_requests(&queued, request);
-        sqlx::query("UPDATE jobs SET payload = $1 WHERE id = $2")
-            .bind(serde_json::to_string(&merged).unwrap_or_default())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(id)
     }
 }
 
