@@ -79,6 +79,12 @@ impl JobHandler for GraftJobs {
         }
     }
 
+    fn merge_payloads(&self, kind: &str, queued: &str, superseded: &str) -> Option<String> {
+        (kind == SYNC_JOB)
+            .then(|| merge_sync_payloads(queued, superseded))
+            .flatten()
+    }
+
     async fn gave_up(&self, job: &Job, error: &str) {
         if job.kind == commands::JOB_KIND {
             commands::execute::gave_up(&self.state, job, error).await;
@@ -262,6 +268,14 @@ impl GraftJobs {
     }
 }
 
+/// A retried sync meeting a queued one: the queued one carries both (its
+/// actor, the wider scope, `--force` and `rebase` if either asked).
+fn merge_sync_payloads(queued: &str, superseded: &str) -> Option<String> {
+    let queued: SyncRequest = serde_json::from_str(queued).ok()?;
+    let superseded: SyncRequest = serde_json::from_str(superseded).ok()?;
+    serde_json::to_string(&schedule::merge_requests(&superseded, &queued)).ok()
+}
+
 /// Whether a push's changed paths reach into `base_path`. Forges truncate
 /// the list on big pushes; an empty list is taken as "maybe".
 fn touches(changed: &[String], base_path: &str) -> bool {
@@ -276,7 +290,20 @@ fn touches(changed: &[String], base_path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::touches;
+    use super::{merge_sync_payloads, touches};
+
+    #[test]
+    fn a_superseded_sync_keeps_its_force() {
+        let retried = r#"{"scope":"flagged","force":true,"rebase":false,"actor":"comment:a"}"#;
+        let queued = r#"{"scope":"all","force":false,"rebase":false,"actor":"token:gen"}"#;
+        let merged: serde_json::Value =
+            serde_json::from_str(&merge_sync_payloads(queued, retried).unwrap()).unwrap();
+        assert_eq!(
+            merged,
+            serde_json::json!({"scope":"all","force":true,"rebase":false,"actor":"token:gen","automatic":false})
+        );
+        assert_eq!(merge_sync_payloads("not json", retried), None);
+    }
 
     #[test]
     fn pushes_touch_projects_by_path_prefix() {

@@ -324,13 +324,28 @@ async fn identical_queued_work_coalesces(db: TestDb) {
     // closed as superseded instead.
     assert!(
         store
-            .requeue_job(first.unwrap(), "w", 12, 12, Some("retry"), true)
+            .requeue_job(
+                first.unwrap(),
+                "w",
+                12,
+                12,
+                Some("retry"),
+                true,
+                |queued, this| { Some(format!("[{queued},{this}]")) }
+            )
             .await
             .unwrap()
     );
     let record = store.job(first.unwrap()).await.unwrap().unwrap();
     assert_eq!(record.state, "done");
     assert!(record.last_error.unwrap().contains("superseded"));
+    // What the superseded job carried is folded into the queued one.
+    let (payload,): (String,) = sqlx::query_as("SELECT payload FROM jobs WHERE id = $1")
+        .bind(second.unwrap())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(payload, "[{},{}]");
 }
 
 async fn failures_retry_with_backoff_then_give_up(db: TestDb) {

@@ -6,7 +6,7 @@ mod support;
 use graft::store::files::FileState;
 use graft::store::now_ms;
 use graft::store::projects::{Kind, Mode, NewProject, Project, SyncStatus};
-use graft::sync::schedule::{self, Scope, SyncRequest};
+use graft::sync::schedule::{self, SyncRequest};
 use support::TestDb;
 use support::fake_github::BOT_LOGIN;
 use support::harness::Harness;
@@ -694,19 +694,9 @@ async fn a_restart_in_the_middle_of_a_sync_still_gives_one_pr(db: TestDb) {
         .await
         .unwrap();
     let past = now_ms() - 60_000;
-    let id = schedule::enqueue_sync(
-        &h.app.store,
-        p.id,
-        &SyncRequest {
-            scope: Scope::All,
-            force: false,
-            rebase: false,
-            actor: "test".into(),
-        },
-        past,
-    )
-    .await
-    .unwrap();
+    let id = schedule::enqueue_sync(&h.app.store, p.id, &SyncRequest::explicit("test"), past)
+        .await
+        .unwrap();
     let claimed = h
         .app
         .store

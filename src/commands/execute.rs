@@ -17,7 +17,7 @@ use crate::store::jobs::{Job, NewJob};
 use crate::store::now_ms;
 use crate::store::projects::{Project, SyncStatus};
 use crate::sync::errors::SyncError;
-use crate::sync::schedule::{self, RECONCILE_JOB, SYNC_JOB, Scope, SyncRequest};
+use crate::sync::schedule::{self, RECONCILE_JOB, SYNC_JOB, SyncRequest};
 use crate::sync::{ops, publish, reconcile};
 
 use super::intake::{CommandJob, QueuedCommand};
@@ -250,10 +250,9 @@ fn paths(list: &[String]) -> String {
 
 fn request(actor: &str, force: bool, rebase: bool) -> SyncRequest {
     SyncRequest {
-        scope: Scope::All,
         force,
         rebase,
-        actor: actor.to_string(),
+        ..SyncRequest::explicit(actor)
     }
 }
 
@@ -450,10 +449,7 @@ async fn act(
                         schedule::enqueue_sync(
                             store,
                             project_id,
-                            &SyncRequest {
-                                scope,
-                                ..request(actor, false, false)
-                            },
+                            &SyncRequest::automatic(scope, actor),
                             now,
                         )
                         .await?;

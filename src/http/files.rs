@@ -1,8 +1,8 @@
 //! `/api/v1/projects/{id}/files`: the managed files of a project. A bulk
-//! put is checked completely before anything is stored, then written in one
-//! transaction; every change may schedule a sync (SPEC §1 kinds).
+//! put is checked completely before anything is stored; the change itself,
+//! and the sync it schedules, is `sync::intake`'s (one transaction).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -11,18 +11,15 @@ use axum::{Extension, Json, Router};
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde_json::{Value, json};
-use sqlx::AnyConnection;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::input::{Fields, query_flag};
 use super::projects::{actor, load_project};
 use crate::app::AppState;
-use crate::store::audit::{NewEvent, record_event_in};
-use crate::store::files::{self, Change, ChangedPath, FileInput, ManagedFileRow};
-use crate::store::projects::{self, Project};
-use crate::store::{StoreError, now_ms};
-use crate::sync::schedule::{SyncRequest, enqueue_sync_in, on_files_changed};
+use crate::store::files::{FileInput, ManagedFileRow};
+use crate::store::projects::Project;
+use crate::sync::intake::{ChangeError, FileOp, change_files};
 use crate::validation;
 
 /// Largest file graft accepts (decoded bytes).
@@ -33,8 +30,6 @@ pub const MAX_REQUEST_BYTES: usize = 20 * 1024 * 1024;
 pub const MAX_FILES: usize = 10_000;
 /// Longest `source` (generator name).
 const MAX_SOURCE_LEN: usize = 200;
-/// Changed paths kept in one audit event's details.
-const EVENT_PATHS: usize = 1000;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -172,163 +167,6 @@ pub fn parse_files_put(body: Value) -> Result<FilesPut, ApiError> {
     })
 }
 
-/// Refuses a managed set in which one path would be both a file and a
-/// folder (`a` and `a/b`): git cannot hold it, and the sync would fail.
-pub fn check_layout<'a>(
-    kept: impl IntoIterator<Item = &'a str>,
-    new: &'a [FileInput],
-) -> Result<(), ApiError> {
-    let all: BTreeSet<&str> = kept
-        .into_iter()
-        .chain(new.iter().map(|f| f.path.as_str()))
-        .collect();
-    for file in new {
-        let path = file.path.as_str();
-        let mut prefix = path;
-        while let Some((parent, _)) = prefix.rsplit_once('/') {
-            if all.contains(parent) {
-                return Err(ApiError::invalid_field(format!(
-                    "file `{path}` needs a folder `{parent}`, but `{parent}` is a managed file"
-                )));
-            }
-            prefix = parent;
-        }
-        let folder = format!("{path}/");
-        if let Some(inside) = all.range(folder.as_str()..).next()
-            && inside.starts_with(&folder)
-        {
-            return Err(ApiError::invalid_field(format!(
-                "file `{path}` would replace a folder that holds the managed file `{inside}`"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// One change of the managed set, as the API asks for it.
-enum FileOp<'a> {
-    Put {
-        files: &'a [FileInput],
-        delete_missing: bool,
-        source: Option<&'a str>,
-    },
-    Delete {
-        path: &'a str,
-    },
-}
-
-/// Applies `op` and everything that follows from it in one transaction:
-/// the files, the lifted hold on auto-sync, the queued sync (coalesced with
-/// one already queued) and the audit event. A failure anywhere leaves
-/// nothing behind, so a retried request is not mistaken for "no change".
-/// Returns the changes and the queued sync job, if any.
-async fn apply(
-    state: &AppState,
-    project: &Project,
-    caller: &Caller,
-    op: FileOp<'_>,
-) -> Result<(Vec<ChangedPath>, Option<i64>), ApiError> {
-    let now = now_ms();
-    let mut tx = state.store.begin_write().await?;
-    let (changes, source) = match op {
-        FileOp::Put {
-            files,
-            delete_missing,
-            source,
-        } => {
-            // With `delete_missing`, only the files named stay.
-            let kept = if delete_missing {
-                Vec::new()
-            } else {
-                files::live_paths_in(&mut tx, project.id).await?
-            };
-            check_layout(kept.iter().map(String::as_str), files)?;
-            let changes =
-                files::put_files_in(&mut tx, project.id, files, delete_missing, now).await?;
-            if source.is_some() {
-                projects::set_source_in(&mut tx, project.id, source).await?;
-            }
-            (changes, source)
-        }
-        FileOp::Delete { path } => {
-            let change = files::delete_file_in(&mut tx, project.id, path, now).await?;
-            (change.into_iter().collect(), None)
-        }
-    };
-    let job = after_change(&mut tx, project, caller, &changes, source, now).await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    if job.is_some() {
-        state.job_wake.notify_waiters();
-    }
-    Ok((changes, job))
-}
-
-/// What follows a change of files: the hold on auto-sync lifts, a sync may
-/// be queued, the audit log records it.
-async fn after_change(
-    conn: &mut AnyConnection,
-    project: &Project,
-    caller: &Caller,
-    changes: &[ChangedPath],
-    source: Option<&str>,
-    now: i64,
-) -> Result<Option<i64>, ApiError> {
-    if changes.is_empty() {
-        return Ok(None);
-    }
-    let actor = actor(caller);
-    if project.auto_sync_held {
-        projects::set_auto_sync_held_in(conn, project.id, false, now).await?;
-    }
-    let job = match on_files_changed(project, changes) {
-        Some(scope) => {
-            let request = SyncRequest {
-                scope,
-                force: false,
-                rebase: false,
-                actor: actor.clone(),
-            };
-            Some(enqueue_sync_in(conn, project.id, &request, now).await?)
-        }
-        None => None,
-    };
-    let count = |kind: Change| changes.iter().filter(|c| c.change == kind).count();
-    let mut message = format!(
-        "{} managed file(s) changed: {} added, {} modified, {} deleted",
-        changes.len(),
-        count(Change::Added),
-        count(Change::Modified),
-        count(Change::Deleted)
-    );
-    if let Some(job) = job {
-        message.push_str(&format!("; sync job {job} queued"));
-    }
-    let details = json!({
-        "changed": &changes[..changes.len().min(EVENT_PATHS)],
-        "changed_total": changes.len(),
-        "source": source,
-        "sync_job_id": job,
-    });
-    record_event_in(
-        conn,
-        &NewEvent {
-            project_id: Some(project.id),
-            actor: &actor,
-            kind: "files.updated",
-            message: &message,
-            details: Some(details),
-            ..NewEvent::default()
-        },
-        now,
-    )
-    .await?;
-    Ok(job)
-}
-
-fn changed_json(changes: &[ChangedPath], job: Option<i64>) -> Json<Value> {
-    Json(json!({ "changed": changes, "sync_job_id": job }))
-}
-
 async fn put_files(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -342,8 +180,29 @@ async fn put_files(
         delete_missing: put.delete_missing,
         source: put.source.as_deref(),
     };
-    let (changes, job) = apply(&state, &project, &caller, op).await?;
-    Ok(changed_json(&changes, job))
+    change(&state, &project, &caller, op).await
+}
+
+/// Applies a change of files (see [`change_files`]) and answers with what
+/// changed and the sync it queued.
+async fn change(
+    state: &AppState,
+    project: &Project,
+    caller: &Caller,
+    op: FileOp<'_>,
+) -> Result<Json<Value>, ApiError> {
+    let applied = change_files(&state.store, project, &actor(caller), op)
+        .await
+        .map_err(|e| match e {
+            ChangeError::Layout(message) => ApiError::invalid_field(message),
+            ChangeError::Store(e) => e.into(),
+        })?;
+    if applied.sync_job.is_some() {
+        state.job_wake.notify_waiters();
+    }
+    Ok(Json(
+        json!({ "changed": applied.changes, "sync_job_id": applied.sync_job }),
+    ))
 }
 
 fn file_json(file: &ManagedFileRow, with_content: bool) -> Value {
@@ -420,8 +279,7 @@ async fn put_file(
         delete_missing: false,
         source: None,
     };
-    let (changes, job) = apply(&state, &project, &caller, op).await?;
-    Ok(changed_json(&changes, job))
+    change(&state, &project, &caller, op).await
 }
 
 async fn delete_file(
@@ -434,22 +292,12 @@ async fn delete_file(
         return Err(not_managed(&project, &path));
     }
     // Already `deleted_pending`: nothing changes, and the answer says so.
-    let (changes, job) = apply(&state, &project, &caller, FileOp::Delete { path: &path }).await?;
-    Ok(changed_json(&changes, job))
+    change(&state, &project, &caller, FileOp::Delete { path: &path }).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn input(path: &str) -> FileInput {
-        FileInput {
-            path: path.into(),
-            content: Vec::new(),
-            sync_on_change: None,
-            executable: None,
-        }
-    }
 
     #[test]
     fn content_is_text_or_base64() {
@@ -474,16 +322,5 @@ mod tests {
         assert!(parse_content(Some(json!(5)), "").is_err());
         assert!(parse_content(Some(json!({"b64": "AA=="})), "").is_err());
         assert!(parse_content(None, "").is_err());
-    }
-
-    #[test]
-    fn files_cannot_also_be_folders() {
-        assert!(check_layout(["a/b.tf"], &[input("a/c.tf")]).is_ok());
-        assert!(check_layout(["ab"], &[input("a/b")]).is_ok());
-        assert!(check_layout(["a"], &[input("a/b/c")]).is_err());
-        assert!(check_layout(["a/b/c"], &[input("a/b")]).is_err());
-        assert!(check_layout([], &[input("x"), input("x/y")]).is_err());
-        // `a.tf` sorts between `a` and `a/`; the range check still finds `a/b`.
-        assert!(check_layout(["a.tf", "a/b"], &[input("a")]).is_err());
     }
 }

@@ -18,7 +18,7 @@ use crate::events::Provider;
 use crate::store::audit::NewEvent;
 use crate::store::projects::{Kind, Mode, NewProject, Project};
 use crate::store::{Store, StoreError, now_ms};
-use crate::sync::schedule::{Scope, SyncRequest, enqueue_sync};
+use crate::sync::schedule::{SyncRequest, enqueue_sync};
 use crate::validation;
 
 pub fn routes() -> Router<AppState> {
@@ -201,12 +201,7 @@ async fn sync_now(
     let project = load_project(&state.store, &id).await?;
     let now = now_ms();
     let actor = actor(&caller);
-    let request = SyncRequest {
-        scope: Scope::All,
-        force: false,
-        rebase: false,
-        actor: actor.clone(),
-    };
+    let request = SyncRequest::explicit(&actor);
     let job_id = enqueue_sync(&state.store, project.id, &request, now).await?;
     state.job_wake.notify_waiters();
     state

@@ -53,6 +53,14 @@ pub trait JobHandler: Send + Sync + 'static {
         let _ = (job, error);
         async {}
     }
+
+    /// When a job of `kind` waiting for a retry meets an identical queued
+    /// one, the payload the queued one should carry to cover both; `None`
+    /// keeps the queued payload as it is.
+    fn merge_payloads(&self, kind: &str, queued: &str, superseded: &str) -> Option<String> {
+        let _ = (kind, queued, superseded);
+        None
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -195,7 +203,11 @@ impl<H: JobHandler> Worker<H> {
                 }
                 Outcome::Released => {
                     info!("shutting down: job put back in the queue");
-                    self.store.requeue_job(job.id, &self.id, now, now, None, false).await
+                    self.store
+                        .requeue_job(job.id, &self.id, now, now, None, false, |queued, this| {
+                            self.handler.merge_payloads(&job.kind, queued, this)
+                        })
+                        .await
                 }
                 Outcome::Done(Ok(())) => self.store.complete_job(job.id, &self.id, now).await,
                 Outcome::Done(Err(JobError::Retry { message, after })) if job.attempts < job.max_attempts => {
@@ -206,7 +218,9 @@ impl<H: JobHandler> Worker<H> {
                         .max(after.unwrap_or_default());
                     warn!(error = %message, retry_in_ms = millis(delay), "job failed, will retry");
                     self.store
-                        .requeue_job(job.id, &self.id, now, now + millis(delay), Some(&message), true)
+                        .requeue_job(job.id, &self.id, now, now + millis(delay), Some(&message), true, |queued, this| {
+                            self.handler.merge_payloads(&job.kind, queued, this)
+                        })
                         .await
                 }
                 Outcome::Done(Err(e)) => {

@@ -179,8 +179,10 @@ impl Store {
 
     /// Puts the job back in the queue to run at `run_at`. With `count_attempt
     /// = false` (shutdown) the attempt it was in is not counted. If an
-    /// identical job was queued meanwhile, that one covers this work and this
-    /// one is closed as superseded.
+    /// identical job (same dedupe key) was queued meanwhile, that one covers
+    /// this work: `merge(queued, this)` may fold this job's payload into it
+    /// (a `--force` must not be lost), and this one closes as superseded.
+    #[allow(clippy::too_many_arguments)]
     pub async fn requeue_job(
         &self,
         id: i64,
@@ -189,6 +191,7 @@ impl Store {
         run_at: i64,
         error: Option<&str>,
         count_attempt: bool,
+        merge: impl Fn(&str, &str) -> Option<String>,
     ) -> Result<bool> {
         let result = sqlx::query(
             "UPDATE jobs SET state = 'queued', run_at = $1, last_error = COALESCE($2, last_error), \
@@ -205,18 +208,50 @@ impl Store {
         .await;
         match result {
             Ok(done) => Ok(done.rows_affected() == 1),
-            Err(e) if is_unique_violation(&e) => {
-                self.finish(
-                    id,
-                    worker,
-                    now,
-                    "done",
-                    Some("superseded by an identical queued job"),
-                )
-                .await
-            }
+            Err(e) if is_unique_violation(&e) => self.supersede(id, worker, now, merge).await,
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn supersede(
+        &self,
+        id: i64,
+        worker: &str,
+        now: i64,
+        merge: impl Fn(&str, &str) -> Option<String>,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let twin: Option<(i64, String, String)> = sqlx::query_as(
+            "SELECT q.id, q.payload, r.payload FROM jobs q JOIN jobs r ON r.dedupe_key = q.dedupe_key \
+             WHERE r.id = $1 AND r.locked_by = $2 AND r.state = 'running' AND q.state = 'queued'",
+        )
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((queued_id, queued, this)) = twin else {
+            return Ok(false);
+        };
+        if let Some(merged) = merge(&queued, &this) {
+            sqlx::query("UPDATE jobs SET payload = $1, updated_at = $2 WHERE id = $3")
+                .bind(merged)
+                .bind(now)
+                .bind(queued_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'done', last_error = $1, finished_at = $2, updated_at = $2, \
+             locked_by = NULL, locked_until = NULL WHERE id = $3 AND locked_by = $4 AND state = 'running'",
+        )
+        .bind(format!("superseded by the identical queued job {queued_id}"))
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Job counts by state, for `/metrics`.

@@ -3,6 +3,7 @@
 //! the PR shows (report).
 
 pub mod errors;
+pub mod intake;
 pub mod ops;
 pub mod plan;
 pub mod poll;

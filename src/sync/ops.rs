@@ -11,7 +11,7 @@ use crate::store::projects::SyncStatus;
 use super::errors::SyncError;
 use super::plan;
 use super::publish::{self, CommentContent};
-use super::schedule::{self, Scope, SyncRequest};
+use super::schedule::{self, SyncRequest};
 use super::upstream::{apply_upstream, fetch_target_listing, upstream_actions};
 
 /// `/graft import`: the repository wins where it changed a managed file.
@@ -102,18 +102,7 @@ pub async fn import_upstream(
         .await?;
     if project.pull_request_number.is_some() {
         // The PR branch should now match the database again.
-        schedule::enqueue_sync(
-            store,
-            project_id,
-            &SyncRequest {
-                scope: Scope::All,
-                force: false,
-                rebase: false,
-                actor: actor.to_string(),
-            },
-            now,
-        )
-        .await?;
+        schedule::enqueue_sync(store, project_id, &SyncRequest::explicit(actor), now).await?;
         state.job_wake.notify_waiters();
     }
     Ok(imported)

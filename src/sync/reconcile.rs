@@ -121,12 +121,7 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
             schedule::enqueue_sync(
                 store,
                 project_id,
-                &SyncRequest {
-                    scope: Scope::All,
-                    force: false,
-                    rebase: false,
-                    actor: "reconcile".into(),
-                },
+                &SyncRequest::automatic(Scope::All, "reconcile"),
                 now,
             )
             .await?;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use gix::ObjectId;
 
 use crate::app::AppState;
-use crate::forge::{AutoMerge, RepoClient};
+use crate::forge::{AutoMerge, ForgeError, RepoClient};
 use crate::git::pipeline::{self, BuildSpec, Built, Fetched};
 use crate::git::push::{PushMode, PushRequest, push};
 use crate::git::read;
@@ -58,10 +58,41 @@ pub async fn run(
 ) -> Result<(), SyncError> {
     let store = &state.store;
     let project = store.require_project(project_id).await?;
+    if let Some(why) = skip_reason(&project, request) {
+        store
+            .record_event(
+                &NewEvent {
+                    project_id: Some(project_id),
+                    actor: "graft",
+                    kind: "sync.skipped",
+                    message: &format!("automatic sync skipped: {why}"),
+                    ..NewEvent::default()
+                },
+                now_ms(),
+            )
+            .await?;
+        return Ok(());
+    }
     store
         .set_sync_status(project_id, SyncStatus::Syncing, None, now_ms())
         .await?;
     sync(state, &project, request).await
+}
+
+/// Why a sync graft queued on its own must not run now (it may have been
+/// queued before a reviewer paused the project or its PR was closed).
+pub fn skip_reason(project: &Project, request: &SyncRequest) -> Option<&'static str> {
+    if !request.automatic {
+        None
+    } else if project.paused {
+        Some("the project is paused; `/graft resume` restarts automatic syncs")
+    } else if project.auto_sync_held {
+        Some(
+            "graft's pull request was closed unmerged; automatic syncs wait for new content or an explicit sync",
+        )
+    } else {
+        None
+    }
 }
 
 /// Marks the project failed, writes the audit event and tells the PR.
@@ -341,8 +372,11 @@ async fn via_pull_request(
             Some(commit)
         }
         None if parent == target && !shared => {
-            // Everything is on the target branch already: no PR needed.
-            return finish(state, project, &built, &files, target, None, false).await;
+            // Everything is on the target branch already: no PR needed,
+            // and an open one of graft's only proposes what is there.
+            close_landed_pull_request(state, project, &remote.client).await?;
+            let project = state.store.require_project(project.id).await?;
+            return finish(state, &project, &built, &files, target, None, false).await;
         }
         None => branch_head,
     };
@@ -358,21 +392,20 @@ async fn via_pull_request(
             .await?
     };
     let pr = publish::open_or_update(client, project, &changes, &state.commands.prefix).await?;
-    publish::report_check(client, &head.to_string(), &built.findings).await?;
-    if project.auto_merge && passed(&built.findings) {
-        match client.enable_auto_merge(pr.number).await? {
-            AutoMerge::Enabled => {
-                notes.push("Auto-merge is on: the forge merges once the checks pass.".into())
-            }
-            AutoMerge::Merged => {
-                notes.push("Auto-merge: merged right away (nothing was pending).".into())
-            }
-        }
-    }
+    // Recorded at once: a failure below must not leave the PR unknown
+    // (the failure comment goes on it, the next sync updates it).
+    state
+        .store
+        .set_pull_request(project.id, Some(pr.number), Some(&pr.url), now_ms())
+        .await?;
     state
         .store
         .set_sync_branch_state(project.id, Some(&head.to_string()), shared)
         .await?;
+    publish::report_check(client, &head.to_string(), &built.findings).await?;
+    if project.auto_merge && passed(&built.findings) {
+        notes.push(auto_merge_note(client.enable_auto_merge(pr.number).await)?);
+    }
     finish(
         state,
         project,
@@ -403,6 +436,70 @@ async fn via_pull_request(
         },
     )
     .await?;
+    Ok(())
+}
+
+/// What the PR says about auto-merge. A forge that refuses it (not enabled
+/// for the repository, the PR not mergeable) is a note, not a failed sync;
+/// credentials and transient errors still fail it.
+fn auto_merge_note(result: Result<AutoMerge, ForgeError>) -> Result<String, SyncError> {
+    match result {
+        Ok(AutoMerge::Enabled) => {
+            Ok("Auto-merge is on: the forge merges once the checks pass.".into())
+        }
+        Ok(AutoMerge::Merged) => Ok("Auto-merge: merged right away (nothing was pending).".into()),
+        Err(ForgeError::Validation { message, .. }) => Ok(format!(
+            "Auto-merge could not be turned on: {message}. Merge by hand, or allow auto-merge \
+             for the repository and comment `/graft sync`."
+        )),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// graft's open PR when everything it proposed is on the target branch
+/// (someone landed the same content another way): closed, with a comment,
+/// and forgotten.
+async fn close_landed_pull_request(
+    state: &AppState,
+    project: &Project,
+    client: &RepoClient,
+) -> Result<(), SyncError> {
+    let Some(number) = project.pull_request_number else {
+        return Ok(());
+    };
+    client
+        .reply(
+            number,
+            &format!(
+                "Everything this pull request proposed is on `{}` already; graft closes it.",
+                project.branch
+            ),
+        )
+        .await?;
+    client.close_pull_request(number).await?;
+    let now = now_ms();
+    state
+        .store
+        .set_pull_request(project.id, None, None, now)
+        .await?;
+    state
+        .store
+        .set_sync_branch_state(project.id, None, false)
+        .await?;
+    state
+        .store
+        .record_event(
+            &NewEvent {
+                project_id: Some(project.id),
+                actor: "graft",
+                kind: "pull_request.closed",
+                message: "graft closed its pull request: everything in it is on the target branch",
+                pull_request_url: project.pull_request_url.as_deref(),
+                ..NewEvent::default()
+            },
+            now,
+        )
+        .await?;
     Ok(())
 }
 

@@ -35,6 +35,33 @@ pub struct SyncRequest {
     /// Who asked, for the audit log.
     #[serde(default)]
     pub actor: String,
+    /// Queued by graft itself (a change of files, a refresh of the PR), not
+    /// asked for: skipped while the project is paused or its auto-sync is
+    /// held, even if it was queued before.
+    #[serde(default)]
+    pub automatic: bool,
+}
+
+impl SyncRequest {
+    /// A sync someone asked for: the whole project.
+    pub fn explicit(actor: &str) -> Self {
+        SyncRequest {
+            scope: Scope::All,
+            force: false,
+            rebase: false,
+            actor: actor.to_string(),
+            automatic: false,
+        }
+    }
+
+    /// A sync graft queues on its own.
+    pub fn automatic(scope: Scope, actor: &str) -> Self {
+        SyncRequest {
+            scope,
+            automatic: true,
+            ..SyncRequest::explicit(actor)
+        }
+    }
 }
 
 /// Whether these changes schedule a sync on their own, and of what.
@@ -147,6 +174,8 @@ pub fn merge_requests(queued: &SyncRequest, new: &SyncRequest) -> SyncRequest {
         } else {
             new.actor.clone()
         },
+        // Asked for by someone if either was.
+        automatic: queued.automatic && new.automatic,
     }
 }
 
@@ -229,21 +258,17 @@ mod tests {
 
     #[test]
     fn merged_requests_take_the_broader_scope() {
-        let flagged = SyncRequest {
-            scope: Scope::Flagged,
-            force: false,
-            rebase: false,
-            actor: "a".into(),
-        };
+        let flagged = SyncRequest::automatic(Scope::Flagged, "a");
         let all = SyncRequest {
-            scope: Scope::All,
             force: true,
-            rebase: false,
-            actor: String::new(),
+            ..SyncRequest::explicit("")
         };
         let merged = merge_requests(&flagged, &all);
         assert_eq!(merged.scope, Scope::All);
         assert!(merged.force);
         assert_eq!(merged.actor, "a");
+        assert!(!merged.automatic, "someone asked for it");
+        let both = merge_requests(&flagged, &SyncRequest::automatic(Scope::Flagged, "b"));
+        assert!(both.automatic && both.scope == Scope::Flagged);
     }
 }

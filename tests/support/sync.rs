@@ -4,7 +4,8 @@
 use graft::store::files::FileInput;
 use graft::store::now_ms;
 use graft::store::projects::{Project, SyncStatus};
-use graft::sync::schedule::{self, Scope, SyncRequest};
+use graft::sync::intake::{FileOp, change_files};
+use graft::sync::schedule::{self, SyncRequest};
 
 use super::harness::Harness;
 
@@ -17,37 +18,27 @@ pub fn input(path: &str, content: &str) -> FileInput {
     }
 }
 
-/// Puts files and schedules what the API would schedule; returns how many
-/// paths changed.
+/// Puts files the way the API does (same transaction, same scheduling);
+/// returns how many paths changed.
 pub async fn put(h: &Harness, project: i64, files: &[FileInput]) -> usize {
-    let store = &h.app.store;
-    let changes = store
-        .put_files(project, files, false, now_ms())
-        .await
-        .unwrap();
-    let p = store.require_project(project).await.unwrap();
-    if let Some(scope) = schedule::on_files_changed(&p, &changes) {
-        let request = SyncRequest {
-            scope,
-            force: false,
-            rebase: false,
-            actor: "test".into(),
-        };
-        schedule::enqueue_sync(store, project, &request, now_ms())
-            .await
-            .unwrap();
+    let p = h.app.store.require_project(project).await.unwrap();
+    let op = FileOp::Put {
+        files,
+        delete_missing: false,
+        source: None,
+    };
+    let applied = change_files(&h.app.store, &p, "test", op).await.unwrap();
+    if applied.sync_job.is_some() {
         h.app.state.job_wake.notify_waiters();
     }
-    changes.len()
+    applied.changes.len()
 }
 
 /// An explicit sync of everything, optionally forced.
 pub async fn sync_now(h: &Harness, project: i64, force: bool) {
     let request = SyncRequest {
-        scope: Scope::All,
         force,
-        rebase: false,
-        actor: "test".into(),
+        ..SyncRequest::explicit("test")
     };
     schedule::enqueue_sync(&h.app.store, project, &request, now_ms())
         .await

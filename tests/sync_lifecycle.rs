@@ -1,0 +1,182 @@
+//! The PR's life around a sync: automatic syncs queued before a pause or a
+//! closed PR do not run, a PR whose content landed elsewhere is closed,
+//! and a forge that refuses auto-merge leaves a note, not a failed sync.
+
+mod support;
+
+use graft::store::now_ms;
+use graft::store::projects::{Mode, SyncStatus};
+use graft::sync::schedule::{self, Scope, SyncRequest};
+use support::TestDb;
+use support::harness::Harness;
+use support::sync::{event_kinds, github_project, input, put, put_quietly, settled};
+
+const REPO: &str = "acme/infra";
+const INSTALLATION: i64 = 77;
+
+/// Queues an automatic sync due a moment from now (as if queued before
+/// whatever the test does next), and waits until it ran.
+async fn automatic_sync_queued_earlier(h: &Harness, project: i64, then: impl AsyncFnOnce()) {
+    let due = now_ms() + 500;
+    let id = schedule::enqueue_sync(
+        &h.app.store,
+        project,
+        &SyncRequest::automatic(Scope::All, "test"),
+        due,
+    )
+    .await
+    .unwrap();
+    then().await;
+    h.app.state.job_wake.notify_waiters();
+    h.wait_for("the queued sync ran", || async {
+        let job = h.app.store.job(id).await.unwrap()?;
+        (job.state == "done").then_some(())
+    })
+    .await;
+}
+
+async fn automatic_syncs_queued_before_a_pause_do_not_run(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::Direct, "infra").await;
+    put_quietly(&h, p.id, &[input("a.tf", "# a\n")]).await;
+    automatic_sync_queued_earlier(&h, p.id, async || {
+        h.app.store.set_paused(p.id, true, now_ms()).await.unwrap();
+    })
+    .await;
+    assert_eq!(
+        h.github.git.file(REPO, "main", "infra/a.tf"),
+        None,
+        "nothing pushed"
+    );
+    let paused = h.app.store.require_project(p.id).await.unwrap();
+    assert_eq!(paused.sync_status, SyncStatus::Paused);
+    assert!(
+        event_kinds(&h, p.id)
+            .await
+            .contains(&"sync.skipped".to_string())
+    );
+    // An explicit sync still runs.
+    support::sync::sync_now(&h, p.id, false).await;
+    h.wait_for("explicit sync pushed", || async {
+        h.github.git.file(REPO, "main", "infra/a.tf")
+    })
+    .await;
+    h.stop().await;
+}
+
+async fn a_closed_pr_is_not_reopened_by_a_sync_queued_before(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    put(&h, p.id, &[input("a.tf", "# a\n")]).await;
+    let synced = settled(&h, p.id, SyncStatus::Success).await;
+    let number = synced.pull_request_number.unwrap();
+    automatic_sync_queued_earlier(&h, p.id, async || {
+        h.github.close_pull(REPO, number, "octocat");
+        h.wait_for("close recorded", || async {
+            let p = h.app.store.require_project(p.id).await.unwrap();
+            p.auto_sync_held.then_some(())
+        })
+        .await;
+    })
+    .await;
+    let pulls = h.github.pulls(REPO);
+    assert_eq!(pulls.len(), 1, "no new PR: {pulls:?}");
+    assert_eq!(pulls[0].state, "closed");
+    assert!(
+        event_kinds(&h, p.id)
+            .await
+            .contains(&"sync.skipped".to_string())
+    );
+    // New content lifts the hold and opens a new PR.
+    put(&h, p.id, &[input("a.tf", "# a2\n")]).await;
+    let reopened = settled(&h, p.id, SyncStatus::Success).await;
+    assert!(reopened.pull_request_number.is_some_and(|n| n != number));
+    h.stop().await;
+}
+
+async fn a_pr_whose_content_landed_otherwise_is_closed(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    put(&h, p.id, &[input("a.tf", "# a\n")]).await;
+    let synced = settled(&h, p.id, SyncStatus::Success).await;
+    let number = synced.pull_request_number.unwrap();
+    // Someone commits exactly graft's content to main by hand.
+    h.push_to_github_as_human(
+        REPO,
+        "main",
+        &[("infra/a.tf", Some(b"# a\n".as_slice()))],
+        "octocat",
+    );
+    let closed = h
+        .wait_for("PR closed", || async {
+            let pr = h
+                .github
+                .pulls(REPO)
+                .into_iter()
+                .find(|pr| pr.number == number)?;
+            (pr.state == "closed").then_some(pr)
+        })
+        .await;
+    assert!(!closed.merged);
+    let after = settled(&h, p.id, SyncStatus::Success).await;
+    assert_eq!(
+        (after.pull_request_number, after.pull_request_url),
+        (None, None)
+    );
+    assert_eq!(
+        after.last_synced_commit_sha,
+        h.github.git.head(REPO, "main")
+    );
+    let said = h.github.comments(REPO, number);
+    assert!(
+        said.iter().any(|c| c.body.contains("on `main` already")),
+        "{said:?}"
+    );
+    assert!(
+        event_kinds(&h, p.id)
+            .await
+            .contains(&"pull_request.closed".to_string())
+    );
+    assert_eq!(h.github.pulls(REPO).len(), 1);
+    h.stop().await;
+}
+
+async fn a_refused_auto_merge_is_a_note_not_a_failure(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    h.github.set_allow_auto_merge(REPO, false);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    h.app
+        .store
+        .set_auto_merge(p.id, true, now_ms())
+        .await
+        .unwrap();
+    put(&h, p.id, &[input("a.tf", "# a\n")]).await;
+    let synced = settled(&h, p.id, SyncStatus::Success).await;
+    let number = synced.pull_request_number.expect("the PR is recorded");
+    let sticky = h
+        .github
+        .comments(REPO, number)
+        .into_iter()
+        .find(|c| c.body.contains("<!-- graft:status -->"))
+        .expect("a status comment");
+    assert!(
+        sticky.body.contains("Auto-merge could not be turned on")
+            && sticky.body.contains("Allow auto-merge"),
+        "{}",
+        sticky.body
+    );
+    let pr = &h.github.pulls(REPO)[0];
+    assert!(!pr.auto_merge && !pr.merged);
+    h.stop().await;
+}
+
+both_backends!(
+    automatic_syncs_queued_before_a_pause_do_not_run,
+    a_closed_pr_is_not_reopened_by_a_sync_queued_before,
+    a_pr_whose_content_landed_otherwise_is_closed,
+    a_refused_auto_merge_is_a_note_not_a_failure,
+);
