@@ -213,7 +213,53 @@ async fn a_duplicate_project_is_409(db: TestDb) {
     api.project("iac", false).await;
     let reply = api.post("/projects", &project_body()).await;
     assert_error(&reply, 409, "conflict", &["acme/infra", "exists"]);
+    // Forges treat repository names case-insensitively; so does graft.
+    let mut shouted = project_body();
+    shouted["repo"] = json!("ACME/Infra");
+    let reply = api.post("/projects", &shouted).await;
+    assert_error(&reply, 409, "conflict", &["exists"]);
     assert_eq!(api.app.store.list_projects().await.unwrap().len(), 1);
+    api.stop().await;
+}
+
+async fn projects_of_one_repository_never_share_a_sync_branch(db: TestDb) {
+    let api = Api::start(&db).await;
+    let mut branches = Vec::new();
+    // All three slug to `infra-gen`.
+    for base_path in ["infra/gen", "infra-gen", "infra_gen"] {
+        let mut body = project_body();
+        body["base_path"] = json!(base_path);
+        let (status, project) = api.post("/projects", &body).await;
+        assert_eq!(status, 201, "{project}");
+        branches.push(project["sync_branch"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        branches,
+        vec![
+            "graft/infra-gen",
+            "graft/infra-gen-main",
+            "graft/infra-gen-2"
+        ]
+    );
+    // An explicit sync branch that is taken is refused, naming the field.
+    let mut body = project_body();
+    body["base_path"] = json!("other");
+    body["sync_branch"] = json!("graft/infra-gen");
+    let reply = api.post("/projects", &body).await;
+    assert_error(
+        &reply,
+        409,
+        "conflict",
+        &["`sync_branch`", "graft/infra-gen", "project 1"],
+    );
+    assert_eq!(api.app.store.list_projects().await.unwrap().len(), 3);
+    // Another repository may use the same name.
+    body["repo"] = json!("acme/other");
+    let (status, project) = api.post("/projects", &body).await;
+    assert_eq!(
+        (status, &project["sync_branch"]),
+        (201, &json!("graft/infra-gen"))
+    );
     api.stop().await;
 }
 
@@ -938,6 +984,7 @@ async fn every_route_needs_a_token(db: TestDb) {
 both_backends!(
     projects_are_created_read_and_listed,
     a_duplicate_project_is_409,
+    projects_of_one_repository_never_share_a_sync_branch,
     bad_project_fields_are_422_naming_the_field,
     unknown_projects_and_files_are_404,
     bulk_put_reports_changes_and_a_reput_changes_nothing,

@@ -174,7 +174,70 @@ async fn a_refused_auto_merge_is_a_note_not_a_failure(db: TestDb) {
     h.stop().await;
 }
 
+async fn sync_jobs(h: &Harness) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE kind = 'sync'")
+        .fetch_one(h.app.store.pool())
+        .await
+        .unwrap();
+    n
+}
+
+async fn the_poll_rebuilds_only_prs_whose_base_path_changed(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let a = github_project(&h, REPO, Mode::PullRequest, "infra/a").await;
+    let b = github_project(&h, REPO, Mode::PullRequest, "infra/b").await;
+    for p in [&a, &b] {
+        put(&h, p.id, &[input("main.tf", "# generated\n")]).await;
+        settled(&h, p.id, SyncStatus::Success).await;
+    }
+    let heads = |h: &Harness| {
+        (
+            h.github.git.head(REPO, "graft/infra-a"),
+            h.github.git.head(REPO, "graft/infra-b"),
+        )
+    };
+    let before = heads(&h);
+    let syncs = sync_jobs(&h).await;
+    // Elsewhere in the monorepo, with the webhook lost: the poll finds it.
+    h.github
+        .git
+        .commit(REPO, "main", &[("apps/web/index.ts", Some(b"x\n"))], "app");
+    let head = h.github.git.head(REPO, "main");
+    graft::sync::poll::enqueue_all(&h.app.store).await.unwrap();
+    h.app.state.job_wake.notify_waiters();
+    for p in [&a, &b] {
+        h.wait_for("poll reconciled", || async {
+            let p = h.app.store.require_project(p.id).await.unwrap();
+            (p.last_synced_commit_sha == head).then_some(())
+        })
+        .await;
+        settled(&h, p.id, SyncStatus::Success).await;
+    }
+    assert_eq!(
+        sync_jobs(&h).await,
+        syncs,
+        "no PR rebuilt for a push elsewhere"
+    );
+    assert_eq!(heads(&h), before);
+    // Into one project's base path: only that PR is rebuilt.
+    h.push_to_github_as_human(
+        REPO,
+        "main",
+        &[("infra/a/README.md", Some(b"notes\n".as_slice()))],
+        "octocat",
+    );
+    h.wait_for("project a's PR rebuilt", || async {
+        (h.github.git.head(REPO, "graft/infra-a") != before.0).then_some(())
+    })
+    .await;
+    settled(&h, a.id, SyncStatus::Success).await;
+    assert_eq!(h.github.git.head(REPO, "graft/infra-b"), before.1);
+    h.stop().await;
+}
+
 both_backends!(
+    the_poll_rebuilds_only_prs_whose_base_path_changed,
     automatic_syncs_queued_before_a_pause_do_not_run,
     a_closed_pr_is_not_reopened_by_a_sync_queued_before,
     a_pr_whose_content_landed_otherwise_is_closed,

@@ -64,7 +64,12 @@ async fn a_human_edit_of_a_file_graft_proposes_is_a_conflict(db: TestDb) {
         .into_iter()
         .find(|c| c.body.contains("<!-- graft:status -->"))
         .expect("a status comment");
-    assert!(sticky.body.contains("a.tf"), "{}", sticky.body);
+    assert!(sticky.body.contains("Conflict"), "{}", sticky.body);
+    assert!(
+        sticky.body.contains("| change | file |") && sticky.body.contains("`a.tf` |"),
+        "the failure keeps the PR's file table: {}",
+        sticky.body
+    );
     h.stop().await;
 }
 

@@ -14,7 +14,9 @@ pub struct TreeFile {
     pub executable: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeKind {
     Added,
@@ -22,7 +24,7 @@ pub enum ChangeKind {
     Deleted,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileChange {
     /// Path relative to the base path.
     pub path: String,
@@ -38,6 +40,27 @@ pub fn commit_tree(repo: &gix::Repository, commit: Option<ObjectId>) -> Result<O
             Ok(commit.tree_id().map_err(local)?.detach())
         }
     }
+}
+
+/// The id of the tree at `base_path` in `commit` (`None`: no such folder,
+/// or no commit). Equal ids mean nothing below `base_path` changed.
+pub fn subtree_id(
+    repo: &gix::Repository,
+    commit: Option<ObjectId>,
+    base_path: &str,
+) -> Result<Option<ObjectId>, GitError> {
+    if commit.is_none() {
+        return Ok(None);
+    }
+    let root = commit_tree(repo, commit)?;
+    if base_path.is_empty() {
+        return Ok(Some(root));
+    }
+    let tree = repo.find_tree(root).map_err(local)?;
+    Ok(match tree.lookup_entry_by_path(base_path).map_err(local)? {
+        Some(entry) if entry.mode().is_tree() => Some(entry.object_id()),
+        _ => None,
+    })
 }
 
 /// Every regular file (blob) below `base_path` in `tree`, keyed by its path

@@ -131,6 +131,9 @@ pub struct Project {
     pub last_failed_job_id: Option<i64>,
     pub source: Option<String>,
     pub last_findings: Option<serde_json::Value>,
+    /// What the open PR changes (for the status comment's table).
+    #[serde(skip)]
+    pub last_changes: Vec<crate::git::read::FileChange>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -139,7 +142,7 @@ const COLUMNS: &str = "id, provider, integration_id, repo, branch, base_path, ki
     auto_sync, auto_merge, paused, slug, sync_branch, sync_status, sync_error, \
     last_synced_commit_sha, last_pulled_at, pull_request_number, pull_request_url, \
     auto_sync_held, sync_branch_shared, sync_branch_sha, status_comment_id, conflicts, \
-    last_failed_job_id, source, last_findings, created_at, updated_at";
+    last_failed_job_id, source, last_findings, created_at, updated_at, last_changes";
 
 fn from_row(r: &AnyRow) -> Project {
     let json = |i: usize| {
@@ -176,6 +179,9 @@ fn from_row(r: &AnyRow) -> Project {
         last_findings: json(26),
         created_at: r.get(27),
         updated_at: r.get(28),
+        last_changes: json(29)
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
     }
 }
 
@@ -198,6 +204,25 @@ pub fn slugify(text: &str) -> String {
     }
 }
 
+/// The project of `new`'s repository whose sync branch is `branch`.
+async fn sync_branch_owner(
+    conn: &mut AnyConnection,
+    new: &NewProject,
+    branch: &str,
+) -> Result<Option<i64>> {
+    let row = sqlx::query(
+        "SELECT id FROM projects WHERE provider = $1 AND LOWER(repo) = LOWER($2) \
+         AND sync_branch = $3 AND COALESCE(integration_id, 0) = COALESCE($4, 0)",
+    )
+    .bind(&new.provider)
+    .bind(&new.repo)
+    .bind(branch)
+    .bind(new.integration_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// What a sync changed, for [`Store::record_sync_success`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncSuccess {
@@ -216,27 +241,43 @@ impl Store {
         } else {
             new.base_path.clone()
         };
-        let slug = slugify(&name_part);
+        let base_slug = slugify(&name_part);
         let mut tx = self.begin_write().await?;
-        let taken = sqlx::query(
-            "SELECT COUNT(*) FROM projects WHERE provider = $1 AND repo = $2 AND slug = $3",
-        )
-        .bind(&new.provider)
-        .bind(&new.repo)
-        .bind(&slug)
-        .fetch_one(&mut *tx)
-        .await?
-        .get::<i64, _>(0);
-        // Two projects of one repository must not share a sync branch.
-        let slug = if taken > 0 {
-            format!("{slug}-{}", slugify(&new.branch))
-        } else {
-            slug
+        // Two projects of one repository must not share a sync branch: an
+        // explicit one that is taken is refused; the default one gets a
+        // suffix (`infra/gen` and `infra-gen` slug alike).
+        let (slug, sync_branch) = match &new.sync_branch {
+            Some(branch) => {
+                if let Some(other) = sync_branch_owner(&mut tx, new, branch).await? {
+                    return Err(StoreError::Conflict(format!(
+                        "`sync_branch` `{branch}` is already project {other}'s sync branch in {}; \
+                         choose another `sync_branch` (or leave it out for graft's default)",
+                        new.repo
+                    )));
+                }
+                (base_slug, branch.clone())
+            }
+            None => {
+                let branch_slug = format!("{base_slug}-{}", slugify(&new.branch));
+                let candidates = std::iter::once(base_slug.clone())
+                    .chain(std::iter::once(branch_slug))
+                    .chain((2..100).map(|n| format!("{base_slug}-{n}")));
+                let mut chosen = None;
+                for slug in candidates {
+                    let branch = format!("graft/{slug}");
+                    if sync_branch_owner(&mut tx, new, &branch).await?.is_none() {
+                        chosen = Some((slug, branch));
+                        break;
+                    }
+                }
+                chosen.ok_or_else(|| {
+                    StoreError::Conflict(format!(
+                        "no free sync branch `graft/{base_slug}-N` in {}; set `sync_branch`",
+                        new.repo
+                    ))
+                })?
+            }
         };
-        let sync_branch = new
-            .sync_branch
-            .clone()
-            .unwrap_or_else(|| format!("graft/{slug}"));
         let inserted = sqlx::query(
             "INSERT INTO projects (provider, integration_id, repo, branch, base_path, kind, mode, \
              auto_sync, auto_merge, slug, sync_branch, sync_status, created_at, updated_at) \
@@ -433,6 +474,20 @@ impl Store {
         Ok(())
     }
 
+    /// What the open PR changes, for the status comment.
+    pub async fn set_last_changes(
+        &self,
+        id: i64,
+        changes: &[crate::git::read::FileChange],
+    ) -> Result<()> {
+        sqlx::query("UPDATE projects SET last_changes = $1 WHERE id = $2")
+            .bind(serde_json::json!(changes).to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Validation findings of the last overlay (shown on the PR and dashboard).
     pub async fn set_findings(&self, id: i64, findings: &serde_json::Value) -> Result<()> {
         sqlx::query("UPDATE projects SET last_findings = $1 WHERE id = $2")
@@ -468,6 +523,7 @@ impl Store {
             "UPDATE projects SET pull_request_number = $1, pull_request_url = $2, \
              status_comment_id = CASE WHEN $1 IS NULL THEN NULL ELSE status_comment_id END, \
              sync_branch_shared = CASE WHEN $1 IS NULL THEN 0 ELSE sync_branch_shared END, \
+             last_changes = CASE WHEN $1 IS NULL THEN NULL ELSE last_changes END, \
              updated_at = $3 WHERE id = $4",
         )
         .bind(number)

@@ -112,21 +112,12 @@ pub async fn import_upstream(
 pub async fn refresh_status(state: &AppState, project_id: i64) -> Result<(), SyncError> {
     let project = state.store.require_project(project_id).await?;
     let client = publish::client_for(state, &project).await?;
-    let findings = project
-        .last_findings
-        .clone()
-        .and_then(|f| serde_json::from_value(f).ok());
     publish::update_comment(
         state,
         &client,
         &project,
         project.sync_status,
-        &CommentContent {
-            commit: project.sync_branch_sha.clone(),
-            findings,
-            error: project.sync_error.clone(),
-            ..CommentContent::default()
-        },
+        &CommentContent::from_project(&project),
     )
     .await
 }

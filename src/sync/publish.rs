@@ -95,6 +95,24 @@ pub struct CommentContent {
     pub notes: Vec<String>,
 }
 
+impl CommentContent {
+    /// What graft last reported, from the project's stored state: the PR
+    /// head, its file table, the findings, the error. Partial updates (a
+    /// failure, a reconcile, `/graft status`) start from here.
+    pub fn from_project(project: &Project) -> Self {
+        CommentContent {
+            commit: project.sync_branch_sha.clone(),
+            changes: project.last_changes.clone(),
+            findings: project
+                .last_findings
+                .clone()
+                .and_then(|f| serde_json::from_value(f).ok()),
+            error: project.sync_error.clone(),
+            notes: Vec::new(),
+        }
+    }
+}
+
 /// Creates or edits the sticky comment on the project's PR, if it has one.
 pub async fn update_comment(
     state: &AppState,
@@ -136,20 +154,14 @@ pub async fn comment_failure(state: &AppState, project_id: i64, message: &str) {
     }
     let result = async {
         let client = client_for(state, &project).await?;
-        let findings = project
-            .last_findings
-            .clone()
-            .and_then(|f| serde_json::from_value::<Vec<Finding>>(f).ok());
         update_comment(
             state,
             &client,
             &project,
             SyncStatus::Error,
             &CommentContent {
-                commit: project.sync_branch_sha.clone(),
-                findings,
                 error: Some(message.to_string()),
-                ..CommentContent::default()
+                ..CommentContent::from_project(&project)
             },
         )
         .await

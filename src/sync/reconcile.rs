@@ -58,6 +58,17 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
     let target = fetched.head(&project.branch);
     let mut conflicts = project.conflicts.clone().unwrap_or_default();
     let last_seen = parse(project.last_synced_commit_sha.as_deref());
+    // In a monorepo most pushes are elsewhere: the open PR is rebuilt only
+    // when something below the base path changed.
+    let subtree_moved = {
+        let base_path = project.base_path.clone();
+        fetched
+            .with_repo(move |repo| {
+                Ok(read::subtree_id(repo, last_seen, &base_path)?
+                    != read::subtree_id(repo, target, &base_path)?)
+            })
+            .await?
+    };
     if target_moved {
         let actions = upstream_actions(state, &project, &fetched, last_seen, target).await?;
         conflicts
@@ -116,7 +127,7 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
     }
     if pr_open && (target_moved || branch_moved) {
         let held = project.paused || project.auto_sync_held;
-        if target_moved && !shared && !held {
+        if target_moved && subtree_moved && !shared && !held {
             // Rebuild the PR on the new target head.
             schedule::enqueue_sync(
                 store,
@@ -126,17 +137,15 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
             )
             .await?;
             state.job_wake.notify_waiters();
-        } else {
+        } else if branch_moved {
+            // Someone else's commits on graft's branch: the comment says
+            // the branch is shared now.
             publish::update_comment(
                 state,
                 &remote.client,
                 &project,
                 project.sync_status,
-                &CommentContent {
-                    commit: project.sync_branch_sha.clone(),
-                    error: project.sync_error.clone(),
-                    ..CommentContent::default()
-                },
+                &CommentContent::from_project(&project),
             )
             .await?;
         }

@@ -231,6 +231,7 @@ mod tests {
             last_failed_job_id: None,
             source: Some("tf-generator".into()),
             last_findings: None,
+            last_changes: Vec::new(),
             created_at: 0,
             updated_at: 0,
         }

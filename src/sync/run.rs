@@ -392,6 +392,7 @@ async fn via_pull_request(
             .await?
     };
     let pr = publish::open_or_update(client, project, &changes, &state.commands.prefix).await?;
+    state.store.set_last_changes(project.id, &changes).await?;
     // Recorded at once: a failure below must not leave the PR unknown
     // (the failure comment goes on it, the next sync updates it).
     state

@@ -213,6 +213,7 @@ mod tests {
             last_failed_job_id: None,
             source: None,
             last_findings: None,
+            last_changes: Vec::new(),
             created_at: 0,
             updated_at: 0,
         }

@@ -1,0 +1,14 @@
+-- Repository names compare case-insensitively, as the forges treat them:
+-- lookups by repository use this index, and two projects of one
+-- repository (whatever the case of its name) never share a location or a
+-- sync branch. Keep in step with the other backend's 0005.
+CREATE INDEX projects_repo_branch_ci ON projects (provider, LOWER(repo), branch);
+CREATE UNIQUE INDEX projects_location_ci
+    ON projects (provider, COALESCE(integration_id, 0), LOWER(repo), branch, base_path);
+CREATE UNIQUE INDEX projects_sync_branch_ci
+    ON projects (provider, LOWER(repo), sync_branch, COALESCE(integration_id, 0));
+
+-- The managed files graft's open PR adds, modifies and deletes, as of its
+-- last sync (JSON), so every later edit of the status comment (a failure,
+-- a reconcile, `/graft status`) still shows the table.
+ALTER TABLE projects ADD COLUMN last_changes TEXT;
