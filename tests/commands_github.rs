@@ -523,7 +523,69 @@ async fn eyes_arrive_on_receipt_even_while_the_project_is_busy(db: TestDb) {
     h.stop().await;
 }
 
+async fn an_edit_back_to_an_earlier_command_runs_it_again(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+    let c = h.comment_on_github(REPO, n, "writer", "/graft pause");
+    assert!(reply(&h, n, 1).await.contains("Paused:"));
+    h.github.edit_comment_as(c, "/graft resume");
+    assert!(reply(&h, n, 2).await.contains("Resumed"));
+    assert!(!project(&h, p.id).await.paused);
+    // The first text again: a new request, not a redelivery.
+    h.github.edit_comment_as(c, "/graft pause");
+    assert!(reply(&h, n, 3).await.contains("Paused:"));
+    assert!(project(&h, p.id).await.paused);
+    assert_eq!(command_jobs(&h).await, 3);
+    h.stop().await;
+}
+
+async fn a_pause_keeps_the_error_for_resume(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+    h.app
+        .store
+        .record_sync_error(p.id, "the last sync failed", None, now_ms())
+        .await
+        .unwrap();
+    h.comment_on_github(REPO, n, "writer", "/graft pause");
+    reply(&h, n, 1).await;
+    let paused = project(&h, p.id).await;
+    assert_eq!(
+        (paused.sync_status, paused.sync_error),
+        (SyncStatus::Paused, None)
+    );
+    h.comment_on_github(REPO, n, "writer", "/graft resume");
+    reply(&h, n, 2).await;
+    let resumed = project(&h, p.id).await;
+    assert_eq!(
+        (resumed.sync_status, resumed.sync_error.as_deref()),
+        (SyncStatus::Error, Some("the last sync failed")),
+        "the error is back, not hidden by the pause"
+    );
+    h.stop().await;
+}
+
+async fn a_flood_of_commands_gets_one_answer_for_the_excess(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (_, n) = managed_pr(&h).await;
+    let body = "/graft status\n".repeat(500);
+    h.comment_on_github(REPO, n, "writer", &body);
+    let answer = reply(&h, n, 1).await;
+    assert!(answer.contains("Only the first 10 commands"), "{answer}");
+    assert!(
+        answer.len() < 10_000,
+        "a short reply: {} bytes",
+        answer.len()
+    );
+    let runs = count(&h, "SELECT COUNT(*) FROM command_runs").await;
+    assert_eq!(runs, 11, "ten commands and one refusal for the rest");
+    h.stop().await;
+}
+
 both_backends!(
+    an_edit_back_to_an_earlier_command_runs_it_again,
+    a_pause_keeps_the_error_for_resume,
+    a_flood_of_commands_gets_one_answer_for_the_excess,
     eyes_arrive_on_receipt_even_while_the_project_is_busy,
     writers_run_commands_and_readers_are_refused,
     unknown_commands_bad_arguments_and_help_are_answered,

@@ -269,7 +269,63 @@ async fn a_merge_request_graft_does_not_own_gets_one_short_answer(db: TestDb) {
     h.stop().await;
 }
 
+async fn a_command_removed_and_written_back_runs_again(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let note = h.comment_on_gitlab(s.gitlab_id, s.iid, "dev", "/graft pause");
+    assert!(reply(&h, &s, 1).await.contains("Paused:"));
+    h.app
+        .store
+        .set_paused(s.project.id, false, graft::store::now_ms())
+        .await
+        .unwrap();
+    h.gitlab.edit_note_as(note, "never mind");
+    processed(&h, note, 2).await;
+    h.gitlab.edit_note_as(note, "/graft pause");
+    assert!(reply(&h, &s, 2).await.contains("Paused:"));
+    assert!(project(&h, s.project.id).await.paused);
+    h.stop().await;
+}
+
+async fn an_edit_hook_without_an_action_runs_only_new_commands(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let note = h.comment_on_gitlab(s.gitlab_id, s.iid, "dev", "/graft pause");
+    reply(&h, &s, 1).await;
+    // GitLab before 16.11 sends edits as note hooks without an action.
+    let mut hook = h
+        .gitlab
+        .webhooks()
+        .into_iter()
+        .rfind(|w| {
+            w.event == "Note Hook" && w.body["object_attributes"]["id"].as_i64() == Some(note)
+        })
+        .unwrap()
+        .body;
+    hook["object_attributes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("action");
+    hook["object_attributes"]["note"] = serde_json::json!("/graft pause\n/graft help");
+    let body = serde_json::to_vec(&hook).unwrap();
+    let response = h
+        .app
+        .gitlab("Note Hook", &random_delivery_id(), &body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let second = reply(&h, &s, 2).await;
+    assert!(
+        second.contains("| command |") && !second.contains("Paused:"),
+        "only the new `help` ran: {second}"
+    );
+    h.stop().await;
+}
+
 both_backends!(
+    a_command_removed_and_written_back_runs_again,
+    an_edit_hook_without_an_action_runs_only_new_commands,
     developers_run_commands_and_reporters_are_refused,
     an_edited_note_runs_only_its_new_commands,
     bots_and_graft_itself_are_never_obeyed,

@@ -12,3 +12,9 @@ CREATE UNIQUE INDEX projects_sync_branch_ci
 -- last sync (JSON), so every later edit of the status comment (a failure,
 -- a reconcile, `/graft status`) still shows the table.
 ALTER TABLE projects ADD COLUMN last_changes TEXT;
+
+-- While a reviewer has paused the project its status is `paused` and
+-- `sync_error` is empty (SPEC §2); what they were before comes back with
+-- `/graft resume`, so a pause never hides an error for good.
+ALTER TABLE projects ADD COLUMN status_before_pause TEXT;
+ALTER TABLE projects ADD COLUMN error_before_pause TEXT;

@@ -256,17 +256,13 @@ fn request(actor: &str, force: bool, rebase: bool) -> SyncRequest {
     }
 }
 
-/// Shows a pause or resume in the status comment right away. Only a
-/// transient failure matters (the job is retried); otherwise the next
-/// sync rewrites the comment anyway.
-async fn refresh_sticky(state: &AppState, project_id: i64) -> Result<(), SyncError> {
-    match ops::refresh_status(state, project_id).await {
-        Err(e) if e.retry().is_some() => Err(e),
-        Err(e) => {
-            warn!(project = project_id, error = %e, "could not refresh the status comment");
-            Ok(())
-        }
-        Ok(()) => Ok(()),
+/// Shows a pause or resume in the status comment right away, after the
+/// change itself is done. Best effort: failing here must not retry the
+/// command (a retried `resume` would find the project resumed and queue
+/// nothing), and the next sync rewrites the comment anyway.
+async fn refresh_sticky(state: &AppState, project_id: i64) {
+    if let Err(e) = ops::refresh_status(state, project_id).await {
+        warn!(project = project_id, error = %e, "could not refresh the status comment");
     }
 }
 
@@ -366,7 +362,7 @@ async fn act(
             }
             message
         }
-        Command::Retry => match (project.sync_status, project.last_failed_job_id) {
+        Command::Retry => match (project.unpaused_status(), project.last_failed_job_id) {
             (SyncStatus::Error, Some(failed)) => {
                 let Some((kind, payload)) = store.job_kind_and_payload(failed).await? else {
                     return Ok(Outcome::failed(
@@ -415,7 +411,7 @@ async fn act(
                 format!("Automatic syncs are already paused. `{prefix} resume` turns them back on.")
             } else {
                 store.set_paused(project_id, true, now).await?;
-                refresh_sticky(state, project_id).await?;
+                refresh_sticky(state, project_id).await;
                 format!(
                     "Paused: graft no longer syncs this project on its own. `{prefix} sync` \
                      still syncs on request; `{prefix} resume` turns automatic syncs back on."
@@ -427,7 +423,6 @@ async fn act(
                 "Automatic syncs are already on.".to_string()
             } else {
                 store.set_paused(project_id, false, now).await?;
-                refresh_sticky(state, project_id).await?;
                 let resumed = store.require_project(project_id).await?;
                 let waiting: Vec<ChangedPath> = store
                     .files(project_id)
@@ -454,13 +449,17 @@ async fn act(
                         )
                         .await?;
                         state.job_wake.notify_waiters();
+                        refresh_sticky(state, project_id).await;
                         format!(
                             "Resumed: automatic syncs are on again. {} file(s) changed while \
                              paused, so a sync is queued.",
                             waiting.len()
                         )
                     }
-                    None => "Resumed: automatic syncs are on again.".to_string(),
+                    None => {
+                        refresh_sticky(state, project_id).await;
+                        "Resumed: automatic syncs are on again.".to_string()
+                    }
                 }
             }
         }

@@ -51,18 +51,25 @@ fn hash(body: &str) -> String {
     hex::encode(&Sha256::digest(body.as_bytes())[..8])
 }
 
-/// The dedupe key of the command line at `index` of `body`.
+/// The dedupe key of the command line at `index` of `body`, written over
+/// `previous` (the text before this edit; `None` for a new comment). The
+/// same delivery twice gives the same key; an edit back to an earlier text
+/// (`/graft pause` → `/graft resume` → `/graft pause`) does not.
 pub fn dedupe_key(
     provider: Provider,
     repo: &str,
     comment_id: i64,
     index: usize,
+    previous: Option<&str>,
     body: &str,
 ) -> String {
+    let transition = match previous {
+        Some(previous) => format!("{}>{}", hash(previous), hash(body)),
+        None => hash(body),
+    };
     format!(
-        "{}:{repo}:{comment_id}:{index}:{}",
-        provider.as_str(),
-        hash(body)
+        "{}:{repo}:{comment_id}:{index}:{transition}",
+        provider.as_str()
     )
 }
 
@@ -102,7 +109,13 @@ pub async fn on_comment(
         if comment.action == CommentAction::Edited {
             // No commands left: a command written back in later is new.
             store
-                .forget_comment_text(provider.as_str(), &comment.repo.path, comment.comment_id)
+                .update_seen_comment_text(
+                    provider.as_str(),
+                    &comment.repo.path,
+                    comment.comment_id,
+                    &comment.body,
+                    now_ms(),
+                )
                 .await
                 .map_err(|e| JobError::retry(format!("database: {e}")))?;
         }
@@ -122,9 +135,15 @@ pub async fn on_comment(
     let chosen = std::sync::Mutex::new(Vec::new());
     let plan = |stored: Option<String>| {
         // GitHub sends the text before an edit; for GitLab the last text
-        // graft saw stands in.
+        // graft saw stands in. A comment graft has seen before is an edit
+        // whatever the event says (GitLab before 16.11 sends no action).
+        let action = match (&comment.previous_body, &stored) {
+            (None, Some(_)) => CommentAction::Edited,
+            _ => comment.action,
+        };
         let previous = comment.previous_body.clone().or(stored);
-        let indexes = to_run(comment.action, &current, previous.as_deref(), &prefix);
+        let previous = previous.filter(|_| action == CommentAction::Edited);
+        let indexes = to_run(action, &current, previous.as_deref(), &prefix);
         let runs = indexes
             .iter()
             .map(|&i| NewCommandRun {
@@ -133,6 +152,7 @@ pub async fn on_comment(
                     &comment.repo.path,
                     comment.comment_id,
                     i,
+                    previous.as_deref(),
                     &comment.body,
                 ),
                 command: current[i].text.clone(),
@@ -181,10 +201,12 @@ pub async fn on_comment(
     match queued {
         Some(job) => {
             info!(job, comment = comment.comment_id, author = %comment.author.login, "slash commands queued");
-            state.job_wake.notify_waiters();
+            // 👀 before the job may start, so it never lands after the
+            // job's final reaction.
             if let Some(project) = &project {
                 acknowledge(state, project, comment).await;
             }
+            state.job_wake.notify_waiters();
         }
         None => debug!(
             comment = comment.comment_id,
@@ -232,15 +254,21 @@ mod tests {
     }
 
     #[test]
-    fn keys_change_with_the_text_and_the_position() {
-        let a = dedupe_key(Provider::Github, "o/r", 5, 0, "/graft sync");
-        assert_eq!(a, dedupe_key(Provider::Github, "o/r", 5, 0, "/graft sync"));
-        assert_ne!(a, dedupe_key(Provider::Github, "o/r", 5, 1, "/graft sync"));
-        assert_ne!(
-            a,
-            dedupe_key(Provider::Github, "o/r", 5, 0, "/graft sync\n")
+    fn keys_change_with_the_text_the_position_and_the_edit() {
+        let key =
+            |provider, index, previous, body| dedupe_key(provider, "o/r", 5, index, previous, body);
+        let a = key(Provider::Github, 0, None, "/graft sync");
+        assert_eq!(a, key(Provider::Github, 0, None, "/graft sync"));
+        assert_ne!(a, key(Provider::Github, 1, None, "/graft sync"));
+        assert_ne!(a, key(Provider::Github, 0, None, "/graft sync\n"));
+        assert_ne!(a, key(Provider::Gitlab, 0, None, "/graft sync"));
+        // The same text reached again by an edit is a new run.
+        let edited_back = key(Provider::Github, 0, Some("/graft status"), "/graft sync");
+        assert_ne!(a, edited_back);
+        assert_eq!(
+            edited_back,
+            key(Provider::Github, 0, Some("/graft status"), "/graft sync")
         );
-        assert_ne!(a, dedupe_key(Provider::Gitlab, "o/r", 5, 0, "/graft sync"));
     }
 
     #[test]

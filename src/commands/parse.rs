@@ -184,6 +184,13 @@ pub fn echo(text: &str) -> String {
     out
 }
 
+/// Longest command line kept (stored, compared between edits, echoed).
+const LINE_LIMIT: usize = 200;
+
+fn clip(line: &str) -> String {
+    line.chars().take(LINE_LIMIT).collect()
+}
+
 /// Every command line of `body` (a comment's Markdown), in order.
 /// Never fails: lines that are not valid commands carry their error.
 pub fn parse(body: &str, prefix: &str) -> Vec<Invocation> {
@@ -206,17 +213,21 @@ pub fn parse(body: &str, prefix: &str) -> Vec<Invocation> {
         let Some(rest) = strip_prefix(content, prefix) else {
             continue;
         };
-        let result = if found.len() >= MAX_COMMANDS {
-            Err(CommandError::TooMany {
-                limit: MAX_COMMANDS,
-            })
-        } else {
-            parse_words(rest)
-        };
+        if found.len() == MAX_COMMANDS {
+            // One answer for everything past the limit, however much.
+            found.push(Invocation {
+                line: index + 1,
+                text: clip(content.trim_end()),
+                result: Err(CommandError::TooMany {
+                    limit: MAX_COMMANDS,
+                }),
+            });
+            break;
+        }
         found.push(Invocation {
             line: index + 1,
-            text: content.trim_end().to_string(),
-            result,
+            text: clip(content.trim_end()),
+            result: parse_words(rest),
         });
     }
     found
@@ -476,13 +487,16 @@ mod tests {
             body.push_str("\n/graft status\n");
         }
         let found = parse(&body, P);
-        assert_eq!(found.len(), MAX_COMMANDS + 5);
+        assert_eq!(found.len(), MAX_COMMANDS + 1, "one entry for all the rest");
         assert!(found[..MAX_COMMANDS].iter().all(|i| i.result.is_ok()));
-        assert!(
-            found[MAX_COMMANDS..]
-                .iter()
-                .all(|i| matches!(i.result, Err(CommandError::TooMany { .. })))
-        );
+        assert!(matches!(
+            found[MAX_COMMANDS].result,
+            Err(CommandError::TooMany { .. })
+        ));
+        // A huge command line is kept short.
+        let long = format!("/graft sync {}", "x".repeat(100_000));
+        let found = parse(&long, P);
+        assert_eq!(found[0].text.chars().count(), LINE_LIMIT);
     }
 
     #[test]

@@ -124,8 +124,8 @@ pub fn invalid(line: &str, error: &CommandError, prefix: &str) -> Outcome {
             expected,
         } => format!("`{prefix} {command}` needs {expected}, not `{argument}`."),
         CommandError::TooMany { limit } => format!(
-            "Only the first {limit} commands of a comment run; this one was skipped. \
-             Write it in a new comment."
+            "Only the first {limit} commands of a comment run; this line and every \
+             command after it were skipped. Write them in a new comment."
         ),
     };
     let help = !matches!(error, CommandError::TooMany { .. });

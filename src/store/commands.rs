@@ -127,16 +127,23 @@ impl Store {
         Ok(job_id)
     }
 
-    /// Forgets the last seen text of a comment (it has no commands now).
-    pub async fn forget_comment_text(
+    /// Remembers the new text of a comment graft has seen before (an edit
+    /// that left no commands), so a command written back in later counts
+    /// as new, not as the first text over again.
+    pub async fn update_seen_comment_text(
         &self,
         provider: &str,
         repo: &str,
         comment_id: i64,
+        body: &str,
+        now: i64,
     ) -> Result<()> {
         sqlx::query(
-            "DELETE FROM comment_texts WHERE provider = $1 AND repo = $2 AND comment_id = $3",
+            "UPDATE comment_texts SET body = $1, updated_at = $2 \
+             WHERE provider = $3 AND repo = $4 AND comment_id = $5",
         )
+        .bind(body)
+        .bind(now)
         .bind(provider)
         .bind(repo)
         .bind(comment_id)

@@ -134,15 +134,32 @@ pub struct Project {
     /// What the open PR changes (for the status comment's table).
     #[serde(skip)]
     pub last_changes: Vec<crate::git::read::FileChange>,
+    /// While paused: the status and error from before the pause.
+    #[serde(skip)]
+    pub status_before_pause: Option<SyncStatus>,
+    #[serde(skip)]
+    pub error_before_pause: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl Project {
+    /// The status as if the project were not paused (what `/graft resume`
+    /// would bring back): a pause does not make a failure go away.
+    pub fn unpaused_status(&self) -> SyncStatus {
+        match (self.sync_status, self.status_before_pause) {
+            (SyncStatus::Paused, Some(before)) => before,
+            (status, _) => status,
+        }
+    }
 }
 
 const COLUMNS: &str = "id, provider, integration_id, repo, branch, base_path, kind, mode, \
     auto_sync, auto_merge, paused, slug, sync_branch, sync_status, sync_error, \
     last_synced_commit_sha, last_pulled_at, pull_request_number, pull_request_url, \
     auto_sync_held, sync_branch_shared, sync_branch_sha, status_comment_id, conflicts, \
-    last_failed_job_id, source, last_findings, created_at, updated_at, last_changes";
+    last_failed_job_id, source, last_findings, created_at, updated_at, last_changes, \
+    status_before_pause, error_before_pause";
 
 fn from_row(r: &AnyRow) -> Project {
     let json = |i: usize| {
@@ -182,6 +199,10 @@ fn from_row(r: &AnyRow) -> Project {
         last_changes: json(29)
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default(),
+        status_before_pause: r
+            .get::<Option<String>, _>(30)
+            .map(|s| SyncStatus::parse(&s)),
+        error_before_pause: r.get(31),
     }
 }
 
@@ -404,8 +425,13 @@ impl Store {
         // A paused project shows `paused` until it is resumed; only a
         // running sync or an error shows through.
         sqlx::query(
-            "UPDATE projects SET sync_status = CASE WHEN paused = 1 AND $1 IN ('idle', 'success') \
-             THEN 'paused' ELSE $1 END, sync_error = $2, updated_at = $3 WHERE id = $4",
+            "UPDATE projects SET \
+             status_before_pause = CASE WHEN paused = 1 AND $1 IN ('idle', 'success') \
+               THEN $1 ELSE status_before_pause END, \
+             error_before_pause = CASE WHEN paused = 1 AND $1 IN ('idle', 'success') \
+               THEN NULL ELSE error_before_pause END, \
+             sync_status = CASE WHEN paused = 1 AND $1 IN ('idle', 'success') \
+               THEN 'paused' ELSE $1 END, sync_error = $2, updated_at = $3 WHERE id = $4",
         )
         .bind(status.as_str())
         .bind(error)
@@ -456,7 +482,8 @@ impl Store {
     pub async fn record_sync_success(&self, id: i64, done: &SyncSuccess, now: i64) -> Result<()> {
         sqlx::query(
             "UPDATE projects SET sync_status = CASE WHEN paused = 1 THEN 'paused' ELSE 'success' END, \
-             sync_error = NULL, conflicts = NULL, \
+             status_before_pause = CASE WHEN paused = 1 THEN 'success' ELSE NULL END, \
+             error_before_pause = NULL, sync_error = NULL, conflicts = NULL, \
              last_synced_commit_sha = COALESCE($1, last_synced_commit_sha), \
              pull_request_number = $2, pull_request_url = $3, \
              sync_branch_sha = $4, last_findings = $5, auto_sync_held = 0, updated_at = $6 \
@@ -561,17 +588,28 @@ impl Store {
         Ok(())
     }
 
+    /// Pausing shows `paused` and remembers the status and error it
+    /// replaces; resuming puts them back (unless a sync ran meanwhile and
+    /// showed through). Both are no-ops when already in that state.
     pub async fn set_paused(&self, id: i64, paused: bool, now: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE projects SET paused = $1, \
-             sync_status = CASE WHEN $1 = 1 THEN 'paused' WHEN sync_status = 'paused' THEN 'idle' ELSE sync_status END, \
-             updated_at = $2 WHERE id = $3",
-        )
-        .bind(flag(paused))
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let sql = if paused {
+            "UPDATE projects SET paused = 1, status_before_pause = \
+               CASE WHEN sync_status = 'syncing' THEN 'idle' ELSE sync_status END, \
+             error_before_pause = sync_error, sync_status = 'paused', sync_error = NULL, \
+             updated_at = $1 WHERE id = $2 AND paused = 0"
+        } else {
+            "UPDATE projects SET paused = 0, \
+             sync_status = CASE WHEN sync_status = 'paused' \
+               THEN COALESCE(status_before_pause, 'idle') ELSE sync_status END, \
+             sync_error = CASE WHEN sync_status = 'paused' THEN error_before_pause ELSE sync_error END, \
+             status_before_pause = NULL, error_before_pause = NULL, \
+             updated_at = $1 WHERE id = $2 AND paused = 1"
+        };
+        sqlx::query(sql)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -232,6 +232,8 @@ mod tests {
             source: Some("tf-generator".into()),
             last_findings: None,
             last_changes: Vec::new(),
+            status_before_pause: None,
+            error_before_pause: None,
             created_at: 0,
             updated_at: 0,
         }

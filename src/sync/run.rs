@@ -319,8 +319,8 @@ async fn via_pull_request(
 ) -> Result<(), SyncError> {
     let branch_head = fetched.head(&project.sync_branch);
     let ours = branch_head.map(|h| h.to_string()) == project.sync_branch_sha;
-    let shared = match (branch_head, target) {
-        (Some(head), Some(target)) if !request.rebase && !ours => {
+    let others_committed = match (branch_head, target) {
+        (Some(head), Some(target)) if !ours => {
             let commits = fetched
                 .with_repo(move |repo| read::commits_between(repo, target, head))
                 .await?;
@@ -328,9 +328,12 @@ async fn via_pull_request(
                 commits.into_iter().map(|(_, a, c)| (a, c)).collect();
             plan::branch_is_shared(&emails, &state.git.identity.email)
         }
-        _ => project.sync_branch_shared && !request.rebase && branch_head.is_some(),
+        _ => project.sync_branch_shared && branch_head.is_some(),
     };
-    if shared {
+    // Even a rebase imports what others committed first (also commits that
+    // arrived after the `/graft rebase` was read): it drops commits, never
+    // their content.
+    if others_committed {
         // Take the human's edits of managed files before adding on top.
         let since = project
             .sync_branch_sha
@@ -348,7 +351,8 @@ async fn via_pull_request(
             return Err(SyncError::Conflict(conflicts));
         }
     }
-    if request.rebase && branch_head.is_some() && project.sync_branch_shared {
+    let shared = others_committed && !request.rebase;
+    if request.rebase && others_committed {
         notes.push(format!(
             "`/graft rebase`: the branch was recreated from `{}`; commits by others were dropped after their edits of managed files were imported.",
             project.branch

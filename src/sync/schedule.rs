@@ -214,6 +214,8 @@ mod tests {
             source: None,
             last_findings: None,
             last_changes: Vec::new(),
+            status_before_pause: None,
+            error_before_pause: None,
             created_at: 0,
             updated_at: 0,
         }
