@@ -1,6 +1,6 @@
 # graft: multi-stage build.
 #   docker build -t graft .
-#   docker run -p 8080:8080 -v graft-data:/data -e ENCRYPTION_KEY=... graft
+#   docker run -p 8080:8080 -v graft-data:/data --stop-timeout 30 -e ENCRYPTION_KEY=... graft
 #
 # Stage 1 builds a release binary; dependencies are compiled in their own
 # layer, so editing graft's sources does not rebuild them.
@@ -27,14 +27,16 @@ RUN touch src/main.rs src/lib.rs \
  && strip target/release/graft
 
 # Stage 2: a slim runtime with git (graft pushes with the git CLI) and CA
-# certificates (HTTPS to GitHub/GitLab), running as a non-root user.
+# certificates (HTTPS to GitHub/GitLab). graft always runs as the non-root
+# user `graft`: /usr/local/bin/graft (deploy/graft-as-user.sh) drops root
+# after handing a root-owned volume (Fly.io, bind mounts) to that user.
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /data --create-home graft
-COPY --from=build /src/target/release/graft /usr/local/bin/graft
-USER graft:graft
+COPY --from=build /src/target/release/graft /usr/local/lib/graft/graft
+COPY deploy/graft-as-user.sh /usr/local/bin/graft
 WORKDIR /data
 # /data holds the SQLite database and the repository mirrors; mount a
 # volume there (or use PostgreSQL and keep only the mirrors).

@@ -45,7 +45,16 @@ fn dockerfile_builds_release_and_runs_slim_non_root_with_git() {
     assert!(docker.contains("cargo build --release --locked"));
     assert!(docker.contains("FROM debian:bookworm-slim"));
     assert!(docker.contains("git ca-certificates"));
-    assert!(docker.contains("USER graft"), "non-root user");
+    // Non-root: the image's `graft` command drops to uid 10001, also when a
+    // root-owned volume (Fly.io) must be handed over first.
+    assert!(docker.contains("COPY deploy/graft-as-user.sh /usr/local/bin/graft"));
+    assert!(docker.contains("/usr/local/lib/graft/graft"));
+    let wrapper = read("deploy/graft-as-user.sh");
+    assert!(
+        wrapper.contains("exec setpriv --reuid=10001 --regid=10001 --clear-groups -- \"$real\""),
+        "{wrapper}"
+    );
+    assert!(wrapper.contains("real=/usr/local/lib/graft/graft"));
     let dirs = embedded_dirs();
     assert!(dirs.contains(&"migrations".to_string()), "{dirs:?}");
     assert!(dirs.contains(&"app-manifest".to_string()), "{dirs:?}");
@@ -70,5 +79,10 @@ fn fly_keeps_the_worker_machine_running_and_checks_health() {
     assert!(
         fly.contains("fly postgres attach"),
         "how to switch to PostgreSQL"
+    );
+    assert!(
+        !fly.lines()
+            .any(|l| l.trim_start().starts_with("GRAFT_PUBLIC_URL")),
+        "no placeholder public URL: it would send GitHub's setup code elsewhere"
     );
 }
