@@ -5,13 +5,17 @@
 mod support;
 
 use graft::commands::REPLY_MARKER;
+use graft::store::files::FileState;
 use graft::store::now_ms;
 use graft::store::projects::{Kind, Mode, NewProject, Project, SyncStatus};
-use sqlx::Row;
 use support::TestDb;
-use support::fake_github::{BOT_LOGIN, Comment};
+use support::commands::{
+    self, Forge, STATE_CHANGING, command_jobs, count, github_replies, github_reply, jobs_of_kind,
+    project, sync_and_reconcile_jobs,
+};
+use support::fake_github::Comment;
 use support::harness::Harness;
-use support::sync::{input, put, settled};
+use support::sync::{event_kinds, input, put, put_quietly, settled};
 use support::webhooks::random_delivery_id;
 
 const REPO: &str = "acme/infra";
@@ -50,20 +54,12 @@ async fn managed_pr(h: &Harness) -> (Project, i64) {
 }
 
 fn replies(h: &Harness, number: i64) -> Vec<Comment> {
-    h.github
-        .comments(REPO, number)
-        .into_iter()
-        .filter(|c| c.user == BOT_LOGIN && c.body.starts_with(REPLY_MARKER))
-        .collect()
+    github_replies(h, REPO, number)
 }
 
 /// Waits for graft's `count`th reply on the PR and returns its text.
 async fn reply(h: &Harness, number: i64, count: usize) -> String {
-    h.wait_for(&format!("reply #{count} on PR {number}"), || async {
-        let all = replies(h, number);
-        (all.len() >= count).then(|| all[count - 1].body.clone())
-    })
-    .await
+    github_reply(h, REPO, number, count).await
 }
 
 /// Waits until graft reacted to `comment` with every one of `contents`.
@@ -85,41 +81,7 @@ async fn reacted(h: &Harness, comment: i64, contents: &[&str]) {
 
 /// Waits until graft processed the webhook(s) of `comment`.
 async fn processed(h: &Harness, comment: i64, deliveries: usize) {
-    h.wait_for(
-        &format!("{deliveries} deliveries of comment {comment}"),
-        || async {
-            let done = h
-                .deliveries()
-                .await
-                .into_iter()
-                .filter(|d| {
-                    d.status == graft::store::deliveries::DeliveryStatus::Processed
-                        && d.payload
-                            .as_deref()
-                            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-                            .is_some_and(|v| v["comment"]["id"].as_i64() == Some(comment))
-                })
-                .count();
-            (done >= deliveries).then_some(())
-        },
-    )
-    .await
-}
-
-async fn count(h: &Harness, sql: &str) -> i64 {
-    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-        .fetch_one(h.app.store.pool())
-        .await
-        .unwrap()
-        .get::<i64, _>(0)
-}
-
-async fn command_jobs(h: &Harness) -> i64 {
-    count(h, "SELECT COUNT(*) FROM jobs WHERE kind = 'command'").await
-}
-
-async fn project(h: &Harness, id: i64) -> Project {
-    h.app.store.require_project(id).await.unwrap()
+    commands::processed(h, Forge::Github, comment, deliveries).await
 }
 
 async fn writers_run_commands_and_readers_are_refused(db: TestDb) {
@@ -582,6 +544,128 @@ async fn a_flood_of_commands_gets_one_answer_for_the_excess(db: TestDb) {
     h.stop().await;
 }
 
+async fn a_writer_syncs_the_pending_change(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+    let syncs = jobs_of_kind(&h, "sync").await;
+    // A change that queues nothing on its own.
+    put_quietly(&h, p.id, &[input("a.tf", "# a2\n")]).await;
+    assert_eq!(jobs_of_kind(&h, "sync").await, syncs, "nothing queued yet");
+
+    let c = h.comment_on_github(REPO, n, "writer", "/graft sync");
+    insta::assert_snapshot!("github_sync", reply(&h, n, 1).await);
+    reacted(&h, c, &["eyes", "+1"]).await;
+    h.wait_for("the pending change pushed to the PR branch", || async {
+        (h.github.git.file(REPO, BRANCH, "infra/a.tf")? == b"# a2\n").then_some(())
+    })
+    .await;
+    let synced = settled(&h, p.id, SyncStatus::Success).await;
+    let done = count(
+        &h,
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'sync' AND state = 'done'",
+    )
+    .await;
+    assert_eq!(
+        (jobs_of_kind(&h, "sync").await, done),
+        (syncs + 1, syncs + 1),
+        "one sync queued by the command, and it ran"
+    );
+    let pulls = h.github.pulls(REPO);
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    assert_eq!(synced.pull_request_number, Some(n));
+    assert_eq!(
+        Some(pulls[0].head_sha.clone()),
+        h.github.git.head(REPO, BRANCH)
+    );
+    assert_eq!(synced.sync_branch_sha, h.github.git.head(REPO, BRANCH));
+    let a = h.app.store.file(p.id, "a.tf").await.unwrap().unwrap();
+    assert_eq!(a.state, FileState::Synced);
+    let log = h.app.store.list_events(Some(p.id), 50).await.unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.kind == "command" && e.actor == "writer" && e.message.contains("sync")),
+        "{log:?}"
+    );
+    assert_eq!(event_kinds(&h, p.id).await[0], "sync.pushed");
+    h.stop().await;
+}
+
+async fn readers_may_not_run_any_state_changing_command(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+    // Give every command something to do: a failed sync to retry, a
+    // pending change to sync, a branch to rebase.
+    h.github.git.protect_branch(REPO, BRANCH);
+    put(&h, p.id, &[input("a.tf", "# a2\n")]).await;
+    let failed = settled(&h, p.id, SyncStatus::Error).await;
+    assert!(failed.last_failed_job_id.is_some());
+    h.github.git.unprotect_branch(REPO, BRANCH);
+    let head = h.github.git.head(REPO, BRANCH);
+    let mut seen = 0;
+    for phase in [false, true] {
+        if phase {
+            // Now `resume` and `automerge off` have something to undo.
+            h.app.store.set_paused(p.id, true, now_ms()).await.unwrap();
+            h.app
+                .store
+                .set_auto_merge(p.id, true, now_ms())
+                .await
+                .unwrap();
+        }
+        let before = project(&h, p.id).await;
+        let jobs = sync_and_reconcile_jobs(&h).await;
+        for (command, _) in STATE_CHANGING.iter().filter(|(_, p)| *p == phase) {
+            let c = h.comment_on_github(REPO, n, "reader", &format!("/graft {command}"));
+            seen += 1;
+            let refusal = reply(&h, n, seen).await;
+            assert_eq!(
+                refusal.trim_end(),
+                format!(
+                    "{REPLY_MARKER}\n@reader, you need write access to `{REPO}` to run \
+                     `/graft {command}`, so nothing was changed. `/graft status` and \
+                     `/graft help` work for everyone."
+                ),
+            );
+            reacted(&h, c, &["eyes", "confused"]).await;
+            assert!(
+                !h.github.reactions(c).iter().any(|(_, r)| r == "+1"),
+                "{command}"
+            );
+            assert_eq!(
+                sync_and_reconcile_jobs(&h).await,
+                jobs,
+                "`{command}` queued a job"
+            );
+            assert_eq!(
+                project(&h, p.id).await,
+                before,
+                "`{command}` changed the project"
+            );
+        }
+    }
+    let after = project(&h, p.id).await;
+    assert_eq!(
+        (after.paused, after.auto_merge, after.sync_status),
+        (true, true, SyncStatus::Paused)
+    );
+    assert_eq!(h.github.git.head(REPO, BRANCH), head, "nothing pushed");
+    assert!(!h.github.pulls(REPO)[0].auto_merge, "not asked on the PR");
+    let a = h.app.store.file(p.id, "a.tf").await.unwrap().unwrap();
+    assert_eq!(a.state, FileState::Pending, "the change still waits");
+    assert!(
+        !h.app
+            .store
+            .list_events(Some(p.id), 100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == "command"),
+        "no command was recorded as run"
+    );
+    assert_eq!(replies(&h, n).len(), STATE_CHANGING.len());
+    h.stop().await;
+}
+
 both_backends!(
     an_edit_back_to_an_earlier_command_runs_it_again,
     a_pause_keeps_the_error_for_resume,
@@ -597,4 +681,6 @@ both_backends!(
     retry_reruns_the_last_failed_job,
     rebase_drops_human_commits_after_importing_their_edits,
     automerge_on_and_off,
+    a_writer_syncs_the_pending_change,
+    readers_may_not_run_any_state_changing_command,
 );

@@ -7,13 +7,17 @@ mod support;
 
 use graft::commands::REPLY_MARKER;
 use graft::forge::NewPullRequest;
+use graft::store::files::FileState;
 use graft::store::now_ms;
 use graft::store::projects::{Kind, Mode, NewProject, Project, SyncStatus};
-use sqlx::Row;
 use support::TestDb;
-use support::fake_gitlab::{BOT_USERNAME, Note};
+use support::commands::{
+    self, Forge, STATE_CHANGING, command_jobs, count, gitlab_replies, gitlab_reply, jobs_of_kind,
+    project, sync_and_reconcile_jobs,
+};
+use support::fake_gitlab::Note;
 use support::harness::Harness;
-use support::sync::{input, put, settled};
+use support::sync::{event_kinds, input, put, put_quietly, settled};
 use support::webhooks::random_delivery_id;
 
 const PATH: &str = "platform/team/infra";
@@ -48,7 +52,7 @@ async fn managed_mr(h: &Harness) -> Setup {
         )
         .await
         .unwrap();
-    put(h, p.id, &[input("a.tf", "# a1\n")]).await;
+    put(h, p.id, &[input("a.tf", "# a1\n"), input("b.tf", "# b1\n")]).await;
     let synced = settled(h, p.id, SyncStatus::Success).await;
     let iid = synced.pull_request_number.expect("an MR");
     h.gitlab.set_access_level(gitlab_id, "dev", 30);
@@ -61,21 +65,15 @@ async fn managed_mr(h: &Harness) -> Setup {
 }
 
 fn replies(h: &Harness, s: &Setup) -> Vec<Note> {
-    h.gitlab
-        .notes(s.gitlab_id, s.iid)
-        .into_iter()
-        .filter(|n| n.author == BOT_USERNAME && n.body.starts_with(REPLY_MARKER))
-        .collect()
+    gitlab_replies(h, s.gitlab_id, s.iid)
 }
 
+/// Waits for graft's `count`th reply on the MR and returns its text.
 async fn reply(h: &Harness, s: &Setup, count: usize) -> String {
-    h.wait_for(&format!("reply #{count}"), || async {
-        let all = replies(h, s);
-        (all.len() >= count).then(|| all[count - 1].body.clone())
-    })
-    .await
+    gitlab_reply(h, s.gitlab_id, s.iid, count).await
 }
 
+/// Waits until graft awarded `note` every one of the emoji `names`.
 async fn awarded(h: &Harness, note: i64, names: &[&str]) {
     h.wait_for(&format!("awards {names:?} on {note}"), || async {
         let got: Vec<String> = h.gitlab.awards(note).into_iter().map(|(_, n)| n).collect();
@@ -89,41 +87,7 @@ async fn awarded(h: &Harness, note: i64, names: &[&str]) {
 
 /// Waits until graft processed `deliveries` webhooks of `note`.
 async fn processed(h: &Harness, note: i64, deliveries: usize) {
-    h.wait_for(
-        &format!("{deliveries} deliveries of note {note}"),
-        || async {
-            let done = h
-                .deliveries()
-                .await
-                .into_iter()
-                .filter(|d| {
-                    d.status == graft::store::deliveries::DeliveryStatus::Processed
-                        && d.payload
-                            .as_deref()
-                            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-                            .is_some_and(|v| v["object_attributes"]["id"].as_i64() == Some(note))
-                })
-                .count();
-            (done >= deliveries).then_some(())
-        },
-    )
-    .await
-}
-
-async fn count(h: &Harness, sql: &str) -> i64 {
-    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-        .fetch_one(h.app.store.pool())
-        .await
-        .unwrap()
-        .get::<i64, _>(0)
-}
-
-async fn command_jobs(h: &Harness) -> i64 {
-    count(h, "SELECT COUNT(*) FROM jobs WHERE kind = 'command'").await
-}
-
-async fn project(h: &Harness, id: i64) -> Project {
-    h.app.store.require_project(id).await.unwrap()
+    commands::processed(h, Forge::Gitlab, note, deliveries).await
 }
 
 async fn developers_run_commands_and_reporters_are_refused(db: TestDb) {
@@ -323,6 +287,354 @@ async fn an_edit_hook_without_an_action_runs_only_new_commands(db: TestDb) {
     h.stop().await;
 }
 
+/// graft's status note on the MR.
+fn sticky(h: &Harness, s: &Setup) -> Note {
+    h.gitlab
+        .notes(s.gitlab_id, s.iid)
+        .into_iter()
+        .find(|n| n.body.contains("<!-- graft:status -->"))
+        .expect("a status note")
+}
+
+/// Both sides change `b.tf`: graft's database and a human on `main`. The
+/// project stops at the conflict.
+async fn conflict(h: &Harness, s: &Setup, graft: &str, human: &str) -> Project {
+    h.app
+        .store
+        .put_files(s.project.id, &[input("b.tf", graft)], false, now_ms())
+        .await
+        .unwrap();
+    h.push_to_gitlab_as_human(
+        PATH,
+        "main",
+        &[("infra/b.tf", Some(human.as_bytes()))],
+        "dev",
+    );
+    settled(h, s.project.id, SyncStatus::Error).await
+}
+
+async fn a_developer_syncs_the_pending_change(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let id = s.project.id;
+    let syncs = jobs_of_kind(&h, "sync").await;
+    // A change that queues nothing on its own (it arrived while graft's
+    // last push was in review).
+    put_quietly(&h, id, &[input("a.tf", "# a2\n")]).await;
+    assert_eq!(jobs_of_kind(&h, "sync").await, syncs, "nothing queued yet");
+
+    let note = h.comment_on_gitlab(s.gitlab_id, s.iid, "dev", "/graft sync");
+    insta::assert_snapshot!("gitlab_sync", reply(&h, &s, 1).await);
+    awarded(&h, note, &["eyes", "thumbsup"]).await;
+    h.wait_for("the pending change pushed to the MR branch", || async {
+        (h.gitlab.git.file(PATH, BRANCH, "infra/a.tf")? == b"# a2\n").then_some(())
+    })
+    .await;
+    let synced = settled(&h, id, SyncStatus::Success).await;
+    let done = count(
+        &h,
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'sync' AND state = 'done'",
+    )
+    .await;
+    assert_eq!(
+        (jobs_of_kind(&h, "sync").await, done),
+        (syncs + 1, syncs + 1),
+        "one sync queued by the command, and it ran"
+    );
+    // The same MR, now at the new head, with graft's file synced.
+    let mrs = h.gitlab.merge_requests(s.gitlab_id);
+    assert_eq!(mrs.len(), 1, "{mrs:?}");
+    assert_eq!(synced.pull_request_number, Some(s.iid));
+    assert_eq!(Some(mrs[0].sha.clone()), h.gitlab.git.head(PATH, BRANCH));
+    assert_eq!(synced.sync_branch_sha, h.gitlab.git.head(PATH, BRANCH));
+    assert_eq!(synced.sync_error, None);
+    let a = h.app.store.file(id, "a.tf").await.unwrap().unwrap();
+    assert_eq!(a.state, FileState::Synced);
+    assert!(
+        h.gitlab
+            .statuses(s.gitlab_id)
+            .iter()
+            .any(|st| st.sha == mrs[0].sha && st.name == "graft" && st.state == "success"),
+        "{:?}",
+        h.gitlab.statuses(s.gitlab_id)
+    );
+    let log = h.app.store.list_events(Some(id), 50).await.unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.kind == "command" && e.actor == "dev" && e.message.contains("sync")),
+        "{log:?}"
+    );
+    assert_eq!(event_kinds(&h, id).await[0], "sync.pushed");
+    h.stop().await;
+}
+
+async fn sync_force_and_import_resolve_conflicts(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let id = s.project.id;
+    let conflicted = conflict(&h, &s, "# b-graft\n", "# b-human\n").await;
+    assert_eq!(conflicted.conflicts, Some(vec!["b.tf".to_string()]));
+    assert!(
+        conflicted.sync_error.as_deref().unwrap().contains("`b.tf`"),
+        "{:?}",
+        conflicted.sync_error
+    );
+    let note = sticky(&h, &s).body;
+    assert!(
+        note.contains("`b.tf`") && note.contains("/graft sync --force"),
+        "the status note names the conflict: {note}"
+    );
+
+    h.comment_on_gitlab(s.gitlab_id, s.iid, "dev", "/graft sync --force");
+    insta::assert_snapshot!("gitlab_sync_force", reply(&h, &s, 1).await);
+    let forced = settled(&h, id, SyncStatus::Success).await;
+    assert_eq!((forced.conflicts, forced.sync_error), (None, None));
+    assert_eq!(
+        h.gitlab.git.file(PATH, BRANCH, "infra/b.tf").unwrap(),
+        b"# b-graft\n",
+        "graft's version kept on the MR branch"
+    );
+    assert_eq!(
+        h.gitlab.git.file(PATH, "main", "infra/b.tf").unwrap(),
+        b"# b-human\n",
+        "main is the reviewers' to merge"
+    );
+
+    conflict(&h, &s, "# b-graft2\n", "# b-human2\n").await;
+    h.comment_on_gitlab(s.gitlab_id, s.iid, "dev", "/graft import");
+    insta::assert_snapshot!("gitlab_import", reply(&h, &s, 2).await);
+    let imported = settled(&h, id, SyncStatus::Success).await;
+    assert_eq!(imported.conflicts, None);
+    let b = h.app.store.file(id, "b.tf").await.unwrap().unwrap();
+    assert_eq!(
+        (b.content.as_slice(), b.state),
+        (b"# b-human2\n".as_slice(), FileState::Synced),
+        "the repository's version taken"
+    );
+    let kinds = event_kinds(&h, id).await;
+    assert!(
+        kinds.contains(&"files.imported".to_string()) && kinds.contains(&"sync.failed".to_string()),
+        "{kinds:?}"
+    );
+    assert_eq!(h.gitlab.merge_requests(s.gitlab_id).len(), 1);
+    h.stop().await;
+}
+
+async fn rebase_drops_human_commits_after_importing_their_edits(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let id = s.project.id;
+    let human = h.push_to_gitlab_as_human(
+        PATH,
+        BRANCH,
+        &[("infra/a.tf", Some(b"# a-reviewer\n".as_slice()))],
+        "reviewer",
+    );
+    h.wait_for("branch marked shared", || async {
+        project(&h, id).await.sync_branch_shared.then_some(())
+    })
+    .await;
+    settled(&h, id, SyncStatus::Success).await;
+
+    h.comment_on_gitlab(s.gitlab_id, s.iid, "dev", "/graft rebase");
+    insta::assert_snapshot!("gitlab_rebase", reply(&h, &s, 1).await);
+    h.wait_for("branch recreated without the human commit", || async {
+        let log = h.gitlab.git.log(PATH, BRANCH);
+        (!log.iter().any(|(sha, _, _)| *sha == human)).then_some(())
+    })
+    .await;
+    let rebased = settled(&h, id, SyncStatus::Success).await;
+    assert!(!rebased.sync_branch_shared);
+    assert_eq!(rebased.sync_branch_sha, h.gitlab.git.head(PATH, BRANCH));
+    assert_eq!(
+        h.gitlab.git.file(PATH, BRANCH, "infra/a.tf").unwrap(),
+        b"# a-reviewer\n",
+        "the reviewer's edit lives on as graft's content"
+    );
+    let a = h.app.store.file(id, "a.tf").await.unwrap().unwrap();
+    assert_eq!(a.content, b"# a-reviewer\n", "kept in the database");
+    let log = h.gitlab.git.log(PATH, BRANCH);
+    assert_eq!(
+        log[1].0,
+        h.gitlab.git.head(PATH, "main").unwrap(),
+        "one graft commit on main"
+    );
+    let mrs = h.gitlab.merge_requests(s.gitlab_id);
+    assert_eq!(mrs.len(), 1);
+    assert_eq!(Some(mrs[0].sha.clone()), h.gitlab.git.head(PATH, BRANCH));
+    h.stop().await;
+}
+
+async fn retry_reruns_the_last_failed_job(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let id = s.project.id;
+    h.comment_on_gitlab(s.gitlab_id, s.iid, "dev", "/graft retry");
+    assert!(
+        reply(&h, &s, 1)
+            .await
+            .contains("Nothing to retry: the last job of this project did not fail.")
+    );
+    // The MR branch cannot be pushed: the sync fails for good.
+    h.gitlab.protect_branch(PATH, BRANCH);
+    put(&h, id, &[input("a.tf", "# a2\n")]).await;
+    let failed = settled(&h, id, SyncStatus::Error).await;
+    let failed_job = failed.last_failed_job_id.expect("a failed job");
+    assert_eq!(
+        h.app.store.job(failed_job).await.unwrap().unwrap().state,
+        "failed"
+    );
+    h.gitlab.unprotect_branch(PATH, BRANCH);
+    let syncs = jobs_of_kind(&h, "sync").await;
+    h.comment_on_gitlab(s.gitlab_id, s.iid, "dev", "/graft retry");
+    insta::assert_snapshot!("gitlab_retry", reply(&h, &s, 2).await);
+    let retried = settled(&h, id, SyncStatus::Success).await;
+    assert_eq!(
+        jobs_of_kind(&h, "sync").await,
+        syncs + 1,
+        "one sync re-queued"
+    );
+    assert_eq!(retried.sync_error, None);
+    assert_eq!(
+        h.gitlab.git.file(PATH, BRANCH, "infra/a.tf").unwrap(),
+        b"# a2\n"
+    );
+    assert!(
+        sticky(&h, &s).body.contains("✅"),
+        "{}",
+        sticky(&h, &s).body
+    );
+    h.stop().await;
+}
+
+async fn automerge_on_and_off(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let id = s.project.id;
+    h.app
+        .store
+        .set_auto_merge(id, true, now_ms())
+        .await
+        .unwrap();
+    // "Merge when pipeline succeeds" was already set on the MR.
+    h.gitlab
+        .state
+        .lock()
+        .unwrap()
+        .merge_requests
+        .iter_mut()
+        .for_each(|mr| mr.merge_when_pipeline_succeeds = true);
+    h.comment_on_gitlab(s.gitlab_id, s.iid, "dev", "/graft automerge off");
+    insta::assert_snapshot!("gitlab_automerge_off", reply(&h, &s, 1).await);
+    assert!(!project(&h, id).await.auto_merge);
+    let mr = &h.gitlab.merge_requests(s.gitlab_id)[0];
+    assert!(!mr.merge_when_pipeline_succeeds, "cancelled on the MR");
+    assert_eq!(mr.state, "opened");
+
+    h.comment_on_gitlab(s.gitlab_id, s.iid, "dev", "/graft automerge on");
+    // The status had passed, so GitLab merged right away.
+    insta::assert_snapshot!("gitlab_automerge_on", reply(&h, &s, 2).await);
+    assert!(project(&h, id).await.auto_merge);
+    let merged = h
+        .wait_for("MR merged", || async {
+            let mr = h.gitlab.merge_requests(s.gitlab_id).remove(0);
+            (mr.state == "merged").then_some(mr)
+        })
+        .await;
+    let after = h
+        .wait_for("merge recorded", || async {
+            let p = project(&h, id).await;
+            (p.pull_request_number.is_none() && p.last_synced_commit_sha == merged.merge_commit_sha)
+                .then_some(p)
+        })
+        .await;
+    assert!(after.auto_merge);
+    settled(&h, id, SyncStatus::Success).await;
+    assert!(
+        event_kinds(&h, id)
+            .await
+            .contains(&"pull_request.merged".to_string())
+    );
+    h.stop().await;
+}
+
+async fn reporters_may_not_run_any_state_changing_command(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let id = s.project.id;
+    // Give every command something to do: a failed sync to retry, a
+    // pending change to sync, a branch to rebase.
+    h.gitlab.protect_branch(PATH, BRANCH);
+    put(&h, id, &[input("a.tf", "# a2\n")]).await;
+    let failed = settled(&h, id, SyncStatus::Error).await;
+    assert!(failed.last_failed_job_id.is_some());
+    h.gitlab.unprotect_branch(PATH, BRANCH);
+    let head = h.gitlab.git.head(PATH, BRANCH);
+    let mut seen = 0;
+    for phase in [false, true] {
+        if phase {
+            // Now `resume` and `automerge off` have something to undo.
+            h.app.store.set_paused(id, true, now_ms()).await.unwrap();
+            h.app
+                .store
+                .set_auto_merge(id, true, now_ms())
+                .await
+                .unwrap();
+        }
+        let before = project(&h, id).await;
+        let jobs = sync_and_reconcile_jobs(&h).await;
+        for (command, _) in STATE_CHANGING.iter().filter(|(_, p)| *p == phase) {
+            let note =
+                h.comment_on_gitlab(s.gitlab_id, s.iid, "reporter", &format!("/graft {command}"));
+            seen += 1;
+            let refusal = reply(&h, &s, seen).await;
+            assert_eq!(
+                refusal.trim_end(),
+                format!(
+                    "{REPLY_MARKER}\n@reporter, you need at least the Developer role in \
+                     `{PATH}` to run `/graft {command}`, so nothing was changed. \
+                     `/graft status` and `/graft help` work for everyone."
+                ),
+            );
+            awarded(&h, note, &["eyes", "confused"]).await;
+            assert!(
+                !h.gitlab.awards(note).iter().any(|(_, n)| n == "thumbsup"),
+                "{command}"
+            );
+            assert_eq!(
+                sync_and_reconcile_jobs(&h).await,
+                jobs,
+                "`{command}` queued a job"
+            );
+            assert_eq!(
+                project(&h, id).await,
+                before,
+                "`{command}` changed the project"
+            );
+        }
+    }
+    let after = project(&h, id).await;
+    assert_eq!(
+        (after.paused, after.auto_merge, after.sync_status),
+        (true, true, SyncStatus::Paused)
+    );
+    assert_eq!(h.gitlab.git.head(PATH, BRANCH), head, "nothing pushed");
+    let a = h.app.store.file(id, "a.tf").await.unwrap().unwrap();
+    assert_eq!(a.state, FileState::Pending, "the change still waits");
+    assert!(
+        !h.app
+            .store
+            .list_events(Some(id), 100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == "command"),
+        "no command was recorded as run"
+    );
+    assert_eq!(replies(&h, &s).len(), STATE_CHANGING.len());
+    h.stop().await;
+}
+
 both_backends!(
     a_command_removed_and_written_back_runs_again,
     an_edit_hook_without_an_action_runs_only_new_commands,
@@ -330,4 +642,10 @@ both_backends!(
     an_edited_note_runs_only_its_new_commands,
     bots_and_graft_itself_are_never_obeyed,
     a_merge_request_graft_does_not_own_gets_one_short_answer,
+    a_developer_syncs_the_pending_change,
+    sync_force_and_import_resolve_conflicts,
+    rebase_drops_human_commits_after_importing_their_edits,
+    retry_reruns_the_last_failed_job,
+    automerge_on_and_off,
+    reporters_may_not_run_any_state_changing_command,
 );

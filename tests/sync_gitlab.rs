@@ -178,9 +178,21 @@ async fn a_protected_gitlab_branch_falls_back_to_a_merge_request(db: TestDb) {
     let id = h.gitlab_project(PATH);
     h.gitlab.protect_branch(PATH, "main");
     let p = project(&h, Mode::Direct, Kind::Iac).await;
+    let main = h.gitlab.git.head(PATH, "main");
     put(&h, p.id, &[input("a.yaml", "a: 1\n")]).await;
-    settled(&h, p.id, SyncStatus::Success).await;
-    assert_eq!(h.gitlab.merge_requests(id).len(), 1);
+    let fallback = settled(&h, p.id, SyncStatus::Success).await;
+    let mrs = h.gitlab.merge_requests(id);
+    assert_eq!(mrs.len(), 1);
+    assert_eq!(fallback.pull_request_number, Some(mrs[0].iid));
+    assert_eq!(h.gitlab.git.head(PATH, "main"), main, "main untouched");
+    // GitLab's own refusal text is recognised as branch protection.
+    let log = h.app.store.list_events(Some(p.id), 20).await.unwrap();
+    assert!(
+        log.iter().any(|e| e.kind == "sync.fallback_to_pull_request"
+            && e.message
+                .contains("not allowed to push code to protected branches")),
+        "{log:?}"
+    );
     h.stop().await;
 }
 

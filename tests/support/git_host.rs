@@ -61,13 +61,18 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 const PRE_RECEIVE: &str = r#"#!/bin/sh
-# Branch protection like GitHub's: refuse updates to refs listed in
-# protected-branches, unless the push comes from the test itself.
+# Branch protection: refuse updates to refs listed in protected-branches,
+# unless the push comes from the test itself. The refusal reads like
+# GitHub's unless protection-message says otherwise (GitLab's words).
 [ -n "$FAKE_BYPASS_PROTECTION" ] && exit 0
 while read old new ref; do
   if [ -f protected-branches ] && grep -qx "$ref" protected-branches; then
-    echo "error: GH006: Protected branch update failed for $ref." >&2
-    echo "error: Changes must be made through a pull request." >&2
+    if [ -f protection-message ]; then
+      cat protection-message >&2
+    else
+      echo "error: GH006: Protected branch update failed for $ref." >&2
+      echo "error: Changes must be made through a pull request." >&2
+    fi
     exit 1
   fi
 done
@@ -163,6 +168,13 @@ impl GitHost {
         let mut text = std::fs::read_to_string(&file).unwrap_or_default();
         text.push_str(&format!("refs/heads/{branch}\n"));
         std::fs::write(file, text).expect("protect");
+    }
+
+    /// What the server prints when it refuses a push to a protected
+    /// branch (GitHub's GH006 text unless set).
+    pub fn set_protection_message(&self, repo: &str, message: &str) {
+        let file = self.repo_dir(repo).join("protection-message");
+        std::fs::write(file, format!("{message}\n")).expect("protection message");
     }
 
     pub fn unprotect_branch(&self, repo: &str, branch: &str) {

@@ -3,6 +3,7 @@
 //! port, signed webhook builders, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod commands;
 pub mod fake_common;
 pub mod fake_github;
 pub mod fake_gitlab;

@@ -91,6 +91,34 @@ pub async fn github_project(
         .unwrap()
 }
 
+/// A GitLab project on `path`, `main`, with auto-sync on.
+pub async fn gitlab_project(
+    h: &Harness,
+    path: &str,
+    mode: graft::store::projects::Mode,
+    base_path: &str,
+) -> Project {
+    h.app
+        .store
+        .create_project(
+            &graft::store::projects::NewProject {
+                provider: "gitlab".into(),
+                integration_id: None,
+                repo: path.into(),
+                branch: "main".into(),
+                base_path: base_path.into(),
+                kind: graft::store::projects::Kind::Iac,
+                mode,
+                auto_sync: true,
+                auto_merge: false,
+                sync_branch: None,
+            },
+            now_ms(),
+        )
+        .await
+        .unwrap()
+}
+
 /// The kinds of the project's audit events, newest first.
 pub async fn event_kinds(h: &Harness, project: i64) -> Vec<String> {
     h.app

@@ -16,6 +16,9 @@ use super::git_host::{GitHost, RefUpdate};
 
 pub const BOT_USERNAME: &str = "project_1_bot_graft";
 pub const BOT_TOKEN: &str = "glpat-graft-test-token";
+/// What GitLab's pre-receive check prints for a push to a protected branch.
+pub const PROTECTED_BRANCH_REFUSAL: &str =
+    "GitLab: You are not allowed to push code to protected branches on this project.";
 
 #[derive(Debug, Clone)]
 pub struct Project {
@@ -185,6 +188,8 @@ impl FakeGitlab {
     /// graft's bot user is a Maintainer.
     pub fn create_project(&self, path: &str) -> i64 {
         self.git.create_repo(path);
+        self.git
+            .set_protection_message(path, PROTECTED_BRANCH_REFUSAL);
         self.git.commit(
             path,
             "main",
@@ -252,6 +257,10 @@ impl FakeGitlab {
 
     pub fn protect_branch(&self, path: &str, branch: &str) {
         self.git.protect_branch(path, branch);
+    }
+
+    pub fn unprotect_branch(&self, path: &str, branch: &str) {
+        self.git.unprotect_branch(path, branch);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -364,6 +373,24 @@ impl FakeGitlab {
             username,
         );
         new
+    }
+
+    /// Closes MR `iid` without merging, as `username` (the button on the
+    /// website); sends a `Merge Request Hook` with action `close`.
+    pub fn close_merge_request(&self, project: i64, iid: i64, username: &str) {
+        self.add_user(username);
+        let mr = {
+            let mut state = self.state.lock().unwrap();
+            let mr = state
+                .merge_requests
+                .iter_mut()
+                .find(|m| m.project_id == project && m.iid == iid && m.state == "opened")
+                .expect("an open merge request");
+            mr.state = "closed".into();
+            mr.merge_when_pipeline_succeeds = false;
+            mr.clone()
+        };
+        self.emit_merge_request(&mr, "close", username);
     }
 
     /// Merges MR `iid` as `username` (the button on the website).
