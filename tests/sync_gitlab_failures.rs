@@ -506,10 +506,18 @@ async fn a_validation_failure_is_reported_on_the_mr(db: TestDb) {
         h.gitlab.git.file(PATH, "main", "infra/m.tf").is_none(),
         "not on main"
     );
+    let kinds = event_kinds(&h, p.id).await;
+    assert!(kinds.contains(&"sync.pushed".to_string()), "{kinds:?}");
+    // A failure is never silent: the audit log records it with the path.
+    let log = h.app.store.list_events(Some(p.id), 50).await.unwrap();
+    let failed = log
+        .iter()
+        .find(|e| e.kind == "sync.failed")
+        .expect("a sync.failed event");
     assert!(
-        event_kinds(&h, p.id)
-            .await
-            .contains(&"sync.pushed".to_string())
+        failed.message.contains("modules/missing"),
+        "{}",
+        failed.message
     );
     h.stop().await;
 }

@@ -79,14 +79,14 @@ pub enum ForgeError {
         retry_after: Option<Duration>,
     },
 
-    #[error("{forge} server error {status}: {message} (will retry)")]
+    #[error("{forge} server error {status}: {message}")]
     Server {
         forge: ForgeKind,
         status: u16,
         message: String,
     },
 
-    #[error("cannot reach {forge}: {message} (will retry)")]
+    #[error("cannot reach {forge}: {message}")]
     Network { forge: ForgeKind, message: String },
 
     /// The forge refused the request's content (422, 400, 409).

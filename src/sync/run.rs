@@ -566,6 +566,22 @@ async fn finish(
         store
             .record_sync_error(project.id, &error, None, now)
             .await?;
+        // A failure is never silent (SPEC §2): the audit log says so too,
+        // not only "pushed".
+        store
+            .record_event(
+                &NewEvent {
+                    project_id: Some(project.id),
+                    actor: "graft",
+                    kind: "sync.failed",
+                    message: &error,
+                    commit_sha: built.commit.map(|c| c.to_string()).as_deref(),
+                    pull_request_url: pull_request.as_ref().map(|(_, u, _)| u.as_str()),
+                    ..NewEvent::default()
+                },
+                now,
+            )
+            .await?;
     }
     let message = match (&built.commit, &pull_request) {
         (None, _) => "sync: nothing to change".to_string(),
