@@ -368,21 +368,52 @@ async fn an_interrupted_fetch_leaves_a_mirror_that_is_repaired() {
         format!("{}\n", "1".repeat(40)),
     )
     .unwrap();
-    let (_m, fetched) = world.fetch().await;
+    let (mirror, fetched) = world.fetch().await;
     assert!(fetched.created);
+    // The mark alone (killed before anything was written): not trusted.
+    std::fs::write(mirror.path.join("graft-fetch-in-progress"), b"").unwrap();
+    drop(mirror);
+    let (mirror, fetched) = world.fetch().await;
+    assert!(fetched.created, "a marked mirror is re-created");
+    // A ref lock left by a process killed inside a ref update would make
+    // every later fetch fail: the mirror is re-created instead.
+    std::fs::write(mirror.path.join("refs/heads/main.lock"), b"").unwrap();
+    drop(mirror);
+    world
+        .host
+        .commit(REPO, "main", &[("b.txt", Some(b"b\n"))], "b");
+    let (mirror, fetched) = world.fetch().await;
+    assert!(fetched.created, "a stale ref lock means re-create");
+    assert_eq!(
+        Some(fetched.heads["main"].to_string()),
+        world.host.head(REPO, "main")
+    );
+    assert!(!mirror.path.join("refs/heads/main.lock").exists());
+    drop(mirror);
+    // A fetch that fails (here: refused credentials) leaves a sound
+    // mirror: no mark, no re-creation afterwards.
+    let (mirror, failed) = world.fetch_with("ghs_wrong").await;
+    assert!(failed.is_err());
+    assert!(!mirror.path.join("graft-fetch-in-progress").exists());
+    drop(mirror);
+    let (_m, fetched) = world.fetch().await;
+    assert!(!fetched.created, "a failed fetch does not cost a re-clone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_is_an_auth_error_without_the_token() {
     let world = World::new().await;
     world.host.commit(REPO, "main", &[("a", Some(b"a"))], "a");
+    // Neither the token nor the Basic credential git sends for it.
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "x-access-token:ghs_wrong_secret_value",
+    );
+    let leaks = |text: &str| text.contains("ghs_wrong_secret_value") || text.contains(&basic);
     let (_m, result) = world.fetch_with("ghs_wrong_secret_value").await;
     let error = result.unwrap_err();
     assert!(matches!(error, GitError::Auth(_)), "{error:?}");
-    assert!(
-        !error.to_string().contains("ghs_wrong_secret_value"),
-        "{error}"
-    );
+    assert!(!leaks(&format!("{error} {error:?}")), "{error:?}");
     drop(_m);
 
     let (mirror, fetched) = world.fetch().await;
@@ -403,12 +434,7 @@ async fn a_wrong_token_is_an_auth_error_without_the_token() {
     .unwrap_err();
     assert!(matches!(error, GitError::Auth(_)), "{error:?}");
     let text = format!("{error} {error:?}");
-    assert!(!text.contains("ghs_wrong_secret_value"), "{text}");
-    let basic = graft::git::GitAuth::new(
-        "x-access-token",
-        "ghs_wrong_secret_value".to_string().into(),
-    );
-    let _ = basic;
+    assert!(!leaks(&text), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,20 +559,55 @@ async fn overlay_refuses_symlinks_submodules_and_foreign_swaps() {
             },
         )
     };
+    use overlay::PlacementError as P;
+    let at = |s: &str| format!("infra/gen/{s}");
     for (path, expected) in [
-        ("link/x.tf", "symbolic link"),
-        ("link", "symbolic link"),
-        ("vendor/x.tf", "submodule"),
-        ("vendor", "submodule"),
-        ("dir", "replace the folder"),
-        ("dir/a.tf/x", "replace the file"),
+        (
+            "link/x.tf",
+            P::ThroughSymlink {
+                path: "link/x.tf".into(),
+                at: at("link"),
+            },
+        ),
+        (
+            "link",
+            P::ThroughSymlink {
+                path: "link".into(),
+                at: at("link"),
+            },
+        ),
+        (
+            "vendor/x.tf",
+            P::ThroughSubmodule {
+                path: "vendor/x.tf".into(),
+                at: at("vendor"),
+            },
+        ),
+        (
+            "vendor",
+            P::ThroughSubmodule {
+                path: "vendor".into(),
+                at: at("vendor"),
+            },
+        ),
+        (
+            "dir",
+            P::FolderBecomesFile {
+                path: "dir".into(),
+                at: at("dir"),
+            },
+        ),
+        (
+            "dir/a.tf/x",
+            P::FileBecomesFolder {
+                path: "dir/a.tf/x".into(),
+                at: at("dir/a.tf"),
+            },
+        ),
     ] {
         let error = attempt(path).unwrap_err();
-        assert!(matches!(error, GitError::Unsafe(_)), "{path}: {error:?}");
-        assert!(
-            error.to_string().contains(expected) && error.to_string().contains(path),
-            "{path}: {error}"
-        );
+        assert_eq!(error, GitError::Unsafe(expected), "{path}");
+        assert!(error.to_string().contains(path), "{path}: {error}");
     }
     for (path, expected) in [
         ("../x", "`..`"),
@@ -691,9 +752,11 @@ async fn the_check_command_sees_the_overlaid_tree_with_a_clean_environment() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     check::materialize(&repo, built.tree, dir.path()).unwrap();
-    // SAFETY of the environment: a secret in graft's environment must not reach the command.
+    // The command sees the whole overlaid tree, and an environment of its
+    // own: nothing of graft's (ENCRYPTION_KEY, tokens, this test's
+    // variables) gets through.
     let ok = check::run(
-        "test -f modules/vpc/main.tf && test -f \"$GRAFT_BASE_PATH/main.tf\" && env | grep -c GRAFT_SECRET_PROBE; echo done",
+        "test -f modules/vpc/main.tf && test -f \"$GRAFT_BASE_PATH/main.tf\" && env",
         dir.path(),
         "infra",
         Duration::from_secs(20),
@@ -701,12 +764,24 @@ async fn the_check_command_sees_the_overlaid_tree_with_a_clean_environment() {
     .await
     .unwrap();
     assert!(ok.passed(), "{ok:?}");
-    assert!(
-        ok.output.starts_with('0') && ok.output.contains("done"),
+    assert_eq!(ok.finding("x"), None);
+    let mut names: Vec<&str> = ok
+        .output
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(name, _)| name))
+        .filter(|name| !["PWD", "SHLVL", "_", "OLDPWD"].contains(name))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec!["GRAFT_BASE_PATH", "HOME", "LANG", "PATH"],
         "{}",
         ok.output
     );
-    assert_eq!(ok.finding("x"), None);
+    assert!(
+        std::env::var_os("CARGO").is_some(),
+        "the test's own environment is not empty"
+    );
 
     let failed = check::run(
         "echo 'plan failed: bad thing' >&2; exit 3",
@@ -724,12 +799,36 @@ async fn the_check_command_sees_the_overlaid_tree_with_a_clean_environment() {
         finding.message
     );
 
-    let slow = check::run("sleep 30", dir.path(), "infra", Duration::from_millis(300))
-        .await
-        .unwrap();
+    let slow = check::run(
+        "echo planning...; sleep 30",
+        dir.path(),
+        "infra",
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
     assert!(slow.timed_out && !slow.passed());
     assert!(slow.duration < Duration::from_secs(10));
-    assert!(slow.finding("sleep").unwrap().message.contains("timed out"));
+    let finding = slow.finding("sleep").unwrap().message;
+    assert!(finding.contains("timed out"), "{finding}");
+    assert!(
+        finding.contains("planning..."),
+        "what it printed before the timeout is kept: {finding}"
+    );
+
+    // A command that leaves something running in the background (holding
+    // its output open) is done when it exits, not timed out.
+    let background = check::run(
+        "sleep 30 & echo started",
+        dir.path(),
+        "infra",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert!(background.passed(), "{background:?}");
+    assert!(background.duration < Duration::from_secs(9));
+    assert!(background.output.contains("started"));
 
     let chatty = check::run(
         "yes graft | head -c 200000",
@@ -741,6 +840,43 @@ async fn the_check_command_sees_the_overlaid_tree_with_a_clean_environment() {
     .unwrap();
     assert!(chatty.output.len() < check::OUTPUT_LIMIT + 100);
     assert!(chatty.output.contains("more bytes of output dropped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_to_a_missing_repository_or_a_silent_server_are_told_apart() {
+    let world = World::new().await;
+    world.host.commit(REPO, "main", &[("a", Some(b"a"))], "a");
+    let (mirror, fetched) = world.fetch().await;
+    let auth = GitAuth::new("x-access-token", TOKEN.to_string().into());
+    let push_to = |url: String, timeout: Duration| {
+        let (mirror, auth) = (&mirror.path, &auth);
+        let commit = fetched.heads["main"];
+        async move {
+            push(PushRequest {
+                mirror,
+                url: &url,
+                auth,
+                commit,
+                branch: "copy",
+                mode: PushMode::FastForward,
+                timeout,
+            })
+            .await
+        }
+    };
+    let missing = push_to(world.host.clone_url("acme/gone"), Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, GitError::NotFound(_)), "{missing:?}");
+    // A server that accepts the connection and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/acme/infra.git", silent.local_addr().unwrap());
+    let started = std::time::Instant::now();
+    let stalled = push_to(url, Duration::from_secs(1)).await.unwrap_err();
+    assert!(matches!(stalled, GitError::Network(_)), "{stalled:?}");
+    assert!(stalled.to_string().contains("timed out"), "{stalled}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    drop(silent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

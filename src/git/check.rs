@@ -11,7 +11,7 @@ use gix::ObjectId;
 use tokio::io::AsyncReadExt;
 
 use super::validate::{Finding, Severity};
-use super::{GitError, local};
+use super::{GitError, local, paths};
 
 /// Output kept from the command; the rest is dropped with a note.
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
@@ -59,7 +59,13 @@ pub fn materialize(repo: &gix::Repository, tree: ObjectId, dir: &Path) -> Result
     let mut recorder = gix::traverse::tree::Recorder::default();
     tree.traverse().breadthfirst(&mut recorder).map_err(local)?;
     for entry in recorder.records {
-        let path = dir.join(entry.filepath.to_string());
+        // Names come from the repository: a crafted tree must not write
+        // outside `dir` (`..`, absolute paths, `.git`).
+        let name = entry.filepath.to_string();
+        paths::validate_file_path(&name).map_err(|e| {
+            GitError::Local(format!("the repository tree holds an unsafe path: {e}"))
+        })?;
+        let path = dir.join(name);
         if entry.mode.is_tree() || entry.mode.is_commit() {
             std::fs::create_dir_all(&path).map_err(local)?;
             continue;
@@ -83,6 +89,20 @@ pub fn materialize(repo: &gix::Repository, tree: ObjectId, dir: &Path) -> Result
         }
     }
     Ok(())
+}
+
+/// Kills the process group the command leads (it and anything it started),
+/// with the shell's own `kill` (the command runs under `sh` anyway).
+async fn end_group(group: Option<u32>) {
+    if let Some(group) = group {
+        let _ = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -9 -{group} 2>/dev/null"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
 }
 
 /// Runs `command` with `sh -c` in `dir`. The environment holds only PATH,
@@ -110,43 +130,51 @@ pub async fn run(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| GitError::Local(format!("cannot run the check command: {e}")))?;
-    let pid = child.id();
+    let group = child.id();
     let mut stdout = child
         .stdout
         .take()
         .ok_or_else(|| local("check command has no output pipe"))?;
-    let collect = async {
-        let mut kept = Vec::new();
-        let mut dropped = 0usize;
-        let mut buf = [0u8; 8192];
-        loop {
-            let n = stdout.read(&mut buf).await.unwrap_or(0);
-            if n == 0 {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut kept = Vec::new();
+    let mut dropped = 0usize;
+    let mut buf = [0u8; 8192];
+    let mut status = None;
+    let mut eof = false;
+    let mut timed_out = false;
+    // Output is collected as it comes, so a command that times out still
+    // shows what it printed. When the command exits, whatever it left
+    // running in the background is ended, which also closes the pipe.
+    while !(eof && status.is_some()) {
+        tokio::select! {
+            read = stdout.read(&mut buf), if !eof => match read {
+                Ok(0) | Err(_) => eof = true,
+                Ok(n) => {
+                    let room = OUTPUT_LIMIT.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                    dropped += n.saturating_sub(room);
+                }
+            },
+            exited = child.wait(), if status.is_none() => {
+                status = Some(exited.ok());
+                end_group(group).await;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                timed_out = true;
                 break;
             }
-            let room = OUTPUT_LIMIT.saturating_sub(kept.len());
-            kept.extend_from_slice(&buf[..n.min(room)]);
-            dropped += n.saturating_sub(room);
         }
-        let status = child.wait().await;
-        (kept, dropped, status)
-    };
-    let (kept, dropped, status, timed_out) = match tokio::time::timeout(timeout, collect).await {
-        Ok((kept, dropped, status)) => (kept, dropped, status.ok(), false),
-        Err(_) => (Vec::new(), 0, None, true),
-    };
-    if timed_out && let Some(pid) = pid {
-        // The command may have started children: end the whole group.
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .status();
     }
+    if timed_out {
+        end_group(group).await;
+    }
+    let status = status.flatten();
     let mut output = String::from_utf8_lossy(&kept).to_string();
     if dropped > 0 {
         output.push_str(&format!("\n[… {dropped} more bytes of output dropped]"));
     }
     Ok(CheckOutcome {
-        exit_code: status.and_then(|s| s.code()),
+        exit_code: status.and_then(|s| s.code()).filter(|_| !timed_out),
         timed_out,
         output,
         duration: started.elapsed(),

@@ -3,9 +3,14 @@
 //!
 //! Safety: inside a process, one async lock per mirror; across processes
 //! sharing the disk, an exclusive file lock next to the mirror. A fetch
-//! marks the mirror while it runs; a mirror found marked (the process died
-//! mid-fetch) or unreadable is verified and re-created if anything is
-//! missing, never trusted.
+//! marks the mirror while it runs and unmarks it whatever the outcome, so a
+//! mark found later means a process died mid-fetch: that mirror, like one
+//! with a ref lock left behind (held by nobody while we hold the file
+//! lock), one that does not open, or one whose branches do not resolve to a
+//! commit and tree, is re-created rather than trusted.
+//!
+//! A stalled server cannot hold the mirror for ever: the transport gives up
+//! after 20 s without a connection and 30 s without a byte.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -93,28 +98,20 @@ impl MirrorCache {
 }
 
 impl Mirror {
-    /// Brings the mirror up to date with `url` (all branches; branches gone
-    /// upstream are removed). Blocking: call it from `spawn_blocking`.
-    pub fn fetch(&self, url: &str, auth: &GitAuth) -> Result<FetchOutcome, GitError> {
-        fetch_path(&self.path, url, auth)
-    }
-
     /// Opens the mirror for reading and writing objects (thread-local).
     pub fn open(&self) -> Result<gix::Repository, GitError> {
         open(&self.path)
     }
-
-    pub fn heads(&self) -> Result<BTreeMap<String, ObjectId>, GitError> {
-        heads(&self.path)
-    }
 }
 
-fn open(path: &Path) -> Result<gix::Repository, GitError> {
+pub(crate) fn open(path: &Path) -> Result<gix::Repository, GitError> {
     gix::open_opts(path, gix::open::Options::isolated()).map_err(local)
 }
 
-/// [`Mirror::fetch`] by path, for callers that hold the [`Mirror`] lock on
-/// another thread. Takes the cross-process file lock itself.
+/// Brings the mirror at `path` up to date with `url` (all branches;
+/// branches gone upstream are removed), for a caller that holds its
+/// [`Mirror`] lock. Takes the cross-process file lock itself. Blocking:
+/// call it from `spawn_blocking`.
 pub fn fetch_path(path: &Path, url: &str, auth: &GitAuth) -> Result<FetchOutcome, GitError> {
     {
         let parent = path
@@ -131,8 +128,11 @@ pub fn fetch_path(path: &Path, url: &str, auth: &GitAuth) -> Result<FetchOutcome
         let created = ensure_sound(path)?;
         let marker = path.join(IN_PROGRESS);
         std::fs::write(&marker, b"").map_err(local)?;
-        let objects_received = fetch_all_heads(path, url, auth)?;
+        // A failed fetch leaves the mirror as it was (gix writes the pack
+        // and then the refs); only a killed process leaves the mark.
+        let fetched = fetch_all_heads(path, url, auth);
         std::fs::remove_file(&marker).map_err(local)?;
+        let objects_received = fetched?;
         let heads = heads(path)?;
         Ok(FetchOutcome {
             heads,
@@ -162,6 +162,8 @@ fn heads(path: &Path) -> Result<BTreeMap<String, ObjectId>, GitError> {
 /// Returns whether it was (re-)created.
 fn ensure_sound(path: &Path) -> Result<bool, GitError> {
     let sound = path.exists()
+        && !path.join(IN_PROGRESS).exists()
+        && !has_stale_ref_locks(path)
         && match open(path) {
             // Cheap enough to do every time: a handful of branches.
             Ok(repo) => refs_resolve(&repo),
@@ -176,6 +178,29 @@ fn ensure_sound(path: &Path) -> Result<bool, GitError> {
     }
     gix::init_bare(path).map_err(local)?;
     Ok(true)
+}
+
+/// A `*.lock` of git's ref transactions: with the mirror's file lock held,
+/// whoever took it is gone, and every later ref update would fail on it.
+fn has_stale_ref_locks(path: &Path) -> bool {
+    if path.join("packed-refs.lock").exists() || path.join("HEAD.lock").exists() {
+        return true;
+    }
+    let mut folders = vec![path.join("refs")];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let entry_path = entry.path();
+            if entry_path.is_dir() {
+                folders.push(entry_path);
+            } else if entry_path.extension().is_some_and(|e| e == "lock") {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Every local branch points at a commit whose tree is present.

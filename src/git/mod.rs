@@ -94,20 +94,12 @@ pub enum GitError {
     Network(String),
     #[error(transparent)]
     Path(#[from] PathError),
-    #[error("{0}")]
-    Unsafe(String),
+    #[error(transparent)]
+    Unsafe(#[from] overlay::PlacementError),
     #[error("local repository problem: {0}")]
     Local(String),
     #[error("git failed: {0}")]
     Other(String),
-}
-
-impl GitError {
-    /// Worth trying again later (the sync engine refetches for
-    /// non-fast-forward itself).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, GitError::Network(_))
-    }
 }
 
 pub(crate) fn local(error: impl std::fmt::Display) -> GitError {

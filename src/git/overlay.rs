@@ -116,6 +116,28 @@ pub fn build(repo: &gix::Repository, input: OverlayInput<'_>) -> Result<Overlay,
     })
 }
 
+/// Why a managed path cannot go where it would go in the base tree. Each
+/// names the managed path and the entry of the repository in the way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    #[error(
+        "`{path}`: `{at}` is a symbolic link in the repository; graft does not write through or over links"
+    )]
+    ThroughSymlink { path: String, at: String },
+    #[error(
+        "`{path}`: `{at}` is a submodule in the repository; graft does not write into or over submodules"
+    )]
+    ThroughSubmodule { path: String, at: String },
+    #[error(
+        "`{path}` would replace the file `{at}` with a folder, and graft does not manage `{at}`"
+    )]
+    FileBecomesFolder { path: String, at: String },
+    #[error(
+        "`{path}` would replace the folder `{at}` with a file, and graft does not manage all of it"
+    )]
+    FolderBecomesFile { path: String, at: String },
+}
+
 /// Refuses a managed path that runs through a symlink or submodule of the
 /// base tree, or that would swap a file for a folder (or back) that graft
 /// did not manage. Returns paths to clear first for allowed swaps.
@@ -142,14 +164,18 @@ fn check_placement(
         let is_leaf = depth == components.len();
         let managed_prefix = (depth > base_depth).then(|| components[base_depth..depth].join("/"));
         if mode.is_link() {
-            return Err(GitError::Unsafe(format!(
-                "`{path}`: `{prefix}` is a symbolic link in the repository; graft does not write through or over links"
-            )));
+            return Err(PlacementError::ThroughSymlink {
+                path: path.to_string(),
+                at: prefix,
+            }
+            .into());
         }
         if mode.is_commit() {
-            return Err(GitError::Unsafe(format!(
-                "`{path}`: `{prefix}` is a submodule in the repository; graft does not write into or over submodules"
-            )));
+            return Err(PlacementError::ThroughSubmodule {
+                path: path.to_string(),
+                at: prefix,
+            }
+            .into());
         }
         if !is_leaf && !mode.is_tree() {
             // A file where the path needs a folder.
@@ -157,9 +183,11 @@ fn check_placement(
                 .as_ref()
                 .is_some_and(|p| input.previously_managed.contains(p));
             if !ours {
-                return Err(GitError::Unsafe(format!(
-                    "`{path}` would replace the file `{prefix}` with a folder, and graft does not manage `{prefix}`"
-                )));
+                return Err(PlacementError::FileBecomesFolder {
+                    path: path.to_string(),
+                    at: prefix,
+                }
+                .into());
             }
             clear.push(prefix);
             break;
@@ -174,9 +202,11 @@ fn check_placement(
             let has_foreign_entries =
                 folder_has_unlisted_entries(root, &prefix, existing, &inside)?;
             if !all_ours || has_foreign_entries {
-                return Err(GitError::Unsafe(format!(
-                    "`{path}` would replace the folder `{prefix}` with a file, and graft does not manage all of it"
-                )));
+                return Err(PlacementError::FolderBecomesFile {
+                    path: path.to_string(),
+                    at: prefix,
+                }
+                .into());
             }
             clear.push(prefix);
         }

@@ -38,7 +38,7 @@ impl Fetched {
     ) -> Result<T, GitError> {
         let path = self.mirror.path.clone();
         tokio::task::spawn_blocking(move || {
-            let repo = gix::open_opts(&path, gix::open::Options::isolated()).map_err(local)?;
+            let repo = super::mirror::open(&path)?;
             work(&repo)
         })
         .await
@@ -225,7 +225,7 @@ async fn run_check(
     let path = mirror.path.clone();
     let target = dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let repo = gix::open_opts(&path, gix::open::Options::isolated()).map_err(local)?;
+        let repo = super::mirror::open(&path)?;
         check::materialize(&repo, tree, &target)
     })
     .await

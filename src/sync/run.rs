@@ -41,11 +41,51 @@ pub async fn remote_for(state: &AppState, project: &Project) -> Result<Remote, S
     let info = client.repo_info().await?;
     let credentials = client.git_credentials().await?;
     Ok(Remote {
+        key: mirror_key(&project.provider, &info.clone_url, &project.repo),
         url: info.clone_url,
         auth: GitAuth::new(&credentials.username, credentials.token.clone()),
-        key: format!("{}/{}", project.provider, project.repo),
         client,
     })
+}
+
+/// One mirror per repository *of a host*: `group/app` on two GitLab
+/// instances are two repositories and must not share refs.
+fn mirror_key(provider: &str, clone_url: &str, repo: &str) -> String {
+    let host = reqwest::Url::parse(clone_url)
+        .ok()
+        .and_then(|url| {
+            let host = url.host_str()?.to_ascii_lowercase();
+            Some(match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        })
+        .unwrap_or_default();
+    format!("{provider}/{host}/{}", repo.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mirror_key;
+
+    #[test]
+    fn mirrors_are_per_host_and_repository() {
+        let a = mirror_key(
+            "gitlab",
+            "https://gitlab.example.com/group/app.git",
+            "group/app",
+        );
+        let b = mirror_key(
+            "gitlab",
+            "https://git.other.org:8443/group/app.git",
+            "Group/App",
+        );
+        assert_eq!(a, "gitlab/gitlab.example.com/group/app");
+        assert_eq!(b, "gitlab/git.other.org:8443/group/app");
+        // Credentials in a URL never reach the key (or the folder name).
+        let c = mirror_key("github", "https://x:secret@github.com/o/r.git", "o/r");
+        assert_eq!(c, "github/github.com/o/r");
+    }
 }
 
 /// The sync job's entry point. A failure is recorded on the project once,
