@@ -172,7 +172,6 @@ fn gitlab_push_lists_changed_paths() {
 fn gitlab_merge_requests() {
     for (file, action) in [
         ("merge_request.open.json", PullRequestAction::Opened),
-        ("merge_request.update.json", PullRequestAction::Synchronize),
         ("merge_request.close.json", PullRequestAction::Closed),
         ("merge_request.merge.json", PullRequestAction::Merged),
     ] {
@@ -183,6 +182,25 @@ fn gitlab_merge_requests() {
         assert!(mr.number > 0, "{file}");
         assert!(mr.head_sha.is_some(), "{file}");
     }
+}
+
+#[test]
+fn gitlab_merge_request_updates_are_pushes_only_with_an_oldrev() {
+    // GitLab's own example: labels and draft changed, no commits.
+    let raw = fixture("gitlab/merge_request.update.json");
+    assert!(matches!(
+        gitlab::parse("Merge Request Hook", &raw).unwrap(),
+        Parsed::Ignored { .. }
+    ));
+    // The same update with new commits (GitLab then sets `oldrev`).
+    let mut pushed: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    pushed["object_attributes"]["oldrev"] = serde_json::json!("a".repeat(40));
+    let body = serde_json::to_vec(&pushed).unwrap();
+    let ForgeEvent::PullRequest(mr) = event(gitlab::parse("Merge Request Hook", &body).unwrap())
+    else {
+        panic!("a pull request event")
+    };
+    assert_eq!(mr.action, PullRequestAction::Synchronize);
 }
 
 #[test]

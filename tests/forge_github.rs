@@ -195,6 +195,51 @@ async fn a_token_close_to_expiry_is_refreshed_not_reused(db: TestDb) {
     s.assert_conformant();
 }
 
+async fn an_unreachable_github_is_a_network_error_after_retries(db: TestDb) {
+    let waits = Arc::new(Waits::default());
+    let forges = Forges::new(
+        ForgeSettings {
+            github: Some(
+                GithubAppConfig::new(
+                    &fake_github::APP_ID.to_string(),
+                    &SecretString::from(fake_github::app_private_key()),
+                    "http://127.0.0.1:9",
+                )
+                .unwrap(),
+            ),
+            sleeper: waits.clone(),
+            ..ForgeSettings::default()
+        },
+        db.store().await,
+        None,
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    let error = forges.github(REPO).await.unwrap_err();
+    assert_eq!(error.class(), "network", "{error}");
+    assert!(error.is_retryable(), "the job is retried later");
+    assert!(!waits.take().is_empty(), "backed off before giving up");
+    assert!(!error.to_string().contains("BEGIN"), "{error}");
+}
+
+async fn a_reinstalled_app_is_found_again_after_one_failure(db: TestDb) {
+    let s = setup(&db).await;
+    s.client().await.repo_info().await.unwrap();
+    assert_eq!(
+        s.store.installation_for_repo(REPO).await.unwrap(),
+        Some(INSTALLATION)
+    );
+    // Re-installed under a new id, and the webhooks never arrived.
+    s.fake.reinstall_silently(INSTALLATION, 91);
+    let error = s.client().await.repo_info().await.unwrap_err();
+    assert_eq!(error.class(), "not_installed", "{error}");
+    // The stale record is gone, so the next job asks GitHub and heals.
+    assert_eq!(s.store.installation_for_repo(REPO).await.unwrap(), None);
+    s.client().await.repo_info().await.unwrap();
+    assert_eq!(s.store.installation_for_repo(REPO).await.unwrap(), Some(91));
+    s.assert_conformant();
+}
+
 async fn wrong_private_key_is_a_clear_error(db: TestDb) {
     let fake = FakeGithub::start().await;
     fake.create_repo(REPO, INSTALLATION);
@@ -361,13 +406,21 @@ async fn rate_limits_are_waited_out_up_to_the_ceiling(db: TestDb) {
         JobError::Retry { after: Some(_), .. }
     ));
     let metrics = s.metrics.render();
-    assert!(
-        metrics.contains("graft_forge_retry_wait_seconds_total{forge=\"github\"} 3"),
-        "{metrics}"
+    // The two waits above (about 30 s and 7 s), not the refused third.
+    let waited = support::metric_value(
+        &metrics,
+        "graft_forge_retry_wait_seconds_total{forge=\"github\"}",
     );
     assert!(
-        metrics
-            .contains("graft_forge_api_calls_total{forge=\"github\",outcome=\"rate_limited\"} 3"),
+        waited.is_some_and(|w| (35.0..40.0).contains(&w)),
+        "{metrics}"
+    );
+    assert_eq!(
+        support::metric_value(
+            &metrics,
+            "graft_forge_api_calls_total{forge=\"github\",outcome=\"rate_limited\"}"
+        ),
+        Some(3.0),
         "{metrics}"
     );
     s.assert_conformant();
@@ -546,6 +599,8 @@ async fn racing_upserts_leave_one_status_comment(db: TestDb) {
     let number = open_pr(&s, &client, "graft/other").await;
     let (other, ..) = forges_for(&s.fake, &db, &fake_github::app_private_key()).await;
     let other = other.github(REPO).await.unwrap();
+    // Both have listed (no status comment yet) before either creates one.
+    s.fake.hold_comment_creations(2);
     let results = join_all(
         [client.clone(), other]
             .into_iter()
@@ -556,6 +611,19 @@ async fn racing_upserts_leave_one_status_comment(db: TestDb) {
         result.unwrap();
     }
     assert_eq!(count(&s.fake), 1);
+    // The race did happen: two were created, the extra one was removed
+    // (both racers may ask to delete it; the second finds it gone).
+    let requests = s.fake.requests();
+    let created = requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with(&format!("/issues/{number}/comments")))
+        .count();
+    let deleted = requests
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("/issues/comments/"))
+        .count();
+    assert_eq!(created, 2);
+    assert!(deleted >= 1, "{deleted}");
     s.assert_conformant();
 }
 
@@ -787,6 +855,8 @@ async fn git_credentials_clone_and_push_with_a_header(db: TestDb) {
 }
 
 both_backends!(
+    a_reinstalled_app_is_found_again_after_one_failure,
+    an_unreachable_github_is_a_network_error_after_retries,
     installation_is_found_recorded_and_its_token_shared,
     a_token_close_to_expiry_is_refreshed_not_reused,
     wrong_private_key_is_a_clear_error,

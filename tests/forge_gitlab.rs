@@ -240,6 +240,8 @@ async fn status_note_is_sticky_across_pages_and_races(db: TestDb) {
     let iid = open_mr(&s, &client, "graft/race").await;
     let (other, ..) = forges(&s.fake, &db, BOT_TOKEN).await;
     let other = other.gitlab(None, PATH).await.unwrap();
+    // The first creation of each client waits for the other's.
+    s.fake.hold_note_creations(2);
     let racers = (0..6).map(|i| {
         let client = if i % 2 == 0 {
             client.clone()
@@ -642,7 +644,38 @@ fn futures_store() -> graft::store::Store {
         .unwrap()
 }
 
+async fn an_unreachable_gitlab_is_a_network_error_after_retries(db: TestDb) {
+    let waits = Arc::new(Waits::default());
+    let forges = Forges::new(
+        ForgeSettings {
+            gitlab: Some(GitlabConfig {
+                base_url: "http://127.0.0.1:9".into(),
+                token: SecretString::from("glpat-unreachable-secret".to_string()),
+            }),
+            sleeper: waits.clone(),
+            ..ForgeSettings::default()
+        },
+        db.store().await,
+        Some(support::test_keyring()),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    let client = forges.gitlab(None, PATH).await.unwrap();
+    let error = client.repo_info().await.unwrap_err();
+    assert_eq!(error.class(), "network", "{error}");
+    assert!(error.is_retryable());
+    assert!(
+        !waits.0.lock().unwrap().is_empty(),
+        "backed off before giving up"
+    );
+    assert!(
+        !error.to_string().contains("glpat-unreachable-secret"),
+        "{error}"
+    );
+}
+
 both_backends!(
+    an_unreachable_gitlab_is_a_network_error_after_retries,
     project_is_found_by_its_encoded_path,
     merge_request_lifecycle_and_validation,
     status_note_is_sticky_across_pages_and_races,

@@ -82,6 +82,8 @@ struct MergeRequestAttributes {
     action: Option<String>,
     last_commit: Option<LastCommit>,
     merge_commit_sha: Option<String>,
+    /// Set only when the update pushed new commits.
+    oldrev: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -162,7 +164,7 @@ pub fn parse(event_header: &str, body: &[u8]) -> Result<Parsed, ParseError> {
             let action = match attrs.action.as_deref() {
                 Some("open") => PullRequestAction::Opened,
                 Some("reopen") => PullRequestAction::Reopened,
-                Some("update") => PullRequestAction::Synchronize,
+                Some("update") if attrs.oldrev.is_some() => PullRequestAction::Synchronize,
                 Some("close") => PullRequestAction::Closed,
                 Some("merge") => PullRequestAction::Merged,
                 other => {

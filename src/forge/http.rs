@@ -56,6 +56,27 @@ pub fn next_link(headers: &HeaderMap) -> Option<String> {
     })
 }
 
+/// The next page's URL when it is on the forge itself (same scheme, host
+/// and port as `base`, or a path): a `Link` pointing elsewhere is not
+/// followed, since the request would carry graft's token there.
+pub fn next_link_within(headers: &HeaderMap, base: &str) -> Option<String> {
+    let link = next_link(headers)?;
+    if link.starts_with('/') {
+        return Some(link);
+    }
+    let (next, base_url) = (
+        reqwest::Url::parse(&link).ok()?,
+        reqwest::Url::parse(base).ok()?,
+    );
+    let same = next.scheme() == base_url.scheme()
+        && next.host_str() == base_url.host_str()
+        && next.port_or_known_default() == base_url.port_or_known_default();
+    if !same {
+        tracing::warn!(link = %next.origin().ascii_serialization(), "not following a pagination link to another host");
+    }
+    same.then_some(link)
+}
+
 /// `Retry-After` in seconds (the forms GitHub and GitLab send).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     header(headers, "retry-after")?
@@ -126,5 +147,31 @@ mod tests {
         assert_eq!(encode("group/sub/project"), "group%2Fsub%2Fproject");
         assert_eq!(encode("graft/infra-x_1.2"), "graft%2Finfra-x_1.2");
         assert_eq!(encode("a b&c"), "a%20b%26c");
+    }
+
+    #[test]
+    fn pagination_stays_on_the_forge() {
+        let link = |url: &str| headers(&[("link", &format!("<{url}>; rel=\"next\""))]);
+        let base = "https://ghe.example.com/api/v3";
+        assert_eq!(
+            next_link_within(&link("https://ghe.example.com/api/v3/x?page=2"), base).as_deref(),
+            Some("https://ghe.example.com/api/v3/x?page=2")
+        );
+        assert_eq!(
+            next_link_within(&link("https://ghe.example.com:443/x?page=2"), base).as_deref(),
+            Some("https://ghe.example.com:443/x?page=2")
+        );
+        assert_eq!(
+            next_link_within(&link("https://evil.example/x?page=2"), base),
+            None
+        );
+        assert_eq!(
+            next_link_within(&link("http://ghe.example.com/x"), base),
+            None
+        );
+        assert_eq!(
+            next_link_within(&link("/x?page=2"), base).as_deref(),
+            Some("/x?page=2")
+        );
     }
 }

@@ -226,3 +226,11 @@ pub fn fixture(path: &str) -> Vec<u8> {
     );
     std::fs::read(&full).unwrap_or_else(|e| panic!("fixture {full}: {e}"))
 }
+
+/// The value of one series (`name{labels}`) in Prometheus text output.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}

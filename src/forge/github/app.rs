@@ -118,23 +118,32 @@ impl GithubAppConfig {
     }
 
     fn jwt(&self) -> std::result::Result<SecretString, jsonwebtoken::errors::Error> {
-        #[derive(serde::Serialize)]
-        struct Claims {
-            iat: u64,
-            exp: u64,
-            iss: String,
-        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let claims = Claims {
-            iat: now.saturating_sub(60),
-            exp: now + 9 * 60,
-            iss: self.app_id.to_string(),
-        };
+        let claims = JwtClaims::at(self.app_id, now);
         jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &self.key)
             .map(SecretString::from)
+    }
+}
+
+/// The app JWT's claims: issued 60 s in the past (GitHub's advice against
+/// clock drift), expiring 9 minutes from now (GitHub's limit is 10).
+#[derive(Debug, PartialEq, Eq, serde::Serialize)]
+struct JwtClaims {
+    iat: u64,
+    exp: u64,
+    iss: String,
+}
+
+impl JwtClaims {
+    fn at(app_id: u64, now: u64) -> Self {
+        JwtClaims {
+            iat: now.saturating_sub(60),
+            exp: now + 9 * 60,
+            iss: app_id.to_string(),
+        }
     }
 }
 
@@ -293,21 +302,34 @@ impl GithubApp {
         body: Option<&Value>,
     ) -> Result<RawResponse> {
         self.retrier
-            .run(GITHUB, what, || async {
-                let jwt = self
-                    .config
-                    .jwt()
-                    .map_err(|e| config_error(format!("cannot sign the GitHub App JWT: {e}")))?;
-                let response = self
-                    .send(Api::Rest, &Self::bearer(&jwt), method.clone(), uri, body)
-                    .await?;
-                if response.is_success() {
-                    Ok(response)
-                } else {
-                    Err(app_auth_error(classify(&response, what)))
-                }
+            .run(GITHUB, what, || {
+                self.app_call_once(what, method.clone(), uri, body)
             })
             .await
+    }
+
+    /// One attempt of [`Self::app_call`], for callers inside a retry loop
+    /// of their own (minting a token inside an installation call: nesting
+    /// two loops multiplied the attempts and the waits).
+    async fn app_call_once(
+        &self,
+        what: &str,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+    ) -> Result<RawResponse> {
+        let jwt = self
+            .config
+            .jwt()
+            .map_err(|e| config_error(format!("cannot sign the GitHub App JWT: {e}")))?;
+        let response = self
+            .send(Api::Rest, &Self::bearer(&jwt), method, uri, body)
+            .await?;
+        if response.is_success() {
+            Ok(response)
+        } else {
+            Err(app_auth_error(classify(&response, what)))
+        }
     }
 
     /// A call authenticated as installation `installation`, with retries.
@@ -333,7 +355,7 @@ impl GithubApp {
                         installation,
                         "installation token refused; minting a new one"
                     );
-                    self.forget_token(installation).await;
+                    self.forget_token(installation, &token).await;
                     let token = self.installation_token(installation).await?;
                     response = self
                         .send(api, &Self::bearer(&token), method.clone(), uri, body)
@@ -348,13 +370,27 @@ impl GithubApp {
             .await
     }
 
+    /// The REST base URL (`GITHUB_API_URL`).
+    pub(crate) fn api_url(&self) -> &str {
+        &self.config.api_url
+    }
+
     fn slot(&self, installation: i64) -> TokenSlot {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         tokens.entry(installation).or_default().clone()
     }
 
-    async fn forget_token(&self, installation: i64) {
-        *self.slot(installation).lock().await = None;
+    /// Drops the cached token if it is still the one that was refused (a
+    /// concurrent caller may have minted a fresh one already).
+    async fn forget_token(&self, installation: i64, refused: &SecretString) {
+        let slot = self.slot(installation);
+        let mut cached = slot.lock().await;
+        if cached
+            .as_ref()
+            .is_some_and(|c| c.token.expose_secret() == refused.expose_secret())
+        {
+            *cached = None;
+        }
     }
 
     /// The installation's access token, minted when missing or about to
@@ -377,19 +413,26 @@ impl GithubApp {
     async fn mint(&self, installation: i64) -> Result<CachedToken> {
         let what = "creating an installation access token";
         let uri = format!("/app/installations/{installation}/access_tokens");
-        let response = self
-            .app_call(what, Method::POST, &uri, None)
-            .await
-            .map_err(|e| match e {
-                ForgeError::NotFound { .. } => ForgeError::NotInstalled {
+        let response = match self.app_call_once(what, Method::POST, &uri, None).await {
+            Ok(response) => response,
+            Err(ForgeError::NotFound { .. }) => {
+                // Gone (or re-installed under a new id while a webhook was
+                // missed): forget it, so the next lookup asks GitHub.
+                if let Some(store) = &self.store
+                    && let Err(e) = store.delete_installation(installation).await
+                {
+                    warn!(installation, error = %e, "could not forget the removed installation");
+                }
+                return Err(ForgeError::NotInstalled {
                     forge: GITHUB,
                     repo: format!("installation {installation}"),
                     hint: "the GitHub App installation was removed; re-install the app on the \
                            account that owns the repository"
                         .into(),
-                },
-                other => other,
-            })?;
+                });
+            }
+            Err(other) => return Err(other),
+        };
         let token: TokenResponse = decode(&response, what)?;
         let expires_at = chrono::DateTime::parse_from_rfc3339(&token.expires_at)
             .ok()
@@ -512,4 +555,18 @@ pub(crate) fn split_repo(repo: &str) -> Result<(&str, &str)> {
                 short(repo)
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JwtClaims;
+
+    #[test]
+    fn the_jwt_is_backdated_and_short_lived() {
+        let claims = JwtClaims::at(42, 1_700_000_000);
+        assert_eq!(claims.iat, 1_700_000_000 - 60);
+        assert!(claims.exp > 1_700_000_000 && claims.exp - 1_700_000_000 <= 600);
+        assert!(claims.exp - claims.iat <= 660);
+        assert_eq!(claims.iss, "42");
+    }
 }

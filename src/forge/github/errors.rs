@@ -106,7 +106,8 @@ pub(crate) fn classify_at(response: &RawResponse, what: &str, now: SystemTime) -
             forge: GITHUB,
             what: what.to_string(),
         },
-        400 | 409 | 422 => {
+        // 405: e.g. "Pull Request is not mergeable"; 406: not acceptable.
+        400 | 405 | 406 | 409 | 422 => {
             let details: Vec<String> = body.errors.iter().filter_map(detail).collect();
             let message = if details.is_empty() {
                 message
@@ -244,5 +245,11 @@ mod tests {
             classify(&response(418, &[], "{}"), "x").class(),
             "unexpected"
         );
+        let not_mergeable = classify(
+            &response(405, &[], r#"{"message":"Pull Request is not mergeable"}"#),
+            "merging",
+        );
+        assert_eq!(not_mergeable.class(), "validation");
+        assert!(not_mergeable.to_string().contains("not mergeable"));
     }
 }

@@ -24,7 +24,7 @@ use app::{Api, decode, split_repo};
 pub use app::{GithubApp, GithubAppConfig};
 
 use super::error::{ForgeError, ForgeKind, short};
-use super::http::{RawResponse, next_link};
+use super::http::{RawResponse, next_link_within};
 use super::sticky::{self, CommentInfo};
 use super::{
     AutoMerge, CHECK_NAME, CheckConclusion, CheckReport, CommentRef, GitCredentials,
@@ -236,7 +236,7 @@ impl GithubRepo {
             let response = self.call(what, Method::GET, &uri, None).await?;
             let page: Vec<T> = decode(&response, what)?;
             items.extend(page);
-            next = next_link(&response.headers);
+            next = next_link_within(&response.headers, self.app.api_url());
         }
         Err(ForgeError::Unexpected {
             forge: GITHUB,

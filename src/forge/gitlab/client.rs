@@ -127,11 +127,19 @@ pub(crate) fn classify_at(response: &RawResponse, what: &str, now: SystemTime) -
                  least the Developer role on the project"
             ),
         },
+        // GitLab answers some conflicts with 404, e.g. "404 Award Emoji
+        // Name has already been taken".
+        404 if message.contains("already been taken") => ForgeError::Validation {
+            forge: GITLAB,
+            message,
+        },
         404 => ForgeError::NotFound {
             forge: GITLAB,
             what: what.to_string(),
         },
-        400 | 409 | 422 => ForgeError::Validation {
+        // 405/406: the merge request cannot be merged (conflicts, not
+        // mergeable yet).
+        400 | 405 | 406 | 409 | 422 => ForgeError::Validation {
             forge: GITLAB,
             message,
         },
@@ -281,10 +289,12 @@ impl GitlabClient {
             let response = self.call(what, Method::GET, &path, None).await?;
             let page: Vec<T> = decode(&response, what)?;
             items.extend(page);
-            next = crate::forge::http::next_link(&response.headers).or_else(|| {
-                let page = response.header("x-next-page").filter(|p| !p.is_empty())?;
-                Some(with_page(&path, page))
-            });
+            next = crate::forge::http::next_link_within(&response.headers, &self.base_url).or_else(
+                || {
+                    let page = response.header("x-next-page").filter(|p| !p.is_empty())?;
+                    Some(with_page(&path, page))
+                },
+            );
         }
         Err(ForgeError::Unexpected {
             forge: GITLAB,
@@ -398,6 +408,23 @@ mod tests {
             r#"{"error":"invalid_token","error_description":"Token was revoked."}"#,
         );
         assert!(classify(&oauth, "x").to_string().contains("invalid_token"));
+        // GitLab's answer to an award that is there already.
+        let taken = response(
+            404,
+            &[],
+            r#"{"message":"404 Award Emoji Name has already been taken Not Found"}"#,
+        );
+        assert_eq!(classify(&taken, "x").class(), "validation");
+        assert_eq!(
+            classify(
+                &response(404, &[], r#"{"message":"404 Project Not Found"}"#),
+                "x"
+            )
+            .class(),
+            "not_found"
+        );
+        let conflicts = response(406, &[], r#"{"message":"Branch cannot be merged"}"#);
+        assert_eq!(classify(&conflicts, "x").class(), "validation");
     }
 
     #[test]

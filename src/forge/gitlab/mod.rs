@@ -427,8 +427,8 @@ impl GitlabRepo {
             .await
         {
             Ok(_) => Ok(()),
-            // GitLab answers 404 "Award Emoji Name has already been taken"
-            // style conflicts as validation; an existing award is fine.
+            // "404 Award Emoji Name has already been taken" (classified as
+            // validation): the award is there already, which is fine.
             Err(ForgeError::Validation { message, .. }) if message.contains("already") => Ok(()),
             Err(e) => Err(e),
         }

@@ -177,6 +177,16 @@ pub(super) async fn handle(State(fake): State<FakeGithub>, request: Request) -> 
     if let Some(response) = injected_fault(&fake, &path) {
         return response;
     }
+    if method == "POST" && path.ends_with("/comments") {
+        let gate = fake.state.lock().unwrap().comment_gate.clone();
+        if let Some(gate) = gate {
+            let waited =
+                tokio::time::timeout(std::time::Duration::from_secs(10), gate.wait()).await;
+            if waited.is_ok_and(|w| w.is_leader()) {
+                fake.state.lock().unwrap().comment_gate = None;
+            }
+        }
+    }
     let segments: Vec<String> = path
         .trim_start_matches('/')
         .split('/')

@@ -136,6 +136,9 @@ pub struct State {
     pub violations: Vec<String>,
     pub faults: Faults,
     pub max_per_page: usize,
+    /// When set, comment creations wait here until this many arrived, so
+    /// a race between clients is certain, not left to timing.
+    pub comment_gate: Option<Arc<tokio::sync::Barrier>>,
     /// Manifest-flow codes not converted yet: code → the manifest posted.
     pub manifest_codes: HashMap<String, Value>,
 }
@@ -214,6 +217,7 @@ impl FakeGithub {
                 violations: Vec::new(),
                 faults: Faults::default(),
                 max_per_page: 100,
+                comment_gate: None,
                 manifest_codes: HashMap::new(),
             })),
             hooks,
@@ -320,6 +324,13 @@ impl FakeGithub {
         change(&mut self.state.lock().unwrap().faults);
     }
 
+    /// The next `creators` comment creations are held until all of them
+    /// arrived (each has listed the comments first, so none sees another's).
+    pub fn hold_comment_creations(&self, creators: usize) {
+        self.state.lock().unwrap().comment_gate =
+            Some(Arc::new(tokio::sync::Barrier::new(creators)));
+    }
+
     pub fn set_max_per_page(&self, max: usize) {
         self.state.lock().unwrap().max_per_page = max;
     }
@@ -338,6 +349,22 @@ impl FakeGithub {
         for (token, record) in state.tokens.iter_mut() {
             record.revoked = true;
             self.git.revoke_token(token);
+        }
+    }
+
+    /// The app is uninstalled and installed again (new id `new`) while
+    /// graft hears nothing: the old tokens stop working, no webhook is sent.
+    pub fn reinstall_silently(&self, old: i64, new: i64) {
+        let mut state = self.state.lock().unwrap();
+        for (token, record) in state.tokens.iter_mut() {
+            if record.installation == old {
+                record.revoked = true;
+                self.git.revoke_token(token);
+            }
+        }
+        if let Some(mut installation) = state.installations.remove(&old) {
+            installation.id = new;
+            state.installations.insert(new, installation);
         }
     }
 

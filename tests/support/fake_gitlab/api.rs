@@ -83,6 +83,16 @@ pub(super) async fn handle(State(fake): State<FakeGitlab>, request: Request) -> 
     if let Some(response) = injected_fault(&fake, rest) {
         return response;
     }
+    if parts.method == axum::http::Method::POST && rest.ends_with("/notes") {
+        let gate = fake.state.lock().unwrap().note_gate.clone();
+        if let Some(gate) = gate {
+            let waited =
+                tokio::time::timeout(std::time::Duration::from_secs(10), gate.wait()).await;
+            if waited.is_ok_and(|w| w.is_leader()) {
+                fake.state.lock().unwrap().note_gate = None;
+            }
+        }
+    }
     let Some(user) = token_user(&fake.state.lock().unwrap(), &parts.headers) else {
         return message(StatusCode::UNAUTHORIZED, "401 Unauthorized");
     };
@@ -418,9 +428,10 @@ fn project_route(
                 .iter()
                 .any(|a| a.0 == id && a.1 == user && a.2 == name)
             {
+                // What GitLab says (lib/api/award_emoji.rb: not_found!).
                 return json_response(
-                    StatusCode::BAD_REQUEST,
-                    json!({"message": {"name": ["has already been taken"]}}),
+                    StatusCode::NOT_FOUND,
+                    json!({"message": "404 Award Emoji Name has already been taken Not Found"}),
                 );
             }
             state.awards.push((id, user.to_string(), name.clone()));

@@ -93,6 +93,9 @@ pub struct State {
     pub requests: Vec<Recorded>,
     pub faults: Faults,
     pub max_per_page: usize,
+    /// When set, note creations wait here until this many arrived, so a
+    /// race between clients is certain, not left to timing.
+    pub note_gate: Option<Arc<tokio::sync::Barrier>>,
 }
 
 impl State {
@@ -152,6 +155,7 @@ impl FakeGitlab {
                 requests: Vec::new(),
                 faults: Faults::default(),
                 max_per_page: 100,
+                note_gate: None,
             })),
             hooks,
         };
@@ -222,6 +226,12 @@ impl FakeGitlab {
 
     pub fn faults(&self, change: impl FnOnce(&mut Faults)) {
         change(&mut self.state.lock().unwrap().faults);
+    }
+
+    /// The next `creators` note creations are held until all of them
+    /// arrived (each has listed the notes first, so none sees another's).
+    pub fn hold_note_creations(&self, creators: usize) {
+        self.state.lock().unwrap().note_gate = Some(Arc::new(tokio::sync::Barrier::new(creators)));
     }
 
     pub fn set_max_per_page(&self, max: usize) {
@@ -422,6 +432,18 @@ impl FakeGitlab {
     }
 
     pub(crate) fn emit_merge_request(&self, mr: &MergeRequest, action: &str, username: &str) {
+        self.emit_merge_request_with(mr, action, username, None);
+    }
+
+    /// `oldrev` is set, as GitLab does, only when an update brought new
+    /// commits (not for a new title or description).
+    pub(crate) fn emit_merge_request_with(
+        &self,
+        mr: &MergeRequest,
+        action: &str,
+        username: &str,
+        oldrev: Option<&str>,
+    ) {
         let (project, user) = {
             let state = self.state.lock().unwrap();
             (
@@ -445,6 +467,7 @@ impl FakeGitlab {
                     "action": action,
                     "last_commit": {"id": mr.sha},
                     "merge_commit_sha": mr.merge_commit_sha,
+                    "oldrev": oldrev,
                     "url": format!("{}/{}/-/merge_requests/{}", self.url, project.path, mr.iid),
                 },
             }),
@@ -510,7 +533,7 @@ impl FakeGitlab {
                 }),
             );
             let Some(new) = &update.new else { continue };
-            let moved: Vec<MergeRequest> = {
+            let moved: Vec<(MergeRequest, String)> = {
                 let mut state = self.state.lock().unwrap();
                 state
                     .merge_requests
@@ -519,13 +542,13 @@ impl FakeGitlab {
                         m.project_id == project.id && m.source == branch && m.state == "opened"
                     })
                     .map(|m| {
-                        m.sha = new.clone();
-                        m.clone()
+                        let old = std::mem::replace(&mut m.sha, new.clone());
+                        (m.clone(), old)
                     })
                     .collect()
             };
-            for mr in moved {
-                self.emit_merge_request(&mr, "update", username);
+            for (mr, old) in moved {
+                self.emit_merge_request_with(&mr, "update", username, Some(&old));
             }
         }
     }
