@@ -1,6 +1,6 @@
 //! What graft's workers do with each kind of job.
 
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::app::AppState;
 use crate::commands;
@@ -12,6 +12,7 @@ use crate::jobs::{JobError, JobHandler};
 use crate::store::deliveries::{self, DeliveryStatus};
 use crate::store::jobs::Job;
 use crate::store::jobs::NewJob;
+use crate::store::projects::RepoKey;
 use crate::store::{StoreError, now_ms};
 use crate::sync::schedule::{self, RECONCILE_JOB, SYNC_JOB, SyncRequest};
 use crate::sync::{reconcile, run};
@@ -117,30 +118,51 @@ impl GraftJobs {
             .await
             .map_err(store_error)?
             .ok_or_else(|| JobError::Fatal(format!("delivery {id} does not exist")))?;
-        let payload = delivery.payload.unwrap_or_default();
-        let provider = Provider::parse(&delivery.provider)
-            .ok_or_else(|| JobError::Fatal(format!("unknown provider {}", delivery.provider)))?;
-        let parsed = match provider {
-            Provider::Github => events::github::parse(&delivery.event, &payload),
-            Provider::Gitlab => events::gitlab::parse(&delivery.event, &payload),
+        // The logs of this job carry the forge's delivery id, like the
+        // intake's did.
+        let span = tracing::info_span!(
+            "delivery",
+            provider = %delivery.provider,
+            delivery_id = %delivery.delivery_id,
+            event = %delivery.event,
+        );
+        async {
+            let payload = delivery.payload.as_deref().unwrap_or_default();
+            let provider = Provider::parse(&delivery.provider).ok_or_else(|| {
+                JobError::Fatal(format!("unknown provider {}", delivery.provider))
+            })?;
+            let parsed = match provider {
+                Provider::Github => events::github::parse(&delivery.event, payload),
+                Provider::Gitlab => events::gitlab::parse(&delivery.event, payload),
+            }
+            .map_err(|e| JobError::Fatal(e.to_string()))?;
+            if let Parsed::Event(event) = parsed {
+                self.handle_event(provider, delivery.integration_id, &event)
+                    .await?;
+            }
+            store
+                .finish_delivery(id, DeliveryStatus::Processed, None, now_ms())
+                .await
+                .map_err(store_error)
         }
-        .map_err(|e| JobError::Fatal(e.to_string()))?;
-        if let Parsed::Event(event) = parsed {
-            self.handle_event(provider, &event).await?;
-        }
-        store
-            .finish_delivery(id, DeliveryStatus::Processed, None, now_ms())
-            .await
-            .map_err(store_error)
+        .instrument(span)
+        .await
     }
 
-    async fn handle_event(&self, provider: Provider, event: &ForgeEvent) -> Result<(), JobError> {
+    /// `integration` is the GitLab integration the delivery authenticated
+    /// as: its events only reach that integration's projects.
+    async fn handle_event(
+        &self,
+        provider: Provider,
+        integration: Option<i64>,
+        event: &ForgeEvent,
+    ) -> Result<(), JobError> {
         match event {
             ForgeEvent::Installation(installation) => self.track_installation(installation).await,
-            ForgeEvent::Push(push) => self.on_push(provider, push).await,
-            ForgeEvent::PullRequest(pr) => self.on_pull_request(provider, pr).await,
+            ForgeEvent::Push(push) => self.on_push(provider, integration, push).await,
+            ForgeEvent::PullRequest(pr) => self.on_pull_request(provider, integration, pr).await,
             ForgeEvent::Comment(comment) => {
-                commands::intake::on_comment(&self.state, provider, comment).await
+                commands::intake::on_comment(&self.state, provider, integration, comment).await
             }
             other => {
                 info!(event = other.kind(), "event recorded");
@@ -153,15 +175,25 @@ impl GraftJobs {
     /// queues a reconcile; one to graft's own branch by someone else too.
     /// Pushes elsewhere queue nothing (projects are found by repository and
     /// branch, then by path prefix).
-    async fn on_push(&self, provider: Provider, push: &PushEvent) -> Result<(), JobError> {
+    async fn on_push(
+        &self,
+        provider: Provider,
+        integration: Option<i64>,
+        push: &PushEvent,
+    ) -> Result<(), JobError> {
         let Some(branch) = &push.branch else {
             return Ok(());
         };
         let store = &self.state.store;
         let now = now_ms();
         let mut queued = 0;
+        let repo = RepoKey {
+            provider: provider.as_str(),
+            integration_id: integration,
+            repo: &push.repo.path,
+        };
         let on_target = store
-            .projects_on_branch(provider.as_str(), &push.repo.path, branch)
+            .projects_on_branch(&repo, branch)
             .await
             .map_err(store_error)?;
         for project in on_target {
@@ -173,7 +205,7 @@ impl GraftJobs {
             }
         }
         if let Some(project) = store
-            .project_by_sync_branch(provider.as_str(), &push.repo.path, branch)
+            .project_by_sync_branch(&repo, branch)
             .await
             .map_err(store_error)?
             && project.sync_branch_sha.as_deref() != Some(push.after.as_str())
@@ -193,6 +225,7 @@ impl GraftJobs {
     async fn on_pull_request(
         &self,
         provider: Provider,
+        integration: Option<i64>,
         pr: &PullRequestEvent,
     ) -> Result<(), JobError> {
         if !matches!(
@@ -203,7 +236,14 @@ impl GraftJobs {
         }
         let store = &self.state.store;
         let Some(project) = store
-            .project_by_sync_branch(provider.as_str(), &pr.repo.path, &pr.head_branch)
+            .project_by_sync_branch(
+                &RepoKey {
+                    provider: provider.as_str(),
+                    integration_id: integration,
+                    repo: &pr.repo.path,
+                },
+                &pr.head_branch,
+            )
             .await
             .map_err(store_error)?
         else {

@@ -328,7 +328,43 @@ async fn key_rotation_is_all_or_nothing(db: TestDb) {
     );
 }
 
+async fn a_rotation_that_fails_part_way_changes_nothing(db: TestDb) {
+    let store = db.store().await;
+    let old = key(&generate_key_text().unwrap());
+    let new = key(&generate_key_text().unwrap());
+    let stranger = key(&generate_key_text().unwrap());
+    // `a` can be re-sealed; `b`, stored later under some other key, cannot:
+    // the rotation gets as far as `b` before it fails.
+    for (name, k) in [("a", &old), ("b", &stranger)] {
+        store
+            .create_integration(
+                &graft::store::integrations::NewIntegration {
+                    provider: "gitlab",
+                    name,
+                    base_url: "https://gitlab.example.com",
+                    token_sealed: Some(&k.seal(&format!("token-{name}")).unwrap()),
+                    webhook_secret_sealed: Some(&k.seal("hook").unwrap()),
+                },
+                1,
+            )
+            .await
+            .unwrap();
+    }
+    let before = store.sealed_fields(None).await.unwrap();
+    let error = graft::keys::rotate(&store, &old, &new, 2)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("Nothing was changed"), "{error}");
+    let after = store.sealed_fields(None).await.unwrap();
+    assert_eq!(after, before, "`a` was rolled back with the rest");
+    assert_eq!(
+        old.open(&after[0].sealed).unwrap().expose_secret(),
+        "token-a"
+    );
+}
+
 both_backends!(
+    a_rotation_that_fails_part_way_changes_nothing,
     api_requires_a_valid_unrevoked_token,
     tokens_are_stored_hashed_and_names_are_unique_while_active,
     integration_secrets_are_sealed_and_never_returned,

@@ -107,10 +107,55 @@ async fn gitlab_token_failures(db: TestDb) {
             .send()
             .await
             .unwrap();
-        let (status, code, _) = error_of(response).await;
+        let (status, code, message) = error_of(response).await;
         assert_eq!((status, code.as_str()), (401, "bad_signature"), "{case}");
+        assert!(message.contains("X-Gitlab-Token"), "{case}: {message}");
+        assert!(!message.contains("gl-webhook-secret"), "{case}: {message}");
     }
     assert_nothing_stored(&app).await;
+    app.stop().await;
+}
+
+async fn an_unsigned_body_is_refused_before_it_is_parsed(db: TestDb) {
+    let app = TestApp::start(&db, default_settings(), None).await;
+    // Garbage that would be a 400 if graft looked at it before checking
+    // who sent it.
+    let response = app
+        .github_unsigned("push", &random_delivery_id(), b"{not json")
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (401, "bad_signature"));
+    assert_nothing_stored(&app).await;
+    app.stop().await;
+}
+
+async fn unknown_actions_are_acknowledged_and_stored_as_ignored(db: TestDb) {
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&fixture("github/pull_request.opened.json")).unwrap();
+    body["action"] = serde_json::json!("labeled");
+    let body = serde_json::to_vec(&body).unwrap();
+    let response = app
+        .github("pull_request", "labeled-1", &body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["status"], "ignored");
+    let store = app.store.clone();
+    let delivery = store
+        .delivery(answer["id"].as_i64().unwrap())
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(
+        delivery.status,
+        graft::store::deliveries::DeliveryStatus::Ignored
+    );
+    assert!(store.job_counts().await.unwrap().is_empty(), "no job");
     app.stop().await;
 }
 
@@ -144,8 +189,9 @@ async fn body_over_the_limit_is_refused(db: TestDb) {
         .send()
         .await
         .unwrap();
-    let (status, code, _) = error_of(response).await;
+    let (status, code, message) = error_of(response).await;
     assert_eq!((status, code.as_str()), (413, "body_too_large"));
+    assert!(message.contains("25 MiB"), "{message}");
     assert_nothing_stored(&app).await;
     app.stop().await;
 }
@@ -285,6 +331,110 @@ async fn concurrent_duplicates_store_one_delivery_and_one_job(db: TestDb) {
     assert_eq!(
         app.store.job_counts().await.unwrap(),
         vec![("queued".to_string(), 1)]
+    );
+    app.stop().await;
+}
+
+async fn concurrent_gitlab_duplicates_store_one_delivery_and_one_job(db: TestDb) {
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let body = fixture("gitlab/push.json");
+    let sends: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(app.gitlab("Push Hook", "same-uuid", &body).send()))
+        .collect();
+    let mut statuses = Vec::new();
+    for send in sends {
+        let response = send.await.unwrap().unwrap();
+        assert_eq!(response.status(), 202);
+        let answer: Value = response.json().await.unwrap();
+        statuses.push(answer["status"].as_str().unwrap().to_string());
+    }
+    statuses.sort();
+    let mut expected = vec!["duplicate".to_string(); 7];
+    expected.push("queued".to_string());
+    assert_eq!(statuses, expected);
+    assert_eq!(app.store.delivery_count().await.unwrap(), 1);
+    assert_eq!(
+        app.store.job_counts().await.unwrap(),
+        vec![("queued".to_string(), 1)]
+    );
+    app.stop().await;
+}
+
+/// Makes processing fail for real: writing an installation raises.
+async fn break_installations(app: &TestApp, broken: bool) {
+    let statements: &[&str] = match (app.store.backend(), broken) {
+        (graft::store::Backend::Sqlite, true) => &[
+            "CREATE TRIGGER no_installations BEFORE INSERT ON installations \
+             BEGIN SELECT RAISE(ABORT, 'installations unavailable'); END",
+        ],
+        (graft::store::Backend::Sqlite, false) => &["DROP TRIGGER no_installations"],
+        (graft::store::Backend::Postgres, true) => &[
+            "CREATE FUNCTION no_installations() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'installations unavailable'; END $$",
+            "CREATE TRIGGER no_installations BEFORE INSERT ON installations \
+             FOR EACH ROW EXECUTE FUNCTION no_installations()",
+        ],
+        (graft::store::Backend::Postgres, false) => {
+            &["DROP TRIGGER no_installations ON installations"]
+        }
+    };
+    for sql in statements {
+        sqlx::query(sqlx::AssertSqlSafe(*sql))
+            .execute(app.store.pool())
+            .await
+            .unwrap();
+    }
+}
+
+async fn a_delivery_whose_processing_gave_up_is_processed_when_redelivered(db: TestDb) {
+    let app = TestApp::start(&db, default_settings(), Some(support::fast_pool())).await;
+    let body = fixture("github/installation.created.json");
+    break_installations(&app, true).await;
+    let response = app
+        .github("installation", "inst-fail", &body)
+        .send()
+        .await
+        .unwrap();
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    // The worker retries with backoff, then gives up and says so.
+    let failed = eventually("delivery failed", Duration::from_secs(30), || async {
+        let d = app.store.delivery(id).await.unwrap().unwrap();
+        (d.status == DeliveryStatus::Failed).then_some(d)
+    })
+    .await;
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("installations unavailable")),
+        "{failed:?}"
+    );
+    // GitHub's "Redeliver" (same delivery id) after the fault is gone.
+    break_installations(&app, false).await;
+    let response = app
+        .github("installation", "inst-fail", &body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["status"],
+        "requeued"
+    );
+    eventually("redelivery processed", Duration::from_secs(10), || async {
+        let d = app.store.delivery(id).await.unwrap().unwrap();
+        (d.status == DeliveryStatus::Processed).then_some(())
+    })
+    .await;
+    let payload: Value = serde_json::from_slice(&body).unwrap();
+    let installation_id = payload["installation"]["id"].as_i64().unwrap();
+    assert!(
+        app.store
+            .installation(installation_id)
+            .await
+            .unwrap()
+            .is_some()
     );
     app.stop().await;
 }
@@ -483,11 +633,124 @@ async fn gitlab_integration_secret_from_the_database_is_accepted(db: TestDb) {
     app.stop().await;
 }
 
+/// Reconcile jobs queued for `project`.
+async fn reconciles_of(app: &TestApp, project: i64) -> i64 {
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE kind = 'reconcile' AND project_id = $1")
+            .bind(project)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    n
+}
+
+async fn a_gitlab_secret_speaks_only_for_its_own_integration(db: TestDb) {
+    let app = TestApp::start(&db, default_settings(), Some(support::fast_pool())).await;
+    let token = app.create_token("admin").await;
+    let gitlab = support::fake_gitlab::FakeGitlab::start().await;
+    gitlab.add_token("glpat-abc", support::fake_gitlab::BOT_USERNAME, &["api"]);
+    let created: serde_json::Value = app
+        .http
+        .post(app.url("/api/v1/integrations/gitlab"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({
+            "base_url": gitlab.url, "token": "glpat-abc", "webhook_secret": "secret-of-a"
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let integration = created["id"].as_i64().expect("an integration id");
+    // The same repository path on two GitLab instances: the default one
+    // (GITLAB_URL, GITLAB_WEBHOOK_SECRET) and integration A.
+    let project = |integration_id| graft::store::projects::NewProject {
+        provider: "gitlab".into(),
+        integration_id,
+        repo: "mike/diaspora".into(),
+        branch: "master".into(),
+        base_path: String::new(),
+        kind: graft::store::projects::Kind::Iac,
+        mode: graft::store::projects::Mode::PullRequest,
+        auto_sync: true,
+        auto_merge: false,
+        sync_branch: None,
+    };
+    let now = graft::store::now_ms();
+    let on_a = app
+        .store
+        .create_project(&project(Some(integration)), now)
+        .await
+        .unwrap();
+    let on_default = app.store.create_project(&project(None), now).await.unwrap();
+    let body = fixture("gitlab/push.json");
+    let processed = |id: &'static str| {
+        let store = app.store.clone();
+        async move {
+            support::eventually(
+                "delivery processed",
+                std::time::Duration::from_secs(10),
+                || {
+                    let store = store.clone();
+                    async move {
+                        let rows: Vec<(String,)> = sqlx::query_as(
+                            "SELECT status FROM webhook_deliveries WHERE delivery_id = $1",
+                        )
+                        .bind(id)
+                        .fetch_all(store.pool())
+                        .await
+                        .unwrap();
+                        (rows.first().map(|r| r.0.as_str()) == Some("processed")).then_some(())
+                    }
+                },
+            )
+            .await
+        }
+    };
+    let a = app
+        .gitlab_with_token("Push Hook", "push-a", &body, Some("secret-of-a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 202);
+    processed("push-a").await;
+    assert_eq!(
+        (
+            reconciles_of(&app, on_a.id).await,
+            reconciles_of(&app, on_default.id).await
+        ),
+        (1, 0),
+        "integration A's secret reaches only A's project"
+    );
+    let default = app
+        .gitlab("Push Hook", "push-default", &body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(default.status(), 202);
+    processed("push-default").await;
+    assert_eq!(
+        (
+            reconciles_of(&app, on_a.id).await,
+            reconciles_of(&app, on_default.id).await
+        ),
+        (1, 1)
+    );
+    app.stop().await;
+}
+
 async fn metrics_count_deliveries_by_outcome_and_queue_depth(db: TestDb) {
     let app = TestApp::start(&db, default_settings(), None).await;
     let body = fixture("github/ping.json");
     app.github("ping", "p-1", &body).send().await.unwrap();
+    app.github("ping", "p-1", &body).send().await.unwrap();
     app.github_unsigned("ping", "p-2", &body)
+        .send()
+        .await
+        .unwrap();
+    // An unauthenticated request names whatever event it likes.
+    app.github_unsigned("made-up-event-name", "p-3", &body)
         .send()
         .await
         .unwrap();
@@ -500,16 +763,18 @@ async fn metrics_count_deliveries_by_outcome_and_queue_depth(db: TestDb) {
         .text()
         .await
         .unwrap();
-    assert!(
-        text.contains(
-            r#"graft_webhook_deliveries_total{provider="github",event="ping",outcome="accepted"} 1"#
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"graft_webhook_deliveries_total{provider="github",event="-",outcome="unauthorized"} 1"#),
-        "{text}"
-    );
+    let deliveries = |event: &str, outcome: &str| {
+        support::metric_value(
+            &text,
+            &format!(
+                r#"graft_webhook_deliveries_total{{provider="github",event="{event}",outcome="{outcome}"}}"#
+            ),
+        )
+    };
+    assert_eq!(deliveries("ping", "queued"), Some(1.0), "{text}");
+    assert_eq!(deliveries("ping", "duplicate"), Some(1.0), "{text}");
+    assert_eq!(deliveries("-", "unauthorized"), Some(2.0), "{text}");
+    assert!(!text.contains("made-up-event-name"), "{text}");
     assert!(
         text.contains(r#"graft_job_queue_depth{state="queued"} 1"#),
         "{text}"
@@ -518,6 +783,11 @@ async fn metrics_count_deliveries_by_outcome_and_queue_depth(db: TestDb) {
 }
 
 both_backends!(
+    concurrent_gitlab_duplicates_store_one_delivery_and_one_job,
+    a_delivery_whose_processing_gave_up_is_processed_when_redelivered,
+    a_gitlab_secret_speaks_only_for_its_own_integration,
+    an_unsigned_body_is_refused_before_it_is_parsed,
+    unknown_actions_are_acknowledged_and_stored_as_ignored,
     github_signature_failures,
     gitlab_token_failures,
     unconfigured_secret_refuses_deliveries,

@@ -50,8 +50,8 @@ CREATE TABLE projects (
     pull_request_number BIGINT,
     pull_request_url TEXT,
     created_at BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL,
-    UNIQUE (provider, repo, branch, base_path)
+    updated_at BIGINT NOT NULL
+    -- Unique per location: see 0005 (per integration, case-insensitive).
 );
 CREATE INDEX projects_repo ON projects(provider, repo);
 

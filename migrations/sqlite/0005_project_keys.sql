@@ -18,3 +18,9 @@ ALTER TABLE projects ADD COLUMN last_changes TEXT;
 -- `/graft resume`, so a pause never hides an error for good.
 ALTER TABLE projects ADD COLUMN status_before_pause TEXT;
 ALTER TABLE projects ADD COLUMN error_before_pause TEXT;
+
+-- The GitLab integration whose webhook secret a delivery carried (NULL:
+-- GitHub, or the default GitLab integration from GITLAB_WEBHOOK_SECRET).
+-- Its events only reach that integration's projects, so one integration's
+-- secret cannot speak for another's repositories.
+ALTER TABLE webhook_deliveries ADD COLUMN integration_id BIGINT;

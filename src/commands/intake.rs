@@ -93,6 +93,7 @@ pub fn to_run(
 pub async fn on_comment(
     state: &AppState,
     provider: Provider,
+    integration: Option<i64>,
     comment: &CommentEvent,
 ) -> Result<(), JobError> {
     if !comment.on_pull_request {
@@ -122,7 +123,14 @@ pub async fn on_comment(
         return Ok(());
     }
     let project = store
-        .project_by_pull_request(provider.as_str(), &comment.repo.path, comment.number)
+        .project_by_pull_request(
+            &crate::store::projects::RepoKey {
+                provider: provider.as_str(),
+                integration_id: integration,
+                repo: &comment.repo.path,
+            },
+            comment.number,
+        )
         .await
         .map_err(|e| JobError::retry(format!("database: {e}")))?;
     let key = CommentKey {

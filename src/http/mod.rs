@@ -15,12 +15,13 @@ pub mod webhooks;
 use std::time::Duration;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower::{BoxError, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
@@ -28,6 +29,35 @@ use error::ApiError;
 
 /// Webhook payloads and file uploads may be large, but not unbounded.
 pub const BODY_LIMIT: usize = 25 * 1024 * 1024;
+
+/// Most requests answer in milliseconds; 30 s means something is stuck.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The API takes uploads of up to 20 MiB and may call the forge (GitLab
+/// connect with webhook creation, the manifest conversion) several times.
+const API_TIMEOUT: Duration = Duration::from_secs(300);
+/// Webhook bodies are read whole (up to 25 MiB) before their signature is
+/// checked, so only this many are read at once; the rest wait their turn.
+const WEBHOOKS_IN_FLIGHT: usize = 16;
+
+/// A request that ran out of time gets graft's JSON error, not an empty
+/// body.
+fn with_timeout(router: Router<AppState>, after: Duration) -> Router<AppState> {
+    router.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(move |_: BoxError| async move {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    format!(
+                        "graft did not finish this request within {}s; try again, and check \
+                         its logs if it keeps happening",
+                        after.as_secs()
+                    ),
+                )
+            }))
+            .timeout(after),
+    )
+}
 
 pub fn router(state: AppState) -> Router {
     let api = api::routes().layer(axum::middleware::from_fn_with_state(
@@ -37,20 +67,23 @@ pub fn router(state: AppState) -> Router {
     let pages = ui::routes()
         .merge(setup::routes())
         .layer(axum::middleware::from_fn(ui::page_headers));
-    Router::new()
-        .merge(pages)
+    let webhooks = Router::new()
         .route("/webhooks/github", post(webhooks::github))
         .route("/webhooks/gitlab", post(webhooks::gitlab))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            WEBHOOKS_IN_FLIGHT,
+        ));
+    let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .nest("/api/v1", api)
+        .route("/metrics", get(health::metrics));
+    Router::new()
+        .merge(with_timeout(pages, PAGE_TIMEOUT))
+        .merge(with_timeout(webhooks, PAGE_TIMEOUT))
+        .merge(with_timeout(health, PAGE_TIMEOUT))
+        .nest("/api/v1", with_timeout(api, API_TIMEOUT))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
         // Past this many requests in flight, new ones wait instead of
         // exhausting database connections and memory.
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(512))

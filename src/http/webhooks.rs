@@ -24,13 +24,25 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn body_or_413(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("webhook body rejected: {}", rejection.body_text()),
-        )
+/// The body, or 413 when it is over the limit (400 when it could not be
+/// read at all, e.g. the client went away).
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    use axum::extract::rejection::FailedToBufferBody;
+    body.map_err(|rejection| match &rejection {
+        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "webhook body is over the {} MiB limit",
+                    super::BODY_LIMIT / (1024 * 1024)
+                ),
+            )
+        }
+        _ => ApiError::bad_request(
+            "unreadable_body",
+            format!("webhook body could not be read: {}", rejection.body_text()),
+        ),
     })
 }
 
@@ -66,6 +78,9 @@ struct Verified<'a> {
     event: &'a str,
     body: &'a [u8],
     parsed: Parsed,
+    /// The GitLab integration whose secret it carried (`None`: GitHub, or
+    /// the default integration from the environment).
+    integration_id: Option<i64>,
 }
 
 pub async fn github(
@@ -81,7 +96,7 @@ pub async fn github(
         .to_string();
     let span = info_span!("delivery", provider = "github", %delivery_id, %event);
     let result = async {
-        let body = body_or_413(body)?;
+        let body = read_body(body)?;
         let candidates = github_secrets(&state).await?;
         signature::verify_github(
             header(&headers, signature::GITHUB_SIGNATURE_HEADER),
@@ -100,6 +115,7 @@ pub async fn github(
                 event,
                 body: &body,
                 parsed,
+                integration_id: None,
             },
         )
         .await
@@ -123,13 +139,15 @@ pub async fn gitlab(
         .map(str::to_string);
     let span = info_span!("delivery", provider = "gitlab", delivery_id = delivery_header.as_deref().unwrap_or("-"), %event);
     let result = async {
-        let body = body_or_413(body)?;
+        let body = read_body(body)?;
         let candidates = gitlab_secrets(&state).await?;
-        signature::verify_gitlab_token(
+        let secrets: Vec<SecretString> = candidates.iter().map(|(_, s)| s.clone()).collect();
+        let matched = signature::verify_gitlab_token(
             header(&headers, signature::GITLAB_TOKEN_HEADER),
-            &candidates,
+            &secrets,
         )
         .map_err(signature_error)?;
+        let integration_id = candidates.get(matched).and_then(|(id, _)| *id);
         let event = required_header(&headers, "X-Gitlab-Event")?;
         // Old GitLab versions send no delivery id: a digest of the body still
         // dedupes exact redeliveries.
@@ -145,6 +163,7 @@ pub async fn gitlab(
                 event,
                 body: &body,
                 parsed,
+                integration_id,
             },
         )
         .await
@@ -175,9 +194,14 @@ async fn github_secrets(state: &AppState) -> Result<Vec<SecretString>, ApiError>
     }
 }
 
-/// The configured secrets plus those of stored GitLab integrations.
-async fn gitlab_secrets(state: &AppState) -> Result<Vec<SecretString>, ApiError> {
-    let mut secrets = state.gitlab_webhook_secrets.clone();
+/// The configured secrets (the default integration: `None`) plus those of
+/// stored GitLab integrations, each with the integration it belongs to.
+async fn gitlab_secrets(state: &AppState) -> Result<Vec<(Option<i64>, SecretString)>, ApiError> {
+    let mut secrets: Vec<(Option<i64>, SecretString)> = state
+        .gitlab_webhook_secrets
+        .iter()
+        .map(|s| (None, s.clone()))
+        .collect();
     let Some(keyring) = &state.keyring else {
         return Ok(secrets);
     };
@@ -187,7 +211,7 @@ async fn gitlab_secrets(state: &AppState) -> Result<Vec<SecretString>, ApiError>
             continue;
         }
         match keyring.open(&field.sealed) {
-            Ok(secret) => secrets.push(secret),
+            Ok(secret) => secrets.push((Some(field.integration_id), secret)),
             Err(e) => {
                 warn!(integration = field.integration_id, error = %e, "cannot open a stored webhook secret")
             }
@@ -196,7 +220,10 @@ async fn gitlab_secrets(state: &AppState) -> Result<Vec<SecretString>, ApiError>
     Ok(secrets)
 }
 
-async fn accept(state: &AppState, delivery: Verified<'_>) -> Result<Response, ApiError> {
+/// What became of an accepted delivery, as answered and counted.
+type Accepted = (Response, &'static str);
+
+async fn accept(state: &AppState, delivery: Verified<'_>) -> Result<Accepted, ApiError> {
     let (action, ignored) = match &delivery.parsed {
         Parsed::Event(event) => (event.action(), None),
         Parsed::Ignored { reason } => (None, Some(reason.as_str())),
@@ -211,6 +238,7 @@ async fn accept(state: &AppState, delivery: Verified<'_>) -> Result<Response, Ap
                 action,
                 payload: delivery.body,
                 ignored,
+                integration_id: delivery.integration_id,
             },
             now_ms(),
         )
@@ -234,35 +262,46 @@ async fn accept(state: &AppState, delivery: Verified<'_>) -> Result<Response, Ap
         ignored_reason = ignored,
         "delivery accepted"
     );
-    Ok((
+    let response = (
         StatusCode::ACCEPTED,
         axum::Json(json!({ "status": status, "delivery": delivery.delivery_id, "id": id })),
     )
-        .into_response())
+        .into_response();
+    Ok((response, status))
 }
+
+/// Refusals that come before the signature is checked.
+const UNAUTHENTICATED: [&str; 4] = [
+    "bad_signature",
+    "webhook_not_configured",
+    "body_too_large",
+    "unreadable_body",
+];
 
 fn respond(
     state: &AppState,
     provider: &str,
     event: &str,
-    result: Result<Response, ApiError>,
+    result: Result<Accepted, ApiError>,
 ) -> Response {
+    // Accepted deliveries count by what became of them (queued,
+    // duplicate, ignored, requeued).
     let outcome = match &result {
-        Ok(_) => "accepted",
+        Ok((_, status)) => *status,
         Err(e) if e.status == StatusCode::UNAUTHORIZED => "unauthorized",
+        Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
         Err(e) if e.status.is_client_error() => "rejected",
         Err(_) => "error",
     };
     // Unauthenticated requests could name any event: do not let them grow
     // the label set.
-    let event_label = if outcome == "unauthorized" {
-        "-"
-    } else {
-        event
+    let event_label = match &result {
+        Err(e) if UNAUTHENTICATED.contains(&e.code) => "-",
+        _ => event,
     };
     state.metrics.delivery(provider, event_label, outcome);
     match result {
-        Ok(response) => response,
+        Ok((response, _)) => response,
         Err(e) => {
             warn!(provider, status = e.status.as_u16(), error = %e.message, "webhook rejected");
             e.into_response()

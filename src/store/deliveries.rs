@@ -46,6 +46,8 @@ pub struct IncomingDelivery<'a> {
     pub payload: &'a [u8],
     /// Well-formed but of no interest: stored for the record, no job.
     pub ignored: Option<&'a str>,
+    /// The GitLab integration the delivery authenticated as (its secret).
+    pub integration_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,7 @@ pub struct Delivery {
     pub payload: Option<Vec<u8>>,
     pub error: Option<String>,
     pub attempts: i64,
+    pub integration_id: Option<i64>,
 }
 
 fn processing_job(id: i64, now: i64) -> NewJob {
@@ -85,7 +88,7 @@ impl Store {
         };
         let inserted = sqlx::query(
             "INSERT INTO webhook_deliveries (provider, delivery_id, event, action, status, payload, \
-             error, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             error, received_at, integration_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING id",
         )
         .bind(d.provider)
@@ -96,6 +99,7 @@ impl Store {
         .bind(d.payload)
         .bind(d.ignored)
         .bind(now)
+        .bind(d.integration_id)
         .fetch_optional(&mut *tx)
         .await?;
         let intake = if let Some(row) = inserted {
@@ -144,8 +148,8 @@ impl Store {
 
     pub async fn delivery(&self, id: i64) -> Result<Option<Delivery>> {
         let row = sqlx::query(
-            "SELECT id, provider, delivery_id, event, action, status, payload, error, attempts \
-             FROM webhook_deliveries WHERE id = $1",
+            "SELECT id, provider, delivery_id, event, action, status, payload, error, attempts, \
+             integration_id FROM webhook_deliveries WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -160,6 +164,7 @@ impl Store {
             payload: r.get(6),
             error: r.get(7),
             attempts: r.get(8),
+            integration_id: r.get(9),
         }))
     }
 

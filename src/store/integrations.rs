@@ -123,9 +123,11 @@ impl Store {
         now: i64,
     ) -> Result<std::result::Result<usize, E>> {
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query("SELECT id, token_sealed, webhook_secret_sealed FROM integrations")
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, token_sealed, webhook_secret_sealed FROM integrations ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         let mut count = 0;
         for row in rows {
             let id: i64 = row.get(0);

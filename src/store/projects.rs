@@ -244,6 +244,22 @@ async fn sync_branch_owner(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// A value to match in [`Store::projects_where`].
+enum Value<'a> {
+    Text(&'a str),
+    Number(i64),
+}
+
+/// A repository as events name it: the forge, the integration the event
+/// came through (`None`: GitHub, or GitLab's default integration) and the
+/// path. Repository names compare case-insensitively, as forges treat them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepoKey<'a> {
+    pub provider: &'a str,
+    pub integration_id: Option<i64>,
+    pub repo: &'a str,
+}
+
 /// What a sync changed, for [`Store::record_sync_success`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncSuccess {
@@ -358,61 +374,63 @@ impl Store {
         Ok(rows.iter().map(from_row).collect())
     }
 
-    /// Projects on `branch` of `repo` (every base path). Repository names
-    /// compare case-insensitively, as forges treat them.
+    /// Projects on `branch` of the repository (every base path).
     pub async fn projects_on_branch(
         &self,
-        provider: &str,
-        repo: &str,
+        repo: &RepoKey<'_>,
         branch: &str,
     ) -> Result<Vec<Project>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM projects WHERE provider = $1 AND LOWER(repo) = LOWER($2) AND branch = $3 ORDER BY id"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(provider)
-            .bind(repo)
-            .bind(branch)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(from_row).collect())
+        self.projects_where(repo, "branch = $4", Value::Text(branch))
+            .await
     }
 
-    /// The project whose sync branch or PR this is, if any.
+    /// The project whose sync branch this is, if any.
     pub async fn project_by_sync_branch(
         &self,
-        provider: &str,
-        repo: &str,
+        repo: &RepoKey<'_>,
         branch: &str,
     ) -> Result<Option<Project>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM projects WHERE provider = $1 AND LOWER(repo) = LOWER($2) AND sync_branch = $3 ORDER BY id LIMIT 1"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(provider)
-            .bind(repo)
-            .bind(branch)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(from_row))
+        Ok(self
+            .projects_where(repo, "sync_branch = $4", Value::Text(branch))
+            .await?
+            .into_iter()
+            .next())
     }
 
+    /// The project whose open PR/MR is `number`, if any.
     pub async fn project_by_pull_request(
         &self,
-        provider: &str,
-        repo: &str,
+        repo: &RepoKey<'_>,
         number: i64,
     ) -> Result<Option<Project>> {
+        Ok(self
+            .projects_where(repo, "pull_request_number = $4", Value::Number(number))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Projects of the repository matching one more condition on `$4`.
+    async fn projects_where(
+        &self,
+        repo: &RepoKey<'_>,
+        condition: &str,
+        value: Value<'_>,
+    ) -> Result<Vec<Project>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM projects WHERE provider = $1 AND LOWER(repo) = LOWER($2) AND pull_request_number = $3 ORDER BY id LIMIT 1"
+            "SELECT {COLUMNS} FROM projects WHERE provider = $1 AND LOWER(repo) = LOWER($2) \
+             AND COALESCE(integration_id, 0) = COALESCE($3, 0) AND {condition} ORDER BY id"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(provider)
-            .bind(repo)
-            .bind(number)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(from_row))
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(repo.provider)
+            .bind(repo.repo)
+            .bind(repo.integration_id);
+        let query = match value {
+            Value::Text(text) => query.bind(text),
+            Value::Number(number) => query.bind(number),
+        };
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(from_row).collect())
     }
 
     pub async fn set_sync_status(
