@@ -8,6 +8,7 @@
 //! and friends). A file that graft would refuse (bad path, symlink,
 //! unreadable) stops the push before anything is sent.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -158,11 +159,13 @@ pub fn request_body(files: &[LocalFile], delete_missing: bool, source: &str) -> 
         "files": files
             .iter()
             .map(|f| {
-                let mut file = json!({ "path": f.path, "content": content_json(&f.content) });
-                if f.executable {
-                    file["executable"] = json!(true);
-                }
-                file
+                // The mode is always sent: DIR is the truth, also when a
+                // file lost its execute bit.
+                json!({
+                    "path": f.path,
+                    "content": content_json(&f.content),
+                    "executable": f.executable,
+                })
             })
             .collect::<Vec<_>>(),
         "delete_missing": delete_missing,
@@ -192,51 +195,79 @@ fn print_changes(project: i64, answer: &Value) {
     }
 }
 
-/// `--dry-run`: what would change, compared by git blob id with what
-/// graft has.
+/// A managed file as `GET …/files` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub blob_sha: String,
+    pub executable: bool,
+    /// `deleted_pending`: graft will remove it, so it counts as absent.
+    pub deleted: bool,
+}
+
+/// What a push of `local` would change, as the API counts it: by git blob
+/// id and mode; a file pending deletion is absent (putting it back adds
+/// it). Sorted by path.
+pub fn planned_changes(
+    local: &[LocalFile],
+    remote: &BTreeMap<String, RemoteFile>,
+    delete_missing: bool,
+) -> Vec<(&'static str, String)> {
+    let mut changes = Vec::new();
+    for file in local {
+        let blob = crate::git::read::blob_id(&file.content).to_string();
+        match remote.get(&file.path).filter(|r| !r.deleted) {
+            None => changes.push(("add", file.path.clone())),
+            Some(r) if r.blob_sha != blob || r.executable != file.executable => {
+                changes.push(("modify", file.path.clone()))
+            }
+            Some(_) => {}
+        }
+    }
+    if delete_missing {
+        let named: HashSet<&str> = local.iter().map(|f| f.path.as_str()).collect();
+        for (path, _) in remote
+            .iter()
+            .filter(|(p, r)| !r.deleted && !named.contains(p.as_str()))
+        {
+            changes.push(("delete", path.clone()));
+        }
+    }
+    changes.sort_by(|a, b| a.1.cmp(&b.1));
+    changes
+}
+
+/// `--dry-run`: what would change, compared with what graft has.
 async fn dry_run(remote: &Remote, args: &PushArgs, files: &[LocalFile]) -> Result<()> {
     let path = format!("/projects/{}/files", args.project);
-    let answer = remote.send(remote.request(Method::GET, &path)).await;
-    let listed = answer.map(|a| {
-        let list = a.get("files").cloned().unwrap_or(a);
-        list.as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|f| {
-                        Some((
-                            f["path"].as_str()?.to_string(),
-                            f["blob_sha"].as_str().unwrap_or_default().to_string(),
-                        ))
-                    })
-                    .collect::<std::collections::BTreeMap<_, _>>()
-            })
-            .unwrap_or_default()
-    });
-    let remote_files = listed.with_context(|| {
-        format!(
-            "cannot read the current files of project {} to compare",
-            args.project
-        )
-    })?;
-    let mut changes = 0;
-    for file in files {
-        let blob = crate::git::read::blob_id(&file.content).to_string();
-        match remote_files.get(&file.path) {
-            None => println!("would add      {}", file.path),
-            Some(sha) if *sha != blob => println!("would modify   {}", file.path),
-            Some(_) => continue,
-        }
-        changes += 1;
+    let answer = remote
+        .send(remote.request(Method::GET, &path))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot read the current files of project {} to compare",
+                args.project
+            )
+        })?;
+    let remote_files: BTreeMap<String, RemoteFile> = answer["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            Some((
+                f["path"].as_str()?.to_string(),
+                RemoteFile {
+                    blob_sha: f["blob_sha"].as_str().unwrap_or_default().to_string(),
+                    executable: f["executable"].as_bool().unwrap_or(false),
+                    deleted: f["state"] == "deleted_pending",
+                },
+            ))
+        })
+        .collect();
+    let changes = planned_changes(files, &remote_files, args.delete_missing);
+    for (change, path) in &changes {
+        println!("would {change:<8} {path}");
     }
-    if args.delete_missing {
-        let local: std::collections::HashSet<&str> =
-            files.iter().map(|f| f.path.as_str()).collect();
-        for path in remote_files.keys().filter(|p| !local.contains(p.as_str())) {
-            println!("would delete   {path}");
-            changes += 1;
-        }
-    }
+    let changes = changes.len();
     println!(
         "dry run: {changes} path(s) would change in project {} ({} file(s) read); nothing uploaded",
         args.project,
@@ -312,6 +343,62 @@ pub async fn push(args: &PushArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dry_run_counts_like_the_api() {
+        let local = |path: &str, content: &str, executable: bool| LocalFile {
+            path: path.into(),
+            content: content.as_bytes().to_vec(),
+            executable,
+        };
+        let remote = |content: &str, executable: bool, deleted: bool| RemoteFile {
+            blob_sha: crate::git::read::blob_id(content.as_bytes()).to_string(),
+            executable,
+            deleted,
+        };
+        let files = vec![
+            local("same.tf", "a", false),
+            local("edited.tf", "new", false),
+            local("now-executable.sh", "x", true),
+            local("back-again.tf", "b", false),
+            local("new.tf", "n", false),
+        ];
+        let graft: BTreeMap<String, RemoteFile> = [
+            ("same.tf", remote("a", false, false)),
+            ("edited.tf", remote("old", false, false)),
+            ("now-executable.sh", remote("x", false, false)),
+            // Pending deletion with the same content: putting it back adds it.
+            ("back-again.tf", remote("b", false, true)),
+            ("gone.tf", remote("g", false, false)),
+            // Already being deleted: not deleted again.
+            ("going.tf", remote("h", false, true)),
+        ]
+        .into_iter()
+        .map(|(p, r)| (p.to_string(), r))
+        .collect();
+        let owned = |items: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+            items.iter().map(|(c, p)| (*c, p.to_string())).collect()
+        };
+        assert_eq!(
+            planned_changes(&files, &graft, false),
+            owned(&[
+                ("add", "back-again.tf"),
+                ("modify", "edited.tf"),
+                ("add", "new.tf"),
+                ("modify", "now-executable.sh"),
+            ])
+        );
+        assert_eq!(
+            planned_changes(&files, &graft, true),
+            owned(&[
+                ("add", "back-again.tf"),
+                ("modify", "edited.tf"),
+                ("delete", "gone.tf"),
+                ("add", "new.tf"),
+                ("modify", "now-executable.sh"),
+            ])
+        );
+    }
 
     #[test]
     fn walk_honours_ignore_files_and_rejects_bad_entries() {

@@ -162,8 +162,13 @@ pub async fn gitlab_connect(args: &GitlabConnectArgs) -> Result<()> {
         .as_str()
         .unwrap_or("(graft did not say)");
     println!(
-        "GitLab integration {} connected to {} as @{}.",
+        "GitLab integration {} {} to {} as @{}.",
         answer["id"],
+        if answer["created"] == json!(false) {
+            "reconnected (new token and webhook secret)"
+        } else {
+            "connected"
+        },
         answer["base_url"].as_str().unwrap_or(&args.url),
         answer["user"].as_str().unwrap_or("?")
     );

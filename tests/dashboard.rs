@@ -129,6 +129,15 @@ async fn dashboard_shows_status_error_and_links(db: TestDb) {
         )
         .await
         .unwrap();
+    app.store
+        .set_pull_request(
+            fine.id,
+            Some(12),
+            Some("https://github.com/acme/platform/pull/12"),
+            now,
+        )
+        .await
+        .unwrap();
     let cookie = login(&app, &token).await;
     let (status, html) = get_page(&app, "/", &cookie).await;
     assert_eq!(status, 200);
@@ -136,6 +145,16 @@ async fn dashboard_shows_status_error_and_links(db: TestDb) {
         html.contains(r#"<meta http-equiv="refresh" content="15">"#),
         "auto-refresh"
     );
+    // The fine project's row: its PR linked, one pending file.
+    let row_start = html
+        .find(&format!(r#"id="project-{}""#, fine.id))
+        .expect("a row for the project");
+    let row = &html[row_start..row_start + html[row_start..].find("</tr>").unwrap()];
+    assert!(
+        row.contains(r#"<a href="https://github.com/acme/platform/pull/12">#12</a>"#),
+        "{row}"
+    );
+    assert!(row.contains("<td>1</td>"), "one pending file: {row}");
     assert!(html.contains(r#"data-status="error""#), "{html}");
     assert!(
         html.contains("Resource not accessible by integration"),

@@ -240,6 +240,47 @@ async fn a_reinstalled_app_is_found_again_after_one_failure(db: TestDb) {
     s.assert_conformant();
 }
 
+async fn an_app_registered_again_is_used_without_a_restart(db: TestDb) {
+    let fake = FakeGithub::start().await;
+    fake.create_repo(REPO, INSTALLATION);
+    let store = db.store().await;
+    let keyring = support::test_keyring();
+    let register = |key: String| {
+        let (store, keyring, api_url) = (store.clone(), keyring.clone(), fake.api_url.clone());
+        async move {
+            store
+                .save_github_app(
+                    &graft::store::operator::NewGithubApp {
+                        app_id: &fake_github::APP_ID.to_string(),
+                        slug: "graft-test",
+                        api_url: &api_url,
+                        private_key_sealed: &keyring.seal(&key).unwrap(),
+                        webhook_secret_sealed: None,
+                    },
+                    graft::store::now_ms(),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // This replica has no app from the environment; the stored one is
+    // registered with the wrong key first.
+    let forges = Forges::new(
+        ForgeSettings::default(),
+        store.clone(),
+        Some(keyring.clone()),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    register(fake_github::wrong_private_key()).await;
+    let error = forges.github(REPO).await.unwrap_err();
+    assert_eq!(error.class(), "auth_lost", "{error}");
+    // Registered again (on another replica, through /setup/github).
+    register(fake_github::app_private_key()).await;
+    let client = forges.github(REPO).await.unwrap();
+    client.repo_info().await.unwrap();
+}
+
 async fn wrong_private_key_is_a_clear_error(db: TestDb) {
     let fake = FakeGithub::start().await;
     fake.create_repo(REPO, INSTALLATION);
@@ -855,6 +896,7 @@ async fn git_credentials_clone_and_push_with_a_header(db: TestDb) {
 }
 
 both_backends!(
+    an_app_registered_again_is_used_without_a_restart,
     a_reinstalled_app_is_found_again_after_one_failure,
     an_unreachable_github_is_a_network_error_after_retries,
     installation_is_found_recorded_and_its_token_shared,

@@ -538,6 +538,39 @@ async fn stored_integration_token_is_opened_per_call(db: TestDb) {
     assert_eq!(credentials.username, "oauth2");
     assert_eq!(credentials.token.expose_secret(), BOT_TOKEN);
 
+    // Reconnected with a new token (the old one revoked): the next client
+    // uses the new one, without a restart.
+    let rotated = "glpat-rotated-token";
+    s.fake.add_token(rotated, BOT_USERNAME, &["api"]);
+    s.fake.revoke_token(BOT_TOKEN);
+    let (same, created) = s
+        .store
+        .save_integration(
+            &NewIntegration {
+                provider: "gitlab",
+                name: "self-managed",
+                base_url: &s.fake.url,
+                token_sealed: Some(&keyring.seal(rotated).unwrap()),
+                webhook_secret_sealed: None,
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!((same, created), (id, false));
+    let client = s.forges.gitlab(Some(id), PATH).await.unwrap();
+    assert_eq!(client.repo_info().await.unwrap().default_branch, "main");
+    assert_eq!(
+        client
+            .git_credentials()
+            .await
+            .unwrap()
+            .token
+            .expose_secret(),
+        rotated
+    );
+    s.fake.add_token(BOT_TOKEN, BOT_USERNAME, &["api"]);
+
     // Sealed under another key: a clear configuration error.
     let other = graft::crypto::Key::parse(&SecretString::from("11".repeat(32))).unwrap();
     let foreign = other.seal(BOT_TOKEN).unwrap();

@@ -86,20 +86,42 @@ async fn webhooks_are_created_once_and_need_maintainer(db: TestDb) {
     let live = gitlab.create_project("infra/live");
     let other = gitlab.create_project("infra/other");
     gitlab.set_access_level(other, BOT_USERNAME, 30);
-    let app = TestApp::start(&db, default_settings(), None).await;
-    let admin = app.create_token("admin").await;
     let body = json!({
         "base_url": gitlab.url,
         "token": support::fake_gitlab::BOT_TOKEN,
         "webhook_secret": "hook-secret-1",
         "hooks": ["infra/live", "infra/other"],
     });
+    // Without GRAFT_PUBLIC_URL graft cannot tell GitLab where it is (the
+    // request may come from the CLI on localhost): refused, nothing stored.
+    {
+        let app = TestApp::start(&db, default_settings(), None).await;
+        let admin = app.create_token("admin").await;
+        let (status, answer) = post(&app, &admin, &body).await;
+        assert_eq!(status, 422, "{answer}");
+        assert_eq!(answer["error"]["code"], "public_url_required");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("GRAFT_PUBLIC_URL")
+        );
+        assert!(app.store.list_integrations().await.unwrap().is_empty());
+        assert!(gitlab.project_hooks(live).is_empty());
+        app.stop().await;
+    }
+    let mut settings = default_settings();
+    settings.operator.public_url = Some("https://graft.example.com".into());
+    let app = TestApp::start(&db, settings, None).await;
+    let admin = app.create_token("admin-2").await;
     let (status, answer) = post(&app, &admin, &body).await;
     assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["created"], true);
+    let id = answer["id"].clone();
     assert_eq!(answer["user"], BOT_USERNAME);
     assert_eq!(answer["scopes"], json!(["api"]));
     let hook_url = answer["webhook_url"].as_str().unwrap().to_string();
-    assert!(hook_url.ends_with("/webhooks/gitlab"), "{hook_url}");
+    assert_eq!(hook_url, "https://graft.example.com/webhooks/gitlab");
     assert_eq!(answer["hooks"][0]["status"], "created");
     assert_eq!(answer["hooks"][1]["status"], "failed");
     assert!(
@@ -125,11 +147,34 @@ async fn webhooks_are_created_once_and_need_maintainer(db: TestDb) {
         "hooks": ["infra/live"],
     });
     let (status, answer) = post(&app, &admin, &again).await;
-    assert_eq!(status, 201, "{answer}");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["id"].clone(), answer["created"].clone()),
+        (id, json!(false))
+    );
     assert_eq!(answer["hooks"][0]["status"], "updated");
     let hooks = gitlab.project_hooks(live);
     assert_eq!(hooks.len(), 1);
     assert_eq!(hooks[0].token, "hook-secret-2");
+    // One integration, and only the new secret opens the door.
+    assert_eq!(app.store.list_integrations().await.unwrap().len(), 1);
+    let push = support::fixture("gitlab/push.json");
+    let old = app
+        .gitlab_with_token("Push Hook", "old-secret", &push, Some("hook-secret-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        old.status(),
+        401,
+        "the replaced secret is no longer accepted"
+    );
+    let new = app
+        .gitlab_with_token("Push Hook", "new-secret", &push, Some("hook-secret-2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(new.status(), 202);
     app.stop().await;
 }
 

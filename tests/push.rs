@@ -215,6 +215,36 @@ async fn rejected_files_fail_the_push_with_the_reason(db: TestDb) {
     assert!(!run.ok, "a dry run against no project fails too");
     assert!(run.stderr.contains("999"), "{}", run.stderr);
 
+    // A file graft refuses for what it already manages: `main.tf` is a
+    // managed file, so `main.tf/inner.tf` cannot be. Named, non-zero, and
+    // nothing of the push is stored.
+    let run = push(&app, Some(&token), &["--project", &id, good_arg]).await;
+    assert!(run.ok, "{}", run.stderr);
+    let clash = tempfile::tempdir().unwrap();
+    write(clash.path(), "main.tf/inner.tf", b"x = 1\n");
+    write(clash.path(), "other.tf", b"y = 1\n");
+    let clash_arg = clash.path().to_str().unwrap();
+    let run = push(&app, Some(&token), &["--project", &id, clash_arg]).await;
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("main.tf/inner.tf") && run.stderr.contains("managed file"),
+        "{}",
+        run.stderr
+    );
+    let stored: Vec<String> = app
+        .store
+        .files(project.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_eq!(
+        stored,
+        vec!["main.tf".to_string()],
+        "other.tf was not stored either"
+    );
+
     // A wrong token, or none.
     let run = push(&app, Some("graft_wrong"), &["--project", &id, good_arg]).await;
     assert!(!run.ok);

@@ -341,7 +341,30 @@ async fn setup_page_refuses_without_an_encryption_key(db: TestDb) {
     app.stop().await;
 }
 
+async fn after_installing_github_lands_on_a_page_without_sign_in(db: TestDb) {
+    let github = FakeGithub::start().await;
+    let app = TestApp::start(&db, settings_for(&github), None).await;
+    // GitHub's redirect is cross-site: no session cookie comes along.
+    let response = client()
+        .get(app.url("/setup/github?installation_id=4242&setup_action=install"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("GitHub App installed") && html.contains("4242"),
+        "{html}"
+    );
+    assert!(!html.contains("state="), "no manifest form, nothing secret");
+    // The set-up page itself still needs a sign-in.
+    let response = client().get(app.url("/setup/github")).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    app.stop().await;
+}
+
 both_backends!(
+    after_installing_github_lands_on_a_page_without_sign_in,
     manifest_flow_stores_the_app_sealed_and_uses_it,
     callback_with_missing_or_bad_state_is_rejected,
     conversion_failure_is_shown_clearly,

@@ -633,6 +633,47 @@ async fn gitlab_integration_secret_from_the_database_is_accepted(db: TestDb) {
     app.stop().await;
 }
 
+async fn the_environment_secret_overrides_the_stored_apps(db: TestDb) {
+    // default_settings() has GITHUB_WEBHOOK_SECRET = GITHUB_SECRET.
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let keyring = support::test_keyring();
+    app.store
+        .save_github_app(
+            &graft::store::operator::NewGithubApp {
+                app_id: "42",
+                slug: "graft-test",
+                api_url: "https://api.github.com",
+                private_key_sealed: &keyring.seal("-----BEGIN RSA PRIVATE KEY-----").unwrap(),
+                webhook_secret_sealed: Some(&keyring.seal("stored-app-secret").unwrap()),
+            },
+            graft::store::now_ms(),
+        )
+        .await
+        .unwrap();
+    let body = fixture("github/ping.json");
+    let stored = app
+        .github_unsigned("ping", "signed-by-stored", &body)
+        .header(
+            "X-Hub-Signature-256",
+            graft::signature::github_signature("stored-app-secret", &body),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.status(),
+        401,
+        "GITHUB_WEBHOOK_SECRET replaces the stored secret"
+    );
+    let env = app
+        .github("ping", "signed-by-env", &body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(env.status(), 202);
+    app.stop().await;
+}
+
 /// Reconcile jobs queued for `project`.
 async fn reconciles_of(app: &TestApp, project: i64) -> i64 {
     let (n,): (i64,) =
@@ -783,6 +824,7 @@ async fn metrics_count_deliveries_by_outcome_and_queue_depth(db: TestDb) {
 }
 
 both_backends!(
+    the_environment_secret_overrides_the_stored_apps,
     concurrent_gitlab_duplicates_store_one_delivery_and_one_job,
     a_delivery_whose_processing_gave_up_is_processed_when_redelivered,
     a_gitlab_secret_speaks_only_for_its_own_integration,

@@ -136,8 +136,13 @@ pub struct Forges {
     /// Replaced when an app is registered through the manifest flow while
     /// graft runs (unless the environment configured one).
     github: Arc<RwLock<Option<ActiveGithubApp>>>,
+    /// The sealed key of the stored GitHub App in use, to notice a new
+    /// registration made on another replica.
+    github_stored_key: Arc<Mutex<Option<String>>>,
     gitlab_default: Option<Arc<GitlabClient>>,
-    gitlab_stored: Arc<Mutex<HashMap<i64, Arc<GitlabClient>>>>,
+    /// Clients of stored GitLab integrations, with the sealed token they
+    /// were made for: a reconnect (new token) makes a new client.
+    gitlab_stored: Arc<Mutex<HashMap<i64, (String, Arc<GitlabClient>)>>>,
     store: Store,
     keyring: Option<Keyring>,
     retrier: Retrier,
@@ -175,6 +180,7 @@ impl Forges {
             .map(Arc::new);
         Ok(Forges {
             github: Arc::new(RwLock::new(github)),
+            github_stored_key: Default::default(),
             gitlab_default,
             gitlab_stored: Default::default(),
             store,
@@ -188,6 +194,7 @@ impl Forges {
     pub fn unconfigured(store: Store, keyring: Option<Keyring>, metrics: Arc<Metrics>) -> Self {
         Forges {
             github: Default::default(),
+            github_stored_key: Default::default(),
             gitlab_default: None,
             gitlab_stored: Default::default(),
             store,
@@ -227,9 +234,10 @@ impl Forges {
         Ok(true)
     }
 
-    /// An app registered through /setup/github after this process started
-    /// (on another replica, say): read from the store and used from now on.
-    async fn load_stored_github_app(&self) -> Result<Option<Arc<GithubApp>>> {
+    /// The app registered through /setup/github, read from the store: also
+    /// one registered after this process started, or registered again (on
+    /// another replica, say), which replaces the one in use.
+    async fn current_stored_github_app(&self) -> Result<Option<Arc<GithubApp>>> {
         let stored = self.store.github_app().await.map_err(|e| {
             ForgeError::Config(format!(
                 "the stored GitHub App cannot be read: {}",
@@ -237,10 +245,24 @@ impl Forges {
             ))
         })?;
         let Some(stored) = stored else {
-            return Ok(None);
+            return Ok(self.github_app());
         };
+        let loaded = self
+            .github_stored_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(app) = self.github_app()
+            && loaded.as_deref() == Some(stored.private_key_sealed.as_str())
+        {
+            return Ok(Some(app));
+        }
         let config = stored_github_config(&stored, self.keyring.as_ref())?;
         self.use_stored_github_app(config)?;
+        *self
+            .github_stored_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(stored.private_key_sealed);
         Ok(self.github_app())
     }
 
@@ -252,9 +274,9 @@ impl Forges {
     /// A client for GitHub repository `repo` (`owner/name`) through the
     /// app's installation on it.
     pub async fn github(&self, repo: &str) -> Result<RepoClient> {
-        let app = match self.github_app() {
-            Some(app) => Some(app),
-            None => self.load_stored_github_app().await?,
+        let app = match self.github_app_with_source() {
+            Some((app, GithubAppSource::Environment)) => Some(app),
+            _ => self.current_stored_github_app().await?,
         };
         let app = app.ok_or_else(|| {
             ForgeError::Config(
@@ -288,14 +310,6 @@ impl Forges {
     }
 
     async fn stored_gitlab(&self, id: i64) -> Result<Arc<GitlabClient>> {
-        if let Some(client) = self
-            .gitlab_stored
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-        {
-            return Ok(client.clone());
-        }
         let credentials = self.store.integration_credentials(id).await.map_err(|e| {
             ForgeError::Config(format!(
                 "GitLab integration {id} cannot be read: {}",
@@ -312,6 +326,16 @@ impl Forges {
                 "GitLab integration {id} has no token; add one through the API"
             ))
         })?;
+        if let Some((made_for, client)) = self
+            .gitlab_stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            && *made_for == sealed
+            && client.base_url == credentials.base_url.trim_end_matches('/')
+        {
+            return Ok(client.clone());
+        }
         let keyring = self.keyring.clone().ok_or_else(|| {
             ForgeError::Config(
                 "ENCRYPTION_KEY is not set, so stored GitLab tokens cannot be opened".into(),
@@ -320,7 +344,7 @@ impl Forges {
         let client = Arc::new(GitlabClient::new(
             &credentials.base_url,
             GitlabToken::Sealed {
-                sealed,
+                sealed: sealed.clone(),
                 keyring: Box::new(keyring),
             },
             self.retrier.clone(),
@@ -329,7 +353,7 @@ impl Forges {
         self.gitlab_stored
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, client.clone());
+            .insert(id, (sealed, client.clone()));
         Ok(client)
     }
 }

@@ -80,17 +80,11 @@ fn require_nonempty(value: &str, field: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Where GitLab should send webhooks: GRAFT_PUBLIC_URL, else the address
-/// this request came to.
-fn webhook_url(state: &AppState, headers: &HeaderMap) -> String {
-    let root = state.operator.public_url.clone().unwrap_or_else(|| {
-        let host = headers
-            .get(axum::http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost:8080");
-        format!("http://{host}")
-    });
-    format!("{root}/webhooks/gitlab")
+/// Where GitLab should send webhooks, and whether that comes from
+/// GRAFT_PUBLIC_URL (else it is the address this request came to).
+fn webhook_url(state: &AppState, headers: &HeaderMap) -> (String, bool) {
+    let (root, configured) = super::public_url(state, headers);
+    (format!("{root}/webhooks/gitlab"), configured)
 }
 
 fn connect_error(error: ConnectError) -> ApiError {
@@ -116,6 +110,17 @@ async fn create_gitlab_integration(
     let base_url = validate_base_url(&body.base_url)?;
     require_nonempty(&body.token, "token")?;
     require_nonempty(&body.webhook_secret, "webhook_secret")?;
+    let (hook_url, url_configured) = webhook_url(&state, &headers);
+    if !body.hooks.is_empty() && !url_configured {
+        // The request may come from `graft gitlab connect` on localhost:
+        // a hook pointing there would never reach graft.
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "public_url_required",
+            "`hooks` needs GRAFT_PUBLIC_URL (the address GitLab can reach graft at); set it and \
+             restart graft, or leave `hooks` out and configure the webhook by hand",
+        ));
+    }
     for project in &body.hooks {
         validation::repo_path(Provider::Gitlab, project).map_err(|e| {
             ApiError::new(
@@ -145,9 +150,9 @@ async fn create_gitlab_integration(
     let secret_sealed = seal(body.webhook_secret.trim())?;
     let name = body.name.unwrap_or_else(|| base_url.clone());
     let now = now_ms();
-    let id = state
+    let (id, created) = state
         .store
-        .create_integration(
+        .save_integration(
             &NewIntegration {
                 provider: "gitlab",
                 name: &name,
@@ -158,14 +163,22 @@ async fn create_gitlab_integration(
             now,
         )
         .await?;
+    let (kind, verb) = if created {
+        ("integration.created", "added")
+    } else {
+        (
+            "integration.updated",
+            "updated with a new token and webhook secret",
+        )
+    };
     state
         .store
         .record_event(
             &NewEvent {
                 actor: &format!("token:{}", caller.0.name),
-                kind: "integration.created",
+                kind,
                 message: &format!(
-                    "GitLab integration {id} added for {base_url} (acting as @{})",
+                    "GitLab integration {id} {verb} for {base_url} (acting as @{})",
                     check.username
                 ),
                 ..NewEvent::default()
@@ -173,7 +186,6 @@ async fn create_gitlab_integration(
             now,
         )
         .await?;
-    let hook_url = webhook_url(&state, &headers);
     let mut hooks = Vec::new();
     for project in &body.hooks {
         hooks.push(
@@ -181,9 +193,14 @@ async fn create_gitlab_integration(
         );
     }
     Ok((
-        StatusCode::CREATED,
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
         axum::Json(json!({
             "id": id,
+            "created": created,
             "provider": "gitlab",
             "name": name,
             "base_url": base_url,

@@ -29,10 +29,7 @@ pub async fn require_token(
                  `graft token create --name NAME`",
             )
         })?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
+    let token = bearer_token(header)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
             ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
@@ -42,4 +39,22 @@ pub async fn require_token(
         .ok_or_else(|| ApiError::unauthorized("the API token is not valid (unknown or revoked)"))?;
     request.extensions_mut().insert(Caller(caller));
     Ok(next.run(request).await)
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+/// Every `Cookie` header joined (HTTP/2 clients may send one per cookie).
+pub fn cookie_header(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower::{BoxError, ServiceBuilder};
@@ -90,6 +90,28 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// GRAFT_PUBLIC_URL, or the address this request came to (scheme from
+/// `X-Forwarded-Proto`, as a proxy such as Fly's sets it); the flag says
+/// whether it was configured.
+pub(crate) fn public_url(state: &AppState, headers: &HeaderMap) -> (String, bool) {
+    if let Some(url) = &state.operator.public_url {
+        return (url.clone(), true);
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && !h.contains(['/', '@', ' ']))
+        .unwrap_or("localhost:8080");
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    (
+        format!("{}://{host}", if https { "https" } else { "http" }),
+        false,
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -14,7 +14,7 @@
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::header::{CONTENT_SECURITY_POLICY, HOST};
+use axum::http::header::CONTENT_SECURITY_POLICY;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -49,26 +49,6 @@ struct SetupQuery {
     setup_action: Option<String>,
 }
 
-/// GRAFT_PUBLIC_URL, or the address this request came to (with a warning).
-fn public_url(state: &AppState, headers: &HeaderMap) -> (String, bool) {
-    if let Some(url) = &state.operator.public_url {
-        return (url.clone(), true);
-    }
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && !h.contains(['/', '@', ' ']))
-        .unwrap_or("localhost:8080");
-    let https = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
-    (
-        format!("{}://{host}", if https { "https" } else { "http" }),
-        false,
-    )
-}
-
 fn origin(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(parsed) => parsed.origin().ascii_serialization(),
@@ -78,12 +58,24 @@ fn origin(url: &str) -> String {
 
 async fn setup_page(
     State(state): State<AppState>,
-    admin: Admin,
+    admin: Result<Admin, Response>,
     headers: HeaderMap,
     Query(query): Query<SetupQuery>,
 ) -> Response {
-    let nav = super::ui::views::Nav::of(&admin, &state);
+    // GitHub sends the installer here (`setup_url`) from github.com, and a
+    // `SameSite=Strict` session cookie does not come along on that
+    // cross-site navigation: the page that only says "installed" (nothing
+    // secret) is shown without a sign-in; everything else needs one.
     if let Some(installation) = query.installation_id.as_deref() {
+        let nav = admin
+            .as_ref()
+            .ok()
+            .map(|admin| super::ui::views::Nav::of(admin, &state));
+        let installation: String = installation
+            .chars()
+            .filter(char::is_ascii_digit)
+            .take(20)
+            .collect();
         let action = query.setup_action.as_deref().unwrap_or("install");
         let body = html! {
             h1 { "GitHub App installed" }
@@ -92,10 +84,15 @@ async fn setup_page(
                 "create a project for one of them next." } }
             p { a href="/" { "Go to the dashboard" } }
         };
-        return Html(layout("GitHub App installed", false, Some(&nav), body).into_string())
+        return Html(layout("GitHub App installed", false, nav.as_ref(), body).into_string())
             .into_response();
     }
-    let (public, configured) = public_url(&state, &headers);
+    let admin = match admin {
+        Ok(admin) => admin,
+        Err(sign_in) => return sign_in,
+    };
+    let nav = super::ui::views::Nav::of(&admin, &state);
+    let (public, configured) = super::public_url(&state, &headers);
     let web = manifest::web_url(&state.operator.github_api_url);
     let current = state.forges.github_app_with_source();
     let manifest_json = manifest::manifest(&public, query.name.as_deref());

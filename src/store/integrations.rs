@@ -49,22 +49,70 @@ impl SealedColumn {
     }
 }
 
+async fn insert_in(
+    conn: &mut sqlx::AnyConnection,
+    new: &NewIntegration<'_>,
+    now: i64,
+) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO integrations (provider, name, base_url, token_sealed, \
+         webhook_secret_sealed, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+    )
+    .bind(new.provider)
+    .bind(new.name)
+    .bind(new.base_url)
+    .bind(new.token_sealed)
+    .bind(new.webhook_secret_sealed)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.get(0))
+}
+
 impl Store {
-    pub async fn create_integration(&self, new: &NewIntegration<'_>, now: i64) -> Result<i64> {
-        let row = sqlx::query(
-            "INSERT INTO integrations (provider, name, base_url, token_sealed, \
-             webhook_secret_sealed, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+    /// Stores an integration, or, when one of the same provider and base
+    /// URL exists, replaces its name and credentials (reconnecting after a
+    /// token rotation must not leave the old token and secret valid in a
+    /// second row). Returns its id and whether it was created.
+    pub async fn save_integration(
+        &self,
+        new: &NewIntegration<'_>,
+        now: i64,
+    ) -> Result<(i64, bool)> {
+        let mut tx = self.begin_write().await?;
+        let existing: Option<(i64,)> = sqlx::query_as(
+            "SELECT id FROM integrations WHERE provider = $1 AND base_url = $2 ORDER BY id LIMIT 1",
         )
         .bind(new.provider)
-        .bind(new.name)
         .bind(new.base_url)
-        .bind(new.token_sealed)
-        .bind(new.webhook_secret_sealed)
-        .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(row.get(0))
+        let saved = match existing {
+            Some((id,)) => {
+                sqlx::query(
+                    "UPDATE integrations SET name = $1, token_sealed = $2, \
+                     webhook_secret_sealed = $3, updated_at = $4 WHERE id = $5",
+                )
+                .bind(new.name)
+                .bind(new.token_sealed)
+                .bind(new.webhook_secret_sealed)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                (id, false)
+            }
+            None => (insert_in(&mut tx, new, now).await?, true),
+        };
+        tx.commit().await?;
+        Ok(saved)
+    }
+
+    /// Always a new row (see [`Store::save_integration`] for reconnects).
+    pub async fn create_integration(&self, new: &NewIntegration<'_>, now: i64) -> Result<i64> {
+        let mut conn = self.pool.acquire().await?;
+        insert_in(&mut conn, new, now).await
     }
 
     pub async fn list_integrations(&self) -> Result<Vec<Integration>> {

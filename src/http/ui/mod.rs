@@ -9,7 +9,7 @@ pub(crate) mod views;
 use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, SET_COOKIE};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -121,11 +121,7 @@ impl FromRequestParts<AppState> for Admin {
             let token = header
                 .to_str()
                 .ok()
-                .and_then(|h| {
-                    h.strip_prefix("Bearer ")
-                        .or_else(|| h.strip_prefix("bearer "))
-                })
-                .map(str::trim)
+                .and_then(super::auth::bearer_token)
                 .unwrap_or("");
             return match state.store.authenticate_token(token, now).await {
                 Ok(Some(token)) => Ok(Admin {
@@ -142,13 +138,7 @@ impl FromRequestParts<AppState> for Admin {
                 Err(e) => Err(internal(e)),
             };
         }
-        let cookies = parts
-            .headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join("; ");
+        let cookies = super::auth::cookie_header(&parts.headers);
         let Some(session) = session::cookie(&cookies, SESSION_COOKIE)
             .and_then(|value| state.sessions.verify(value, now))
         else {
@@ -228,11 +218,8 @@ async fn login(
     headers: axum::http::HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let cookies = headers
-        .get(COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let challenge = session::cookie(cookies, LOGIN_COOKIE).unwrap_or("");
+    let cookies = super::auth::cookie_header(&headers);
+    let challenge = session::cookie(&cookies, LOGIN_COOKIE).unwrap_or("");
     let next = form.next.as_deref();
     if !state.sessions.check_login(challenge, &form.csrf) {
         return login_page(
