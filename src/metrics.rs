@@ -30,8 +30,10 @@ pub struct ForgeCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ForgeLabels {
+pub struct RetryWaitLabels {
     pub forge: String,
+    /// `rate_limit` (the forge said how long) or `backoff` (5xx, network).
+    pub cause: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,7 +54,7 @@ pub struct Metrics {
     pub jobs: HistogramFamily<JobLabels>,
     pub queue_depth: Family<StateLabels, Gauge>,
     pub forge_calls: Family<ForgeCallLabels, Counter>,
-    pub forge_retry_wait: Family<ForgeLabels, Counter<f64, AtomicU64>>,
+    pub forge_retry_wait: Family<RetryWaitLabels, Counter<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -95,10 +97,10 @@ impl Metrics {
             "Forge API call attempts, by forge and outcome class",
             forge_calls.clone(),
         );
-        let forge_retry_wait = Family::<ForgeLabels, Counter<f64, AtomicU64>>::default();
+        let forge_retry_wait = Family::<RetryWaitLabels, Counter<f64, AtomicU64>>::default();
         registry.register(
             "forge_retry_wait_seconds",
-            "Time spent waiting before retrying forge calls (backoff and rate limits)",
+            "Time spent waiting before retrying forge calls, by cause (rate limits, backoff)",
             forge_retry_wait.clone(),
         );
         Metrics {
@@ -139,10 +141,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn forge_wait(&self, forge: &str, waited: std::time::Duration) {
+    pub fn forge_wait(&self, forge: &str, cause: &str, waited: std::time::Duration) {
         self.forge_retry_wait
-            .get_or_create(&ForgeLabels {
+            .get_or_create(&RetryWaitLabels {
                 forge: forge.to_string(),
+                cause: cause.to_string(),
             })
             .inc_by(waited.as_secs_f64());
     }

@@ -12,15 +12,19 @@ pub fn repo_path(provider: Provider, repo: &str) -> Result<(), String> {
         Provider::Github => parts.len() == 2,
         Provider::Gitlab => parts.len() >= 2 && parts.len() <= 20,
     };
-    let part_ok = |p: &&str| {
+    // GitHub repository names may start with `.` (`acme/.github`); owners
+    // and GitLab paths may not.
+    let part_ok = |(index, p): (usize, &&str)| {
+        let leading_dot_ok = provider == Provider::Github && index == 1;
         !p.is_empty()
             && p.len() <= 100
-            && !p.starts_with('.')
+            && !matches!(*p, "." | "..")
+            && (leading_dot_ok || !p.starts_with('.'))
             && !p.ends_with(".git")
             && p.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
-    if shape_ok && parts.iter().all(part_ok) {
+    if shape_ok && parts.iter().enumerate().all(part_ok) {
         Ok(())
     } else {
         Err(match provider {
@@ -49,6 +53,9 @@ pub fn branch_name(name: &str) -> Result<(), String> {
     }
     if name == "@" {
         return bad("`@` alone is not allowed");
+    }
+    if name == "HEAD" {
+        return bad("`HEAD` is git's own name for the current branch");
     }
     if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
         return bad("it has an empty component");
@@ -100,6 +107,11 @@ mod tests {
         assert!(repo_path(Provider::Github, "acme/in fra").is_err());
         assert!(repo_path(Provider::Gitlab, "group/sub/name").is_ok());
         assert!(repo_path(Provider::Gitlab, "group//name").is_err());
+        // The organisation-wide `.github` repository exists.
+        assert!(repo_path(Provider::Github, "acme/.github").is_ok());
+        assert!(repo_path(Provider::Github, ".acme/infra").is_err());
+        assert!(repo_path(Provider::Github, "acme/..").is_err());
+        assert!(repo_path(Provider::Gitlab, "group/.name").is_err());
     }
 
     #[test]
@@ -109,7 +121,7 @@ mod tests {
         }
         for bad in [
             "", "a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "/a", "a/", "a//b",
-            ".a", "a/.b", "a.lock", "a/b.lock", "a.", "@", "a@{1}", "-a", "a\u{7}",
+            ".a", "a/.b", "a.lock", "a/b.lock", "a.", "@", "a@{1}", "-a", "a\u{7}", "HEAD",
         ] {
             assert!(branch_name(bad).is_err(), "{bad:?}");
         }

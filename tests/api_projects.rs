@@ -581,7 +581,21 @@ async fn one_bad_file_stores_nothing(db: TestDb) {
     let jobs_before = sync_jobs(&api).await;
     let good = file("good.tf", "g");
     let big = "a".repeat(1024 * 1024 + 1);
+    // Fine on its own, too long below the base path `infra/generated`.
+    let deep = format!("{}/abcdefghij", vec!["a".repeat(250); 4].join("/"));
     let cases: Vec<(Value, u16, &str, Vec<&str>)> = vec![
+        (
+            file(&deep, "x"),
+            422,
+            "invalid_field",
+            vec!["bytes long", "limit is 1024"],
+        ),
+        (
+            file(&format!("{}.tf", "n".repeat(300)), "x"),
+            422,
+            "invalid_field",
+            vec!["at most 255"],
+        ),
         (
             file("../escape.tf", "x"),
             422,

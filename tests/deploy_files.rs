@@ -86,3 +86,21 @@ fn fly_keeps_the_worker_machine_running_and_checks_health() {
         "no placeholder public URL: it would send GitHub's setup code elsewhere"
     );
 }
+
+#[test]
+fn the_readme_configuration_table_names_every_setting() {
+    let config = read("src/config.rs");
+    let readme = read("README.md");
+    let mut missing = Vec::new();
+    for (at, _) in config.match_indices("env = \"") {
+        let rest = &config[at + "env = \"".len()..];
+        let name = &rest[..rest.find('"').unwrap()];
+        if !readme.contains(&format!("| `{name}` |")) {
+            missing.push(name.to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "settings in src/config.rs missing from the README's configuration table: {missing:?}"
+    );
+}

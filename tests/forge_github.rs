@@ -294,6 +294,14 @@ async fn wrong_private_key_is_a_clear_error(db: TestDb) {
 }
 
 #[test]
+fn a_pem_with_escaped_newlines_is_read() {
+    let one_line = fake_github::app_private_key().trim().replace('\n', "\\n");
+    assert!(!one_line.contains('\n'));
+    GithubAppConfig::new("1", &SecretString::from(one_line), "https://api.github.com")
+        .expect("the escaped PEM is accepted");
+}
+
+#[test]
 fn bad_settings_name_the_setting() {
     let key = SecretString::from(fake_github::app_private_key());
     let cases: Vec<(&str, SecretString, &str, &str)> = vec![
@@ -450,7 +458,7 @@ async fn rate_limits_are_waited_out_up_to_the_ceiling(db: TestDb) {
     // The two waits above (about 30 s and 7 s), not the refused third.
     let waited = support::metric_value(
         &metrics,
-        "graft_forge_retry_wait_seconds_total{forge=\"github\"}",
+        "graft_forge_retry_wait_seconds_total{forge=\"github\",cause=\"rate_limit\"}",
     );
     assert!(
         waited.is_some_and(|w| (35.0..40.0).contains(&w)),

@@ -174,6 +174,33 @@ async fn a_refused_auto_merge_is_a_note_not_a_failure(db: TestDb) {
     h.stop().await;
 }
 
+async fn the_status_comment_shows_a_sync_under_way(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    put(&h, p.id, &[input("a.tf", "# a\n")]).await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    put(&h, p.id, &[input("a.tf", "# a2\n")]).await;
+    let done = settled(&h, p.id, SyncStatus::Success).await;
+    let edits: Vec<String> = h
+        .github
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.contains("/issues/comments/"))
+        .filter_map(|r| r.body.and_then(|b| b["body"].as_str().map(str::to_string)))
+        .collect();
+    let syncing = edits.iter().position(|b| b.contains("⏳ syncing"));
+    let synced = edits.iter().rposition(|b| b.contains("✅ synced"));
+    assert!(
+        syncing.is_some() && synced > syncing,
+        "the comment said 'syncing' before the result: {edits:#?}"
+    );
+    // The edit keeps the table of the PR's files.
+    assert!(edits[syncing.unwrap()].contains("`a.tf`"));
+    assert!(done.pull_request_number.is_some());
+    h.stop().await;
+}
+
 async fn sync_jobs(h: &Harness) -> i64 {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE kind = 'sync'")
         .fetch_one(h.app.store.pool())
@@ -237,6 +264,7 @@ async fn the_poll_rebuilds_only_prs_whose_base_path_changed(db: TestDb) {
 }
 
 both_backends!(
+    the_status_comment_shows_a_sync_under_way,
     the_poll_rebuilds_only_prs_whose_base_path_changed,
     automatic_syncs_queued_before_a_pause_do_not_run,
     a_closed_pr_is_not_reopened_by_a_sync_queued_before,

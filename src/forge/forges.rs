@@ -130,6 +130,9 @@ pub fn stored_github_config(
 /// The GitHub App in use and where its settings came from.
 type ActiveGithubApp = (Arc<GithubApp>, GithubAppSource);
 
+/// A stored integration's client and the sealed token it was made with.
+type StoredGitlab = (String, Arc<GitlabClient>);
+
 /// The factory of [`RepoClient`]s, shared by the workers.
 #[derive(Debug, Clone)]
 pub struct Forges {
@@ -142,7 +145,7 @@ pub struct Forges {
     gitlab_default: Option<Arc<GitlabClient>>,
     /// Clients of stored GitLab integrations, with the sealed token they
     /// were made for: a reconnect (new token) makes a new client.
-    gitlab_stored: Arc<Mutex<HashMap<i64, (String, Arc<GitlabClient>)>>>,
+    gitlab_stored: Arc<Mutex<HashMap<i64, StoredGitlab>>>,
     store: Store,
     keyring: Option<Keyring>,
     retrier: Retrier,

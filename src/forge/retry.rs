@@ -123,7 +123,11 @@ impl Retrier {
                 error = %error,
                 "forge call failed; retrying"
             );
-            self.metrics.forge_wait(forge.as_str(), delay);
+            let cause = match &error {
+                ForgeError::RateLimited { .. } => "rate_limit",
+                _ => "backoff",
+            };
+            self.metrics.forge_wait(forge.as_str(), cause, delay);
             self.sleeper.sleep(delay).await;
             attempt += 1;
         }
@@ -232,7 +236,11 @@ mod tests {
         let rendered = metrics.render();
         let waited: f64 = rendered
             .lines()
-            .find_map(|l| l.strip_prefix("graft_forge_retry_wait_seconds_total{forge=\"github\"} "))
+            .find_map(|l| {
+                l.strip_prefix(
+                    "graft_forge_retry_wait_seconds_total{forge=\"github\",cause=\"rate_limit\"} ",
+                )
+            })
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_default();
         assert!((4.0..5.0).contains(&waited), "{rendered}");

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use gix::ObjectId;
 use gix::object::tree::EntryKind;
 
-use super::paths::{repo_path, validate_base_path, validate_file_path};
+use super::paths::{repo_path, validate_base_path, validate_file_path, validate_in_base};
 use super::read::{ChangeKind, FileChange, TreeFile, list_subtree};
 use super::{GitError, Identity, local};
 
@@ -56,7 +56,7 @@ impl Overlay {
 pub fn build(repo: &gix::Repository, input: OverlayInput<'_>) -> Result<Overlay, GitError> {
     validate_base_path(input.base_path)?;
     for file in input.files {
-        validate_file_path(&file.path)?;
+        validate_in_base(input.base_path, &file.path)?;
     }
     for path in input.deletions {
         validate_file_path(path)?;

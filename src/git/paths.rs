@@ -6,6 +6,9 @@
 /// Longest path graft accepts (bytes), well under what forges and
 /// filesystems allow.
 pub const MAX_PATH_LEN: usize = 1024;
+/// Longest folder or file name (NAME_MAX of common file systems), so the
+/// tree can be checked out (the check command, every clone).
+pub const MAX_NAME_LEN: usize = 255;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -27,6 +30,10 @@ pub enum PathError {
     Drive(String),
     #[error("`{path}` is {len} bytes long; the limit is {MAX_PATH_LEN}")]
     TooLong { path: String, len: usize },
+    #[error(
+        "`{path}` has a name of {len} bytes; file systems take at most {MAX_NAME_LEN} per folder or file name"
+    )]
+    NameTooLong { path: String, len: usize },
 }
 
 /// Checks a managed file path (relative to the project's base path).
@@ -71,8 +78,28 @@ fn validate(path: &str) -> Result<(), PathError> {
             "" => return Err(PathError::EmptyComponent(owned())),
             "." | ".." => return Err(PathError::DotComponent(owned())),
             _ if is_git_dir_name(component) => return Err(PathError::GitComponent(owned())),
+            _ if component.len() > MAX_NAME_LEN => {
+                return Err(PathError::NameTooLong {
+                    path: path.chars().take(64).collect::<String>() + "…",
+                    len: component.len(),
+                });
+            }
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// Checks the repository path a managed path lands on under `base_path`
+/// (the two may each be fine and too long together).
+pub fn validate_in_base(base_path: &str, path: &str) -> Result<(), PathError> {
+    validate_file_path(path)?;
+    let full = repo_path(base_path, path);
+    if full.len() > MAX_PATH_LEN {
+        return Err(PathError::TooLong {
+            path: full.chars().take(64).collect::<String>() + "…",
+            len: full.len(),
+        });
     }
     Ok(())
 }
@@ -97,6 +124,24 @@ pub fn repo_path(base_path: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_and_whole_paths_have_limits() {
+        let long_name = "a".repeat(MAX_NAME_LEN + 1);
+        assert!(matches!(
+            validate_file_path(&format!("dir/{long_name}")),
+            Err(PathError::NameTooLong { len, .. }) if len == MAX_NAME_LEN + 1
+        ));
+        let name = "a".repeat(200);
+        let path = [name.as_str(); 4].join("/");
+        assert!(validate_file_path(&path).is_ok());
+        let base = [name.as_str(); 2].join("/");
+        assert!(matches!(
+            validate_in_base(&base, &path),
+            Err(PathError::TooLong { .. })
+        ));
+        assert!(validate_in_base("", &path).is_ok());
+    }
 
     #[test]
     fn accepts_ordinary_paths() {

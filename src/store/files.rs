@@ -391,7 +391,19 @@ impl Store {
         Ok(())
     }
 
-    /// Pending files per project, for the dashboard.
+    /// Files not in their synced state, per project (projects with none are
+    /// left out), in one query for the dashboard's project list.
+    pub async fn pending_counts(&self) -> Result<std::collections::HashMap<i64, i64>> {
+        let rows = sqlx::query(
+            "SELECT project_id, COUNT(*) FROM managed_files WHERE state <> 'synced' \
+             GROUP BY project_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Pending files of one project.
     pub async fn pending_count(&self, project: i64) -> Result<i64> {
         let row = sqlx::query(
             "SELECT COUNT(*) FROM managed_files WHERE project_id = $1 AND state <> 'synced'",

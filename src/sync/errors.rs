@@ -82,6 +82,18 @@ impl SyncError {
                 "Network error talking to the git server ({message}). graft retries with \
                  backoff; `/graft retry` tries again now."
             ),
+            SyncError::Git(GitError::ProtectedBranch(message)) => format!(
+                "The git server refused graft's push ({message}). If graft's own branch is \
+                 protected (or a push rule refuses it), allow graft to push `graft/*` branches or \
+                 give the project another `sync_branch`, then comment `/graft retry`."
+            ),
+            SyncError::Git(GitError::NonFastForward(message)) => format!(
+                "The branch kept moving while graft pushed ({message}), also after fetching \
+                 again. The next change syncs again; `/graft sync` tries now."
+            ),
+            SyncError::Git(error @ (GitError::Other(_) | GitError::Local(_))) => {
+                format!("{error}. `/graft retry` tries again; graft's log has the details.")
+            }
             SyncError::Forge(error) if error.is_retryable() => format!(
                 "{error}. graft retried with backoff and gave up for now; `/graft retry` tries again."
             ),
@@ -115,6 +127,19 @@ mod tests {
             "Nothing was overwritten",
         ] {
             assert!(message.contains(needle), "{message}");
+        }
+    }
+
+    #[test]
+    fn every_git_failure_says_what_to_do() {
+        for error in [
+            GitError::ProtectedBranch("pre-receive hook declined".into()),
+            GitError::NonFastForward("stale info".into()),
+            GitError::Other("exit status 128".into()),
+            GitError::Local("disk full".into()),
+        ] {
+            let message = SyncError::Git(error).describe();
+            assert!(message.contains("/graft"), "{message}");
         }
     }
 

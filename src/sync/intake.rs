@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 use sqlx::AnyConnection;
 
+use crate::git::paths;
 use crate::store::audit::{NewEvent, record_event_in};
 use crate::store::files::{self, Change, ChangedPath, FileInput};
 use crate::store::projects::{self, Project};
@@ -36,7 +37,8 @@ pub enum FileOp<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
-    /// The new set would make one path both a file and a folder.
+    /// The new set would make one path both a file and a folder, or a path
+    /// too long under the project's base path.
     #[error("{0}")]
     Layout(String),
     #[error(transparent)]
@@ -78,6 +80,10 @@ pub async fn change_files(
             } else {
                 files::live_paths_in(&mut tx, project.id).await?
             };
+            for file in files {
+                paths::validate_in_base(&project.base_path, &file.path)
+                    .map_err(|e| ChangeError::Layout(format!("file `{}`: {e}", file.path)))?;
+            }
             check_layout(kept.iter().map(String::as_str), files).map_err(ChangeError::Layout)?;
             let changes =
                 files::put_files_in(&mut tx, project.id, files, delete_missing, now).await?;

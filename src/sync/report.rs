@@ -44,6 +44,17 @@ fn kind_word(kind: ChangeKind) -> &'static str {
     }
 }
 
+/// A path as inline code inside a table cell: `|` would end the cell and a
+/// backtick the code span (paths may hold both).
+fn code_cell(path: &str) -> String {
+    let escaped = path.replace('|', "\\|");
+    if escaped.contains('`') {
+        format!("`` {escaped} ``")
+    } else {
+        format!("`{escaped}`")
+    }
+}
+
 fn fold(summary: &str, body: &str, lines: usize) -> String {
     if lines > FOLD_AFTER {
         format!("<details><summary>{summary}</summary>\n\n{body}\n</details>\n")
@@ -103,7 +114,7 @@ pub fn status_comment(view: &StatusView<'_>) -> String {
             .chain(
                 view.changes
                     .iter()
-                    .map(|c| format!("| {} | `{}` |", kind_word(c.kind), c.path)),
+                    .map(|c| format!("| {} | {} |", kind_word(c.kind), code_cell(&c.path))),
             )
             .collect::<Vec<_>>()
             .join("\n");
@@ -286,6 +297,13 @@ mod tests {
         assert!(comment.starts_with(STATUS_MARKER));
         assert!(comment.contains("<details><summary>Show the files</summary>"));
         insta::assert_snapshot!(comment);
+    }
+
+    #[test]
+    fn paths_cannot_break_the_table() {
+        assert_eq!(code_cell("a/b.tf"), "`a/b.tf`");
+        assert_eq!(code_cell("a|b.tf"), "`a\\|b.tf`");
+        assert_eq!(code_cell("a`b.tf"), "`` a`b.tf ``");
     }
 
     #[test]

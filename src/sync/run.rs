@@ -64,30 +64,6 @@ fn mirror_key(provider: &str, clone_url: &str, repo: &str) -> String {
     format!("{provider}/{host}/{}", repo.to_ascii_lowercase())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::mirror_key;
-
-    #[test]
-    fn mirrors_are_per_host_and_repository() {
-        let a = mirror_key(
-            "gitlab",
-            "https://gitlab.example.com/group/app.git",
-            "group/app",
-        );
-        let b = mirror_key(
-            "gitlab",
-            "https://git.other.org:8443/group/app.git",
-            "Group/App",
-        );
-        assert_eq!(a, "gitlab/gitlab.example.com/group/app");
-        assert_eq!(b, "gitlab/git.other.org:8443/group/app");
-        // Credentials in a URL never reach the key (or the folder name).
-        let c = mirror_key("github", "https://x:secret@github.com/o/r.git", "o/r");
-        assert_eq!(c, "github/github.com/o/r");
-    }
-}
-
 /// The sync job's entry point. A failure is recorded on the project once,
 /// by the worker when it gives up (at once for a fatal error, after the
 /// retries for a transient one): see `GraftJobs::gave_up`.
@@ -116,7 +92,37 @@ pub async fn run(
     store
         .set_sync_status(project_id, SyncStatus::Syncing, None, now_ms())
         .await?;
+    show_syncing(state, project_id).await;
     sync(state, &project, request).await
+}
+
+/// The open PR's status comment says a sync is under way (every state
+/// change shows there). Best effort: the sync's outcome rewrites it.
+async fn show_syncing(state: &AppState, project_id: i64) {
+    let Ok(project) = state.store.require_project(project_id).await else {
+        return;
+    };
+    if project.pull_request_number.is_none() {
+        return;
+    }
+    let shown = async {
+        let client = publish::client_for(state, &project).await?;
+        publish::update_comment(
+            state,
+            &client,
+            &project,
+            SyncStatus::Syncing,
+            &CommentContent {
+                error: None,
+                ..CommentContent::from_project(&project)
+            },
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = shown {
+        tracing::debug!(project = project_id, error = %e, "could not show the sync on the pull request");
+    }
 }
 
 /// Why a sync graft queued on its own must not run now (it may have been
@@ -655,4 +661,28 @@ async fn finish(
 
 fn short(id: &ObjectId) -> String {
     id.to_string().chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mirror_key;
+
+    #[test]
+    fn mirrors_are_per_host_and_repository() {
+        let a = mirror_key(
+            "gitlab",
+            "https://gitlab.example.com/group/app.git",
+            "group/app",
+        );
+        let b = mirror_key(
+            "gitlab",
+            "https://git.other.org:8443/group/app.git",
+            "Group/App",
+        );
+        assert_eq!(a, "gitlab/gitlab.example.com/group/app");
+        assert_eq!(b, "gitlab/git.other.org:8443/group/app");
+        // Credentials in a URL never reach the key (or the folder name).
+        let c = mirror_key("github", "https://x:secret@github.com/o/r.git", "o/r");
+        assert_eq!(c, "github/github.com/o/r");
+    }
 }

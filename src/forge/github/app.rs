@@ -52,9 +52,14 @@ fn config_error(message: String) -> ForgeError {
 }
 
 /// Reads `GITHUB_APP_PRIVATE_KEY`: PEM text as it is, anything else as a path.
+/// PEM pasted into a one-line variable with `\n` escapes (as many secret
+/// stores and `.env` files hold it) is unescaped.
 fn private_key_pem(value: &SecretString) -> Result<String> {
     let text = value.expose_secret().trim();
     if text.starts_with("-----BEGIN") {
+        if !text.contains('\n') && text.contains("\\n") {
+            return Ok(text.replace("\\n", "\n"));
+        }
         return Ok(text.to_string());
     }
     // Only a plausible path is echoed back; anything else might be a key.

@@ -331,20 +331,19 @@ fn internal_page(e: impl std::fmt::Display) -> Response {
     )
 }
 
-async fn gitlab_hosts(state: &AppState) -> crate::store::Result<HashMap<i64, String>> {
-    Ok(state
-        .store
-        .list_integrations()
-        .await?
-        .into_iter()
+fn gitlab_hosts(integrations: &[crate::store::integrations::Integration]) -> HashMap<i64, String> {
+    integrations
+        .iter()
         .filter(|i| i.provider == "gitlab")
-        .map(|i| (i.id, i.base_url))
-        .collect())
+        .map(|i| (i.id, i.base_url.clone()))
+        .collect()
 }
 
-async fn overview(state: &AppState) -> crate::store::Result<views::Overview> {
-    let integrations = state.store.list_integrations().await?;
-    Ok(views::Overview {
+fn overview(
+    state: &AppState,
+    integrations: &[crate::store::integrations::Integration],
+) -> views::Overview {
+    views::Overview {
         github_app: match state.forges.github_app_with_source() {
             Some((app, GithubAppSource::Environment)) => {
                 Some(format!("app {} (from GITHUB_APP_ID)", app.app_id()))
@@ -363,15 +362,17 @@ async fn overview(state: &AppState) -> crate::store::Result<views::Overview> {
         encryption_key: state.keyring.is_some(),
         durable_sessions: state.sessions.durable,
         public_url: state.operator.public_url.clone(),
-    })
+    }
 }
 
 async fn dashboard(State(state): State<AppState>, admin: Admin) -> Response {
     let result = async {
-        let hosts = gitlab_hosts(&state).await?;
+        let integrations = state.store.list_integrations().await?;
+        let hosts = gitlab_hosts(&integrations);
+        let pending = state.store.pending_counts().await?;
         let mut rows = Vec::new();
         for project in state.store.list_projects().await? {
-            let pending = state.store.pending_count(project.id).await?;
+            let pending = pending.get(&project.id).copied().unwrap_or(0);
             let repo_url = repo_web_url(&state, &project, &hosts);
             let commit = project
                 .last_synced_commit_sha
@@ -384,7 +385,7 @@ async fn dashboard(State(state): State<AppState>, admin: Admin) -> Response {
             });
         }
         let events = state.store.recent_events(20).await?;
-        let overview = overview(&state).await?;
+        let overview = overview(&state, &integrations);
         Ok::<_, crate::store::StoreError>((rows, events, overview))
     }
     .await;
@@ -422,7 +423,7 @@ async fn project_page(
         let Some(project) = state.store.project(id).await? else {
             return Ok(None);
         };
-        let hosts = gitlab_hosts(&state).await?;
+        let hosts = gitlab_hosts(&state.store.list_integrations().await?);
         let files = state.store.files(id).await?;
         let events = state.store.list_events(Some(id), 100).await?;
         let repo_url = repo_web_url(&state, &project, &hosts);
