@@ -15,7 +15,7 @@ use crate::store::jobs::NewJob;
 use crate::store::projects::RepoKey;
 use crate::store::{StoreError, now_ms};
 use crate::sync::schedule::{self, RECONCILE_JOB, SYNC_JOB, SyncRequest};
-use crate::sync::{reconcile, run};
+use crate::sync::{outcome, reconcile, run};
 
 const PR_CLOSED_JOB: &str = "pull_request_closed";
 
@@ -94,7 +94,7 @@ impl JobHandler for GraftJobs {
         if matches!(job.kind.as_str(), SYNC_JOB | RECONCILE_JOB | PR_CLOSED_JOB)
             && let Some(project) = job.project_id
         {
-            run::record_failure(&self.state, project, error, Some(job.id)).await;
+            outcome::record_failure(&self.state, project, error, Some(job.id)).await;
             return;
         }
         if job.kind == deliveries::JOB_KIND

@@ -279,25 +279,30 @@ fn key(text: &str) -> Key {
     Key::parse(&SecretString::from(text.to_string())).unwrap()
 }
 
+/// A GitLab integration whose token and webhook secret are sealed with `key`.
+async fn store_sealed(store: &graft::store::Store, name: &str, key: &Key) {
+    store
+        .create_integration(
+            &graft::store::integrations::NewIntegration {
+                provider: "gitlab",
+                name,
+                base_url: "https://gitlab.example.com",
+                token_sealed: Some(&key.seal(&format!("token-{name}")).unwrap()),
+                webhook_secret_sealed: Some(&key.seal("hook").unwrap()),
+            },
+            1,
+        )
+        .await
+        .unwrap();
+}
+
 async fn key_rotation_is_all_or_nothing(db: TestDb) {
     let store = db.store().await;
     let old = key(&generate_key_text().unwrap());
     let new = key(&generate_key_text().unwrap());
     let stranger = key(&generate_key_text().unwrap());
-    for (name, k) in [("a", &old), ("b", &old)] {
-        store
-            .create_integration(
-                &graft::store::integrations::NewIntegration {
-                    provider: "gitlab",
-                    name,
-                    base_url: "https://gitlab.example.com",
-                    token_sealed: Some(&k.seal(&format!("token-{name}")).unwrap()),
-                    webhook_secret_sealed: Some(&k.seal("hook").unwrap()),
-                },
-                1,
-            )
-            .await
-            .unwrap();
+    for name in ["a", "b"] {
+        store_sealed(&store, name, &old).await;
     }
     let before = store.sealed_fields(None).await.unwrap();
 
@@ -335,21 +340,8 @@ async fn a_rotation_that_fails_part_way_changes_nothing(db: TestDb) {
     let stranger = key(&generate_key_text().unwrap());
     // `a` can be re-sealed; `b`, stored later under some other key, cannot:
     // the rotation gets as far as `b` before it fails.
-    for (name, k) in [("a", &old), ("b", &stranger)] {
-        store
-            .create_integration(
-                &graft::store::integrations::NewIntegration {
-                    provider: "gitlab",
-                    name,
-                    base_url: "https://gitlab.example.com",
-                    token_sealed: Some(&k.seal(&format!("token-{name}")).unwrap()),
-                    webhook_secret_sealed: Some(&k.seal("hook").unwrap()),
-                },
-                1,
-            )
-            .await
-            .unwrap();
-    }
+    store_sealed(&store, "a", &old).await;
+    store_sealed(&store, "b", &stranger).await;
     let before = store.sealed_fields(None).await.unwrap();
     let error = graft::keys::rotate(&store, &old, &new, 2)
         .await

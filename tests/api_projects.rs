@@ -799,36 +799,11 @@ async fn iac_auto_sync_coalesces_into_one_job(db: TestDb) {
     api.stop().await;
 }
 
-/// Makes every insert into the audit log fail: the last write of a put.
-async fn break_the_audit_log(api: &Api, broken: bool) {
-    let pool = api.app.store.pool();
-    let statements: &[&str] = match (api.app.store.backend(), broken) {
-        (graft::store::Backend::Sqlite, true) => {
-            &["CREATE TRIGGER no_events BEFORE INSERT ON events \
-             BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END"]
-        }
-        (graft::store::Backend::Sqlite, false) => &["DROP TRIGGER no_events"],
-        (graft::store::Backend::Postgres, true) => &[
-            "CREATE FUNCTION no_events() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'audit log unavailable'; END $$",
-            "CREATE TRIGGER no_events BEFORE INSERT ON events \
-             FOR EACH ROW EXECUTE FUNCTION no_events()",
-        ],
-        (graft::store::Backend::Postgres, false) => &["DROP TRIGGER no_events ON events"],
-    };
-    for sql in statements {
-        sqlx::query(sqlx::AssertSqlSafe(*sql))
-            .execute(pool)
-            .await
-            .unwrap();
-    }
-}
-
 async fn a_put_that_fails_part_way_leaves_nothing_and_can_be_retried(db: TestDb) {
     let api = Api::start(&db).await;
     let id = api.project("iac", true).await;
     let body = json!({"files": [file("a.tf", "# a"), file("b.tf", "# b")]});
-    break_the_audit_log(&api, true).await;
+    support::fail_inserts_into(&api.app.store, "events", true).await;
     let (status, reply) = api.put(&format!("/projects/{id}/files"), &body).await;
     assert_eq!(status, 500, "{reply}");
     assert_eq!(reply["error"]["code"], "internal", "{reply}");
@@ -837,7 +812,7 @@ async fn a_put_that_fails_part_way_leaves_nothing_and_can_be_retried(db: TestDb)
     assert!(sync_jobs(&api).await.is_empty(), "no job queued");
     // The retry is a change again (not "nothing changed", which would
     // leave the files pending with no sync ever queued).
-    break_the_audit_log(&api, false).await;
+    support::fail_inserts_into(&api.app.store, "events", false).await;
     let reply = api.put_files(id, body).await;
     assert_eq!(
         changed(&reply),

@@ -5,7 +5,7 @@ mod support;
 
 use graft::store::files::FileState;
 use graft::store::now_ms;
-use graft::store::projects::{Kind, Mode, NewProject, Project, SyncStatus};
+use graft::store::projects::{Kind, Mode, Project, SyncStatus};
 use graft::sync::schedule::{self, SyncRequest};
 use support::TestDb;
 use support::fake_github::BOT_LOGIN;
@@ -16,25 +16,7 @@ const REPO: &str = "acme/infra";
 const INSTALLATION: i64 = 77;
 
 async fn project(h: &Harness, mode: Mode, kind: Kind, base_path: &str) -> Project {
-    h.app
-        .store
-        .create_project(
-            &NewProject {
-                provider: "github".into(),
-                integration_id: None,
-                repo: REPO.into(),
-                branch: "main".into(),
-                base_path: base_path.into(),
-                kind,
-                mode,
-                auto_sync: true,
-                auto_merge: false,
-                sync_branch: None,
-            },
-            now_ms(),
-        )
-        .await
-        .unwrap()
+    support::sync::new_project(h, "github", REPO, mode, kind, base_path).await
 }
 
 /// graft's status comment on PR `number`.
@@ -693,17 +675,23 @@ async fn a_restart_in_the_middle_of_a_sync_still_gives_one_pr(db: TestDb) {
         .put_files(p.id, &[input("a.tf", "# b\n")], false, now_ms())
         .await
         .unwrap();
-    let past = now_ms() - 60_000;
-    let id = schedule::enqueue_sync(&h.app.store, p.id, &SyncRequest::explicit("test"), past)
+    // Queued for later, so no live worker takes it first; then held by a
+    // replica that dies: its lease runs out in a second.
+    let later = now_ms() + 3_600_000;
+    let id = schedule::enqueue_sync(&h.app.store, p.id, &SyncRequest::explicit("test"), later)
         .await
         .unwrap();
-    let claimed = h
-        .app
-        .store
-        .claim_job("crashed-replica", past, 1_000)
-        .await
-        .unwrap();
-    assert_eq!(claimed.map(|j| j.id), Some(id));
+    let held = sqlx::query(
+        "UPDATE jobs SET state = 'running', locked_by = 'crashed-replica', locked_until = $1, \
+         attempts = 1, run_at = $2 WHERE id = $3 AND state = 'queued'",
+    )
+    .bind(now_ms() + 1_000)
+    .bind(now_ms())
+    .bind(id)
+    .execute(h.app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(held.rows_affected(), 1);
     h.app.state.job_wake.notify_waiters();
     let recovered = h
         .wait_for("the orphaned job ran again", || async {

@@ -5,7 +5,7 @@ mod support;
 
 use graft::store::files::{FileInput, FileState};
 use graft::store::now_ms;
-use graft::store::projects::{Kind, Mode, NewProject, Project, SyncStatus};
+use graft::store::projects::{Kind, Mode, Project, SyncStatus};
 use graft::sync::schedule::{self, SyncRequest};
 use support::TestDb;
 use support::fake_gitlab::BOT_USERNAME;
@@ -15,25 +15,7 @@ use support::sync::{input, put, settled};
 const PATH: &str = "platform/team/infra";
 
 async fn project(h: &Harness, mode: Mode, kind: Kind) -> Project {
-    h.app
-        .store
-        .create_project(
-            &NewProject {
-                provider: "gitlab".into(),
-                integration_id: None,
-                repo: PATH.into(),
-                branch: "main".into(),
-                base_path: "deploy".into(),
-                kind,
-                mode,
-                auto_sync: true,
-                auto_merge: false,
-                sync_branch: None,
-            },
-            now_ms(),
-        )
-        .await
-        .unwrap()
+    support::sync::new_project(h, "gitlab", PATH, mode, kind, "deploy").await
 }
 
 async fn a_merge_request_is_opened_reported_and_merged(db: TestDb) {

@@ -300,47 +300,13 @@ async fn unknown_events_are_acknowledged_and_stored_as_ignored(db: TestDb) {
     app.stop().await;
 }
 
-async fn concurrent_duplicates_store_one_delivery_and_one_job(db: TestDb) {
-    let app = TestApp::start(&db, default_settings(), None).await;
-    let body = fixture("github/push.json");
-    let sends: Vec<_> = (0..8)
-        .map(|_| tokio::spawn(app.github("push", "same-delivery", &body).send()))
-        .collect();
-    let mut statuses = Vec::new();
-    for send in sends {
-        let response = send.await.unwrap().unwrap();
-        assert_eq!(response.status(), 202);
-        statuses.push(
-            response.json::<Value>().await.unwrap()["status"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
-    assert_eq!(
-        statuses.iter().filter(|s| *s == "queued").count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| *s == "duplicate").count(),
-        7,
-        "{statuses:?}"
-    );
-    assert_eq!(app.store.delivery_count().await.unwrap(), 1);
-    assert_eq!(
-        app.store.job_counts().await.unwrap(),
-        vec![("queued".to_string(), 1)]
-    );
-    app.stop().await;
-}
-
-async fn concurrent_gitlab_duplicates_store_one_delivery_and_one_job(db: TestDb) {
-    let app = TestApp::start(&db, default_settings(), None).await;
-    let body = fixture("gitlab/push.json");
-    let sends: Vec<_> = (0..8)
-        .map(|_| tokio::spawn(app.gitlab("Push Hook", "same-uuid", &body).send()))
-        .collect();
+/// Sends the same delivery 8 times at once: one is queued, the rest are
+/// duplicates, and one delivery and one job are stored.
+async fn one_of_concurrent_duplicates_is_kept(
+    app: &TestApp,
+    send: impl Fn() -> reqwest::RequestBuilder,
+) {
+    let sends: Vec<_> = (0..8).map(|_| tokio::spawn(send().send())).collect();
     let mut statuses = Vec::new();
     for send in sends {
         let response = send.await.unwrap().unwrap();
@@ -357,39 +323,28 @@ async fn concurrent_gitlab_duplicates_store_one_delivery_and_one_job(db: TestDb)
         app.store.job_counts().await.unwrap(),
         vec![("queued".to_string(), 1)]
     );
+}
+
+async fn concurrent_duplicates_store_one_delivery_and_one_job(db: TestDb) {
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let body = fixture("github/push.json");
+    one_of_concurrent_duplicates_is_kept(&app, || app.github("push", "same-delivery", &body)).await;
     app.stop().await;
 }
 
-/// Makes processing fail for real: writing an installation raises.
-async fn break_installations(app: &TestApp, broken: bool) {
-    let statements: &[&str] = match (app.store.backend(), broken) {
-        (graft::store::Backend::Sqlite, true) => &[
-            "CREATE TRIGGER no_installations BEFORE INSERT ON installations \
-             BEGIN SELECT RAISE(ABORT, 'installations unavailable'); END",
-        ],
-        (graft::store::Backend::Sqlite, false) => &["DROP TRIGGER no_installations"],
-        (graft::store::Backend::Postgres, true) => &[
-            "CREATE FUNCTION no_installations() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'installations unavailable'; END $$",
-            "CREATE TRIGGER no_installations BEFORE INSERT ON installations \
-             FOR EACH ROW EXECUTE FUNCTION no_installations()",
-        ],
-        (graft::store::Backend::Postgres, false) => {
-            &["DROP TRIGGER no_installations ON installations"]
-        }
-    };
-    for sql in statements {
-        sqlx::query(sqlx::AssertSqlSafe(*sql))
-            .execute(app.store.pool())
-            .await
-            .unwrap();
-    }
+async fn concurrent_gitlab_duplicates_store_one_delivery_and_one_job(db: TestDb) {
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let body = fixture("gitlab/push.json");
+    one_of_concurrent_duplicates_is_kept(&app, || app.gitlab("Push Hook", "same-uuid", &body))
+        .await;
+    app.stop().await;
 }
 
 async fn a_delivery_whose_processing_gave_up_is_processed_when_redelivered(db: TestDb) {
     let app = TestApp::start(&db, default_settings(), Some(support::fast_pool())).await;
     let body = fixture("github/installation.created.json");
-    break_installations(&app, true).await;
+    // Processing fails for real: writing the installation raises.
+    support::fail_inserts_into(&app.store, "installations", true).await;
     let response = app
         .github("installation", "inst-fail", &body)
         .send()
@@ -412,7 +367,7 @@ async fn a_delivery_whose_processing_gave_up_is_processed_when_redelivered(db: T
         "{failed:?}"
     );
     // GitHub's "Redeliver" (same delivery id) after the fault is gone.
-    break_installations(&app, false).await;
+    support::fail_inserts_into(&app.store, "installations", false).await;
     let response = app
         .github("installation", "inst-fail", &body)
         .send()

@@ -13,7 +13,8 @@ use sqlx::AnyConnection;
 use crate::git::paths;
 use crate::store::audit::{NewEvent, record_event_in};
 use crate::store::files::{self, Change, ChangedPath, FileInput};
-use crate::store::projects::{self, Project};
+use crate::store::project_state;
+use crate::store::projects::Project;
 use crate::store::{Store, StoreError, now_ms};
 
 use super::schedule::{SyncRequest, enqueue_sync_in, on_files_changed};
@@ -88,7 +89,7 @@ pub async fn change_files(
             let changes =
                 files::put_files_in(&mut tx, project.id, files, delete_missing, now).await?;
             if source.is_some() {
-                projects::set_source_in(&mut tx, project.id, source).await?;
+                project_state::set_source_in(&mut tx, project.id, source).await?;
             }
             (changes, source)
         }
@@ -149,7 +150,7 @@ async fn after_change(
         return Ok(None);
     }
     if project.auto_sync_held {
-        projects::set_auto_sync_held_in(conn, project.id, false, now).await?;
+        project_state::set_auto_sync_held_in(conn, project.id, false, now).await?;
     }
     let job = match on_files_changed(project, changes) {
         Some(scope) => {

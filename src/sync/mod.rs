@@ -5,10 +5,12 @@
 pub mod errors;
 pub mod intake;
 pub mod ops;
+pub mod outcome;
 pub mod plan;
 pub mod poll;
 pub mod publish;
 pub mod reconcile;
+pub mod remote;
 pub mod report;
 pub mod run;
 pub mod schedule;

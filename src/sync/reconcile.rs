@@ -16,10 +16,10 @@ use crate::store::projects::SyncStatus;
 
 use super::errors::SyncError;
 use super::publish::{self, CommentContent};
-use super::run;
 use super::schedule::{self, Scope, SyncRequest};
 use super::upstream::fetch_target_listing;
 use super::upstream::{apply_upstream, upstream_actions};
+use super::{outcome, remote};
 
 fn parse(sha: Option<&str>) -> Option<ObjectId> {
     sha.and_then(|s| ObjectId::from_hex(s.as_bytes()).ok())
@@ -28,7 +28,7 @@ fn parse(sha: Option<&str>) -> Option<ObjectId> {
 pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncError> {
     let store = &state.store;
     let project = store.require_project(project_id).await?;
-    let remote = run::remote_for(state, &project).await?;
+    let remote = remote::remote_for(state, &project).await?;
     let now = now_ms();
     // The PR graft recorded may have merged or closed without graft
     // hearing of it (a missed webhook, or that webhook still queued behind
@@ -122,7 +122,7 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
             .set_conflicts(project_id, Some(&conflicts), now)
             .await?;
         let message = SyncError::Conflict(conflicts).describe();
-        run::record_failure(state, project_id, &message, None).await;
+        outcome::record_failure(state, project_id, &message, None).await;
         return Ok(());
     }
     if pr_open && (target_moved || branch_moved) {

@@ -126,7 +126,7 @@ pub async fn fetch_target_listing(
     state: &AppState,
     project: &Project,
 ) -> Result<(Fetched, Option<ObjectId>, BTreeMap<String, TreeFile>), SyncError> {
-    let remote = super::run::remote_for(state, project).await?;
+    let remote = super::remote::remote_for(state, project).await?;
     let fetched = pipeline::fetch(&state.mirrors, &remote.key, &remote.url, &remote.auth).await?;
     let target = fetched.head(&project.branch);
     let base_path = project.base_path.clone();

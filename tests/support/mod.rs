@@ -234,3 +234,35 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         rest.strip_prefix(' ')?.trim().parse().ok()
     })
 }
+
+/// Makes every insert into `table` fail (`broken`) or work again: a real
+/// database failure part-way through graft's work, on either backend.
+pub async fn fail_inserts_into(store: &Store, table: &str, broken: bool) {
+    let trigger = format!("no_inserts_into_{table}");
+    let statements: Vec<String> = match (store.backend(), broken) {
+        (graft::store::Backend::Sqlite, true) => vec![format!(
+            "CREATE TRIGGER {trigger} BEFORE INSERT ON {table} \
+             BEGIN SELECT RAISE(ABORT, '{table} unavailable'); END"
+        )],
+        (graft::store::Backend::Sqlite, false) => vec![format!("DROP TRIGGER {trigger}")],
+        (graft::store::Backend::Postgres, true) => vec![
+            format!(
+                "CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION '{table} unavailable'; END $$"
+            ),
+            format!(
+                "CREATE TRIGGER {trigger} BEFORE INSERT ON {table} \
+                 FOR EACH ROW EXECUTE FUNCTION {trigger}()"
+            ),
+        ],
+        (graft::store::Backend::Postgres, false) => {
+            vec![format!("DROP TRIGGER {trigger} ON {table}")]
+        }
+    };
+    for sql in statements {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .expect("trigger statement");
+    }
+}

@@ -63,23 +63,25 @@ pub async fn settled(h: &Harness, project: i64, status: SyncStatus) -> Project {
     .await
 }
 
-/// A GitHub project on `repo`, `main`, with auto-sync on.
-pub async fn github_project(
+/// A project on `main` with auto-sync on (the tests' usual shape).
+pub async fn new_project(
     h: &Harness,
+    provider: &str,
     repo: &str,
     mode: graft::store::projects::Mode,
+    kind: graft::store::projects::Kind,
     base_path: &str,
 ) -> Project {
     h.app
         .store
         .create_project(
             &graft::store::projects::NewProject {
-                provider: "github".into(),
+                provider: provider.into(),
                 integration_id: None,
                 repo: repo.into(),
                 branch: "main".into(),
                 base_path: base_path.into(),
-                kind: graft::store::projects::Kind::Iac,
+                kind,
                 mode,
                 auto_sync: true,
                 auto_merge: false,
@@ -91,32 +93,26 @@ pub async fn github_project(
         .unwrap()
 }
 
-/// A GitLab project on `path`, `main`, with auto-sync on.
+/// An `iac` GitHub project on `repo`.
+pub async fn github_project(
+    h: &Harness,
+    repo: &str,
+    mode: graft::store::projects::Mode,
+    base_path: &str,
+) -> Project {
+    let iac = graft::store::projects::Kind::Iac;
+    new_project(h, "github", repo, mode, iac, base_path).await
+}
+
+/// An `iac` GitLab project on `path`.
 pub async fn gitlab_project(
     h: &Harness,
     path: &str,
     mode: graft::store::projects::Mode,
     base_path: &str,
 ) -> Project {
-    h.app
-        .store
-        .create_project(
-            &graft::store::projects::NewProject {
-                provider: "gitlab".into(),
-                integration_id: None,
-                repo: path.into(),
-                branch: "main".into(),
-                base_path: base_path.into(),
-                kind: graft::store::projects::Kind::Iac,
-                mode,
-                auto_sync: true,
-                auto_merge: false,
-                sync_branch: None,
-            },
-            now_ms(),
-        )
-        .await
-        .unwrap()
+    let iac = graft::store::projects::Kind::Iac;
+    new_project(h, "gitlab", path, mode, iac, base_path).await
 }
 
 /// The kinds of the project's audit events, newest first.

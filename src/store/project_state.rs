@@ -1,0 +1,260 @@
+//! How a project's sync state changes (SPEC §2's fields): status and
+//! error, what a successful sync recorded, the PR it has, the pause and
+//! the hold on auto-sync. Every change is one statement.
+
+use sqlx::AnyConnection;
+
+use super::projects::SyncStatus;
+use super::{Result, Store, flag};
+
+/// What a sync changed, for [`Store::record_sync_success`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncSuccess {
+    pub commit_sha: Option<String>,
+    pub target_head: Option<String>,
+    pub pull_request_number: Option<i64>,
+    pub pull_request_url: Option<String>,
+    pub sync_branch_sha: Option<String>,
+    pub findings: Option<serde_json::Value>,
+}
+
+impl Store {
+    pub async fn set_sync_status(
+        &self,
+        id: i64,
+        status: SyncStatus,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        // A paused project shows `paused` until it is resumed; only a
+        // running sync or an error shows through.
+        sqlx::query(
+            "UPDATE projects SET \
+             status_before_pause = CASE WHEN paused = 1 AND $1 IN ('idle', 'success') \
+               THEN $1 ELSE status_before_pause END, \
+             error_before_pause = CASE WHEN paused = 1 AND $1 IN ('idle', 'success') \
+               THEN NULL ELSE error_before_pause END, \
+             sync_status = CASE WHEN paused = 1 AND $1 IN ('idle', 'success') \
+               THEN 'paused' ELSE $1 END, sync_error = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed sync: `error` with the message, and the job to retry.
+    pub async fn record_sync_error(
+        &self,
+        id: i64,
+        message: &str,
+        job_id: Option<i64>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE projects SET sync_status = 'error', sync_error = $1, \
+             last_failed_job_id = COALESCE($2, last_failed_job_id), updated_at = $3 WHERE id = $4",
+        )
+        .bind(message)
+        .bind(job_id)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_conflicts(
+        &self,
+        id: i64,
+        conflicts: Option<&[String]>,
+        now: i64,
+    ) -> Result<()> {
+        let json = conflicts.map(|c| serde_json::to_string(c).unwrap_or_default());
+        sqlx::query("UPDATE projects SET conflicts = $1, updated_at = $2 WHERE id = $3")
+            .bind(json)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_sync_success(&self, id: i64, done: &SyncSuccess, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE projects SET sync_status = CASE WHEN paused = 1 THEN 'paused' ELSE 'success' END, \
+             status_before_pause = CASE WHEN paused = 1 THEN 'success' ELSE NULL END, \
+             error_before_pause = NULL, sync_error = NULL, conflicts = NULL, \
+             last_synced_commit_sha = COALESCE($1, last_synced_commit_sha), \
+             pull_request_number = $2, pull_request_url = $3, \
+             sync_branch_sha = $4, last_findings = $5, auto_sync_held = 0, updated_at = $6 \
+             WHERE id = $7",
+        )
+        .bind(done.target_head.as_deref())
+        .bind(done.pull_request_number)
+        .bind(done.pull_request_url.as_deref())
+        .bind(done.sync_branch_sha.as_deref())
+        .bind(done.findings.as_ref().map(|f| f.to_string()))
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// What the open PR changes, for the status comment.
+    pub async fn set_last_changes(
+        &self,
+        id: i64,
+        changes: &[crate::git::read::FileChange],
+    ) -> Result<()> {
+        sqlx::query("UPDATE projects SET last_changes = $1 WHERE id = $2")
+            .bind(serde_json::json!(changes).to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Validation findings of the last overlay (shown on the PR and dashboard).
+    pub async fn set_findings(&self, id: i64, findings: &serde_json::Value) -> Result<()> {
+        sqlx::query("UPDATE projects SET last_findings = $1 WHERE id = $2")
+            .bind(findings.to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// After a reconcile: the head graft has now seen, and when.
+    pub async fn record_pull(&self, id: i64, head: Option<&str>, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE projects SET last_synced_commit_sha = COALESCE($1, last_synced_commit_sha), \
+             last_pulled_at = $2, updated_at = $2 WHERE id = $3",
+        )
+        .bind(head)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_pull_request(
+        &self,
+        id: i64,
+        number: Option<i64>,
+        url: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE projects SET pull_request_number = $1, pull_request_url = $2, \
+             status_comment_id = CASE WHEN $1 IS NULL THEN NULL ELSE status_comment_id END, \
+             sync_branch_shared = CASE WHEN $1 IS NULL THEN 0 ELSE sync_branch_shared END, \
+             last_changes = CASE WHEN $1 IS NULL THEN NULL ELSE last_changes END, \
+             updated_at = $3 WHERE id = $4",
+        )
+        .bind(number)
+        .bind(url)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_status_comment(&self, id: i64, comment_id: Option<i64>) -> Result<()> {
+        sqlx::query("UPDATE projects SET status_comment_id = $1 WHERE id = $2")
+            .bind(comment_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_sync_branch_state(
+        &self,
+        id: i64,
+        sha: Option<&str>,
+        shared: bool,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE projects SET sync_branch_sha = $1, sync_branch_shared = $2 WHERE id = $3",
+        )
+        .bind(sha)
+        .bind(flag(shared))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Pausing shows `paused` and remembers the status and error it
+    /// replaces; resuming puts them back (unless a sync ran meanwhile and
+    /// showed through). Both are no-ops when already in that state.
+    pub async fn set_paused(&self, id: i64, paused: bool, now: i64) -> Result<()> {
+        let sql = if paused {
+            "UPDATE projects SET paused = 1, status_before_pause = \
+               CASE WHEN sync_status = 'syncing' THEN 'idle' ELSE sync_status END, \
+             error_before_pause = sync_error, sync_status = 'paused', sync_error = NULL, \
+             updated_at = $1 WHERE id = $2 AND paused = 0"
+        } else {
+            "UPDATE projects SET paused = 0, \
+             sync_status = CASE WHEN sync_status = 'paused' \
+               THEN COALESCE(status_before_pause, 'idle') ELSE sync_status END, \
+             sync_error = CASE WHEN sync_status = 'paused' THEN error_before_pause ELSE sync_error END, \
+             status_before_pause = NULL, error_before_pause = NULL, \
+             updated_at = $1 WHERE id = $2 AND paused = 1"
+        };
+        sqlx::query(sql)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_auto_merge(&self, id: i64, on: bool, now: i64) -> Result<()> {
+        sqlx::query("UPDATE projects SET auto_merge = $1, updated_at = $2 WHERE id = $3")
+            .bind(flag(on))
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_auto_sync_held(&self, id: i64, held: bool, now: i64) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        set_auto_sync_held_in(&mut conn, id, held, now).await
+    }
+}
+
+pub async fn set_auto_sync_held_in(
+    conn: &mut AnyConnection,
+    id: i64,
+    held: bool,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE projects SET auto_sync_held = $1, updated_at = $2 WHERE id = $3")
+        .bind(flag(held))
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Remembers the generator that last sent files (for commit messages);
+/// `None` keeps the one before.
+pub async fn set_source_in(conn: &mut AnyConnection, id: i64, source: Option<&str>) -> Result<()> {
+    sqlx::query("UPDATE projects SET source = COALESCE($1, source) WHERE id = $2")
+        .bind(source)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
