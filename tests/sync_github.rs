@@ -109,6 +109,7 @@ async fn new_project_opens_a_pr_with_the_overlay_and_merging_completes_it(db: Te
         .collect();
     assert_eq!(sticky.len(), 1);
     assert_eq!(sticky[0].user, BOT_LOGIN);
+    insta::assert_snapshot!("github_sticky_synced", support::redacted(&sticky[0].body));
     assert!(
         sticky[0].body.contains("✅ synced")
             && sticky[0].body.contains("`main.tf`")
@@ -282,6 +283,10 @@ async fn validation_failure_is_reported_on_the_pr(db: TestDb) {
         sticky.body.contains("❌") && sticky.body.contains("modules/missing"),
         "{}",
         sticky.body
+    );
+    insta::assert_snapshot!(
+        "github_sticky_validation_failed",
+        support::redacted(&sticky.body)
     );
     h.stop().await;
 }
@@ -458,6 +463,10 @@ async fn a_human_commit_on_graft_branch_stops_force_pushes(db: TestDb) {
         sticky.body.contains("Someone else committed"),
         "{}",
         sticky.body
+    );
+    insta::assert_snapshot!(
+        "github_sticky_shared_branch",
+        support::redacted(&sticky.body)
     );
     assert!(
         events(&h, p.id)

@@ -44,6 +44,7 @@ async fn a_merge_request_is_opened_reported_and_merged(db: TestDb) {
         .collect();
     assert_eq!(sticky.len(), 1);
     assert_eq!(sticky[0].author, BOT_USERNAME);
+    insta::assert_snapshot!("gitlab_sticky_synced", support::redacted(&sticky[0].body));
     let statuses = h.gitlab.statuses(id);
     assert!(
         statuses

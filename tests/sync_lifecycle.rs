@@ -169,6 +169,10 @@ async fn a_refused_auto_merge_is_a_note_not_a_failure(db: TestDb) {
         "{}",
         sticky.body
     );
+    insta::assert_snapshot!(
+        "github_sticky_auto_merge_refused",
+        support::redacted(&sticky.body)
+    );
     let pr = &h.github.pulls(REPO)[0];
     assert!(!pr.auto_merge && !pr.merged);
     h.stop().await;
@@ -198,6 +202,108 @@ async fn the_status_comment_shows_a_sync_under_way(db: TestDb) {
     // The edit keeps the table of the PR's files.
     assert!(edits[syncing.unwrap()].contains("`a.tf`"));
     assert!(done.pull_request_number.is_some());
+    h.stop().await;
+}
+
+async fn a_push_that_lands_while_graft_works_is_fetched_and_built_on(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::Direct, "infra").await;
+    put(&h, p.id, &[input("a.tf", "# a\n")]).await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    // Right after graft fetches, a human pushes to main: graft's
+    // fast-forward is refused, it fetches again and builds on top.
+    let git = h.github.git.clone();
+    h.github.git.after_next_fetch(Box::new(move |repo| {
+        git.commit(
+            repo,
+            "main",
+            &[("README.md", Some(b"edited meanwhile\n"))],
+            "human",
+        );
+    }));
+    put(&h, p.id, &[input("a.tf", "# a2\n")]).await;
+    let done = settled(&h, p.id, SyncStatus::Success).await;
+    let log = h.github.git.log(REPO, "main");
+    assert_eq!(
+        h.github.git.file(REPO, "main", "README.md").unwrap(),
+        b"edited meanwhile\n",
+        "the human's commit stays"
+    );
+    assert_eq!(
+        h.github.git.file(REPO, "main", "infra/a.tf").unwrap(),
+        b"# a2\n"
+    );
+    assert_eq!(
+        done.last_synced_commit_sha.as_deref(),
+        Some(log[0].0.as_str())
+    );
+    assert_eq!(
+        log[1].2, "human",
+        "graft's commit on top of the human's: {log:?}"
+    );
+    assert!(log[0].1.contains("graft"), "{log:?}");
+    let job = h
+        .app
+        .store
+        .job_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(state, _)| state == "failed");
+    assert_eq!(job, None, "no job failed: the retry is inside the sync");
+    h.stop().await;
+}
+
+async fn an_installation_removed_mid_sync_is_an_error_without_retries(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    put(&h, p.id, &[input("a.tf", "# a\n")]).await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    // Uninstalled between graft's fetch and its push.
+    let github = h.github.clone();
+    h.github.git.after_next_fetch(Box::new(move |_| {
+        github.remove_installation(INSTALLATION);
+    }));
+    put(&h, p.id, &[input("a.tf", "# a2\n")]).await;
+    let failed = settled(&h, p.id, SyncStatus::Error).await;
+    let error = failed.sync_error.clone().unwrap_or_default();
+    assert!(error.contains("installed"), "{error}");
+    let job = h
+        .app
+        .store
+        .job(failed.last_failed_job_id.expect("the failed job"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (job.state.as_str(), job.attempts),
+        ("failed", 1),
+        "no retry storm"
+    );
+    let a = h.app.store.file(p.id, "a.tf").await.unwrap().unwrap();
+    assert_eq!(
+        (a.content.as_slice(), a.state),
+        (
+            b"# a2\n".as_slice(),
+            graft::store::files::FileState::Pending
+        ),
+        "the change is still pending"
+    );
+    assert_eq!(
+        h.github
+            .git
+            .file(REPO, "graft/infra", "infra/a.tf")
+            .unwrap(),
+        b"# a\n",
+        "nothing pushed"
+    );
+    assert!(
+        event_kinds(&h, p.id)
+            .await
+            .contains(&"sync.failed".to_string())
+    );
     h.stop().await;
 }
 
@@ -264,6 +370,8 @@ async fn the_poll_rebuilds_only_prs_whose_base_path_changed(db: TestDb) {
 }
 
 both_backends!(
+    an_installation_removed_mid_sync_is_an_error_without_retries,
+    a_push_that_lands_while_graft_works_is_fetched_and_built_on,
     the_status_comment_shows_a_sync_under_way,
     the_poll_rebuilds_only_prs_whose_base_path_changed,
     automatic_syncs_queued_before_a_pause_do_not_run,

@@ -65,6 +65,7 @@ async fn a_human_edit_of_a_file_graft_proposes_is_a_conflict(db: TestDb) {
         .find(|c| c.body.contains("<!-- graft:status -->"))
         .expect("a status comment");
     assert!(sticky.body.contains("Conflict"), "{}", sticky.body);
+    insta::assert_snapshot!("github_sticky_conflict", support::redacted(&sticky.body));
     assert!(
         sticky.body.contains("| change | file |") && sticky.body.contains("`a.tf` |"),
         "the failure keeps the PR's file table: {}",

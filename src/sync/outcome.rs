@@ -103,8 +103,9 @@ pub(super) fn auto_merge_note(result: Result<AutoMerge, ForgeError>) -> Result<S
         }
         Ok(AutoMerge::Merged) => Ok("Auto-merge: merged right away (nothing was pending).".into()),
         Err(ForgeError::Validation { message, .. }) => Ok(format!(
-            "Auto-merge could not be turned on: {message}. Merge by hand, or allow auto-merge \
-             for the repository and comment `/graft sync`."
+            "Auto-merge could not be turned on: {}. Merge by hand, or allow auto-merge \
+             for the repository and comment `/graft sync`.",
+            message.trim_start_matches("auto-merge refused: ")
         )),
         Err(other) => Err(other.into()),
     }

@@ -30,8 +30,12 @@ struct Inner {
     /// token → user name the push is attributed to.
     tokens: HashMap<String, String>,
     on_push: Option<PushHook>,
+    /// Runs once, right after the next fetch is served.
+    after_next_fetch: Option<FetchHook>,
     requests: Vec<String>,
 }
+
+pub type FetchHook = Box<dyn FnOnce(&str) + Send>;
 
 #[derive(Clone)]
 pub struct GitHost {
@@ -119,6 +123,12 @@ impl GitHost {
 
     pub fn on_push(&self, hook: PushHook) {
         self.inner.lock().unwrap().on_push = Some(hook);
+    }
+
+    /// Runs `hook` (with the repository) once, right after the next fetch
+    /// is served: "someone pushed while graft was working".
+    pub fn after_next_fetch(&self, hook: FetchHook) {
+        self.inner.lock().unwrap().after_next_fetch = Some(hook);
     }
 
     /// Request lines seen (`METHOD /path?query`), for asserting traffic.
@@ -522,6 +532,12 @@ async fn serve_git(State(host): State<GitHost>, request: Request) -> Response {
         return (StatusCode::INTERNAL_SERVER_ERROR, "git http-backend failed").into_response();
     };
     let response = cgi_response(&output.stdout);
+    if path.ends_with("/git-upload-pack") && parts.method == axum::http::Method::POST {
+        let hook = host.inner.lock().unwrap().after_next_fetch.take();
+        if let Some(hook) = hook {
+            hook(&repo);
+        }
+    }
     if let Some(before) = before {
         let after = host.refs(&repo);
         let mut names: HashSet<&String> = before.keys().collect();

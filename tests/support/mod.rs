@@ -266,3 +266,28 @@ pub async fn fail_inserts_into(store: &Store, table: &str, broken: bool) {
             .expect("trigger statement");
     }
 }
+
+/// A comment graft wrote, with what changes from run to run (commit ids)
+/// replaced, for snapshots.
+pub fn redacted(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 12 && run.len() <= 40 {
+            out.push_str("<sha>");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in body.chars() {
+        if c.is_ascii_hexdigit() && !c.is_ascii_uppercase() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
