@@ -497,7 +497,13 @@ async fn an_edit_back_to_an_earlier_command_runs_it_again(db: TestDb) {
     h.github.edit_comment_as(c, "/graft pause");
     assert!(reply(&h, n, 3).await.contains("Paused:"));
     assert!(project(&h, p.id).await.paused);
-    assert_eq!(command_jobs(&h).await, 3);
+    // And round again: the same edits as before are new requests too.
+    h.github.edit_comment_as(c, "/graft resume");
+    assert!(reply(&h, n, 4).await.contains("Resumed"));
+    h.github.edit_comment_as(c, "/graft pause");
+    assert!(reply(&h, n, 5).await.contains("Paused:"));
+    assert!(project(&h, p.id).await.paused);
+    assert_eq!(command_jobs(&h).await, 5);
     h.stop().await;
 }
 

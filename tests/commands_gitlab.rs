@@ -284,6 +284,32 @@ async fn an_edit_hook_without_an_action_runs_only_new_commands(db: TestDb) {
         second.contains("| command |") && !second.contains("Paused:"),
         "only the new `help` ran: {second}"
     );
+    // Such an edit that leaves no commands, then the commands written back
+    // (each as an action-less hook): they run again.
+    h.app
+        .store
+        .set_paused(s.project.id, false, graft::store::now_ms())
+        .await
+        .unwrap();
+    let send = |text: &str, at: &str| {
+        let mut edited = hook.clone();
+        edited["object_attributes"]["note"] = serde_json::json!(text);
+        edited["object_attributes"]["updated_at"] = serde_json::json!(at);
+        let body = serde_json::to_vec(&edited).unwrap();
+        let app = &h.app;
+        async move {
+            let response = app
+                .gitlab("Note Hook", &random_delivery_id(), &body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+        }
+    };
+    send("never mind", "2026-12-01 10:00:01 UTC").await;
+    processed(&h, note, 3).await;
+    send("/graft pause", "2026-12-01 10:00:02 UTC").await;
+    assert!(reply(&h, &s, 3).await.contains("Paused:"));
     h.stop().await;
 }
 

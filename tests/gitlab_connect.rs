@@ -150,7 +150,7 @@ async fn webhooks_are_created_once_and_need_maintainer(db: TestDb) {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         (answer["id"].clone(), answer["created"].clone()),
-        (id, json!(false))
+        (id.clone(), json!(false))
     );
     assert_eq!(answer["hooks"][0]["status"], "updated");
     let hooks = gitlab.project_hooks(live);
@@ -175,6 +175,25 @@ async fn webhooks_are_created_once_and_need_maintainer(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(new.status(), 202);
+    // Another account on the same instance (a per-group token) is another
+    // integration, and the first one keeps its credentials.
+    gitlab.add_token("glpat-group-token", "group-bot", &["api"]);
+    let other = json!({
+        "base_url": gitlab.url,
+        "token": "glpat-group-token",
+        "webhook_secret": "group-secret",
+    });
+    let (status, answer) = post(&app, &admin, &other).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["created"], true);
+    assert_ne!(answer["id"], id);
+    assert_eq!(app.store.list_integrations().await.unwrap().len(), 2);
+    let still = app
+        .gitlab_with_token("Push Hook", "still-secret-2", &push, Some("hook-secret-2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still.status(), 202);
     app.stop().await;
 }
 

@@ -307,6 +307,90 @@ async fn an_installation_removed_mid_sync_is_an_error_without_retries(db: TestDb
     h.stop().await;
 }
 
+async fn a_poll_survives_a_last_seen_commit_the_mirror_never_had(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    put(&h, p.id, &[input("a.tf", "# a\n")]).await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    // Say main was force-pushed and the commit graft saw is gone.
+    h.app
+        .store
+        .record_pull(p.id, Some(&"1".repeat(40)), now_ms())
+        .await
+        .unwrap();
+    graft::sync::poll::enqueue_all(&h.app.store).await.unwrap();
+    h.app.state.job_wake.notify_waiters();
+    let head = h.github.git.head(REPO, "main");
+    let after = h
+        .wait_for("the poll recorded main again", || async {
+            let p = h.app.store.require_project(p.id).await.unwrap();
+            (p.last_synced_commit_sha == head).then_some(p)
+        })
+        .await;
+    let after = settled(&h, after.id, SyncStatus::Success).await;
+    assert_eq!(after.sync_error, None);
+    assert!(
+        !event_kinds(&h, p.id)
+            .await
+            .contains(&"sync.failed".to_string())
+    );
+    h.stop().await;
+}
+
+async fn a_pr_that_no_longer_exists_counts_as_closed(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    put(&h, p.id, &[input("a.tf", "# a\n")]).await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    // The recorded PR is gone (GitLab lets maintainers delete one).
+    h.app
+        .store
+        .set_pull_request(
+            p.id,
+            Some(999),
+            Some("https://example.invalid/999"),
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    graft::sync::poll::enqueue_all(&h.app.store).await.unwrap();
+    h.app.state.job_wake.notify_waiters();
+    let closed = h
+        .wait_for("the missing PR settled as closed", || async {
+            let p = h.app.store.require_project(p.id).await.unwrap();
+            p.pull_request_number.is_none().then_some(p)
+        })
+        .await;
+    assert!(closed.auto_sync_held);
+    assert!(
+        event_kinds(&h, p.id)
+            .await
+            .contains(&"pull_request.closed".to_string())
+    );
+    h.stop().await;
+}
+
+async fn after_a_closed_pr_graft_remembers_what_the_repository_has(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    put(&h, p.id, &[input("a.tf", "# proposed\n")]).await;
+    let synced = settled(&h, p.id, SyncStatus::Success).await;
+    // A newer version arrives, then the PR (with the older one) is closed.
+    put_quietly(&h, p.id, &[input("a.tf", "# newer\n")]).await;
+    h.github
+        .close_pull(REPO, synced.pull_request_number.unwrap(), "octocat");
+    settled(&h, p.id, SyncStatus::Idle).await;
+    // Going back to the content of the closed PR is a change: main never
+    // had it, so it must not count as "already in the repository".
+    put_quietly(&h, p.id, &[input("a.tf", "# proposed\n")]).await;
+    let a = h.app.store.file(p.id, "a.tf").await.unwrap().unwrap();
+    assert_eq!(a.state, graft::store::files::FileState::Pending);
+    h.stop().await;
+}
+
 async fn sync_jobs(h: &Harness) -> i64 {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE kind = 'sync'")
         .fetch_one(h.app.store.pool())
@@ -370,6 +454,9 @@ async fn the_poll_rebuilds_only_prs_whose_base_path_changed(db: TestDb) {
 }
 
 both_backends!(
+    a_poll_survives_a_last_seen_commit_the_mirror_never_had,
+    a_pr_that_no_longer_exists_counts_as_closed,
+    after_a_closed_pr_graft_remembers_what_the_repository_has,
     an_installation_removed_mid_sync_is_an_error_without_retries,
     a_push_that_lands_while_graft_works_is_fetched_and_built_on,
     the_status_comment_shows_a_sync_under_way,

@@ -41,8 +41,8 @@ fn forge_of(client: &RepoClient) -> Forge {
 }
 
 /// A client for the repository the comment is in: the project's, or for
-/// a PR graft does not own, the forge's (GitLab: the integration of
-/// another project of the repository, else the default one).
+/// a PR graft does not own, the forge's (GitLab: the integration the
+/// comment came through).
 async fn client_for(
     state: &AppState,
     job: &CommandJob,
@@ -53,16 +53,7 @@ async fn client_for(
     }
     let client = match job.provider {
         Provider::Github => state.forges.github(&job.repo).await?,
-        Provider::Gitlab => {
-            let integration = state
-                .store
-                .list_projects()
-                .await?
-                .into_iter()
-                .find(|p| p.provider == "gitlab" && p.repo == job.repo)
-                .and_then(|p| p.integration_id);
-            state.forges.gitlab(integration, &job.repo).await?
-        }
+        Provider::Gitlab => state.forges.gitlab(job.integration_id, &job.repo).await?,
     };
     Ok(client)
 }

@@ -29,6 +29,10 @@ pub struct QueuedCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandJob {
     pub provider: Provider,
+    /// The GitLab integration the comment came through (`None`: GitHub, or
+    /// the default integration): replies go back through it.
+    #[serde(default)]
+    pub integration_id: Option<i64>,
     pub repo: String,
     pub number: i64,
     pub comment_id: i64,
@@ -47,25 +51,48 @@ pub fn written_by_graft(body: &str) -> bool {
     body.contains(REPLY_MARKER) || body.contains(STATUS_MARKER)
 }
 
+/// The repository path as graft keys what it remembers of comments: with
+/// the integration, since the same path and comment id can exist on two
+/// GitLab instances.
+fn scoped_repo(path: &str, integration: Option<i64>) -> String {
+    match integration {
+        Some(id) => format!("{path}#integration-{id}"),
+        None => path.to_string(),
+    }
+}
+
 fn hash(body: &str) -> String {
     hex::encode(&Sha256::digest(body.as_bytes())[..8])
 }
 
-/// The dedupe key of the command line at `index` of `body`, written over
-/// `previous` (the text before this edit; `None` for a new comment). The
-/// same delivery twice gives the same key; an edit back to an earlier text
-/// (`/graft pause` → `/graft resume` → `/graft pause`) does not.
+/// Which version of a comment: its text, and for an edit the text before
+/// it and when the edit was made (the forge's `updated_at`).
+#[derive(Debug, Clone, Copy)]
+pub struct Version<'a> {
+    pub body: &'a str,
+    pub previous: Option<&'a str>,
+    pub edited_at: Option<&'a str>,
+}
+
+/// The dedupe key of the command line at `index` of a comment version.
+/// The same delivery twice gives the same key; an edit back to an earlier
+/// text (`/graft pause` → `/graft resume` → `/graft pause`, and round
+/// again) does not, since each edit has its own time.
 pub fn dedupe_key(
     provider: Provider,
     repo: &str,
     comment_id: i64,
     index: usize,
-    previous: Option<&str>,
-    body: &str,
+    version: Version<'_>,
 ) -> String {
-    let transition = match previous {
-        Some(previous) => format!("{}>{}", hash(previous), hash(body)),
-        None => hash(body),
+    let transition = match version.previous {
+        Some(previous) => format!(
+            "{}>{}@{}",
+            hash(previous),
+            hash(version.body),
+            hash(version.edited_at.unwrap_or_default())
+        ),
+        None => hash(version.body),
     };
     format!(
         "{}:{repo}:{comment_id}:{index}:{transition}",
@@ -106,20 +133,23 @@ pub async fn on_comment(
     let prefix = state.commands.prefix.clone();
     let current = parse(&comment.body, &prefix);
     let store = &state.store;
+    // Comment ids are per forge instance: what graft remembers of a comment
+    // is kept under the integration it came through.
+    let repo = scoped_repo(&comment.repo.path, integration);
     if current.is_empty() {
-        if comment.action == CommentAction::Edited {
-            // No commands left: a command written back in later is new.
-            store
-                .update_seen_comment_text(
-                    provider.as_str(),
-                    &comment.repo.path,
-                    comment.comment_id,
-                    &comment.body,
-                    now_ms(),
-                )
-                .await
-                .map_err(|e| JobError::retry(format!("database: {e}")))?;
-        }
+        // No commands (left): if graft saw this comment before, a command
+        // written back in later is new. (Only a row that exists changes, so
+        // GitLab edits that come without an action are covered too.)
+        store
+            .update_seen_comment_text(
+                provider.as_str(),
+                &repo,
+                comment.comment_id,
+                &comment.body,
+                now_ms(),
+            )
+            .await
+            .map_err(|e| JobError::retry(format!("database: {e}")))?;
         return Ok(());
     }
     let project = store
@@ -135,7 +165,7 @@ pub async fn on_comment(
         .map_err(|e| JobError::retry(format!("database: {e}")))?;
     let key = CommentKey {
         provider: provider.as_str(),
-        repo: &comment.repo.path,
+        repo: &repo,
         number: comment.number,
         comment_id: comment.comment_id,
         author: &comment.author.login,
@@ -157,11 +187,14 @@ pub async fn on_comment(
             .map(|&i| NewCommandRun {
                 dedupe_key: dedupe_key(
                     provider,
-                    &comment.repo.path,
+                    &repo,
                     comment.comment_id,
                     i,
-                    previous.as_deref(),
-                    &comment.body,
+                    Version {
+                        body: &comment.body,
+                        previous: previous.as_deref(),
+                        edited_at: comment.updated_at.as_deref(),
+                    },
                 ),
                 command: current[i].text.clone(),
             })
@@ -184,6 +217,7 @@ pub async fn on_comment(
             .collect();
         let payload = CommandJob {
             provider,
+            integration_id: integration,
             repo: comment.repo.path.clone(),
             number: comment.number,
             comment_id: comment.comment_id,
@@ -263,20 +297,49 @@ mod tests {
 
     #[test]
     fn keys_change_with_the_text_the_position_and_the_edit() {
-        let key =
-            |provider, index, previous, body| dedupe_key(provider, "o/r", 5, index, previous, body);
-        let a = key(Provider::Github, 0, None, "/graft sync");
-        assert_eq!(a, key(Provider::Github, 0, None, "/graft sync"));
-        assert_ne!(a, key(Provider::Github, 1, None, "/graft sync"));
-        assert_ne!(a, key(Provider::Github, 0, None, "/graft sync\n"));
-        assert_ne!(a, key(Provider::Gitlab, 0, None, "/graft sync"));
-        // The same text reached again by an edit is a new run.
-        let edited_back = key(Provider::Github, 0, Some("/graft status"), "/graft sync");
-        assert_ne!(a, edited_back);
-        assert_eq!(
-            edited_back,
-            key(Provider::Github, 0, Some("/graft status"), "/graft sync")
+        let key = |provider, index, previous, body, edited_at| {
+            let version = Version {
+                body,
+                previous,
+                edited_at,
+            };
+            dedupe_key(provider, "o/r", 5, index, version)
+        };
+        let a = key(Provider::Github, 0, None, "/graft sync", None);
+        assert_eq!(a, key(Provider::Github, 0, None, "/graft sync", None));
+        assert_ne!(a, key(Provider::Github, 1, None, "/graft sync", None));
+        assert_ne!(a, key(Provider::Github, 0, None, "/graft sync\n", None));
+        assert_ne!(a, key(Provider::Gitlab, 0, None, "/graft sync", None));
+        // The same text reached again by an edit is a new run; the same
+        // edit delivered twice is not; the same edit made again later is.
+        let t1 = Some("2026-12-01T10:00:00Z");
+        let back = key(
+            Provider::Github,
+            0,
+            Some("/graft status"),
+            "/graft sync",
+            t1,
         );
+        assert_ne!(a, back);
+        assert_eq!(
+            back,
+            key(
+                Provider::Github,
+                0,
+                Some("/graft status"),
+                "/graft sync",
+                t1
+            )
+        );
+        let later = Some("2026-12-01T10:00:07Z");
+        let again = key(
+            Provider::Github,
+            0,
+            Some("/graft status"),
+            "/graft sync",
+            later,
+        );
+        assert_ne!(back, again);
     }
 
     #[test]

@@ -104,6 +104,7 @@ struct Comment {
     #[serde(default)]
     body: String,
     user: User,
+    updated_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -235,6 +236,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, ParseError> {
                 comment_id: payload.comment.id,
                 body: payload.comment.body,
                 previous_body: payload.changes.and_then(|c| c.body).map(|b| b.from),
+                updated_at: payload.comment.updated_at,
                 author: payload.comment.user.into(),
             })
         }

@@ -101,6 +101,7 @@ struct NoteAttributes {
     action: Option<String>,
     #[serde(default)]
     system: bool,
+    updated_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +222,7 @@ pub fn parse(event_header: &str, body: &[u8]) -> Result<Parsed, ParseError> {
                 comment_id: attrs.id,
                 body: attrs.note,
                 previous_body: None,
+                updated_at: attrs.updated_at,
                 author: payload.user.into(),
             })
         }

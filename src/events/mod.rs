@@ -100,6 +100,10 @@ pub struct CommentEvent {
     pub body: String,
     /// The text before an edit, when the forge sends it.
     pub previous_body: Option<String>,
+    /// When this version of the comment was written (the forge's
+    /// `updated_at`): tells a later edit from a redelivery of an earlier one.
+    #[serde(default)]
+    pub updated_at: Option<String>,
     pub author: Actor,
 }
 

@@ -43,13 +43,14 @@ pub fn commit_tree(repo: &gix::Repository, commit: Option<ObjectId>) -> Result<O
 }
 
 /// The id of the tree at `base_path` in `commit` (`None`: no such folder,
-/// or no commit). Equal ids mean nothing below `base_path` changed.
+/// no commit, or a commit the mirror does not have, e.g. after a force
+/// push). Equal ids mean nothing below `base_path` changed.
 pub fn subtree_id(
     repo: &gix::Repository,
     commit: Option<ObjectId>,
     base_path: &str,
 ) -> Result<Option<ObjectId>, GitError> {
-    if commit.is_none() {
+    if commit.is_none_or(|id| repo.find_commit(id).is_err()) {
         return Ok(None);
     }
     let root = commit_tree(repo, commit)?;

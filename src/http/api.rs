@@ -148,7 +148,12 @@ async fn create_gitlab_integration(
     };
     let token_sealed = seal(body.token.trim())?;
     let secret_sealed = seal(body.webhook_secret.trim())?;
-    let name = body.name.unwrap_or_else(|| base_url.clone());
+    // One integration per GitLab account: connecting the same account again
+    // (a new token) updates it; another account on the same instance (a
+    // per-group token, say) is another integration.
+    let name = body
+        .name
+        .unwrap_or_else(|| format!("{base_url} as @{}", check.username));
     let now = now_ms();
     let (id, created) = state
         .store

@@ -239,21 +239,18 @@ impl<H: JobHandler> Worker<H> {
     }
 
     /// The handler's bookkeeping (the project's error, the delivery's
-    /// state) lands while the job still shows as running, so whoever waits
-    /// for the job to end sees it; and only while this worker holds it.
-    async fn give_up(&self, job: &Job, message: &str) {
+    /// state, the PR comment: forge calls that may wait) runs under the
+    /// lease like the job did, and lands while the job still shows as
+    /// running, so whoever waits for the job to end sees it.
+    async fn give_up(&mut self, job: &Job, message: &str) {
         error!(error = %message, "job failed for good");
-        let until = now_ms() + millis(self.config.lease);
-        match self.store.renew_lease(job.id, &self.id, until).await {
-            Ok(true) => self.handler.gave_up(job, message).await,
-            Ok(false) => {
-                warn!("lease was lost before the failure was recorded");
-                return;
-            }
-            Err(e) => {
-                error!(error = %e, "could not record the job failure");
-                return;
-            }
+        let handler = self.handler.clone();
+        let recorded = self
+            .with_lease(job, handler.gave_up(job, message), false)
+            .await;
+        if !matches!(recorded, Outcome::Done(())) {
+            warn!("lease was lost before the failure was recorded");
+            return;
         }
         match self
             .store
@@ -266,18 +263,31 @@ impl<H: JobHandler> Worker<H> {
         }
     }
 
-    /// Runs the handler while renewing the lease. The work is dropped (at
-    /// its next await point) when shutdown came and the grace period ran
-    /// out, or when the lease was lost: another worker may have claimed the
-    /// job, and one project's jobs must never run twice at once.
-    async fn run_with_lease(&mut self, job: &Job) -> Outcome {
+    /// Runs the handler while renewing the lease (see [`Self::with_lease`]).
+    async fn run_with_lease(&mut self, job: &Job) -> Outcome<Result<(), JobError>> {
+        let handler = self.handler.clone();
+        self.with_lease(job, handler.run(job), true).await
+    }
+
+    /// Runs `work` while renewing `job`'s lease. The work is dropped (at
+    /// its next await point) when the lease was lost, or could not be
+    /// renewed before it would lapse: another worker may have claimed the
+    /// job, and one project's jobs must never run twice at once. With
+    /// `release_on_shutdown`, also when shutdown came and its grace period
+    /// ran out.
+    async fn with_lease<T>(
+        &mut self,
+        job: &Job,
+        work: impl Future<Output = T>,
+        release_on_shutdown: bool,
+    ) -> Outcome<T> {
         let renew_every = self.config.lease / 3;
-        let work = self.handler.run(job);
         tokio::pin!(work);
         let mut renew =
             tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
         let mut grace_deadline: Option<tokio::time::Instant> = None;
-        // Until when the lease surely holds, as far as this worker knows.
+        // Until when the lease surely holds, as far as this worker knows;
+        // a renewal due after that would be too late.
         let mut held_until = tokio::time::Instant::now() + self.config.lease;
         loop {
             let grace = async {
@@ -296,13 +306,13 @@ impl<H: JobHandler> Worker<H> {
                         Ok(false) => return Outcome::LeaseLost,
                         Err(e) => {
                             warn!(error = %e, "could not renew the lease");
-                            if tokio::time::Instant::now() >= held_until {
+                            if tokio::time::Instant::now() + renew_every >= held_until {
                                 return Outcome::LeaseLost;
                             }
                         }
                     }
                 }
-                changed = self.shutdown.changed(), if grace_deadline.is_none() => {
+                changed = self.shutdown.changed(), if release_on_shutdown && grace_deadline.is_none() => {
                     if changed.is_err() || *self.shutdown.borrow() {
                         grace_deadline = Some(tokio::time::Instant::now() + self.config.shutdown_grace);
                     }
@@ -312,9 +322,10 @@ impl<H: JobHandler> Worker<H> {
         }
     }
 }
+
 /// How a run under a lease ended.
-enum Outcome {
-    Done(Result<(), JobError>),
+enum Outcome<T> {
+    Done(T),
     /// Shutdown's grace period ran out; the job goes back to the queue.
     Released,
     /// The lease was lost (or could not be renewed in time).

@@ -71,8 +71,8 @@ async fn insert_in(
 }
 
 impl Store {
-    /// Stores an integration, or, when one of the same provider and base
-    /// URL exists, replaces its name and credentials (reconnecting after a
+    /// Stores an integration, or, when one of the same provider, base URL
+    /// and name exists, replaces its credentials (reconnecting after a
     /// token rotation must not leave the old token and secret valid in a
     /// second row). Returns its id and whether it was created.
     pub async fn save_integration(
@@ -82,19 +82,20 @@ impl Store {
     ) -> Result<(i64, bool)> {
         let mut tx = self.begin_write().await?;
         let existing: Option<(i64,)> = sqlx::query_as(
-            "SELECT id FROM integrations WHERE provider = $1 AND base_url = $2 ORDER BY id LIMIT 1",
+            "SELECT id FROM integrations WHERE provider = $1 AND base_url = $2 AND name = $3 \
+             ORDER BY id LIMIT 1",
         )
         .bind(new.provider)
         .bind(new.base_url)
+        .bind(new.name)
         .fetch_optional(&mut *tx)
         .await?;
         let saved = match existing {
             Some((id,)) => {
                 sqlx::query(
-                    "UPDATE integrations SET name = $1, token_sealed = $2, \
-                     webhook_secret_sealed = $3, updated_at = $4 WHERE id = $5",
+                    "UPDATE integrations SET token_sealed = $1, \
+                     webhook_secret_sealed = $2, updated_at = $3 WHERE id = $4",
                 )
-                .bind(new.name)
                 .bind(new.token_sealed)
                 .bind(new.webhook_secret_sealed)
                 .bind(now)

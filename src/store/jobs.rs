@@ -233,12 +233,20 @@ impl Store {
             return Ok(false);
         };
         if let Some(merged) = merge(&queued, &this) {
-            sqlx::query("UPDATE jobs SET payload = $1, updated_at = $2 WHERE id = $3")
-                .bind(merged)
-                .bind(now)
-                .bind(queued_id)
-                .execute(&mut *tx)
-                .await?;
+            let updated = sqlx::query(
+                "UPDATE jobs SET payload = $1, updated_at = $2 WHERE id = $3 AND state = 'queued'",
+            )
+            .bind(merged)
+            .bind(now)
+            .bind(queued_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                // The twin started meanwhile: this job is not covered by
+                // it after all, so it is not closed (its lease expires and
+                // it runs again).
+                return Ok(false);
+            }
         }
         let done = sqlx::query(
             "UPDATE jobs SET state = 'done', last_error = $1, finished_at = $2, updated_at = $2, \

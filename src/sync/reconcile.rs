@@ -6,7 +6,7 @@
 use gix::ObjectId;
 
 use crate::app::AppState;
-use crate::forge::PullRequestState;
+use crate::forge::{ForgeError, PullRequestState};
 use crate::git::pipeline;
 use crate::git::read;
 use crate::store::audit::NewEvent;
@@ -34,9 +34,15 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
     // hearing of it (a missed webhook, or that webhook still queued behind
     // this job): settle that first, rather than refreshing a dead PR.
     if let Some(number) = project.pull_request_number {
-        let pr = remote.client.pull_request(number).await?;
-        if pr.state != PullRequestState::Open {
-            let merged = pr.state == PullRequestState::Merged;
+        // A PR/MR that is gone (GitLab lets maintainers delete one) is
+        // closed unmerged as far as graft is concerned.
+        let state_of = match remote.client.pull_request(number).await {
+            Ok(pr) => pr.state,
+            Err(ForgeError::NotFound { .. }) => PullRequestState::Closed,
+            Err(other) => return Err(other.into()),
+        };
+        if state_of != PullRequestState::Open {
+            let merged = state_of == PullRequestState::Merged;
             return pull_request_closed(state, project_id, number, merged, None).await;
         }
     }
@@ -202,16 +208,25 @@ pub async fn pull_request_closed(
     let (fetched, _target, listing) = fetch_target_listing(state, &project).await?;
     drop(fetched);
     let rows = store.files(project_id).await?;
-    let unlanded: Vec<(String, Option<String>)> = rows
+    let in_repository: Vec<(String, Option<String>)> = rows
         .iter()
-        .filter(|r| r.state == FileState::Synced)
-        .filter_map(|r| {
-            let in_repository = listing.get(&r.path).map(|f| f.blob.to_string());
-            (in_repository.as_deref() != Some(r.blob_sha.as_str()))
-                .then(|| (r.path.clone(), in_repository))
+        .map(|r| {
+            (
+                r.path.clone(),
+                listing.get(&r.path).map(|f| f.blob.to_string()),
+            )
         })
         .collect();
-    store.mark_pending(project_id, &unlanded, now).await?;
+    let unlanded = rows
+        .iter()
+        .zip(&in_repository)
+        .filter(|(r, (_, blob))| {
+            r.state == FileState::Synced && blob.as_deref() != Some(r.blob_sha.as_str())
+        })
+        .count();
+    store
+        .record_unlanded(project_id, &in_repository, now)
+        .await?;
     store.set_pull_request(project_id, None, None, now).await?;
     store.set_sync_branch_state(project_id, None, false).await?;
     store
@@ -225,8 +240,7 @@ pub async fn pull_request_closed(
                 actor: "forge",
                 kind: "pull_request.closed",
                 message: &format!(
-                    "graft's pull request was closed without merging; {} file(s) stay pending and automatic syncs wait for new content or an explicit sync",
-                    unlanded.len()
+                    "graft's pull request was closed without merging; {unlanded} file(s) stay pending and automatic syncs wait for new content or an explicit sync"
                 ),
                 pull_request_url: url.as_deref(),
                 ..NewEvent::default()

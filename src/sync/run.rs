@@ -319,7 +319,8 @@ async fn via_pull_request(
             // and an open one of graft's only proposes what is there.
             close_landed_pull_request(state, project, &remote.client).await?;
             let project = state.store.require_project(project.id).await?;
-            return finish(state, &project, &built, &files, target, None, false).await;
+            // What the database holds is the target: deletions included.
+            return finish(state, &project, &built, &files, target, None, true).await;
         }
         None => branch_head,
     };

@@ -109,10 +109,9 @@ pub async fn enqueue_sync_in(
         dedupe_key: Some(key.clone()),
         ..NewJob::new(SYNC_JOB, serde_json::json!(request), now)
     };
-    // The queued twin may start between the insert and the look-up; then a
+    // The queued twin may start between the insert and the merge; then a
     // fresh job queues behind it on the next round.
-    let mut round = 0;
-    let (id, payload) = loop {
+    for _ in 0..4 {
         if let Some(id) = enqueue_in(conn, &job, now).await? {
             return Ok(id);
         }
@@ -122,26 +121,26 @@ pub async fn enqueue_sync_in(
         .bind(&key)
         .fetch_optional(&mut *conn)
         .await?;
-        match queued {
-            Some(found) => break found,
-            None if round < 3 => round += 1,
-            None => {
-                return Err(crate::store::StoreError::Conflict(format!(
-                    "could not queue sync job `{key}`: it kept starting meanwhile; try again"
-                )));
-            }
+        let Some((id, payload)) = queued else {
+            continue;
+        };
+        let merged = match serde_json::from_str::<SyncRequest>(&payload) {
+            Ok(queued) => merge_requests(&queued, request),
+            Err(_) => request.clone(),
+        };
+        let updated =
+            sqlx::query("UPDATE jobs SET payload = $1 WHERE id = $2 AND state = 'queued'")
+                .bind(serde_json::json!(merged).to_string())
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        if updated.rows_affected() == 1 {
+            return Ok(id);
         }
-    };
-    let merged = match serde_json::from_str::<SyncRequest>(&payload) {
-        Ok(queued) => merge_requests(&queued, request),
-        Err(_) => request.clone(),
-    };
-    sqlx::query("UPDATE jobs SET payload = $1 WHERE id = $2")
-        .bind(serde_json::json!(merged).to_string())
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(id)
+    }
+    Err(crate::store::StoreError::Conflict(format!(
+        "could not queue sync job `{key}`: it kept starting meanwhile; try again"
+    )))
 }
 
 /// Queues a reconcile of one project (coalesced like syncs).

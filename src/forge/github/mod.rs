@@ -576,9 +576,18 @@ impl GithubRepo {
     }
 
     pub async fn git_credentials(&self) -> Result<super::GitCredentials> {
+        // Minting is one attempt of its own; here no call wraps it in the
+        // retry policy, so this does.
+        let token = self
+            .app
+            .retrier
+            .run(GITHUB, "creating an installation access token", || {
+                self.app.installation_token(self.installation)
+            })
+            .await?;
         Ok(GitCredentials {
             username: "x-access-token".into(),
-            token: self.app.installation_token(self.installation).await?,
+            token,
         })
     }
 }

@@ -373,7 +373,7 @@ pub(crate) fn comment_json(state: &FakeState, root: &str, comment: &Comment) -> 
         "user": state.user_json(&comment.user),
         "html_url": format!("{root}/{}/pull/{}#issuecomment-{}", comment.repo, comment.number, comment.id),
         "created_at": iso(now_secs()),
-        "updated_at": iso(now_secs()),
+        "updated_at": iso(comment.updated_at),
     })
 }
 
@@ -513,6 +513,7 @@ fn repo_route(
                     number,
                     user: BOT_LOGIN.to_string(),
                     body: text.to_string(),
+                    updated_at: now_secs(),
                 };
                 state.comments.push(comment.clone());
                 comment

@@ -92,6 +92,9 @@ pub struct Comment {
     pub number: i64,
     pub user: String,
     pub body: String,
+    /// Unix seconds of the last write; every edit moves it on (GitHub's
+    /// `updated_at`, kept distinct even for edits within one second).
+    pub updated_at: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -500,6 +503,7 @@ impl FakeGithub {
                 number,
                 user: user.to_string(),
                 body: body.to_string(),
+                updated_at: fake_common::now_secs(),
             };
             state.comments.push(comment.clone());
             comment
@@ -518,6 +522,7 @@ impl FakeGithub {
                 .find(|c| c.id == comment_id)
                 .expect("comment exists");
             let previous = std::mem::replace(&mut comment.body, body.to_string());
+            comment.updated_at = fake_common::now_secs().max(comment.updated_at + 1);
             (comment.clone(), previous)
         };
         self.emit_comment(&comment, "edited", Some(previous));

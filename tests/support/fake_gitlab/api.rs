@@ -366,6 +366,7 @@ fn project_route(
                     iid: mr.iid,
                     author: user.to_string(),
                     body: text.to_string(),
+                    updated_at: super::fake_common::now_secs(),
                 };
                 state.notes.push(note.clone());
                 note

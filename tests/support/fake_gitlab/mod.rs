@@ -49,6 +49,8 @@ pub struct Note {
     pub iid: i64,
     pub author: String,
     pub body: String,
+    /// Unix seconds of the last write; every edit moves it on.
+    pub updated_at: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -333,6 +335,7 @@ impl FakeGitlab {
                 iid,
                 author: username.to_string(),
                 body: body.to_string(),
+                updated_at: fake_common::now_secs(),
             };
             state.notes.push(note.clone());
             note
@@ -352,6 +355,7 @@ impl FakeGitlab {
                 .find(|n| n.id == note_id)
                 .expect("note exists");
             note.body = body.to_string();
+            note.updated_at = fake_common::now_secs().max(note.updated_at + 1);
             note.clone()
         };
         self.emit_note(&note, "update");
@@ -490,7 +494,8 @@ impl FakeGitlab {
                 "user": user,
                 "project": self.project_json(&project),
                 "object_attributes": {"id": note.id, "note": note.body, "noteable_type": "MergeRequest",
-                                      "action": action, "system": false},
+                                      "action": action, "system": false,
+                                      "updated_at": gitlab_time(note.updated_at)},
                 "merge_request": {"iid": note.iid},
             }),
         );
@@ -552,4 +557,11 @@ impl FakeGitlab {
             }
         }
     }
+}
+
+/// A time as GitLab writes it in hook payloads (`2026-12-01 10:00:00 UTC`).
+fn gitlab_time(secs: u64) -> String {
+    chrono::DateTime::from_timestamp(secs as i64, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
 }
