@@ -330,6 +330,12 @@ pub struct ServeArgs {
     /// Number of background workers in this process.
     #[arg(long, env = "GRAFT_WORKERS", default_value_t = 4)]
     pub workers: usize,
+
+    /// Days to keep finished jobs and handled webhook deliveries (whose
+    /// payloads can be large); 0 keeps them for ever. The audit log is
+    /// always kept.
+    #[arg(long, env = "GRAFT_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u64,
 }
 
 #[cfg(test)]

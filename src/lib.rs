@@ -17,6 +17,7 @@ pub mod keys;
 pub mod metrics;
 pub mod push;
 pub mod remote;
+pub mod retention;
 pub mod server;
 pub mod signature;
 pub mod store;

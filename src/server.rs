@@ -134,6 +134,11 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         },
         stop_rx,
     );
+    let retention = tokio::spawn(crate::retention::run(
+        store.clone(),
+        args.retention_days,
+        stop_rx_for_poll.clone(),
+    ));
     let poller = (args.poll_interval > 0).then(|| {
         tokio::spawn(crate::sync::poll::run_poller(
             state.clone(),
@@ -154,6 +159,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     if let Some(poller) = poller {
         poller.abort();
     }
+    retention.abort();
     if drained.is_err() {
         warn!("workers did not stop in time; their leases will expire and the jobs run again");
     }

@@ -500,7 +500,66 @@ async fn shutdown_lets_a_running_job_finish_within_the_grace(db: TestDb) {
     assert_eq!(store.job(id).await.unwrap().unwrap().state, "done");
 }
 
+async fn retention_forgets_what_is_finished_and_old(db: TestDb) {
+    let store = db.store().await;
+    let day = 86_400_000;
+    let now = graft::store::now_ms();
+    let old = now - 31 * day;
+    // Finished long ago: done and failed. Still queued: kept however old.
+    let done = store
+        .enqueue(&job("a", None, old), old)
+        .await
+        .unwrap()
+        .unwrap();
+    store.claim_job("w", old, 1_000).await.unwrap();
+    assert!(store.complete_job(done, "w", old).await.unwrap());
+    let queued = store
+        .enqueue(&job("b", None, old), old)
+        .await
+        .unwrap()
+        .unwrap();
+    let recent = store
+        .enqueue(&job("c", None, now), now)
+        .await
+        .unwrap()
+        .unwrap();
+    let delivery = |id: &'static str, at: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .record_delivery(
+                    &graft::store::deliveries::IncomingDelivery {
+                        provider: "github",
+                        delivery_id: id,
+                        event: "ping",
+                        action: None,
+                        payload: b"{}",
+                        ignored: Some("test"),
+                        integration_id: None,
+                    },
+                    at,
+                )
+                .await
+                .unwrap();
+        }
+    };
+    delivery("old-ignored", old).await;
+    delivery("new-ignored", now).await;
+    let (jobs, deliveries) = graft::retention::prune(&store, 30).await.unwrap();
+    assert_eq!((jobs, deliveries), (1, 1));
+    assert!(store.job(done).await.unwrap().is_none());
+    assert!(
+        store.job(queued).await.unwrap().is_some(),
+        "queued work is never pruned"
+    );
+    assert!(store.job(recent).await.unwrap().is_some());
+    assert_eq!(store.delivery_count().await.unwrap(), 1);
+    // 0 keeps everything.
+    assert_eq!(graft::retention::prune(&store, 0).await.unwrap(), (0, 0));
+}
+
 both_backends!(
+    retention_forgets_what_is_finished_and_old,
     a_lost_lease_stops_the_job,
     shutdown_lets_a_running_job_finish_within_the_grace,
     an_expired_lease_makes_the_job_claimable_exactly_once,

@@ -168,6 +168,18 @@ impl Store {
         }))
     }
 
+    /// Forgets deliveries received before `before` that are no longer
+    /// queued (processed, ignored or failed). Returns how many.
+    pub async fn prune_deliveries(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE status <> 'queued' AND received_at < $1",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn delivery_count(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) FROM webhook_deliveries")
             .fetch_one(&self.pool)

@@ -262,6 +262,17 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Forgets jobs that finished (done or failed) before `before`.
+    /// Returns how many.
+    pub async fn prune_jobs(&self, before: i64) -> Result<u64> {
+        let done =
+            sqlx::query("DELETE FROM jobs WHERE state IN ('done', 'failed') AND updated_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Job counts by state, for `/metrics`.
     pub async fn job_counts(&self) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY state")

@@ -1,0 +1,75 @@
+//! Retention: finished jobs and handled webhook deliveries are forgotten
+//! after `GRAFT_RETENTION_DAYS`, so the queue tables (and the delivery
+//! payloads of up to 25 MiB each) do not grow for ever. The audit log is
+//! kept.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::store::{Store, now_ms};
+
+/// How often the tables are pruned.
+const EVERY: Duration = Duration::from_secs(3600);
+
+/// The moment before which rows may go, `None` when `days` is 0 (keep).
+pub fn cutoff(now_ms: i64, days: u64) -> Option<i64> {
+    let days = i64::try_from(days).ok().filter(|d| *d > 0)?;
+    Some(now_ms.saturating_sub(days.saturating_mul(24 * 3600 * 1000)))
+}
+
+/// Prunes once; returns (jobs, deliveries) removed.
+pub async fn prune(store: &Store, days: u64) -> crate::store::Result<(u64, u64)> {
+    let Some(before) = cutoff(now_ms(), days) else {
+        return Ok((0, 0));
+    };
+    Ok((
+        store.prune_jobs(before).await?,
+        store.prune_deliveries(before).await?,
+    ))
+}
+
+/// Prunes at start and then every hour, until `shutdown` turns true.
+pub async fn run(store: Store, days: u64, mut shutdown: watch::Receiver<bool>) {
+    if days == 0 {
+        return;
+    }
+    loop {
+        match prune(&store, days).await {
+            Ok((0, 0)) => {}
+            Ok((jobs, deliveries)) => {
+                tracing::info!(
+                    jobs,
+                    deliveries,
+                    days,
+                    "retention: forgot old jobs and deliveries"
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, "retention: could not prune"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cutoff;
+
+    #[test]
+    fn zero_days_keeps_everything() {
+        assert_eq!(cutoff(1_000_000_000_000, 0), None);
+        assert_eq!(
+            cutoff(1_000_000_000_000, 30),
+            Some(1_000_000_000_000 - 30 * 86_400_000)
+        );
+        // Absurdly long is as good as for ever, not an overflow.
+        assert_eq!(cutoff(0, u64::MAX), None);
+        assert!(cutoff(0, 1 << 40).is_some_and(|c| c < 0));
+    }
+}
