@@ -401,6 +401,77 @@ async fn an_interrupted_fetch_leaves_a_mirror_that_is_repaired() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_missing_a_deep_object_is_re_created_after_the_failure() {
+    use graft::git::pipeline::{Request, prepare};
+    let world = World::new().await;
+    world.host.commit(
+        REPO,
+        "main",
+        &[("infra/gen/deep/old.tf", Some(b"# old\n"))],
+        "seed",
+    );
+    let (mirror, fetched) = world.fetch().await;
+    // Lose one tree deep inside the mirror (its branches still resolve, so
+    // the cheap check at fetch time cannot see it).
+    let git_in = |args: &[&str]| support::git_host::git(&mirror.path, args);
+    let pack_dir = mirror.path.join("objects/pack");
+    let packs: Vec<std::path::PathBuf> = std::fs::read_dir(&pack_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let kept = tempfile::tempdir().unwrap();
+    for pack in &packs {
+        std::fs::rename(pack, kept.path().join(pack.file_name().unwrap())).unwrap();
+    }
+    for pack in std::fs::read_dir(kept.path()).unwrap() {
+        let pack = pack.unwrap().path();
+        if pack.extension().is_some_and(|e| e == "pack") {
+            let bytes = std::fs::read(&pack).unwrap();
+            let mut child = std::process::Command::new("git")
+                .args(["unpack-objects", "-q"])
+                .current_dir(&mirror.path)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(&bytes).unwrap();
+            assert!(child.wait().unwrap().success());
+        }
+    }
+    let head = fetched.heads["main"].to_string();
+    let tree = git_in(&["rev-parse", &format!("{head}:infra/gen/deep")]);
+    let tree = tree.trim();
+    std::fs::remove_file(
+        mirror
+            .path
+            .join("objects")
+            .join(&tree[..2])
+            .join(&tree[2..]),
+    )
+    .unwrap();
+    drop(mirror);
+    let request = || Request {
+        key: "test/acme/infra".into(),
+        url: world.url(),
+        auth: GitAuth::new("x-access-token", TOKEN.to_string().into()),
+        build_on: "main".into(),
+        base_path: "infra/gen".into(),
+        files: vec![file("deep/new.tf", "# new\n")],
+        deletions: Vec::new(),
+        previously_managed: HashSet::new(),
+        identity: Identity::default(),
+        project: "acme/infra:infra/gen".into(),
+        source: None,
+        check: None,
+    };
+    let error = prepare(&world.cache, request()).await.unwrap_err();
+    assert!(matches!(error, GitError::Local(_)), "{error:?}");
+    // The failure marked the mirror: the next attempt re-creates it and works.
+    let prepared = prepare(&world.cache, request()).await.unwrap();
+    assert!(prepared.commit.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_is_an_auth_error_without_the_token() {
     let world = World::new().await;
     world.host.commit(REPO, "main", &[("a", Some(b"a"))], "a");

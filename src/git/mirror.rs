@@ -157,6 +157,14 @@ fn heads(path: &Path) -> Result<BTreeMap<String, ObjectId>, GitError> {
     }
 }
 
+/// Marks the mirror at `path` as not to be trusted (the same mark a fetch
+/// killed half-way leaves), so the next fetch re-creates it. Best effort.
+pub fn mark_untrusted(path: &Path) {
+    if path.is_dir() {
+        let _ = std::fs::write(path.join(IN_PROGRESS), b"");
+    }
+}
+
 /// Makes sure a usable bare repository is at `path`; re-creates it when it
 /// is missing, unreadable, or was left mid-fetch with objects missing.
 /// Returns whether it was (re-)created.

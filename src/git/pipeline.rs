@@ -31,18 +31,25 @@ impl Fetched {
         self.heads.get(branch).copied()
     }
 
-    /// Runs blocking gix work on the mirror on a blocking thread.
+    /// Runs blocking gix work on the mirror on a blocking thread. A local
+    /// failure (an object that should be there is not: a corrupt mirror)
+    /// makes the next fetch re-create the mirror instead of trusting it.
     pub async fn with_repo<T: Send + 'static>(
         &self,
         work: impl FnOnce(&gix::Repository) -> Result<T, GitError> + Send + 'static,
     ) -> Result<T, GitError> {
         let path = self.mirror.path.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let repo = super::mirror::open(&path)?;
             work(&repo)
         })
         .await
-        .map_err(local)?
+        .map_err(local)?;
+        if let Err(GitError::Local(message)) = &result {
+            tracing::warn!(mirror = %self.mirror.path.display(), error = %message, "mirror unreadable; it is re-created on the next fetch");
+            super::mirror::mark_untrusted(&self.mirror.path);
+        }
+        result
     }
 }
 

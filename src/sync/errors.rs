@@ -32,7 +32,10 @@ impl SyncError {
     pub fn retry(&self) -> Option<Option<Duration>> {
         match self {
             SyncError::Forge(e) if e.is_retryable() => Some(e.retry_after()),
-            SyncError::Git(GitError::Network(_) | GitError::NonFastForward(_)) => Some(None),
+            // Local: the mirror is re-created on the next attempt.
+            SyncError::Git(
+                GitError::Network(_) | GitError::NonFastForward(_) | GitError::Local(_),
+            ) => Some(None),
             SyncError::Store(_) => Some(None),
             _ => None,
         }
