@@ -415,44 +415,39 @@ impl Store {
     }
 }
 
-impl Store {
-    /// graft's PR was closed unmerged: what it pushed did not land. Each
-    /// row learns what the repository really has (`None`: not there) in
-    /// place of what graft pushed; a synced file that differs from it is
-    /// pending again, and a deletion of a file the repository does not have
-    /// is moot.
-    pub async fn record_unlanded(
-        &self,
-        project: i64,
-        in_repository: &[(String, Option<String>)],
-        now: i64,
-    ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        for (path, blob) in in_repository {
+/// graft's PR was closed unmerged: what it pushed did not land. Each row
+/// learns what the repository really has (`None`: not there) in place of
+/// what graft pushed; a synced file that differs from it is pending again,
+/// and a deletion of a file the repository does not have is moot.
+pub async fn record_unlanded_in(
+    conn: &mut AnyConnection,
+    project: i64,
+    in_repository: &[(String, Option<String>)],
+    now: i64,
+) -> Result<()> {
+    for (path, blob) in in_repository {
+        sqlx::query(
+            "UPDATE managed_files SET synced_blob_sha = $1, updated_at = $2, \
+             state = CASE WHEN state = 'synced' AND blob_sha <> COALESCE($1, '') \
+             THEN 'pending' ELSE state END \
+             WHERE project_id = $3 AND path = $4",
+        )
+        .bind(blob.as_deref())
+        .bind(now)
+        .bind(project)
+        .bind(path)
+        .execute(&mut *conn)
+        .await?;
+        if blob.is_none() {
             sqlx::query(
-                "UPDATE managed_files SET synced_blob_sha = $1, updated_at = $2, \
-                 state = CASE WHEN state = 'synced' AND blob_sha <> COALESCE($1, '') \
-                 THEN 'pending' ELSE state END \
-                 WHERE project_id = $3 AND path = $4",
+                "DELETE FROM managed_files WHERE project_id = $1 AND path = $2 \
+                 AND state = 'deleted_pending'",
             )
-            .bind(blob.as_deref())
-            .bind(now)
             .bind(project)
             .bind(path)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-            if blob.is_none() {
-                sqlx::query(
-                    "DELETE FROM managed_files WHERE project_id = $1 AND path = $2 \
-                     AND state = 'deleted_pending'",
-                )
-                .bind(project)
-                .bind(path)
-                .execute(&mut *tx)
-                .await?;
-            }
         }
-        tx.commit().await?;
-        Ok(())
     }
+    Ok(())
 }

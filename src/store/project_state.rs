@@ -258,3 +258,62 @@ pub async fn set_source_in(conn: &mut AnyConnection, id: i64, source: Option<&st
         .await?;
     Ok(())
 }
+
+/// How graft's PR ended.
+pub enum PullRequestEnd<'a> {
+    /// Merged: what landed is settled by a reconcile queued with it.
+    Merged {
+        reconcile: &'a crate::store::jobs::NewJob,
+    },
+    /// Closed unmerged: what the repository has, per managed path.
+    Closed {
+        in_repository: &'a [(String, Option<String>)],
+    },
+}
+
+impl Store {
+    /// Records the end of graft's PR in one transaction: the PR fields and
+    /// the branch state cleared, the status (`success` after a merge,
+    /// `idle` and auto-sync held after a close), the files, the audit
+    /// event and, after a merge, the reconcile. A crash leaves all or none.
+    pub async fn record_pull_request_end(
+        &self,
+        id: i64,
+        end: PullRequestEnd<'_>,
+        event: &crate::store::audit::NewEvent<'_>,
+        now: i64,
+    ) -> Result<()> {
+        let (status, held) = match &end {
+            PullRequestEnd::Merged { .. } => ("success", 0),
+            PullRequestEnd::Closed { .. } => ("idle", 1),
+        };
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE projects SET pull_request_number = NULL, pull_request_url = NULL, \
+             status_comment_id = NULL, sync_branch_shared = 0, sync_branch_sha = NULL, \
+             last_changes = NULL, sync_error = NULL, \
+             status_before_pause = CASE WHEN paused = 1 THEN $1 ELSE status_before_pause END, \
+             error_before_pause = CASE WHEN paused = 1 THEN NULL ELSE error_before_pause END, \
+             sync_status = CASE WHEN paused = 1 THEN 'paused' ELSE $1 END, \
+             auto_sync_held = CASE WHEN $2 = 1 THEN 1 ELSE auto_sync_held END, \
+             updated_at = $3 WHERE id = $4",
+        )
+        .bind(status)
+        .bind(held)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        match end {
+            PullRequestEnd::Merged { reconcile } => {
+                crate::store::jobs::enqueue_in(&mut tx, reconcile, now).await?;
+            }
+            PullRequestEnd::Closed { in_repository } => {
+                crate::store::files::record_unlanded_in(&mut tx, id, in_repository, now).await?;
+            }
+        }
+        crate::store::audit::record_event_in(&mut tx, event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -12,7 +12,7 @@ use crate::git::read;
 use crate::store::audit::NewEvent;
 use crate::store::files::FileState;
 use crate::store::now_ms;
-use crate::store::projects::SyncStatus;
+use crate::store::project_state::PullRequestEnd;
 
 use super::errors::SyncError;
 use super::publish::{self, CommentContent};
@@ -179,13 +179,15 @@ pub async fn pull_request_closed(
         // What landed (deletions included) is settled by the reconcile
         // queued below, against the merge commit: a deletion made after
         // graft's last push did not land and stays pending.
-        store.set_pull_request(project_id, None, None, now).await?;
-        store.set_sync_branch_state(project_id, None, false).await?;
+        // The merge moved the target: a reconcile brings the recorded head
+        // up to date.
+        let reconcile = schedule::reconcile_job(project_id, "pull request merged", now);
         store
-            .set_sync_status(project_id, SyncStatus::Success, None, now)
-            .await?;
-        store
-            .record_event(
+            .record_pull_request_end(
+                project_id,
+                PullRequestEnd::Merged {
+                    reconcile: &reconcile,
+                },
                 &NewEvent {
                     project_id: Some(project_id),
                     actor: "forge",
@@ -198,8 +200,6 @@ pub async fn pull_request_closed(
                 now,
             )
             .await?;
-        // The merge moved the target: bring the recorded head up to date.
-        schedule::enqueue_reconcile(store, project_id, "pull request merged", now).await?;
         state.job_wake.notify_waiters();
         return Ok(());
     }
@@ -225,16 +225,11 @@ pub async fn pull_request_closed(
         })
         .count();
     store
-        .record_unlanded(project_id, &in_repository, now)
-        .await?;
-    store.set_pull_request(project_id, None, None, now).await?;
-    store.set_sync_branch_state(project_id, None, false).await?;
-    store
-        .set_sync_status(project_id, SyncStatus::Idle, None, now)
-        .await?;
-    store.set_auto_sync_held(project_id, true, now).await?;
-    store
-        .record_event(
+        .record_pull_request_end(
+            project_id,
+            PullRequestEnd::Closed {
+                in_repository: &in_repository,
+            },
             &NewEvent {
                 project_id: Some(project_id),
                 actor: "forge",

@@ -143,6 +143,15 @@ pub async fn enqueue_sync_in(
     )))
 }
 
+/// A reconcile of one project (coalesced like syncs).
+pub fn reconcile_job(project: i64, reason: &str, now: i64) -> NewJob {
+    NewJob {
+        project_id: Some(project),
+        dedupe_key: Some(format!("reconcile:project:{project}")),
+        ..NewJob::new(RECONCILE_JOB, serde_json::json!({ "reason": reason }), now)
+    }
+}
+
 /// Queues a reconcile of one project (coalesced like syncs).
 pub async fn enqueue_reconcile(
     store: &Store,
@@ -150,12 +159,9 @@ pub async fn enqueue_reconcile(
     reason: &str,
     now: i64,
 ) -> Result<Option<i64>> {
-    let job = NewJob {
-        project_id: Some(project),
-        dedupe_key: Some(format!("reconcile:project:{project}")),
-        ..NewJob::new(RECONCILE_JOB, serde_json::json!({ "reason": reason }), now)
-    };
-    store.enqueue(&job, now).await
+    store
+        .enqueue(&reconcile_job(project, reason, now), now)
+        .await
 }
 
 /// The broader of two requests for the same project.
