@@ -221,5 +221,11 @@ fn gitlab_unhandled_kinds_are_ignored() {
         Parsed::Ignored { .. }
     ));
     assert!(gitlab::is_bot_username("project_42_bot_3f2a"));
+    assert!(gitlab::is_bot_username("project_42_bot"));
+    assert!(gitlab::is_bot_username("group_7_bot_b41e"));
+    assert!(gitlab::is_bot_username("service_account_group_7_9f2c"));
     assert!(!gitlab::is_bot_username("robot-ann"));
+    // People whose names merely look alike are people.
+    assert!(!gitlab::is_bot_username("project_botanist"));
+    assert!(!gitlab::is_bot_username("group_lead_bot"));
 }

@@ -31,9 +31,19 @@ struct User {
 
 /// GitLab marks project/group access-token users only by their generated
 /// username (`project_<id>_bot_<hash>`, `group_<id>_bot_<hash>`).
+/// GitLab's own bot users, by the usernames GitLab gives them: project and
+/// group access tokens (`project_42_bot`, `group_7_bot_3f2a…`) and service
+/// accounts (`service_account_…`). Hook payloads carry no bot flag.
 pub fn is_bot_username(username: &str) -> bool {
-    (username.starts_with("project_") || username.starts_with("group_"))
-        && username.contains("_bot")
+    if username.starts_with("service_account_") {
+        return true;
+    }
+    let mut parts = username.split('_');
+    matches!(parts.next(), Some("project" | "group"))
+        && parts
+            .next()
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        && parts.next() == Some("bot")
 }
 
 impl From<User> for Actor {
