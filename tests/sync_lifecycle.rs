@@ -14,19 +14,25 @@ use support::sync::{event_kinds, github_project, input, put, put_quietly, settle
 const REPO: &str = "acme/infra";
 const INSTALLATION: i64 = 77;
 
-/// Queues an automatic sync due a moment from now (as if queued before
-/// whatever the test does next), and waits until it ran.
+/// Queues an automatic sync (as if queued before whatever `then` does),
+/// held back until `then` is done, and waits until it ran.
 async fn automatic_sync_queued_earlier(h: &Harness, project: i64, then: impl AsyncFnOnce()) {
-    let due = now_ms() + 500;
+    let held = now_ms() + 3_600_000;
     let id = schedule::enqueue_sync(
         &h.app.store,
         project,
         &SyncRequest::automatic(Scope::All, "test"),
-        due,
+        held,
     )
     .await
     .unwrap();
     then().await;
+    sqlx::query("UPDATE jobs SET run_at = $1 WHERE id = $2")
+        .bind(now_ms())
+        .bind(id)
+        .execute(h.app.store.pool())
+        .await
+        .unwrap();
     h.app.state.job_wake.notify_waiters();
     h.wait_for("the queued sync ran", || async {
         let job = h.app.store.job(id).await.unwrap()?;

@@ -47,18 +47,24 @@ pub async fn sync_now(h: &Harness, project: i64, force: bool) {
 }
 
 /// Waits until the project is in `status` with no job queued or running.
+/// The project is read between two looks at the queue that both find it
+/// idle, so it holds every write of the jobs that ran.
 pub async fn settled(h: &Harness, project: i64, status: SyncStatus) -> Project {
-    h.wait_for(&format!("project {project} {status:?}"), || async {
-        let p = h.app.store.require_project(project).await.unwrap();
-        let busy = h
-            .app
+    let idle = || async {
+        !h.app
             .store
             .job_counts()
             .await
             .unwrap()
             .iter()
-            .any(|(s, n)| (s == "queued" || s == "running") && *n > 0);
-        (p.sync_status == status && !busy).then_some(p)
+            .any(|(s, n)| (s == "queued" || s == "running") && *n > 0)
+    };
+    h.wait_for(&format!("project {project} {status:?}"), || async {
+        if !idle().await {
+            return None;
+        }
+        let p = h.app.store.require_project(project).await.unwrap();
+        (p.sync_status == status && idle().await).then_some(p)
     })
     .await
 }
