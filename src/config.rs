@@ -332,8 +332,8 @@ pub struct ServeArgs {
     pub workers: usize,
 
     /// Days to keep finished jobs and handled webhook deliveries (whose
-    /// payloads can be large); 0 keeps them for ever. The audit log is
-    /// always kept.
+    /// payloads can be large), and repository mirrors no sync has fetched;
+    /// 0 keeps them for ever. The audit log is always kept.
     #[arg(long, env = "GRAFT_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u64,
 }

@@ -1,12 +1,13 @@
 //! Retention: finished jobs and handled webhook deliveries are forgotten
 //! after `GRAFT_RETENTION_DAYS`, so the queue tables (and the delivery
-//! payloads of up to 25 MiB each) do not grow for ever. The audit log is
-//! kept.
+//! payloads of up to 25 MiB each) do not grow for ever; so are repository
+//! mirrors no sync has fetched for as long. The audit log is kept.
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::git::mirror::MirrorCache;
 use crate::store::{Store, now_ms};
 
 /// How often the tables are pruned.
@@ -29,12 +30,37 @@ pub async fn prune(store: &Store, days: u64) -> crate::store::Result<(u64, u64)>
     ))
 }
 
+/// Removes the mirrors unused for `days`; returns how many went.
+pub async fn prune_mirrors(mirrors: &MirrorCache, days: u64) -> std::io::Result<usize> {
+    let Some(before) = cutoff(now_ms(), days) else {
+        return Ok(0);
+    };
+    let before =
+        std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(before).unwrap_or_default());
+    let mirrors = mirrors.clone();
+    tokio::task::spawn_blocking(move || mirrors.prune_unused(before))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 /// Prunes at start and then every hour, until `shutdown` turns true.
-pub async fn run(store: Store, days: u64, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    store: Store,
+    mirrors: MirrorCache,
+    days: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
     if days == 0 {
         return;
     }
     loop {
+        match prune_mirrors(&mirrors, days).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(removed, days, "retention: removed mirrors no sync has used")
+            }
+            Err(e) => tracing::warn!(error = %e, "retention: could not prune mirrors"),
+        }
         match prune(&store, days).await {
             Ok((0, 0)) => {}
             Ok((jobs, deliveries)) => {

@@ -136,6 +136,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     );
     let retention = tokio::spawn(crate::retention::run(
         store.clone(),
+        state.mirrors.clone(),
         args.retention_days,
         stop_rx_for_poll.clone(),
     ));

@@ -315,6 +315,44 @@ async fn fetches_are_incremental() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_keeps_its_mirror_from_retention_and_a_pruned_one_is_cloned_again() {
+    let world = World::new().await;
+    let head = world
+        .host
+        .commit(REPO, "main", &[("a.txt", Some(b"a\n"))], "first");
+    let (mirror, _) = world.fetch().await;
+    let path = mirror.path.clone();
+    drop(mirror);
+    let day = std::time::Duration::from_secs(86_400);
+    let lock = path.with_extension("lock");
+    let age = |ago: std::time::Duration| {
+        std::fs::File::options()
+            .write(true)
+            .open(&lock)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - ago)
+            .unwrap();
+    };
+    let cutoff = std::time::SystemTime::now() - 30 * day;
+
+    // Last used 40 days ago, then fetched: in use again, so kept.
+    age(40 * day);
+    let (mirror, again) = world.fetch().await;
+    assert!(!again.created);
+    drop(mirror);
+    assert_eq!(world.cache.prune_unused(cutoff).unwrap(), 0);
+    assert!(path.is_dir());
+
+    // Left alone for 40 days: removed; the next fetch clones afresh.
+    age(40 * day);
+    assert_eq!(world.cache.prune_unused(cutoff).unwrap(), 1);
+    assert!(!path.exists());
+    let (_mirror, fresh) = world.fetch().await;
+    assert!(fresh.created);
+    assert_eq!(fresh.heads["main"].to_string(), head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_remote_branches_disappear_from_the_mirror() {
     let world = World::new().await;
     world.host.commit(REPO, "main", &[("a", Some(b"a"))], "a");

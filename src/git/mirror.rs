@@ -95,6 +95,59 @@ impl MirrorCache {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// Removes the mirrors no fetch has used since `before` (a repository
+    /// whose projects are gone or idle), so the volume does not fill with
+    /// clones nobody needs; the next sync of such a repository clones it
+    /// afresh. A mirror in use, here or in another process, is skipped.
+    /// The lock file stays: deleting it could let two processes each lock
+    /// a different file for the same mirror. Blocking.
+    pub fn prune_unused(&self, before: std::time::SystemTime) -> std::io::Result<usize> {
+        let entries = match std::fs::read_dir(self.root.join("mirrors")) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let lock_path = entry.path();
+            let mirror = lock_path.with_extension("git");
+            if lock_path.extension().is_none_or(|e| e != "lock") || !mirror.is_dir() {
+                continue;
+            }
+            if last_used(&lock_path)? >= before {
+                continue;
+            }
+            let in_process = {
+                let locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+                locks.get(&mirror).cloned()
+            };
+            let _here = match &in_process {
+                Some(lock) => match lock.try_lock() {
+                    Ok(guard) => Some(guard),
+                    Err(_) => continue,
+                },
+                None => None,
+            };
+            let file = std::fs::OpenOptions::new().write(true).open(&lock_path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => continue,
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+            // A fetch may have finished between the first look and the lock.
+            if last_used(&lock_path)? >= before {
+                continue;
+            }
+            std::fs::remove_dir_all(&mirror)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+fn last_used(lock_path: &Path) -> std::io::Result<std::time::SystemTime> {
+    std::fs::metadata(lock_path)?.modified()
 }
 
 impl Mirror {
@@ -125,6 +178,11 @@ pub fn fetch_path(path: &Path, url: &str, auth: &GitAuth) -> Result<FetchOutcome
             .open(path.with_extension("lock"))
             .map_err(local)?;
         lock_file.lock().map_err(local)?;
+        // The lock file's time says when the mirror was last used, for
+        // `MirrorCache::prune_unused`.
+        lock_file
+            .set_modified(std::time::SystemTime::now())
+            .map_err(local)?;
         let created = ensure_sound(path)?;
         let marker = path.join(IN_PROGRESS);
         std::fs::write(&marker, b"").map_err(local)?;
@@ -361,5 +419,54 @@ mod tests {
             GitError::Network(_)
         ));
         assert!(matches!(classify_fetch_error("weird"), GitError::Other(_)));
+    }
+
+    /// A mirror as a fetch leaves it: the bare repository and its lock
+    /// file, last used `age` ago.
+    fn mirror_used_ago(cache: &MirrorCache, key: &str, age: std::time::Duration) -> PathBuf {
+        let path = cache.path_for(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        gix::init_bare(&path).unwrap();
+        let lock = std::fs::File::create(path.with_extension("lock")).unwrap();
+        lock.set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn mirrors_unused_for_long_are_removed_unless_in_use() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = MirrorCache::new(root.path());
+        let day = std::time::Duration::from_secs(86_400);
+        let idle = mirror_used_ago(&cache, "github/acme/idle", 40 * day);
+        let recent = mirror_used_ago(&cache, "github/acme/recent", day);
+        let fetching_elsewhere = mirror_used_ago(&cache, "github/acme/other", 40 * day);
+        let in_use_here = mirror_used_ago(&cache, "github/acme/here", 40 * day);
+        // Another process fetching holds the file lock...
+        let other = std::fs::OpenOptions::new()
+            .write(true)
+            .open(fetching_elsewhere.with_extension("lock"))
+            .unwrap();
+        other.lock().unwrap();
+        // ...and a job of this process holds the mirror.
+        let held = cache.lock("github/acme/here").await;
+
+        let cutoff = std::time::SystemTime::now() - 30 * day;
+        assert_eq!(cache.prune_unused(cutoff).unwrap(), 1);
+        assert!(!idle.exists(), "an idle mirror goes");
+        assert!(idle.with_extension("lock").exists(), "its lock file stays");
+        assert!(recent.is_dir() && fetching_elsewhere.is_dir() && in_use_here.is_dir());
+
+        drop(held);
+        other.unlock().unwrap();
+        assert_eq!(cache.prune_unused(cutoff).unwrap(), 2);
+        assert!(recent.is_dir());
+        // Nothing left to do, and no mirrors folder at all is fine too.
+        assert_eq!(cache.prune_unused(cutoff).unwrap(), 0);
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(
+            MirrorCache::new(empty.path()).prune_unused(cutoff).unwrap(),
+            0
+        );
     }
 }
