@@ -35,6 +35,8 @@ pub struct TestDb {
     pub url: String,
     pub backend: Backend,
     _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL schema and the database it lives in.
+    schema: Option<(String, String)>,
 }
 
 impl TestDb {
@@ -49,6 +51,7 @@ impl TestDb {
                     url,
                     backend,
                     _dir: Some(dir),
+                    schema: None,
                 })
             }
             Backend::Postgres => {
@@ -76,13 +79,43 @@ impl TestDb {
                     url,
                     backend,
                     _dir: None,
+                    schema: Some((schema, base)),
                 })
             }
         }
     }
 
+    /// What to drop once the test has passed; see [`SchemaCleanup`].
+    pub fn cleanup(&self) -> SchemaCleanup {
+        SchemaCleanup(self.schema.clone())
+    }
+
     pub async fn store(&self) -> Store {
         Store::open(&self.url).await.expect("open test store")
+    }
+}
+
+/// Drops the PostgreSQL schema of a test that passed (a failed one keeps
+/// it, to look at), so local runs do not pile schemas up. Best effort and
+/// bounded: a connection some test left busy only means the schema stays.
+pub struct SchemaCleanup(Option<(String, String)>);
+
+impl SchemaCleanup {
+    pub async fn run(self) {
+        use sqlx::Connection;
+        let Some((schema, base)) = self.0 else {
+            return;
+        };
+        let Ok(mut admin) = sqlx::AnyConnection::connect(&base).await else {
+            return;
+        };
+        let _ = (&mut admin).execute("SET lock_timeout = '5s'").await;
+        let _ = (&mut admin)
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE"
+            )))
+            .await;
+        let _ = admin.close().await;
     }
 }
 
@@ -101,7 +134,9 @@ macro_rules! both_backends {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 if let Some(db) = $crate::support::TestDb::new($crate::support::Backend::Postgres).await {
+                    let cleanup = db.cleanup();
                     super::$name(db).await;
+                    cleanup.run().await;
                 }
             }
         }
