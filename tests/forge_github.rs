@@ -966,3 +966,68 @@ async fn nonconforming_requests_are_flagged() {
     }
     assert_eq!(fake.violations().len(), 4);
 }
+
+/// The GraphQL half: a mutation GitHub's schema would reject is flagged and
+/// answered with `errors`, and graft's own mutations pass.
+#[tokio::test]
+async fn nonconforming_graphql_is_flagged() {
+    let fake = FakeGithub::start().await;
+    let http = reqwest::Client::new();
+    let id = serde_json::json!({"id": "PR_1_1"});
+    let cases = [
+        (
+            "mutation($id: ID!) { enablePullRequestAutoMerge(input: {pullRequestId: $id, mergeMethod: SQUISH}) { pullRequest { number } } }",
+            id.clone(),
+            "SQUISH",
+        ),
+        (
+            "mutation($id: ID!) { enablePullRequestAutoMerge(input: {mergeMethod: MERGE}) { pullRequest { number } } }",
+            id.clone(),
+            "pullRequestId",
+        ),
+        (
+            "mutation($id: ID!) { enablePullRequestAutoMerge(input: {pullRequestId: $id}) { pullRequest { title } } }",
+            id.clone(),
+            "title",
+        ),
+        (
+            "mutation($id: ID!) { disablePullRequestAutoMerge(input: {pullRequestId: $id}) { pullRequest { number } } }",
+            serde_json::json!({}),
+            "id",
+        ),
+        (
+            "mutation($id: ID!) { disablePullRequestAutoMerge(input: {pullRequestId: $id}) { pullRequest { number } } }",
+            serde_json::json!({"id": "PR_1_1", "extra": 1}),
+            "extra",
+        ),
+    ];
+    for (n, (query, variables, expected)) in cases.into_iter().enumerate() {
+        let response = http
+            .post(format!("{}/graphql", fake.api_url))
+            .json(&serde_json::json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GitHub answers GraphQL with 200");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(body["errors"][0]["message"].is_string(), "{body}");
+        let violations = fake.violations();
+        assert_eq!(violations.len(), n + 1, "{violations:?}");
+        assert!(
+            violations[n].contains(expected),
+            "case {n}: {}",
+            violations[n]
+        );
+    }
+    for query in [
+        graft::forge::github::ENABLE_AUTO_MERGE,
+        graft::forge::github::DISABLE_AUTO_MERGE,
+    ] {
+        assert_eq!(
+            support::fake_github::graphql_conformance::check(
+                &serde_json::json!({"query": query, "variables": {"id": "PR_1_1"}})
+            ),
+            Ok(())
+        );
+    }
+}

@@ -197,7 +197,7 @@ impl Harness {
         let violations = self.github.violations();
         assert!(
             violations.is_empty(),
-            "requests that do not match GitHub's OpenAPI description: {violations:#?}"
+            "requests that do not match GitHub's OpenAPI description or GraphQL schema: {violations:#?}"
         );
     }
 }

@@ -1,5 +1,6 @@
 //! The GraphQL mutations graft sends: `enablePullRequestAutoMerge` and
-//! `disablePullRequestAutoMerge`.
+//! `disablePullRequestAutoMerge`, checked against GitHub's schema first
+//! (`graphql_conformance`).
 //! Like GitHub, it refuses a PR with nothing pending ("clean status") and a
 //! repository without "Allow auto-merge".
 
@@ -22,6 +23,18 @@ fn graphql_error(message: &str) -> Response {
 
 pub(super) fn handle(fake: &FakeGithub, headers: &HeaderMap, body: Option<Value>) -> Response {
     let body = body.unwrap_or(Value::Null);
+    if let Err(violation) = super::graphql_conformance::check(&body) {
+        fake.state
+            .lock()
+            .unwrap()
+            .violations
+            .push(violation.clone());
+        // GitHub answers a query its schema rejects with 200 and `errors`.
+        return json_response(
+            StatusCode::OK,
+            json!({"errors": [{"message": format!("fake GitHub: {violation}")}]}),
+        );
+    }
     let query = body["query"].as_str().unwrap_or_default();
     let disable = query.contains("disablePullRequestAutoMerge");
     if !disable && !query.contains("enablePullRequestAutoMerge") {

@@ -9,6 +9,7 @@
 mod api;
 pub mod conformance;
 mod graphql;
+pub mod graphql_conformance;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
