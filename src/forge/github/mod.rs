@@ -166,6 +166,17 @@ struct GraphqlError {
     message: String,
 }
 
+impl GraphqlResponse {
+    /// Every error message, joined.
+    fn messages(&self) -> String {
+        self.errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 /// The GraphQL mutations (REST has no auto-merge); public so the tests can
 /// check them against GitHub's schema.
 pub const DISABLE_AUTO_MERGE: &str = "mutation($id: ID!) { disablePullRequestAutoMerge(input: {pullRequestId: $id}) { pullRequest { number } } }";
@@ -340,25 +351,10 @@ impl GithubRepo {
     }
 
     pub async fn enable_auto_merge(&self, number: i64) -> Result<AutoMerge> {
-        let what = "enabling auto-merge";
         let pr = self.pull_json(number).await?;
-        let node_id = pr.node_id.clone().ok_or_else(|| ForgeError::Unexpected {
-            forge: GITHUB,
-            message: "the pull request has no node_id".into(),
-        })?;
-        let body = json!({"query": ENABLE_AUTO_MERGE, "variables": {"id": node_id}});
-        let response = self
-            .app
-            .installation_call(
-                Api::Graphql,
-                self.installation,
-                what,
-                Method::POST,
-                "/graphql",
-                Some(&body),
-            )
+        let answer = self
+            .mutate_pull("enabling auto-merge", ENABLE_AUTO_MERGE, &pr)
             .await?;
-        let answer: GraphqlResponse = decode(&response, what)?;
         let enabled = answer
             .data
             .as_ref()
@@ -367,12 +363,7 @@ impl GithubRepo {
         if enabled && answer.errors.is_empty() {
             return Ok(AutoMerge::Enabled);
         }
-        let message = answer
-            .errors
-            .iter()
-            .map(|e| e.message.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
+        let message = answer.messages();
         if message.to_lowercase().contains("clean status") {
             // Nothing to wait for: merge now.
             let uri = self.path(&format!("/pulls/{number}/merge"));
@@ -394,13 +385,34 @@ impl GithubRepo {
 
     /// Turns off auto-merge on an open pull request (a no-op if it was off).
     pub async fn disable_auto_merge(&self, number: i64) -> Result<()> {
-        let what = "disabling auto-merge";
         let pr = self.pull_json(number).await?;
+        let answer = self
+            .mutate_pull("disabling auto-merge", DISABLE_AUTO_MERGE, &pr)
+            .await?;
+        if answer.errors.is_empty() {
+            return Ok(());
+        }
+        Err(ForgeError::Validation {
+            forge: GITHUB,
+            message: format!(
+                "disabling auto-merge refused: {}",
+                short(&answer.messages())
+            ),
+        })
+    }
+
+    /// Runs a GraphQL mutation whose only variable `$id` is the PR's node.
+    async fn mutate_pull(
+        &self,
+        what: &'static str,
+        mutation: &str,
+        pr: &PullJson,
+    ) -> Result<GraphqlResponse> {
         let node_id = pr.node_id.clone().ok_or_else(|| ForgeError::Unexpected {
             forge: GITHUB,
             message: "the pull request has no node_id".into(),
         })?;
-        let body = json!({"query": DISABLE_AUTO_MERGE, "variables": {"id": node_id}});
+        let body = json!({"query": mutation, "variables": {"id": node_id}});
         let response = self
             .app
             .installation_call(
@@ -412,20 +424,7 @@ impl GithubRepo {
                 Some(&body),
             )
             .await?;
-        let answer: GraphqlResponse = decode(&response, what)?;
-        if answer.errors.is_empty() {
-            return Ok(());
-        }
-        let message = answer
-            .errors
-            .iter()
-            .map(|e| e.message.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        Err(ForgeError::Validation {
-            forge: GITHUB,
-            message: format!("disabling auto-merge refused: {}", short(&message)),
-        })
+        decode(&response, what)
     }
 
     async fn comments(&self, number: i64) -> Result<Vec<CommentJson>> {
