@@ -223,11 +223,36 @@ async fn an_edited_comment_runs_only_its_new_commands(db: TestDb) {
     assert!(first.contains("Did you mean `/graft sync`?"), "{first}");
     reacted(&h, c, &["confused"]).await;
 
+    // Someone else's 😕 is theirs to keep.
+    h.github
+        .state
+        .lock()
+        .unwrap()
+        .reactions
+        .push((9_999, c, "reader".into(), "confused".into()));
+
     // The typo is fixed into another command; status was there before.
     h.github.edit_comment_as(c, "/graft pause\n/graft status");
     let second = reply(&h, n, 2).await;
     insta::assert_snapshot!("github_edit", second);
     reacted(&h, c, &["+1"]).await;
+    let mut now = h.github.reactions(c);
+    now.sort();
+    assert_eq!(
+        now,
+        [
+            (
+                support::fake_github::BOT_LOGIN.to_string(),
+                "+1".to_string()
+            ),
+            (
+                support::fake_github::BOT_LOGIN.to_string(),
+                "eyes".to_string()
+            ),
+            ("reader".to_string(), "confused".to_string()),
+        ],
+        "graft took back its own earlier 😕, and only that"
+    );
     settled(&h, p.id, SyncStatus::Paused).await;
     let rows = count(
         &h,

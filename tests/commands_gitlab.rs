@@ -128,6 +128,24 @@ async fn developers_run_commands_and_reporters_are_refused(db: TestDb) {
     h.stop().await;
 }
 
+async fn an_edit_takes_back_the_earlier_verdict(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let note = h.comment_on_gitlab(s.gitlab_id, s.iid, "dev", "/graft pause");
+    reply(&h, &s, 1).await;
+    awarded(&h, note, &["thumbsup"]).await;
+
+    // The edit adds a command that fails: 👍 no longer holds.
+    h.gitlab.edit_note_as(note, "/graft pause\n/graft snyc");
+    let second = reply(&h, &s, 2).await;
+    assert!(second.contains("Did you mean `/graft sync`?"), "{second}");
+    awarded(&h, note, &["confused"]).await;
+    let mut now: Vec<String> = h.gitlab.awards(note).into_iter().map(|(_, n)| n).collect();
+    now.sort();
+    assert_eq!(now, ["confused", "eyes"]);
+    h.stop().await;
+}
+
 async fn an_edited_note_runs_only_its_new_commands(db: TestDb) {
     let h = Harness::start(&db).await;
     let s = managed_mr(&h).await;
@@ -663,6 +681,7 @@ async fn reporters_may_not_run_any_state_changing_command(db: TestDb) {
 
 both_backends!(
     a_command_removed_and_written_back_runs_again,
+    an_edit_takes_back_the_earlier_verdict,
     an_edit_hook_without_an_action_runs_only_new_commands,
     developers_run_commands_and_reporters_are_refused,
     an_edited_note_runs_only_its_new_commands,

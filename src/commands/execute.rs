@@ -137,16 +137,21 @@ pub async fn run(state: &AppState, job: &Job) -> Result<(), JobError> {
         .await
         .map_err(store_error)?;
     let done = reply::all_done(&outcomes);
-    react(
-        &client,
-        &command_job,
-        if done {
-            Reaction::ThumbsUp
-        } else {
-            Reaction::Confused
-        },
-    )
-    .await;
+    let (verdict, stale) = if done {
+        (Reaction::ThumbsUp, Reaction::Confused)
+    } else {
+        (Reaction::Confused, Reaction::ThumbsUp)
+    };
+    if command_job.edited {
+        // The run before the edit may have ended the other way.
+        if let Err(e) = client
+            .unreact(command_job.number, command_job.comment_id, stale)
+            .await
+        {
+            warn!(comment = command_job.comment_id, error = %e, "could not take back an earlier reaction");
+        }
+    }
+    react(&client, &command_job, verdict).await;
     info!(
         project = project.id,
         comment = command_job.comment_id,

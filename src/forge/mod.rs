@@ -241,6 +241,11 @@ impl RepoClient {
         dispatch!(self, c => c.react(number, comment_id, reaction).await)
     }
 
+    /// Takes back graft's own `reaction` on comment `comment_id`.
+    pub async fn unreact(&self, number: i64, comment_id: i64, reaction: Reaction) -> Result<()> {
+        dispatch!(self, c => c.unreact(number, comment_id, reaction).await)
+    }
+
     pub async fn report_check(&self, report: &CheckReport) -> Result<()> {
         dispatch!(self, c => c.report_check(report).await)
     }

@@ -13,6 +13,7 @@
 pub mod app;
 mod errors;
 pub mod manifest;
+pub mod reactions;
 
 use std::sync::Arc;
 
@@ -28,8 +29,8 @@ use super::http::{RawResponse, next_link_within};
 use super::sticky::{self, CommentInfo};
 use super::{
     AutoMerge, CHECK_NAME, CheckConclusion, CheckReport, CommentRef, GitCredentials,
-    NewPullRequest, Permission, PullRequest, PullRequestState, PullRequestUpdate, Reaction,
-    RepoInfo, Result, UserRef,
+    NewPullRequest, Permission, PullRequest, PullRequestState, PullRequestUpdate, RepoInfo, Result,
+    UserRef,
 };
 
 const GITHUB: ForgeKind = ForgeKind::Github;
@@ -55,19 +56,6 @@ pub fn permission_from_github(role_name: Option<&str>, permission: &str) -> Perm
         .and_then(level)
         .or_else(|| level(permission))
         .unwrap_or(Permission::None)
-}
-
-pub fn reaction_content(reaction: Reaction) -> &'static str {
-    match reaction {
-        Reaction::Eyes => "eyes",
-        Reaction::ThumbsUp => "+1",
-        Reaction::ThumbsDown => "-1",
-        Reaction::Confused => "confused",
-        Reaction::Rocket => "rocket",
-        Reaction::Heart => "heart",
-        Reaction::Hooray => "hooray",
-        Reaction::Laugh => "laugh",
-    }
 }
 
 #[derive(Deserialize)]
@@ -515,14 +503,6 @@ impl GithubRepo {
 
     pub async fn reply(&self, number: i64, body: &str) -> Result<CommentRef> {
         self.create_comment(number, body).await
-    }
-
-    pub async fn react(&self, _number: i64, comment_id: i64, reaction: Reaction) -> Result<()> {
-        let uri = self.path(&format!("/issues/comments/{comment_id}/reactions"));
-        let body = json!({"content": reaction_content(reaction)});
-        self.call("adding a reaction", Method::POST, &uri, Some(&body))
-            .await
-            .map(|_| ())
     }
 
     pub async fn report_check(&self, report: &CheckReport) -> Result<()> {

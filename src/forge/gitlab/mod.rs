@@ -116,6 +116,13 @@ struct AuthorJson {
 }
 
 #[derive(Deserialize)]
+struct AwardJson {
+    id: i64,
+    name: String,
+    user: Option<AuthorJson>,
+}
+
+#[derive(Deserialize)]
 struct MemberJson {
     access_level: i64,
 }
@@ -432,6 +439,34 @@ impl GitlabRepo {
             Err(ForgeError::Validation { message, .. }) if message.contains("already") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Takes back graft's own award `reaction` on the note; others' stay,
+    /// and none there is nothing to do.
+    pub async fn unreact(&self, number: i64, comment_id: i64, reaction: Reaction) -> Result<()> {
+        let bot = self.client.current_user().await?.username;
+        let rest = format!("/merge_requests/{number}/notes/{comment_id}/award_emoji");
+        let uri = self.url(&format!("{rest}?per_page=100")).await?;
+        let awards: Vec<AwardJson> = self.client.get_all("listing award emoji", &uri).await?;
+        let name = award_name(reaction);
+        let own = awards
+            .iter()
+            .filter(|a| a.name == name && a.user.as_ref().is_some_and(|u| u.username == bot));
+        for award in own {
+            match self
+                .call(
+                    "removing an award emoji",
+                    Method::DELETE,
+                    &format!("{rest}/{}", award.id),
+                    None,
+                )
+                .await
+            {
+                Ok(_) | Err(ForgeError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     pub async fn report_check(&self, report: &CheckReport) -> Result<()> {

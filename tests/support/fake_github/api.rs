@@ -557,12 +557,12 @@ fn repo_route(
         ("GET", ["issues", "comments", id, "reactions"]) => {
             let state = fake.state.lock().unwrap();
             let id: i64 = id.parse().unwrap_or(-1);
+            let content = query.get("content");
             let items = state
                 .reactions
                 .iter()
-                .enumerate()
-                .filter(|(_, r)| r.0 == id)
-                .map(|(i, r)| json!({"id": i, "content": r.2, "user": state.user_json(&r.1)}))
+                .filter(|r| r.1 == id && content.is_none_or(|c| *c == r.3))
+                .map(|r| json!({"id": r.0, "content": r.3, "user": state.user_json(&r.2)}))
                 .collect();
             paginate(
                 items,
@@ -588,24 +588,40 @@ fn repo_route(
             if !state.comments.iter().any(|c| c.id == id && c.repo == repo) {
                 return not_found();
             }
-            let exists = state
+            // GitHub answers 200 with the existing reaction, 201 for a new one.
+            let existing = state
                 .reactions
                 .iter()
-                .any(|r| r.0 == id && r.1 == BOT_LOGIN && r.2 == content);
-            if !exists {
-                state
-                    .reactions
-                    .push((id, BOT_LOGIN.to_string(), content.clone()));
-            }
-            let status = if exists {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
+                .find(|r| r.1 == id && r.2 == BOT_LOGIN && r.3 == content)
+                .map(|r| r.0);
+            let (status, reaction_id) = match existing {
+                Some(reaction_id) => (StatusCode::OK, reaction_id),
+                None => {
+                    let reaction_id = state.id();
+                    state
+                        .reactions
+                        .push((reaction_id, id, BOT_LOGIN.to_string(), content.clone()));
+                    (StatusCode::CREATED, reaction_id)
+                }
             };
             json_response(
                 status,
-                json!({"id": id, "content": content, "user": state.user_json(BOT_LOGIN)}),
+                json!({"id": reaction_id, "content": content, "user": state.user_json(BOT_LOGIN)}),
             )
+        }
+        ("DELETE", ["issues", "comments", id, "reactions", reaction_id]) => {
+            let id: i64 = id.parse().unwrap_or(-1);
+            let reaction_id: i64 = reaction_id.parse().unwrap_or(-1);
+            let mut state = fake.state.lock().unwrap();
+            let before = state.reactions.len();
+            // Only the token's own reactions can be deleted.
+            state
+                .reactions
+                .retain(|r| !(r.0 == reaction_id && r.1 == id && r.2 == BOT_LOGIN));
+            if state.reactions.len() == before {
+                return not_found();
+            }
+            StatusCode::NO_CONTENT.into_response()
         }
         ("POST", ["check-runs"]) => create_check_run(fake, repo, &body),
         ("GET", ["commits", reference, "check-runs"]) => {

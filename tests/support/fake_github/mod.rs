@@ -130,8 +130,8 @@ pub struct State {
     pub roles: HashMap<(String, String), String>,
     pub pulls: Vec<Pull>,
     pub comments: Vec<Comment>,
-    /// (comment id, user, content)
-    pub reactions: Vec<(i64, String, String)>,
+    /// (reaction id, comment id, user, content)
+    pub reactions: Vec<(i64, i64, String, String)>,
     pub check_runs: Vec<CheckRun>,
     pub statuses: Vec<Status>,
     pub next_id: i64,
@@ -446,8 +446,8 @@ impl FakeGithub {
         state
             .reactions
             .iter()
-            .filter(|r| r.0 == comment_id)
-            .map(|r| (r.1.clone(), r.2.clone()))
+            .filter(|r| r.1 == comment_id)
+            .map(|r| (r.2.clone(), r.3.clone()))
             .collect()
     }
 

@@ -413,6 +413,28 @@ fn project_route(
             }
             StatusCode::NO_CONTENT.into_response()
         }
+        ("GET", ["merge_requests", iid, "notes", id, "award_emoji"]) => {
+            let url = list_url(&format!("/merge_requests/{iid}/notes/{id}/award_emoji"));
+            let id: i64 = id.parse().unwrap_or(-1);
+            let state = fake.state.lock().unwrap();
+            if !state
+                .notes
+                .iter()
+                .any(|n| n.id == id && n.project_id == project.id)
+            {
+                return message(StatusCode::NOT_FOUND, "404 Note Not Found");
+            }
+            let items = state
+                .awards
+                .iter()
+                .filter(|a| a.1 == id)
+                .map(|a| {
+                    json!({"id": a.0, "name": a.3, "user": state.user_json(&a.2),
+                                "awardable_id": id, "awardable_type": "Note"})
+                })
+                .collect();
+            paginate(items, query, &url, 20, max, true)
+        }
         ("POST", ["merge_requests", _, "notes", id, "award_emoji"]) => {
             let id: i64 = id.parse().unwrap_or(-1);
             let name = str_field(body, "name").unwrap_or_default().to_string();
@@ -427,7 +449,7 @@ fn project_route(
             if state
                 .awards
                 .iter()
-                .any(|a| a.0 == id && a.1 == user && a.2 == name)
+                .any(|a| a.1 == id && a.2 == user && a.3 == name)
             {
                 // What GitLab says (lib/api/award_emoji.rb: not_found!).
                 return json_response(
@@ -435,11 +457,32 @@ fn project_route(
                     json!({"message": "404 Award Emoji Name has already been taken Not Found"}),
                 );
             }
-            state.awards.push((id, user.to_string(), name.clone()));
+            let award_id = state.id();
+            state
+                .awards
+                .push((award_id, id, user.to_string(), name.clone()));
             json_response(
                 StatusCode::CREATED,
-                json!({"name": name, "user": state.user_json(user)}),
+                json!({"id": award_id, "name": name, "user": state.user_json(user)}),
             )
+        }
+        ("DELETE", ["merge_requests", _, "notes", id, "award_emoji", award_id]) => {
+            let id: i64 = id.parse().unwrap_or(-1);
+            let award_id: i64 = award_id.parse().unwrap_or(-1);
+            let mut state = fake.state.lock().unwrap();
+            let Some(award) = state
+                .awards
+                .iter()
+                .position(|a| a.0 == award_id && a.1 == id)
+            else {
+                return message(StatusCode::NOT_FOUND, "404 Award Emoji Not Found");
+            };
+            // GitLab lets a user take back only their own award.
+            if state.awards[award].2 != user {
+                return message(StatusCode::FORBIDDEN, "403 Forbidden");
+            }
+            state.awards.remove(award);
+            StatusCode::NO_CONTENT.into_response()
         }
         ("POST", ["statuses", sha]) => set_status(fake, project, sha, body, user),
         (_, ["hooks"]) | (_, ["hooks", _]) => {

@@ -88,8 +88,8 @@ pub struct State {
     pub members: HashMap<(i64, i64), i64>,
     pub merge_requests: Vec<MergeRequest>,
     pub notes: Vec<Note>,
-    /// (note id, username, emoji name)
-    pub awards: Vec<(i64, String, String)>,
+    /// (award id, note id, username, emoji name)
+    pub awards: Vec<(i64, i64, String, String)>,
     pub statuses: Vec<CommitStatus>,
     pub next_id: i64,
     pub requests: Vec<Recorded>,
@@ -304,8 +304,8 @@ impl FakeGitlab {
         state
             .awards
             .iter()
-            .filter(|a| a.0 == note)
-            .map(|a| (a.1.clone(), a.2.clone()))
+            .filter(|a| a.1 == note)
+            .map(|a| (a.2.clone(), a.3.clone()))
             .collect()
     }
 
