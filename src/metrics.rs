@@ -166,10 +166,114 @@ impl Metrics {
         }
     }
 
+    /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Content type of [`Metrics::render`].
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of [`to_prometheus_text`].
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether a scraper's `Accept` header asks for OpenMetrics (Prometheus
+/// itself does); anyone else gets the classic text format.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+/// OpenMetrics text → Prometheus text format 0.0.4: a counter family is
+/// named after its `_total` samples in `HELP`/`TYPE`, and the `UNIT` and
+/// `EOF` lines, which the classic format lacks, are dropped. Samples are
+/// the same in both.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let header = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match header {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(format!("{kind}{name}{suffix} {tail}").trim_end());
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_becomes_the_classic_text_format() {
+        let metrics = Metrics::new();
+        metrics
+            .deliveries
+            .get_or_create(&DeliveryLabels {
+                provider: "github".into(),
+                event: "ping".into(),
+                outcome: "queued".into(),
+            })
+            .inc();
+        metrics
+            .jobs
+            .get_or_create(&JobLabels {
+                kind: "sync".into(),
+                outcome: "done".into(),
+            })
+            .observe(0.25);
+        let openmetrics = metrics.render();
+        let classic = to_prometheus_text(&openmetrics);
+        assert!(openmetrics.contains("# TYPE graft_webhook_deliveries counter"));
+        assert!(classic.contains("# TYPE graft_webhook_deliveries_total counter\n"));
+        assert!(classic.contains("# HELP graft_webhook_deliveries_total "));
+        assert!(classic.contains(
+            "graft_webhook_deliveries_total{provider=\"github\",event=\"ping\",outcome=\"queued\"} 1\n"
+        ));
+        // Histograms and gauges keep their names; UNIT and EOF go.
+        assert!(
+            classic.contains("# TYPE graft_job_duration_seconds histogram\n"),
+            "{classic}"
+        );
+        assert!(!classic.contains("# UNIT") && !classic.contains("# EOF"));
+        assert_eq!(
+            classic.lines().count(),
+            openmetrics
+                .lines()
+                .filter(|l| !l.starts_with("# UNIT") && *l != "# EOF")
+                .count()
+        );
+    }
+
+    #[test]
+    fn only_an_openmetrics_accept_gets_openmetrics() {
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )));
+        assert!(!wants_openmetrics(Some("text/plain")));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(None));
     }
 }

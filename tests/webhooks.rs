@@ -750,15 +750,39 @@ async fn metrics_count_deliveries_by_outcome_and_queue_depth(db: TestDb) {
         .send()
         .await
         .unwrap();
-    let text = app
+    let response = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8",
+        "the Prometheus text format unless OpenMetrics is asked for"
+    );
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("# TYPE graft_webhook_deliveries_total counter\n") && !text.contains("# EOF"),
+        "{text}"
+    );
+    let scraper = app
         .http
         .get(app.url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    assert!(
+        scraper.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+    );
+    let openmetrics = scraper.text().await.unwrap();
+    assert!(
+        openmetrics.contains("# TYPE graft_webhook_deliveries counter\n")
+            && openmetrics.ends_with("# EOF\n"),
+        "{openmetrics}"
+    );
     let deliveries = |event: &str, outcome: &str| {
         support::metric_value(
             &text,

@@ -1,11 +1,12 @@
 //! Liveness, readiness and metrics.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::metrics;
 
 pub async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
@@ -30,16 +31,24 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Prometheus text format 0.0.4 by default; OpenMetrics to a scraper that
+/// asks for it in `Accept` (as Prometheus does).
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     match state.store.job_counts().await {
         Ok(counts) => state.metrics.set_queue_depth(&counts),
         Err(e) => tracing::warn!(error = %e, "could not count jobs for /metrics"),
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+    let rendered = state.metrics.render();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if metrics::wants_openmetrics(accept) {
+        (
+            [(header::CONTENT_TYPE, metrics::OPENMETRICS_CONTENT_TYPE)],
+            rendered,
+        )
+    } else {
+        (
+            [(header::CONTENT_TYPE, metrics::PROMETHEUS_CONTENT_TYPE)],
+            metrics::to_prometheus_text(&rendered),
+        )
+    }
 }
