@@ -2,6 +2,11 @@
 //! stored as `v1:iv:authTag:ciphertext` with hex parts. `v1` names the format
 //! version; rotation tells old from new by trying the keys, so a half-finished
 //! rotation is impossible (it runs in one transaction) and a re-run is harmless.
+//!
+//! Plain AES-GCM, no associated data, so any standard implementation (e.g.
+//! Node's `createDecipheriv('aes-256-gcm')` + `setAuthTag`) opens a value
+//! graft sealed and the reverse. Values sealed by earlier builds bound the
+//! prefix `v1` as associated data; `open` still reads those.
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
@@ -9,6 +14,8 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 
 const PREFIX: &str = "v1";
+/// What earlier builds authenticated alongside the ciphertext.
+const LEGACY_ASSOCIATED_DATA: &[u8] = b"v1";
 const IV_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const KEY_LEN: usize = 32;
@@ -86,7 +93,7 @@ impl Key {
         let nonce = Nonce::from(iv);
         let tag = self
             .cipher
-            .encrypt_inout_detached(&nonce, PREFIX.as_bytes(), buffer.as_mut_slice().into())
+            .encrypt_inout_detached(&nonce, b"", buffer.as_mut_slice().into())
             .map_err(|_| CryptoError::Malformed("plaintext too long"))?;
         Ok(format!(
             "{PREFIX}:{}:{}:{}",
@@ -124,17 +131,24 @@ impl Key {
             .ok()
             .and_then(|v| v.try_into().ok())
             .ok_or(CryptoError::Malformed("auth tag must be 16 bytes of hex"))?;
-        let mut buffer =
+        let ciphertext =
             hex::decode(body).map_err(|_| CryptoError::Malformed("ciphertext is not hex"))?;
-        self.cipher
-            .decrypt_inout_detached(
-                &Nonce::from(iv),
-                PREFIX.as_bytes(),
-                buffer.as_mut_slice().into(),
-                &Tag::from(tag),
-            )
-            .map_err(|_| CryptoError::Unauthentic)?;
-        let text = String::from_utf8(buffer).map_err(|_| CryptoError::Unauthentic)?;
+        let opened = [b"".as_slice(), LEGACY_ASSOCIATED_DATA]
+            .into_iter()
+            .find_map(|associated| {
+                let mut buffer = ciphertext.clone();
+                self.cipher
+                    .decrypt_inout_detached(
+                        &Nonce::from(iv),
+                        associated,
+                        buffer.as_mut_slice().into(),
+                        &Tag::from(tag),
+                    )
+                    .ok()
+                    .map(|()| buffer)
+            })
+            .ok_or(CryptoError::Unauthentic)?;
+        let text = String::from_utf8(opened).map_err(|_| CryptoError::Unauthentic)?;
         Ok(SecretString::from(text))
     }
 }
@@ -211,6 +225,56 @@ mod tests {
         assert_eq!(parts[3].len(), 2 * "glpat-secret".len());
         assert!(!sealed.contains("glpat-secret"));
         assert_eq!(k.open(&sealed).unwrap().expose_secret(), "glpat-secret");
+    }
+
+    #[test]
+    fn values_interoperate_with_standard_aes_gcm() {
+        let k = key(HEX_KEY);
+        // Sealed by Node: createCipheriv('aes-256-gcm', HEX_KEY, iv) with
+        // no associated data, tag from getAuthTag().
+        let from_node = "v1:0f0e0d0c0b0a090807060504:092ae93dc0446f49ce68753d77873139:c35cc13d2ffac9dc84b29c3157feec";
+        assert_eq!(
+            k.open(from_node).unwrap().expose_secret(),
+            "glpat-from-node"
+        );
+        // And what graft seals, plain AES-GCM opens.
+        let sealed = k.seal("ghs_token").unwrap();
+        let parts: Vec<Vec<u8>> = sealed
+            .split(':')
+            .skip(1)
+            .map(|p| hex::decode(p).unwrap())
+            .collect();
+        let mut buffer = parts[2].clone();
+        let iv: [u8; IV_LEN] = parts[0].clone().try_into().unwrap();
+        let tag: [u8; TAG_LEN] = parts[1].clone().try_into().unwrap();
+        Aes256Gcm::new_from_slice(&hex::decode(HEX_KEY).unwrap())
+            .unwrap()
+            .decrypt_inout_detached(
+                &Nonce::from(iv),
+                b"",
+                buffer.as_mut_slice().into(),
+                &Tag::from(tag),
+            )
+            .unwrap();
+        assert_eq!(buffer, b"ghs_token");
+    }
+
+    #[test]
+    fn values_sealed_by_earlier_builds_still_open() {
+        let k = key(HEX_KEY);
+        let iv = [7u8; IV_LEN];
+        let mut buffer = b"old-secret".to_vec();
+        let tag = Aes256Gcm::new_from_slice(&hex::decode(HEX_KEY).unwrap())
+            .unwrap()
+            .encrypt_inout_detached(&Nonce::from(iv), b"v1", buffer.as_mut_slice().into())
+            .unwrap();
+        let legacy = format!(
+            "v1:{}:{}:{}",
+            hex::encode(iv),
+            hex::encode(tag.as_slice()),
+            hex::encode(&buffer)
+        );
+        assert_eq!(k.open(&legacy).unwrap().expose_secret(), "old-secret");
     }
 
     #[test]
