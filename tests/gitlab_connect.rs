@@ -176,8 +176,30 @@ async fn webhooks_are_created_once_and_need_maintainer(db: TestDb) {
         .unwrap();
     assert_eq!(new.status(), 202);
     // Another account on the same instance (a per-group token) is another
-    // integration, and the first one keeps its credentials.
+    // integration, and the first one keeps its credentials. It may not
+    // reuse a secret another integration or the environment has: GitLab
+    // sends only the secret, so its deliveries would go to the wrong one.
     gitlab.add_token("glpat-group-token", "group-bot", &["api"]);
+    for (taken, holder) in [
+        ("hook-secret-2", format!("GitLab integration {id}")),
+        (support::GITLAB_SECRET, "GITLAB_WEBHOOK_SECRET".to_string()),
+    ] {
+        let (status, answer) = post(
+            &app,
+            &admin,
+            &json!({"base_url": gitlab.url, "token": "glpat-group-token", "webhook_secret": taken}),
+        )
+        .await;
+        assert_eq!(status, 409, "{answer}");
+        assert_eq!(answer["error"]["code"], "webhook_secret_in_use");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&holder), "{message}");
+        assert!(
+            !message.contains(taken),
+            "the secret is never echoed: {message}"
+        );
+        assert_eq!(app.store.list_integrations().await.unwrap().len(), 1);
+    }
     let other = json!({
         "base_url": gitlab.url,
         "token": "glpat-group-token",

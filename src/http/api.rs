@@ -154,6 +154,14 @@ async fn create_gitlab_integration(
     let name = body
         .name
         .unwrap_or_else(|| format!("{base_url} as @{}", check.username));
+    let updating = state
+        .store
+        .list_integrations()
+        .await?
+        .into_iter()
+        .find(|i| i.provider == "gitlab" && i.base_url == base_url && i.name == name)
+        .map(|i| i.id);
+    refuse_shared_secret(&state, body.webhook_secret.trim(), updating).await?;
     let now = now_ms();
     let (id, created) = state
         .store
@@ -216,6 +224,39 @@ async fn create_gitlab_integration(
             "hooks": hooks,
         })),
     ))
+}
+
+/// GitLab sends only the secret, and graft tells integrations apart by it:
+/// a secret another integration (or `GITLAB_WEBHOOK_SECRET`) already has
+/// would hand that one this integration's deliveries.
+async fn refuse_shared_secret(
+    state: &AppState,
+    secret: &str,
+    updating: Option<i64>,
+) -> Result<(), ApiError> {
+    use secrecy::ExposeSecret;
+    use subtle::ConstantTimeEq;
+    for (owner, existing) in super::webhooks::gitlab_secrets(state).await? {
+        if owner.is_some() && owner == updating {
+            continue;
+        }
+        if bool::from(existing.expose_secret().as_bytes().ct_eq(secret.as_bytes())) {
+            let holder = match owner {
+                Some(id) => format!("GitLab integration {id}"),
+                None => "GITLAB_WEBHOOK_SECRET".to_string(),
+            };
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "webhook_secret_in_use",
+                format!(
+                    "webhook_secret is already the webhook secret of {holder}; graft tells GitLab \
+                     integrations apart by their secret, so give this one its own (e.g. \
+                     `openssl rand -hex 32`)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn list_integrations(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

@@ -196,7 +196,9 @@ async fn github_secrets(state: &AppState) -> Result<Vec<SecretString>, ApiError>
 
 /// The configured secrets (the default integration: `None`) plus those of
 /// stored GitLab integrations, each with the integration it belongs to.
-async fn gitlab_secrets(state: &AppState) -> Result<Vec<(Option<i64>, SecretString)>, ApiError> {
+pub(crate) async fn gitlab_secrets(
+    state: &AppState,
+) -> Result<Vec<(Option<i64>, SecretString)>, ApiError> {
     let mut secrets: Vec<(Option<i64>, SecretString)> = state
         .gitlab_webhook_secrets
         .iter()
