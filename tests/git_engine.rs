@@ -325,12 +325,18 @@ async fn a_fetch_keeps_its_mirror_from_retention_and_a_pruned_one_is_cloned_agai
     drop(mirror);
     let day = std::time::Duration::from_secs(86_400);
     let lock = path.with_extension("lock");
+    // Both clocks a fetch moves: the lock file's and the mirror folder's.
     let age = |ago: std::time::Duration| {
+        let when = std::time::SystemTime::now() - ago;
         std::fs::File::options()
             .write(true)
             .open(&lock)
             .unwrap()
-            .set_modified(std::time::SystemTime::now() - ago)
+            .set_modified(when)
+            .unwrap();
+        std::fs::File::open(&path)
+            .unwrap()
+            .set_modified(when)
             .unwrap();
     };
     let cutoff = std::time::SystemTime::now() - 30 * day;

@@ -103,7 +103,8 @@ impl MirrorCache {
     /// The lock file stays: deleting it could let two processes each lock
     /// a different file for the same mirror. Blocking.
     pub fn prune_unused(&self, before: std::time::SystemTime) -> std::io::Result<usize> {
-        let entries = match std::fs::read_dir(self.root.join("mirrors")) {
+        let folder = self.root.join("mirrors");
+        let entries = match std::fs::read_dir(&folder) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
@@ -111,23 +112,24 @@ impl MirrorCache {
         let mut removed = 0;
         for entry in entries.flatten() {
             let lock_path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with(TRASH) {
+                // Left by a removal that failed half-way.
+                std::fs::remove_dir_all(&lock_path)?;
+                continue;
+            }
             let mirror = lock_path.with_extension("git");
             if lock_path.extension().is_none_or(|e| e != "lock") || !mirror.is_dir() {
                 continue;
             }
-            if last_used(&lock_path)? >= before {
+            if last_used(&lock_path, &mirror)? >= before {
                 continue;
             }
-            let in_process = {
-                let locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-                locks.get(&mirror).cloned()
+            let here = {
+                let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+                locks.entry(mirror.clone()).or_default().clone()
             };
-            let _here = match &in_process {
-                Some(lock) => match lock.try_lock() {
-                    Ok(guard) => Some(guard),
-                    Err(_) => continue,
-                },
-                None => None,
+            let Ok(_here) = here.try_lock() else {
+                continue; // a job of this process holds it
             };
             let file = std::fs::OpenOptions::new().write(true).open(&lock_path)?;
             match file.try_lock() {
@@ -136,18 +138,37 @@ impl MirrorCache {
                 Err(std::fs::TryLockError::Error(e)) => return Err(e),
             }
             // A fetch may have finished between the first look and the lock.
-            if last_used(&lock_path)? >= before {
+            if last_used(&lock_path, &mirror)? >= before {
                 continue;
             }
-            std::fs::remove_dir_all(&mirror)?;
+            // Out of the way first, in one step: a removal that fails
+            // half-way must not leave half a mirror under its name.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let trash = folder.join(format!(
+                "{TRASH}{nanos}-{}",
+                entry.file_name().to_string_lossy()
+            ));
+            std::fs::rename(&mirror, &trash)?;
             removed += 1;
+            std::fs::remove_dir_all(&trash)?;
         }
         Ok(removed)
     }
 }
 
-fn last_used(lock_path: &Path) -> std::io::Result<std::time::SystemTime> {
-    std::fs::metadata(lock_path)?.modified()
+/// Prefix of a mirror being removed.
+const TRASH: &str = ".trash-";
+
+/// When a fetch last used the mirror: the lock file's time (set by every
+/// fetch), or the mirror folder's, which the fetch marker's coming and
+/// going moves too, also for fetches by builds that did not set the lock
+/// file's time.
+fn last_used(lock_path: &Path, mirror: &Path) -> std::io::Result<std::time::SystemTime> {
+    let lock = std::fs::metadata(lock_path)?.modified()?;
+    let folder = std::fs::metadata(mirror)?.modified()?;
+    Ok(lock.max(folder))
 }
 
 impl Mirror {
@@ -427,8 +448,12 @@ mod tests {
         let path = cache.path_for(key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         gix::init_bare(&path).unwrap();
+        let when = std::time::SystemTime::now() - age;
         let lock = std::fs::File::create(path.with_extension("lock")).unwrap();
-        lock.set_modified(std::time::SystemTime::now() - age)
+        lock.set_modified(when).unwrap();
+        std::fs::File::open(&path)
+            .unwrap()
+            .set_modified(when)
             .unwrap();
         path
     }
@@ -442,6 +467,18 @@ mod tests {
         let recent = mirror_used_ago(&cache, "github/acme/recent", day);
         let fetching_elsewhere = mirror_used_ago(&cache, "github/acme/other", 40 * day);
         let in_use_here = mirror_used_ago(&cache, "github/acme/here", 40 * day);
+        // An older build fetched it lately: the folder's time says so even
+        // though the lock file's does not.
+        let fetched_by_older_build = mirror_used_ago(&cache, "github/acme/older", 40 * day);
+        std::fs::File::open(&fetched_by_older_build)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - day)
+            .unwrap();
+        // A removal that failed half-way.
+        let trash = root
+            .path()
+            .join("mirrors/.trash-1-github_acme_gone-abc.lock");
+        std::fs::create_dir_all(trash.join("objects")).unwrap();
         // Another process fetching holds the file lock...
         let other = std::fs::OpenOptions::new()
             .write(true)
@@ -456,6 +493,8 @@ mod tests {
         assert!(!idle.exists(), "an idle mirror goes");
         assert!(idle.with_extension("lock").exists(), "its lock file stays");
         assert!(recent.is_dir() && fetching_elsewhere.is_dir() && in_use_here.is_dir());
+        assert!(fetched_by_older_build.is_dir());
+        assert!(!trash.exists(), "leftovers of a failed removal go");
 
         drop(held);
         other.unlock().unwrap();
