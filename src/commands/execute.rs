@@ -65,6 +65,21 @@ async fn react(client: &RepoClient, job: &CommandJob, reaction: Reaction) {
     }
 }
 
+/// The final reaction: 👍 when every command did its work, else 😕. Another
+/// run on this comment (before an edit, or one retried after it) may have
+/// ended the other way; graft takes its own opposite reaction back.
+async fn verdict(client: &RepoClient, job: &CommandJob, done: bool) {
+    let (verdict, stale) = if done {
+        (Reaction::ThumbsUp, Reaction::Confused)
+    } else {
+        (Reaction::Confused, Reaction::ThumbsUp)
+    };
+    if let Err(e) = client.unreact(job.number, job.comment_id, stale).await {
+        warn!(comment = job.comment_id, error = %e, "could not take back an earlier reaction");
+    }
+    react(client, job, verdict).await;
+}
+
 pub async fn run(state: &AppState, job: &Job) -> Result<(), JobError> {
     let command_job = payload(job)?;
     let store = &state.store;
@@ -137,21 +152,7 @@ pub async fn run(state: &AppState, job: &Job) -> Result<(), JobError> {
         .await
         .map_err(store_error)?;
     let done = reply::all_done(&outcomes);
-    let (verdict, stale) = if done {
-        (Reaction::ThumbsUp, Reaction::Confused)
-    } else {
-        (Reaction::Confused, Reaction::ThumbsUp)
-    };
-    if command_job.edited {
-        // The run before the edit may have ended the other way.
-        if let Err(e) = client
-            .unreact(command_job.number, command_job.comment_id, stale)
-            .await
-        {
-            warn!(comment = command_job.comment_id, error = %e, "could not take back an earlier reaction");
-        }
-    }
-    react(&client, &command_job, verdict).await;
+    verdict(&client, &command_job, done).await;
     info!(
         project = project.id,
         comment = command_job.comment_id,
@@ -541,5 +542,5 @@ pub async fn gave_up(state: &AppState, job: &Job, error: &str) {
     if let Err(e) = client.reply(command_job.number, &body).await {
         warn!(error = %e, "could not tell the PR that a command failed");
     }
-    react(&client, &command_job, Reaction::Confused).await;
+    verdict(&client, &command_job, false).await;
 }

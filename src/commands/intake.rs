@@ -43,10 +43,6 @@ pub struct CommandJob {
     /// does not add it again.
     #[serde(default)]
     pub acknowledged: bool,
-    /// The commands come from an edit: an earlier run may have left the
-    /// opposite final reaction, which this run takes back.
-    #[serde(default)]
-    pub edited: bool,
 }
 
 /// Whether graft wrote this text itself (its replies and status comment
@@ -175,7 +171,6 @@ pub async fn on_comment(
         author: &comment.author.login,
     };
     let chosen = std::sync::Mutex::new(Vec::new());
-    let edited = std::sync::atomic::AtomicBool::new(false);
     let plan = |stored: Option<String>| {
         // GitHub sends the text before an edit; for GitLab the last text
         // graft saw stands in. A comment graft has seen before is an edit
@@ -186,10 +181,6 @@ pub async fn on_comment(
         };
         let previous = comment.previous_body.clone().or(stored);
         let previous = previous.filter(|_| action == CommentAction::Edited);
-        edited.store(
-            action == CommentAction::Edited,
-            std::sync::atomic::Ordering::Relaxed,
-        );
         let indexes = to_run(action, &current, previous.as_deref(), &prefix);
         let runs = indexes
             .iter()
@@ -234,7 +225,6 @@ pub async fn on_comment(
             prefix: prefix.clone(),
             commands,
             acknowledged: project.is_some(),
-            edited: edited.load(std::sync::atomic::Ordering::Relaxed),
         };
         NewJob {
             project_id: project.as_ref().map(|p| p.id),
