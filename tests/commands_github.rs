@@ -15,7 +15,7 @@ use support::commands::{
 };
 use support::fake_github::Comment;
 use support::harness::Harness;
-use support::sync::{event_kinds, input, put, put_quietly, settled};
+use support::sync::{event_kinds, hold, input, put, put_quietly, settled};
 use support::webhooks::random_delivery_id;
 
 const REPO: &str = "acme/infra";
@@ -459,22 +459,8 @@ async fn automerge_on_and_off(db: TestDb) {
 async fn eyes_arrive_on_receipt_even_while_the_project_is_busy(db: TestDb) {
     let h = Harness::start(&db).await;
     let (p, number) = managed_pr(&h).await;
-    // A long job holds the project (claimed "in the future", so the
-    // harness's workers never race for it): the command job must wait.
-    let later = now_ms() + 3_600_000;
-    let hold = graft::store::jobs::NewJob {
-        project_id: Some(p.id),
-        ..graft::store::jobs::NewJob::new("hold", serde_json::json!({}), later)
-    };
-    let blocker = h.app.store.enqueue(&hold, later).await.unwrap().unwrap();
-    assert!(
-        h.app
-            .store
-            .claim_job("busy", later, 3_600_000)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    // A long job holds the project: the command job must wait.
+    let blocker = hold(&h, p.id).await;
     let comment = h.comment_on_github(REPO, number, "writer", "/graft status");
     h.wait_for("👀 while the command waits", || async {
         let eyes = h
@@ -491,14 +477,7 @@ async fn eyes_arrive_on_receipt_even_while_the_project_is_busy(db: TestDb) {
     )
     .await;
     assert_eq!(queued, 1, "the command itself has not run yet");
-    assert!(
-        h.app
-            .store
-            .complete_job(blocker, "busy", later)
-            .await
-            .unwrap()
-    );
-    h.app.state.job_wake.notify_waiters();
+    blocker.release(&h).await;
     reacted(&h, comment, &["eyes", "+1"]).await;
     let eyes = h
         .github

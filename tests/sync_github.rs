@@ -10,7 +10,7 @@ use graft::sync::schedule::{self, SyncRequest};
 use support::TestDb;
 use support::fake_github::BOT_LOGIN;
 use support::harness::Harness;
-use support::sync::{input, put, settled, sync_now};
+use support::sync::{hold, input, last_failed_job, put, settled, sync_now};
 
 const REPO: &str = "acme/infra";
 const INSTALLATION: i64 = 77;
@@ -604,15 +604,9 @@ async fn removed_installation_is_an_error_without_a_retry_storm(db: TestDb) {
         .await;
     put(&h, p.id, &[input("a.tf", "# b\n")]).await;
     let failed = settled(&h, p.id, SyncStatus::Error).await;
-    let error = failed.sync_error.unwrap();
+    let error = failed.sync_error.clone().unwrap();
     assert!(error.to_lowercase().contains("install"), "{error}");
-    let job = h
-        .app
-        .store
-        .job(failed.last_failed_job_id.unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let job = last_failed_job(&h, &failed).await;
     assert_eq!(
         (job.state.as_str(), job.attempts),
         ("failed", 1),
@@ -651,18 +645,12 @@ async fn a_token_that_lost_permission_is_an_error_naming_it(db: TestDb) {
     });
     put(&h, p.id, &[input("a.tf", "# a\n")]).await;
     let failed = settled(&h, p.id, SyncStatus::Error).await;
-    let error = failed.sync_error.unwrap();
+    let error = failed.sync_error.clone().unwrap();
     assert!(
         error.contains("pull_requests"),
         "the missing permission is named: {error}"
     );
-    let job = h
-        .app
-        .store
-        .job(failed.last_failed_job_id.unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let job = last_failed_job(&h, &failed).await;
     assert_eq!(job.attempts, 1, "no retry storm");
     let failures = events(&h, p.id)
         .await
@@ -760,19 +748,7 @@ async fn rapid_changes_coalesce_into_one_sync(db: TestDb) {
     let p = project(&h, Mode::PullRequest, Kind::Iac, "infra").await;
     // Queue while no worker can take it: hold the project with a running
     // job, claimed "in the future" so the harness's workers never see it.
-    let later = now_ms() + 3_600_000;
-    let hold = graft::store::jobs::NewJob {
-        project_id: Some(p.id),
-        ..graft::store::jobs::NewJob::new("hold", serde_json::json!({}), later)
-    };
-    let blocker = h.app.store.enqueue(&hold, later).await.unwrap().unwrap();
-    let held = h
-        .app
-        .store
-        .claim_job("test-holder", later, 3_600_000)
-        .await
-        .unwrap();
-    assert_eq!(held.map(|j| j.id), Some(blocker));
+    let blocker = hold(&h, p.id).await;
     for i in 0..5 {
         put(&h, p.id, &[input("a.tf", &format!("# v{i}\n"))]).await;
     }
@@ -781,14 +757,7 @@ async fn rapid_changes_coalesce_into_one_sync(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(syncs.len(), 1, "five puts, one queued sync");
-    assert!(
-        h.app
-            .store
-            .complete_job(blocker, "test-holder", now_ms())
-            .await
-            .unwrap()
-    );
-    h.app.state.job_wake.notify_waiters();
+    blocker.release(&h).await;
     settled(&h, p.id, SyncStatus::Success).await;
     assert_eq!(
         h.github

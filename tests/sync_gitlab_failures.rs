@@ -16,7 +16,9 @@ use support::TestDb;
 use support::commands::{count, jobs_of_kind, sync_and_reconcile_jobs};
 use support::fake_gitlab::{BOT_USERNAME, Note};
 use support::harness::Harness;
-use support::sync::{event_kinds, gitlab_project, input, put, settled, sync_now};
+use support::sync::{
+    event_kinds, gitlab_project, hold, input, last_failed_job, put, settled, sync_now,
+};
 
 const PATH: &str = "platform/team/infra";
 const BRANCH: &str = "graft/infra";
@@ -83,31 +85,12 @@ async fn rapid_changes_coalesce_into_one_sync(db: TestDb) {
     let p = project(&h, Mode::PullRequest).await;
     // Hold the project with a running job, claimed "in the future" so the
     // harness's workers never see it: the puts queue behind it.
-    let later = now_ms() + 3_600_000;
-    let hold = graft::store::jobs::NewJob {
-        project_id: Some(p.id),
-        ..graft::store::jobs::NewJob::new("hold", serde_json::json!({}), later)
-    };
-    let blocker = h.app.store.enqueue(&hold, later).await.unwrap().unwrap();
-    let held = h
-        .app
-        .store
-        .claim_job("test-holder", later, 3_600_000)
-        .await
-        .unwrap();
-    assert_eq!(held.map(|j| j.id), Some(blocker));
+    let blocker = hold(&h, p.id).await;
     for i in 0..5 {
         put(&h, p.id, &[input("a.tf", &format!("# v{i}\n"))]).await;
     }
     assert_eq!(jobs_of_kind(&h, "sync").await, 1, "five puts, one sync");
-    assert!(
-        h.app
-            .store
-            .complete_job(blocker, "test-holder", now_ms())
-            .await
-            .unwrap()
-    );
-    h.app.state.job_wake.notify_waiters();
+    blocker.release(&h).await;
     let synced = settled(&h, p.id, SyncStatus::Success).await;
     assert_eq!(jobs_of_kind(&h, "sync").await, 1);
     assert_eq!(
@@ -342,13 +325,7 @@ async fn a_token_that_lost_permission_is_an_error_naming_it(db: TestDb) {
         "the missing permission is named: {error}"
     );
     assert!(!error.contains(support::fake_gitlab::BOT_TOKEN), "{error}");
-    let job = h
-        .app
-        .store
-        .job(failed.last_failed_job_id.unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let job = last_failed_job(&h, &failed).await;
     assert_eq!(
         (job.kind.as_str(), job.state.as_str(), job.attempts),
         ("sync", "failed", 1),
@@ -378,13 +355,7 @@ async fn a_revoked_token_is_an_error_without_a_retry_storm(db: TestDb) {
         error.contains("revoked or has expired") && error.contains("`api` scope"),
         "{error}"
     );
-    let job = h
-        .app
-        .store
-        .job(failed.last_failed_job_id.unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let job = last_failed_job(&h, &failed).await;
     assert_eq!((job.state.as_str(), job.attempts), ("failed", 1));
     let kinds = event_kinds(&h, p.id).await;
     assert_eq!(kinds[0], "sync.failed");
@@ -660,13 +631,7 @@ async fn a_forge_that_stays_down_is_an_error_once_retries_run_out(db: TestDb) {
         error.contains("GitLab server error 502") && error.contains("/graft retry"),
         "{error}"
     );
-    let job = h
-        .app
-        .store
-        .job(failed.last_failed_job_id.unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let job = last_failed_job(&h, &failed).await;
     assert_eq!(job.state, "failed");
     assert!(job.attempts > 1, "retried before giving up: {job:?}");
     let kinds = event_kinds(&h, p.id).await;

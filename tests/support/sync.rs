@@ -142,3 +142,51 @@ pub async fn put_quietly(h: &Harness, project: i64, files: &[FileInput]) {
         .await
         .unwrap();
 }
+
+/// A running job that holds a project: claimed "in the future", so the
+/// harness's workers never take it, and the project's other work queues
+/// behind it until [`Hold::release`].
+pub struct Hold {
+    job: i64,
+}
+
+const HOLDER: &str = "test-holder";
+
+pub async fn hold(h: &Harness, project: i64) -> Hold {
+    let later = now_ms() + 3_600_000;
+    let new = graft::store::jobs::NewJob {
+        project_id: Some(project),
+        ..graft::store::jobs::NewJob::new("hold", serde_json::json!({}), later)
+    };
+    let job = h.app.store.enqueue(&new, later).await.unwrap().unwrap();
+    let claimed = h
+        .app
+        .store
+        .claim_job(HOLDER, later, 3_600_000)
+        .await
+        .unwrap();
+    assert_eq!(claimed.map(|j| j.id), Some(job), "the hold is running");
+    Hold { job }
+}
+
+impl Hold {
+    /// Finishes the hold and wakes the workers.
+    pub async fn release(self, h: &Harness) {
+        assert!(
+            h.app
+                .store
+                .complete_job(self.job, HOLDER, now_ms())
+                .await
+                .unwrap()
+        );
+        h.app.state.job_wake.notify_waiters();
+    }
+}
+
+/// The job a project in `error` last failed with.
+pub async fn last_failed_job(h: &Harness, failed: &Project) -> graft::store::jobs::JobRecord {
+    let id = failed
+        .last_failed_job_id
+        .expect("the project records its failed job");
+    h.app.store.job(id).await.unwrap().unwrap()
+}
