@@ -10,7 +10,7 @@ use graft::sync::schedule::{self, SyncRequest};
 use support::TestDb;
 use support::fake_github::BOT_LOGIN;
 use support::harness::Harness;
-use support::sync::{hold, input, last_failed_job, put, settled, sync_now};
+use support::sync::{hold, input, last_failed_job, poll_now, put, settled, sync_now};
 
 const REPO: &str = "acme/infra";
 const INSTALLATION: i64 = 77;
@@ -569,10 +569,7 @@ async fn the_poll_catches_a_missed_webhook(db: TestDb) {
         &[("infra/a.tf", Some(b"# silent\n"))],
         "no webhook",
     );
-    assert_eq!(
-        graft::sync::poll::enqueue_all(&h.app.store).await.unwrap(),
-        1
-    );
+    assert_eq!(poll_now(&h).await, 1);
     h.app.state.job_wake.notify_waiters();
     h.wait_for("poll reconciled", || async {
         let p = h.app.store.require_project(p.id).await.unwrap();

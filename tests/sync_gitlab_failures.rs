@@ -17,7 +17,7 @@ use support::commands::{count, jobs_of_kind, sync_and_reconcile_jobs};
 use support::fake_gitlab::{BOT_USERNAME, Note};
 use support::harness::Harness;
 use support::sync::{
-    event_kinds, gitlab_project, hold, input, last_failed_job, put, settled, sync_now,
+    event_kinds, gitlab_project, hold, input, last_failed_job, poll_now, put, settled, sync_now,
 };
 
 const PATH: &str = "platform/team/infra";
@@ -582,10 +582,7 @@ async fn the_poll_catches_a_missed_webhook(db: TestDb) {
         synced.last_synced_commit_sha.as_deref(),
         Some(head.as_str())
     );
-    assert_eq!(
-        graft::sync::poll::enqueue_all(&h.app.store).await.unwrap(),
-        1
-    );
+    assert_eq!(poll_now(&h).await, 1);
     h.app.state.job_wake.notify_waiters();
     let polled = h
         .wait_for("poll reconciled", || async {

@@ -9,7 +9,7 @@ use graft::store::projects::{Mode, SyncStatus};
 use graft::sync::schedule::{self, Scope, SyncRequest};
 use support::TestDb;
 use support::harness::Harness;
-use support::sync::{event_kinds, github_project, input, put, put_quietly, settled};
+use support::sync::{event_kinds, github_project, input, poll_now, put, put_quietly, settled};
 
 const REPO: &str = "acme/infra";
 const INSTALLATION: i64 = 77;
@@ -325,8 +325,7 @@ async fn a_poll_survives_a_last_seen_commit_the_mirror_never_had(db: TestDb) {
         .record_pull(p.id, Some(&"1".repeat(40)), now_ms())
         .await
         .unwrap();
-    graft::sync::poll::enqueue_all(&h.app.store).await.unwrap();
-    h.app.state.job_wake.notify_waiters();
+    poll_now(&h).await;
     let head = h.github.git.head(REPO, "main");
     let after = h
         .wait_for("the poll recorded main again", || async {
@@ -361,8 +360,7 @@ async fn a_pr_that_no_longer_exists_counts_as_closed(db: TestDb) {
         )
         .await
         .unwrap();
-    graft::sync::poll::enqueue_all(&h.app.store).await.unwrap();
-    h.app.state.job_wake.notify_waiters();
+    poll_now(&h).await;
     let closed = h
         .wait_for("the missing PR settled as closed", || async {
             let p = h.app.store.require_project(p.id).await.unwrap();
@@ -427,8 +425,7 @@ async fn the_poll_rebuilds_only_prs_whose_base_path_changed(db: TestDb) {
         .git
         .commit(REPO, "main", &[("apps/web/index.ts", Some(b"x\n"))], "app");
     let head = h.github.git.head(REPO, "main");
-    graft::sync::poll::enqueue_all(&h.app.store).await.unwrap();
-    h.app.state.job_wake.notify_waiters();
+    poll_now(&h).await;
     for p in [&a, &b] {
         h.wait_for("poll reconciled", || async {
             let p = h.app.store.require_project(p.id).await.unwrap();

@@ -9,7 +9,7 @@ use graft::store::files::FileState;
 use graft::store::projects::{Mode, SyncStatus};
 use support::TestDb;
 use support::harness::Harness;
-use support::sync::{event_kinds, github_project, input, put, put_quietly, settled};
+use support::sync::{event_kinds, github_project, input, poll_now, put, put_quietly, settled};
 
 const REPO: &str = "acme/infra";
 const INSTALLATION: i64 = 77;
@@ -194,10 +194,7 @@ async fn a_merge_whose_webhooks_were_lost_is_found_by_the_poll(db: TestDb) {
         .github
         .merge_pull(REPO, synced.pull_request_number.unwrap(), "octocat")
         .unwrap();
-    assert_eq!(
-        graft::sync::poll::enqueue_all(&h.app.store).await.unwrap(),
-        1
-    );
+    assert_eq!(poll_now(&h).await, 1);
     h.app.state.job_wake.notify_waiters();
     let merged = h
         .wait_for("merge found by the poll", || async {

@@ -190,3 +190,11 @@ pub async fn last_failed_job(h: &Harness, failed: &Project) -> graft::store::job
         .expect("the project records its failed job");
     h.app.store.job(id).await.unwrap().unwrap()
 }
+
+/// Runs the safety-net poll now, as its timer would: one reconcile job
+/// per project. Returns how many were queued.
+pub async fn poll_now(h: &Harness) -> usize {
+    let queued = graft::sync::poll::enqueue_all(&h.app.store).await.unwrap();
+    h.app.state.job_wake.notify_waiters();
+    queued
+}
