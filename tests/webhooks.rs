@@ -23,6 +23,20 @@ async fn assert_nothing_stored(app: &TestApp) {
     );
 }
 
+/// Waits until delivery `id` reaches `status` and returns it.
+async fn delivery_reaches(
+    app: &TestApp,
+    id: i64,
+    status: DeliveryStatus,
+    timeout: Duration,
+) -> graft::store::deliveries::Delivery {
+    eventually(&format!("delivery {id} {status:?}"), timeout, || async {
+        let d = app.store.delivery(id).await.unwrap().unwrap();
+        (d.status == status).then_some(d)
+    })
+    .await
+}
+
 async fn error_of(response: reqwest::Response) -> (u16, String, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.expect("JSON error body");
@@ -354,11 +368,7 @@ async fn a_delivery_whose_processing_gave_up_is_processed_when_redelivered(db: T
         .as_i64()
         .unwrap();
     // The worker retries with backoff, then gives up and says so.
-    let failed = eventually("delivery failed", Duration::from_secs(30), || async {
-        let d = app.store.delivery(id).await.unwrap().unwrap();
-        (d.status == DeliveryStatus::Failed).then_some(d)
-    })
-    .await;
+    let failed = delivery_reaches(&app, id, DeliveryStatus::Failed, Duration::from_secs(30)).await;
     assert!(
         failed
             .error
@@ -377,11 +387,7 @@ async fn a_delivery_whose_processing_gave_up_is_processed_when_redelivered(db: T
         response.json::<Value>().await.unwrap()["status"],
         "requeued"
     );
-    eventually("redelivery processed", Duration::from_secs(10), || async {
-        let d = app.store.delivery(id).await.unwrap().unwrap();
-        (d.status == DeliveryStatus::Processed).then_some(())
-    })
-    .await;
+    delivery_reaches(&app, id, DeliveryStatus::Processed, Duration::from_secs(10)).await;
     let payload: Value = serde_json::from_slice(&body).unwrap();
     let installation_id = payload["installation"]["id"].as_i64().unwrap();
     assert!(
@@ -406,11 +412,8 @@ async fn deliveries_are_processed_and_redeliveries_follow_the_outcome(db: TestDb
     let id = response.json::<Value>().await.unwrap()["id"]
         .as_i64()
         .unwrap();
-    let delivery = eventually("delivery processed", Duration::from_secs(10), || async {
-        let d = app.store.delivery(id).await.unwrap().unwrap();
-        (d.status == DeliveryStatus::Processed).then_some(d)
-    })
-    .await;
+    let delivery =
+        delivery_reaches(&app, id, DeliveryStatus::Processed, Duration::from_secs(10)).await;
     assert_eq!(delivery.attempts, 1);
     let payload: Value = serde_json::from_slice(&body).unwrap();
     let installation_id = payload["installation"]["id"].as_i64().unwrap();
@@ -459,11 +462,8 @@ async fn deliveries_are_processed_and_redeliveries_follow_the_outcome(db: TestDb
         response.json::<Value>().await.unwrap()["status"],
         "requeued"
     );
-    let delivery = eventually("redelivery processed", Duration::from_secs(10), || async {
-        let d = app.store.delivery(id).await.unwrap().unwrap();
-        (d.status == DeliveryStatus::Processed).then_some(d)
-    })
-    .await;
+    let delivery =
+        delivery_reaches(&app, id, DeliveryStatus::Processed, Duration::from_secs(10)).await;
     assert_eq!(delivery.attempts, 3, "processed, failed, processed again");
     assert_eq!(delivery.error, None);
     app.stop().await;
