@@ -855,7 +855,13 @@ async fn the_check_command_sees_the_overlaid_tree_with_a_clean_environment() {
     world.host.commit(
         REPO,
         "main",
-        &[("modules/vpc/main.tf", Some(b"# m\n"))],
+        &[
+            ("modules/vpc/main.tf", Some(b"# m\n")),
+            // Names graft would refuse for a managed file, but the
+            // repository's own files are none of its business.
+            ("docs/~$draft.docx", Some(b"x")),
+            ("docs/odd\\name.txt", Some(b"y")),
+        ],
         "m",
     );
     let (mirror, fetched) = world.fetch().await;
@@ -874,6 +880,14 @@ async fn the_check_command_sees_the_overlaid_tree_with_a_clean_environment() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     check::materialize(&repo, built.tree, dir.path()).unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("docs/~$draft.docx")).unwrap(),
+        b"x"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("docs/odd\\name.txt")).unwrap(),
+        b"y"
+    );
     // The command sees the whole overlaid tree, and an environment of its
     // own: nothing of graft's (ENCRYPTION_KEY, tokens, this test's
     // variables) gets through.

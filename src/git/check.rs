@@ -62,9 +62,7 @@ pub fn materialize(repo: &gix::Repository, tree: ObjectId, dir: &Path) -> Result
         // Names come from the repository: a crafted tree must not write
         // outside `dir` (`..`, absolute paths, `.git`).
         let name = entry.filepath.to_string();
-        paths::validate_file_path(&name).map_err(|e| {
-            GitError::Local(format!("the repository tree holds an unsafe path: {e}"))
-        })?;
+        paths::validate_checkout_path(&name)?;
         let path = dir.join(name);
         if entry.mode.is_tree() || entry.mode.is_commit() {
             std::fs::create_dir_all(&path).map_err(local)?;

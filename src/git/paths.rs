@@ -56,7 +56,7 @@ fn validate(path: &str) -> Result<(), PathError> {
     let owned = || path.to_string();
     if path.len() > MAX_PATH_LEN {
         return Err(PathError::TooLong {
-            path: path.chars().take(64).collect::<String>() + "…",
+            path: truncated(path),
             len: path.len(),
         });
     }
@@ -80,7 +80,7 @@ fn validate(path: &str) -> Result<(), PathError> {
             _ if is_git_dir_name(component) => return Err(PathError::GitComponent(owned())),
             _ if component.len() > MAX_NAME_LEN => {
                 return Err(PathError::NameTooLong {
-                    path: path.chars().take(64).collect::<String>() + "…",
+                    path: truncated(path),
                     len: component.len(),
                 });
             }
@@ -97,11 +97,37 @@ pub fn validate_in_base(base_path: &str, path: &str) -> Result<(), PathError> {
     let full = repo_path(base_path, path);
     if full.len() > MAX_PATH_LEN {
         return Err(PathError::TooLong {
-            path: full.chars().take(64).collect::<String>() + "…",
+            path: truncated(&full),
             len: full.len(),
         });
     }
     Ok(())
+}
+
+/// Checks a path found in the repository before it is written to disk
+/// (the check command's worktree). Unlike managed paths, anything git and
+/// the file system allow is fine (`~$draft.docx`, `a\b.txt`): only what
+/// would land outside the folder or in git's own files is refused.
+pub fn validate_checkout_path(path: &str) -> Result<(), PathError> {
+    if path.starts_with('/') {
+        return Err(PathError::Absolute(path.to_string()));
+    }
+    for component in path.split('/') {
+        match component {
+            "" => return Err(PathError::EmptyComponent(path.to_string())),
+            "." | ".." => return Err(PathError::DotComponent(path.to_string())),
+            _ if is_git_dir_name(component) => {
+                return Err(PathError::GitComponent(path.to_string()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The first 64 characters of a long path, for messages.
+fn truncated(path: &str) -> String {
+    path.chars().take(64).collect::<String>() + "…"
 }
 
 /// `.git` in any case, and the forms filesystems treat as `.git`: trailing
@@ -124,6 +150,30 @@ pub fn repo_path(base_path: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repository_paths_are_checked_out_unless_they_escape() {
+        for ok in [
+            "~$draft.docx",
+            "a\\b.txt",
+            "c:notes",
+            "dir/.gitignore",
+            "x/.github/y",
+        ] {
+            assert_eq!(validate_checkout_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a//b",
+            ".git/config",
+            "a/.GIT/hooks",
+            "./a",
+        ] {
+            assert!(validate_checkout_path(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn names_and_whole_paths_have_limits() {
