@@ -252,6 +252,29 @@ async fn projects_of_one_repository_never_share_a_sync_branch(db: TestDb) {
         "conflict",
         &["`sync_branch`", "graft/infra-gen", "project 1"],
     );
+    // Nor may a sync branch be another project's target (graft would
+    // force-push over it), or a target another project's sync branch.
+    let mut onto_target = project_body();
+    onto_target["base_path"] = json!("other");
+    onto_target["branch"] = json!("develop");
+    onto_target["sync_branch"] = json!("main");
+    let reply = api.post("/projects", &onto_target).await;
+    assert_error(
+        &reply,
+        409,
+        "conflict",
+        &["`sync_branch` `main`", "target branch", "project 1"],
+    );
+    let mut onto_sync_branch = project_body();
+    onto_sync_branch["base_path"] = json!("other");
+    onto_sync_branch["branch"] = json!("graft/infra-gen");
+    let reply = api.post("/projects", &onto_sync_branch).await;
+    assert_error(
+        &reply,
+        409,
+        "conflict",
+        &["`branch` `graft/infra-gen`", "sync branch", "project 1"],
+    );
     assert_eq!(api.app.store.list_projects().await.unwrap().len(), 3);
     // Another repository may use the same name.
     body["repo"] = json!("acme/other");

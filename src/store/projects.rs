@@ -225,23 +225,50 @@ pub fn slugify(text: &str) -> String {
     }
 }
 
-/// The project of `new`'s repository whose sync branch is `branch`.
-async fn sync_branch_owner(
+/// The branches other projects of `new`'s repository hold: (id, target
+/// branch, sync branch). One read, for every check and candidate below.
+async fn repository_branches(
     conn: &mut AnyConnection,
     new: &NewProject,
-    branch: &str,
-) -> Result<Option<i64>> {
-    let row = sqlx::query(
-        "SELECT id FROM projects WHERE provider = $1 AND LOWER(repo) = LOWER($2) \
-         AND sync_branch = $3 AND COALESCE(integration_id, 0) = COALESCE($4, 0)",
+) -> Result<Vec<(i64, String, String)>> {
+    let rows = sqlx::query(
+        "SELECT id, branch, sync_branch FROM projects WHERE provider = $1 \
+         AND LOWER(repo) = LOWER($2) AND COALESCE(integration_id, 0) = COALESCE($3, 0) \
+         ORDER BY id",
     )
     .bind(&new.provider)
     .bind(&new.repo)
-    .bind(branch)
     .bind(new.integration_id)
-    .fetch_optional(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// Why `new` may not use `sync_branch`: graft force-pushes a sync branch,
+/// so it must be no other project's sync branch nor any project's target.
+fn sync_branch_conflict(
+    others: &[(i64, String, String)],
+    repo: &str,
+    sync_branch: &str,
+) -> Option<String> {
+    others.iter().find_map(|(id, target, theirs)| {
+        if theirs == sync_branch {
+            Some(format!(
+                "`sync_branch` `{sync_branch}` is already project {id}'s sync branch in {repo}; \
+                 choose another `sync_branch` (or leave it out for graft's default)"
+            ))
+        } else if target == sync_branch {
+            Some(format!(
+                "`sync_branch` `{sync_branch}` is project {id}'s target branch in {repo}; graft \
+                 rewrites its sync branch, so choose another `sync_branch`"
+            ))
+        } else {
+            None
+        }
+    })
 }
 
 /// A value to match in [`Store::projects_where`].
@@ -269,39 +296,41 @@ impl Store {
         };
         let base_slug = slugify(&name_part);
         let mut tx = self.begin_write().await?;
-        // Two projects of one repository must not share a sync branch: an
-        // explicit one that is taken is refused; the default one gets a
-        // suffix (`infra/gen` and `infra-gen` slug alike).
+        // Two projects of one repository must not share a sync branch, nor
+        // may one's sync branch be another's target: an explicit branch
+        // that clashes is refused; the default one gets a suffix
+        // (`infra/gen` and `infra-gen` slug alike).
+        let others = repository_branches(&mut tx, new).await?;
+        if let Some((id, ..)) = others.iter().find(|o| o.2 == new.branch) {
+            return Err(StoreError::Conflict(format!(
+                "`branch` `{}` is project {id}'s sync branch in {}, which graft rewrites; \
+                 target another branch",
+                new.branch, new.repo
+            )));
+        }
         let (slug, sync_branch) = match &new.sync_branch {
             Some(branch) => {
-                if let Some(other) = sync_branch_owner(&mut tx, new, branch).await? {
-                    return Err(StoreError::Conflict(format!(
-                        "`sync_branch` `{branch}` is already project {other}'s sync branch in {}; \
-                         choose another `sync_branch` (or leave it out for graft's default)",
-                        new.repo
-                    )));
+                if let Some(why) = sync_branch_conflict(&others, &new.repo, branch) {
+                    return Err(StoreError::Conflict(why));
                 }
                 (base_slug, branch.clone())
             }
             None => {
                 let branch_slug = format!("{base_slug}-{}", slugify(&new.branch));
-                let candidates = std::iter::once(base_slug.clone())
+                std::iter::once(base_slug.clone())
                     .chain(std::iter::once(branch_slug))
-                    .chain((2..100).map(|n| format!("{base_slug}-{n}")));
-                let mut chosen = None;
-                for slug in candidates {
-                    let branch = format!("graft/{slug}");
-                    if sync_branch_owner(&mut tx, new, &branch).await?.is_none() {
-                        chosen = Some((slug, branch));
-                        break;
-                    }
-                }
-                chosen.ok_or_else(|| {
-                    StoreError::Conflict(format!(
-                        "no free sync branch `graft/{base_slug}-N` in {}; set `sync_branch`",
-                        new.repo
-                    ))
-                })?
+                    .chain((2..100).map(|n| format!("{base_slug}-{n}")))
+                    .map(|slug| {
+                        let branch = format!("graft/{slug}");
+                        (slug, branch)
+                    })
+                    .find(|(_, branch)| sync_branch_conflict(&others, &new.repo, branch).is_none())
+                    .ok_or_else(|| {
+                        StoreError::Conflict(format!(
+                            "no free sync branch `graft/{base_slug}-N` in {}; set `sync_branch`",
+                            new.repo
+                        ))
+                    })?
             }
         };
         let inserted = sqlx::query(
