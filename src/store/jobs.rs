@@ -193,33 +193,45 @@ impl Store {
         count_attempt: bool,
         merge: impl Fn(&str, &str) -> Option<String>,
     ) -> Result<bool> {
-        let result = sqlx::query(
-            "UPDATE jobs SET state = 'queued', run_at = $1, last_error = COALESCE($2, last_error), \
-             attempts = attempts - $3, updated_at = $4, locked_by = NULL, locked_until = NULL \
-             WHERE id = $5 AND locked_by = $6 AND state = 'running'",
-        )
-        .bind(run_at)
-        .bind(error)
-        .bind(if count_attempt { 0_i64 } else { 1_i64 })
-        .bind(now)
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(done) => Ok(done.rows_affected() == 1),
-            Err(e) if is_unique_violation(&e) => self.supersede(id, worker, now, merge).await,
-            Err(e) => Err(e.into()),
+        // A twin found queued may start before it is merged into (another
+        // process claimed it): then the plain requeue is possible again.
+        // Bounded, as each round needs another process's claim to lose.
+        for _ in 0..3 {
+            let result = sqlx::query(
+                "UPDATE jobs SET state = 'queued', run_at = $1, last_error = COALESCE($2, last_error), \
+                 attempts = attempts - $3, updated_at = $4, locked_by = NULL, locked_until = NULL \
+                 WHERE id = $5 AND locked_by = $6 AND state = 'running'",
+            )
+            .bind(run_at)
+            .bind(error)
+            .bind(if count_attempt { 0_i64 } else { 1_i64 })
+            .bind(now)
+            .bind(id)
+            .bind(worker)
+            .execute(&self.pool)
+            .await;
+            match result {
+                Ok(done) => return Ok(done.rows_affected() == 1),
+                Err(e) if is_unique_violation(&e) => {
+                    if let Some(closed) = self.supersede(id, worker, now, &merge).await? {
+                        return Ok(closed);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(false)
     }
 
+    /// Closes this job as covered by its queued twin, merging its payload
+    /// in; `Some(closed)`, or `None` when no twin is queued any more.
     async fn supersede(
         &self,
         id: i64,
         worker: &str,
         now: i64,
-        merge: impl Fn(&str, &str) -> Option<String>,
-    ) -> Result<bool> {
+        merge: &impl Fn(&str, &str) -> Option<String>,
+    ) -> Result<Option<bool>> {
         let mut tx = self.begin_write().await?;
         let twin: Option<(i64, String, String)> = sqlx::query_as(
             "SELECT q.id, q.payload, r.payload FROM jobs q JOIN jobs r ON r.dedupe_key = q.dedupe_key \
@@ -230,7 +242,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some((queued_id, queued, this)) = twin else {
-            return Ok(false);
+            return Ok(None);
         };
         if let Some(merged) = merge(&queued, &this) {
             let updated = sqlx::query(
@@ -242,10 +254,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() == 0 {
-                // The twin started meanwhile: this job is not covered by
-                // it after all, so it is not closed (its lease expires and
-                // it runs again).
-                return Ok(false);
+                // The twin started meanwhile: it does not cover this job.
+                return Ok(None);
             }
         }
         let done = sqlx::query(
@@ -259,7 +269,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(Some(done.rows_affected() == 1))
     }
 
     /// Forgets jobs that finished (done or failed) before `before`.
