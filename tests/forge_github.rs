@@ -619,6 +619,40 @@ async fn sticky_comment_is_found_across_pages_and_edited_in_place(db: TestDb) {
     s.assert_conformant();
 }
 
+/// A next page on another host is neither followed (the token would go
+/// there) nor taken as the end of the list (a status comment on page two
+/// would be missed and posted again): the call fails and says why.
+async fn pagination_to_another_host_fails_instead_of_cutting_the_list(db: TestDb) {
+    let s = setup(&db).await;
+    s.fake.set_max_per_page(2);
+    let client = s.client().await;
+    let number = open_pr(&s, &client, "graft/infra").await;
+    for i in 0..3 {
+        s.fake
+            .comment_as(REPO, number, "alice", &format!("comment {i}"));
+    }
+    s.fake.set_link_origin("https://proxy.example.invalid");
+    let error = client
+        .upsert_status_comment(number, "status: syncing")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ForgeError::Unexpected { .. })
+            && error
+                .to_string()
+                .contains("another host (https://proxy.example.invalid)"),
+        "{error}"
+    );
+    assert_eq!(s.fake.comments(REPO, number).len(), 3, "nothing posted");
+    assert!(
+        !s.fake
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("proxy.example")),
+        "the link was not followed"
+    );
+}
+
 async fn racing_upserts_leave_one_status_comment(db: TestDb) {
     let s = setup(&db).await;
     let client = s.client().await;
@@ -918,6 +952,7 @@ both_backends!(
     pull_request_lifecycle,
     sticky_comment_is_found_across_pages_and_edited_in_place,
     racing_upserts_leave_one_status_comment,
+    pagination_to_another_host_fails_instead_of_cutting_the_list,
     reactions_checks_and_permissions,
     auto_merge_waits_for_checks_or_merges_at_once,
     enterprise_server_base_path,

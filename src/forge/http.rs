@@ -4,6 +4,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
+
+use super::error::{ForgeError, ForgeKind};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// A response read to the end: what error classification and decoding need.
@@ -57,24 +59,39 @@ pub fn next_link(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The next page's URL when it is on the forge itself (same scheme, host
-/// and port as `base`, or a path): a `Link` pointing elsewhere is not
-/// followed, since the request would carry graft's token there.
-pub fn next_link_within(headers: &HeaderMap, base: &str) -> Option<String> {
-    let link = next_link(headers)?;
+/// and port as `base`, or a path). A `Link` pointing elsewhere is not
+/// followed, since the request would carry graft's token there: it is
+/// `Err` with that origin, so the caller fails instead of returning a list
+/// cut short (a missed status comment would be posted twice).
+pub fn next_link_within(headers: &HeaderMap, base: &str) -> Result<Option<String>, String> {
+    let Some(link) = next_link(headers) else {
+        return Ok(None);
+    };
     if link.starts_with('/') {
-        return Some(link);
+        return Ok(Some(link));
     }
-    let (next, base_url) = (
-        reqwest::Url::parse(&link).ok()?,
-        reqwest::Url::parse(base).ok()?,
-    );
-    let same = next.scheme() == base_url.scheme()
-        && next.host_str() == base_url.host_str()
-        && next.port_or_known_default() == base_url.port_or_known_default();
-    if !same {
-        tracing::warn!(link = %next.origin().ascii_serialization(), "not following a pagination link to another host");
+    let next = reqwest::Url::parse(&link).map_err(|_| "an unparsable URL".to_string())?;
+    let same = reqwest::Url::parse(base).is_ok_and(|base_url| {
+        next.scheme() == base_url.scheme()
+            && next.host_str() == base_url.host_str()
+            && next.port_or_known_default() == base_url.port_or_known_default()
+    });
+    if same {
+        Ok(Some(link))
+    } else {
+        Err(next.origin().ascii_serialization())
     }
-    same.then_some(link)
+}
+
+/// The error for a next page on another host than the forge's API.
+pub fn foreign_next_page(forge: ForgeKind, what: &str, origin: &str) -> ForgeError {
+    ForgeError::Unexpected {
+        forge,
+        message: format!(
+            "the next page while {what} is on another host ({origin}); graft does not send its \
+             token there, check that the API URL setting names the host the forge answers as"
+        ),
+    }
 }
 
 /// `Retry-After` in seconds (the forms GitHub and GitLab send).
@@ -153,25 +170,24 @@ mod tests {
     fn pagination_stays_on_the_forge() {
         let link = |url: &str| headers(&[("link", &format!("<{url}>; rel=\"next\""))]);
         let base = "https://ghe.example.com/api/v3";
+        let within = |url: &str| next_link_within(&link(url), base);
         assert_eq!(
-            next_link_within(&link("https://ghe.example.com/api/v3/x?page=2"), base).as_deref(),
-            Some("https://ghe.example.com/api/v3/x?page=2")
+            within("https://ghe.example.com/api/v3/x?page=2"),
+            Ok(Some("https://ghe.example.com/api/v3/x?page=2".into()))
         );
         assert_eq!(
-            next_link_within(&link("https://ghe.example.com:443/x?page=2"), base).as_deref(),
-            Some("https://ghe.example.com:443/x?page=2")
+            within("https://ghe.example.com:443/x?page=2"),
+            Ok(Some("https://ghe.example.com:443/x?page=2".into()))
         );
         assert_eq!(
-            next_link_within(&link("https://evil.example/x?page=2"), base),
-            None
+            within("https://evil.example/x?page=2"),
+            Err("https://evil.example".into())
         );
         assert_eq!(
-            next_link_within(&link("http://ghe.example.com/x"), base),
-            None
+            within("http://ghe.example.com/x"),
+            Err("http://ghe.example.com".into())
         );
-        assert_eq!(
-            next_link_within(&link("/x?page=2"), base).as_deref(),
-            Some("/x?page=2")
-        );
+        assert_eq!(within("/x?page=2"), Ok(Some("/x?page=2".into())));
+        assert_eq!(next_link_within(&HeaderMap::new(), base), Ok(None));
     }
 }

@@ -25,7 +25,7 @@ use app::{Api, decode, split_repo};
 pub use app::{GithubApp, GithubAppConfig};
 
 use super::error::{ForgeError, ForgeKind, short};
-use super::http::{RawResponse, next_link_within};
+use super::http::{RawResponse, foreign_next_page, next_link_within};
 use super::sticky::{self, CommentInfo};
 use super::{
     AutoMerge, CHECK_NAME, CheckConclusion, CheckReport, CommentRef, GitCredentials,
@@ -237,7 +237,8 @@ impl GithubRepo {
             let response = self.call(what, Method::GET, &uri, None).await?;
             let page: Vec<T> = decode(&response, what)?;
             items.extend(page);
-            next = next_link_within(&response.headers, self.app.api_url());
+            next = next_link_within(&response.headers, self.app.api_url())
+                .map_err(|origin| foreign_next_page(GITHUB, what, &origin))?;
         }
         Err(ForgeError::Unexpected {
             forge: GITHUB,

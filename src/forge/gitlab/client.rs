@@ -289,12 +289,19 @@ impl GitlabClient {
             let response = self.call(what, Method::GET, &path, None).await?;
             let page: Vec<T> = decode(&response, what)?;
             items.extend(page);
-            next = crate::forge::http::next_link_within(&response.headers, &self.base_url).or_else(
-                || {
-                    let page = response.header("x-next-page").filter(|p| !p.is_empty())?;
-                    Some(with_page(&path, page))
-                },
-            );
+            // `x-next-page` stays on this host: the fallback for a `Link`
+            // a proxy dropped or pointed elsewhere.
+            let header_page = response
+                .header("x-next-page")
+                .filter(|p| !p.is_empty())
+                .map(|page| with_page(&path, page));
+            next =
+                match crate::forge::http::next_link_within(&response.headers, &self.base_url) {
+                    Ok(link) => link.or(header_page),
+                    Err(origin) => Some(header_page.ok_or_else(|| {
+                        crate::forge::http::foreign_next_page(GITLAB, what, &origin)
+                    })?),
+                };
         }
         Err(ForgeError::Unexpected {
             forge: GITLAB,

@@ -396,7 +396,11 @@ fn repo_route(
     body: Value,
 ) -> Response {
     let (root, api_url) = (fake.root.as_str(), fake.api_url.as_str());
-    let list_url = |path: &str| format!("{api_url}/repos/{repo}{path}");
+    let link_origin = fake.state.lock().unwrap().link_origin.clone();
+    let list_url = |path: &str| match &link_origin {
+        Some(origin) => format!("{origin}/repos/{repo}{path}"),
+        None => format!("{api_url}/repos/{repo}{path}"),
+    };
     match (method, rest) {
         ("GET", []) => {
             let state = fake.state.lock().unwrap();

@@ -140,6 +140,9 @@ pub struct State {
     pub violations: Vec<String>,
     pub faults: Faults,
     pub max_per_page: usize,
+    /// Where `Link` headers point instead of the API (a misconfigured
+    /// proxy or GHES hostname).
+    pub link_origin: Option<String>,
     /// When set, comment creations wait here until this many arrived, so
     /// a race between clients is certain, not left to timing.
     pub comment_gate: Option<Arc<tokio::sync::Barrier>>,
@@ -221,6 +224,7 @@ impl FakeGithub {
                 violations: Vec::new(),
                 faults: Faults::default(),
                 max_per_page: 100,
+                link_origin: None,
                 comment_gate: None,
                 manifest_codes: HashMap::new(),
             })),
@@ -333,6 +337,11 @@ impl FakeGithub {
     pub fn hold_comment_creations(&self, creators: usize) {
         self.state.lock().unwrap().comment_gate =
             Some(Arc::new(tokio::sync::Barrier::new(creators)));
+    }
+
+    /// Makes list pages link to `origin` instead of the API.
+    pub fn set_link_origin(&self, origin: &str) {
+        self.state.lock().unwrap().link_origin = Some(origin.to_string());
     }
 
     pub fn set_max_per_page(&self, max: usize) {
