@@ -156,11 +156,8 @@ async fn create_gitlab_integration(
         .unwrap_or_else(|| format!("{base_url} as @{}", check.username));
     let updating = state
         .store
-        .list_integrations()
-        .await?
-        .into_iter()
-        .find(|i| i.provider == "gitlab" && i.base_url == base_url && i.name == name)
-        .map(|i| i.id);
+        .integration_named("gitlab", &base_url, &name)
+        .await?;
     refuse_shared_secret(&state, body.webhook_secret.trim(), updating).await?;
     let now = now_ms();
     let (id, created) = state
@@ -234,27 +231,27 @@ async fn refuse_shared_secret(
     secret: &str,
     updating: Option<i64>,
 ) -> Result<(), ApiError> {
-    use secrecy::ExposeSecret;
-    use subtle::ConstantTimeEq;
-    for (owner, existing) in super::webhooks::gitlab_secrets(state).await? {
-        if owner.is_some() && owner == updating {
-            continue;
-        }
-        if bool::from(existing.expose_secret().as_bytes().ct_eq(secret.as_bytes())) {
-            let holder = match owner {
-                Some(id) => format!("GitLab integration {id}"),
-                None => "GITLAB_WEBHOOK_SECRET".to_string(),
-            };
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "webhook_secret_in_use",
-                format!(
-                    "webhook_secret is already the webhook secret of {holder}; graft tells GitLab \
-                     integrations apart by their secret, so give this one its own (e.g. \
-                     `openssl rand -hex 32`)"
-                ),
-            ));
-        }
+    let (owners, secrets): (Vec<Option<i64>>, Vec<SecretString>) =
+        super::webhooks::gitlab_secrets(state)
+            .await?
+            .into_iter()
+            .filter(|(owner, _)| owner.is_none() || *owner != updating)
+            .unzip();
+    // The comparison webhook intake makes: a match there is a clash here.
+    if let Ok(index) = crate::signature::verify_gitlab_token(Some(secret), &secrets) {
+        let holder = match owners.get(index).copied().flatten() {
+            Some(id) => format!("GitLab integration {id}"),
+            None => "GITLAB_WEBHOOK_SECRET".to_string(),
+        };
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "webhook_secret_in_use",
+            format!(
+                "webhook_secret is already the webhook secret of {holder}; graft tells GitLab \
+                 integrations apart by their secret, so give this one its own (e.g. \
+                 `openssl rand -hex 32`)"
+            ),
+        ));
     }
     Ok(())
 }

@@ -70,7 +70,38 @@ async fn insert_in(
     Ok(row.get(0))
 }
 
+/// The integration [`Store::save_integration`] would update for this
+/// provider, base URL and name.
+async fn integration_named_in(
+    conn: &mut sqlx::AnyConnection,
+    provider: &str,
+    base_url: &str,
+    name: &str,
+) -> Result<Option<i64>> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT id FROM integrations WHERE provider = $1 AND base_url = $2 AND name = $3 \
+         ORDER BY id LIMIT 1",
+    )
+    .bind(provider)
+    .bind(base_url)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(id,)| id))
+}
+
 impl Store {
+    /// The integration a save of this provider, base URL and name updates.
+    pub async fn integration_named(
+        &self,
+        provider: &str,
+        base_url: &str,
+        name: &str,
+    ) -> Result<Option<i64>> {
+        let mut conn = self.pool.acquire().await?;
+        integration_named_in(&mut conn, provider, base_url, name).await
+    }
+
     /// Stores an integration, or, when one of the same provider, base URL
     /// and name exists, replaces its credentials (reconnecting after a
     /// token rotation must not leave the old token and secret valid in a
@@ -81,17 +112,9 @@ impl Store {
         now: i64,
     ) -> Result<(i64, bool)> {
         let mut tx = self.begin_write().await?;
-        let existing: Option<(i64,)> = sqlx::query_as(
-            "SELECT id FROM integrations WHERE provider = $1 AND base_url = $2 AND name = $3 \
-             ORDER BY id LIMIT 1",
-        )
-        .bind(new.provider)
-        .bind(new.base_url)
-        .bind(new.name)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let existing = integration_named_in(&mut tx, new.provider, new.base_url, new.name).await?;
         let saved = match existing {
-            Some((id,)) => {
+            Some(id) => {
                 sqlx::query(
                     "UPDATE integrations SET token_sealed = $1, \
                      webhook_secret_sealed = $2, updated_at = $3 WHERE id = $4",
