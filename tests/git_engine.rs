@@ -324,19 +324,11 @@ async fn a_fetch_keeps_its_mirror_from_retention_and_a_pruned_one_is_cloned_agai
     let path = mirror.path.clone();
     drop(mirror);
     let day = std::time::Duration::from_secs(86_400);
-    let lock = path.with_extension("lock");
-    // Both clocks a fetch moves: the lock file's and the mirror folder's.
+    // A fetch moves the mirror folder's time; that is its last use.
     let age = |ago: std::time::Duration| {
-        let when = std::time::SystemTime::now() - ago;
-        std::fs::File::options()
-            .write(true)
-            .open(&lock)
-            .unwrap()
-            .set_modified(when)
-            .unwrap();
         std::fs::File::open(&path)
             .unwrap()
-            .set_modified(when)
+            .set_modified(std::time::SystemTime::now() - ago)
             .unwrap();
     };
     let cutoff = std::time::SystemTime::now() - 30 * day;

@@ -82,14 +82,17 @@ impl MirrorCache {
     /// Waits for exclusive use of the mirror of `key` (e.g. `github/o/r`).
     pub async fn lock(&self, key: &str) -> Mirror {
         let path = self.path_for(key);
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(path.clone()).or_default().clone()
-        };
+        let lock = self.in_process_lock(&path);
         Mirror {
             path,
             _guard: lock.lock_owned().await,
         }
+    }
+
+    /// This process's lock of the mirror at `path`.
+    fn in_process_lock(&self, path: &Path) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(path.to_path_buf()).or_default().clone()
     }
 
     pub fn root(&self) -> &Path {
@@ -111,64 +114,78 @@ impl MirrorCache {
         };
         let mut removed = 0;
         for entry in entries.flatten() {
-            let lock_path = entry.path();
-            if entry.file_name().to_string_lossy().starts_with(TRASH) {
-                // Left by a removal that failed half-way.
-                std::fs::remove_dir_all(&lock_path)?;
-                continue;
+            // One mirror that cannot be looked at (another process pruning
+            // it right now, say) must not stop the sweep.
+            match self.prune_entry(&folder, &entry, before) {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(entry = %entry.path().display(), error = %e, "retention: could not prune")
+                }
             }
-            let mirror = lock_path.with_extension("git");
-            if lock_path.extension().is_none_or(|e| e != "lock") || !mirror.is_dir() {
-                continue;
-            }
-            if last_used(&lock_path, &mirror)? >= before {
-                continue;
-            }
-            let here = {
-                let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-                locks.entry(mirror.clone()).or_default().clone()
-            };
-            let Ok(_here) = here.try_lock() else {
-                continue; // a job of this process holds it
-            };
-            let file = std::fs::OpenOptions::new().write(true).open(&lock_path)?;
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => continue,
-                Err(std::fs::TryLockError::Error(e)) => return Err(e),
-            }
-            // A fetch may have finished between the first look and the lock.
-            if last_used(&lock_path, &mirror)? >= before {
-                continue;
-            }
-            // Out of the way first, in one step: a removal that fails
-            // half-way must not leave half a mirror under its name.
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            let trash = folder.join(format!(
-                "{TRASH}{nanos}-{}",
-                entry.file_name().to_string_lossy()
-            ));
-            std::fs::rename(&mirror, &trash)?;
-            removed += 1;
-            std::fs::remove_dir_all(&trash)?;
         }
         Ok(removed)
+    }
+
+    /// Removes one mirror (given by its lock file) if unused since
+    /// `before`, or a leftover of a removal that failed; whether a mirror
+    /// went.
+    fn prune_entry(
+        &self,
+        folder: &Path,
+        entry: &std::fs::DirEntry,
+        before: std::time::SystemTime,
+    ) -> std::io::Result<bool> {
+        let lock_path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with(TRASH) {
+            std::fs::remove_dir_all(&lock_path)?;
+            return Ok(false);
+        }
+        let mirror = lock_path.with_extension("git");
+        if lock_path.extension().is_none_or(|e| e != "lock") || !mirror.is_dir() {
+            return Ok(false);
+        }
+        if last_used(&mirror)? >= before {
+            return Ok(false);
+        }
+        let here = self.in_process_lock(&mirror);
+        let Ok(_here) = here.try_lock() else {
+            return Ok(false); // a job of this process holds it
+        };
+        let file = std::fs::OpenOptions::new().write(true).open(&lock_path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        // A fetch may have finished between the first look and the lock.
+        if last_used(&mirror)? >= before {
+            return Ok(false);
+        }
+        // Out of the way first, in one step: a removal that fails half-way
+        // must not leave half a mirror under its name.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let trash = folder.join(format!(
+            "{TRASH}{nanos}-{}",
+            entry.file_name().to_string_lossy()
+        ));
+        std::fs::rename(&mirror, &trash)?;
+        std::fs::remove_dir_all(&trash)?;
+        Ok(true)
     }
 }
 
 /// Prefix of a mirror being removed.
 const TRASH: &str = ".trash-";
 
-/// When a fetch last used the mirror: the lock file's time (set by every
-/// fetch), or the mirror folder's, which the fetch marker's coming and
-/// going moves too, also for fetches by builds that did not set the lock
-/// file's time.
-fn last_used(lock_path: &Path, mirror: &Path) -> std::io::Result<std::time::SystemTime> {
-    let lock = std::fs::metadata(lock_path)?.modified()?;
-    let folder = std::fs::metadata(mirror)?.modified()?;
-    Ok(lock.max(folder))
+/// When a fetch last used the mirror: every fetch (of any build) writes
+/// and removes its marker in the mirror's folder, which moves the folder's
+/// time.
+fn last_used(mirror: &Path) -> std::io::Result<std::time::SystemTime> {
+    std::fs::metadata(mirror)?.modified()
 }
 
 impl Mirror {
@@ -199,11 +216,6 @@ pub fn fetch_path(path: &Path, url: &str, auth: &GitAuth) -> Result<FetchOutcome
             .open(path.with_extension("lock"))
             .map_err(local)?;
         lock_file.lock().map_err(local)?;
-        // The lock file's time says when the mirror was last used, for
-        // `MirrorCache::prune_unused`.
-        lock_file
-            .set_modified(std::time::SystemTime::now())
-            .map_err(local)?;
         let created = ensure_sound(path)?;
         let marker = path.join(IN_PROGRESS);
         std::fs::write(&marker, b"").map_err(local)?;
@@ -443,17 +455,15 @@ mod tests {
     }
 
     /// A mirror as a fetch leaves it: the bare repository and its lock
-    /// file, last used `age` ago.
+    /// file, last used (its folder's time) `age` ago.
     fn mirror_used_ago(cache: &MirrorCache, key: &str, age: std::time::Duration) -> PathBuf {
         let path = cache.path_for(key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         gix::init_bare(&path).unwrap();
-        let when = std::time::SystemTime::now() - age;
-        let lock = std::fs::File::create(path.with_extension("lock")).unwrap();
-        lock.set_modified(when).unwrap();
+        std::fs::File::create(path.with_extension("lock")).unwrap();
         std::fs::File::open(&path)
             .unwrap()
-            .set_modified(when)
+            .set_modified(std::time::SystemTime::now() - age)
             .unwrap();
         path
     }
@@ -467,13 +477,6 @@ mod tests {
         let recent = mirror_used_ago(&cache, "github/acme/recent", day);
         let fetching_elsewhere = mirror_used_ago(&cache, "github/acme/other", 40 * day);
         let in_use_here = mirror_used_ago(&cache, "github/acme/here", 40 * day);
-        // An older build fetched it lately: the folder's time says so even
-        // though the lock file's does not.
-        let fetched_by_older_build = mirror_used_ago(&cache, "github/acme/older", 40 * day);
-        std::fs::File::open(&fetched_by_older_build)
-            .unwrap()
-            .set_modified(std::time::SystemTime::now() - day)
-            .unwrap();
         // A removal that failed half-way.
         let trash = root
             .path()
@@ -493,7 +496,6 @@ mod tests {
         assert!(!idle.exists(), "an idle mirror goes");
         assert!(idle.with_extension("lock").exists(), "its lock file stays");
         assert!(recent.is_dir() && fetching_elsewhere.is_dir() && in_use_here.is_dir());
-        assert!(fetched_by_older_build.is_dir());
         assert!(!trash.exists(), "leftovers of a failed removal go");
 
         drop(held);
