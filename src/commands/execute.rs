@@ -436,7 +436,7 @@ async fn act(
                         sync_on_change: f.sync_on_change,
                     })
                     .collect();
-                match schedule::on_files_changed(&resumed, &waiting) {
+                let answer = match schedule::on_files_changed(&resumed, &waiting) {
                     Some(scope) => {
                         schedule::enqueue_sync(
                             store,
@@ -446,18 +446,16 @@ async fn act(
                         )
                         .await?;
                         state.job_wake.notify_waiters();
-                        refresh_sticky(state, project_id).await;
                         format!(
                             "Resumed: automatic syncs are on again. {} file(s) changed while \
                              paused, so a sync is queued.",
                             waiting.len()
                         )
                     }
-                    None => {
-                        refresh_sticky(state, project_id).await;
-                        "Resumed: automatic syncs are on again.".to_string()
-                    }
-                }
+                    None => "Resumed: automatic syncs are on again.".to_string(),
+                };
+                refresh_sticky(state, project_id).await;
+                answer
             }
         }
         Command::AutoMerge { on: false } => {

@@ -10,7 +10,7 @@ pub const COMMAND_HELP: &str = "\
 |---|---|
 | `/graft sync` | sync now |
 | `/graft sync --force` | sync, keeping graft's version of conflicting files |
-| `/graft import` | take the repository's version of the conflicting files |
+| `/graft import` | take the repository's version of conflicting or edited files |
 | `/graft rebase` | recreate the branch from the target branch plus graft's files |
 | `/graft retry` | re-run the last failed job |
 | `/graft status` | refresh the status comment |

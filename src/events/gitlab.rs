@@ -29,8 +29,6 @@ struct User {
     username: String,
 }
 
-/// GitLab marks project/group access-token users only by their generated
-/// username (`project_<id>_bot_<hash>`, `group_<id>_bot_<hash>`).
 /// GitLab's own bot users, by the usernames GitLab gives them: project and
 /// group access tokens (`project_42_bot`, `group_7_bot_3f2a…`) and service
 /// accounts (`service_account_…`). Hook payloads carry no bot flag.

@@ -78,9 +78,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics));
     Router::new()
-        .merge(with_timeout(pages, PAGE_TIMEOUT))
-        .merge(with_timeout(webhooks, PAGE_TIMEOUT))
-        .merge(with_timeout(health, PAGE_TIMEOUT))
+        .merge(with_timeout(
+            pages.merge(webhooks).merge(health),
+            PAGE_TIMEOUT,
+        ))
         .nest("/api/v1", with_timeout(api, API_TIMEOUT))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
