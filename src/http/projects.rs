@@ -59,11 +59,15 @@ pub async fn load_project(store: &Store, raw_id: &str) -> Result<Project, ApiErr
 
 /// A project as the API shows it: every state field plus `pending_files`.
 pub async fn project_json(store: &Store, project: &Project) -> Result<Value, ApiError> {
+    with_pending(project, store.pending_count(project.id).await?)
+}
+
+fn with_pending(project: &Project, pending: i64) -> Result<Value, ApiError> {
     let mut value = serde_json::to_value(project).map_err(|e| {
         tracing::error!(error = %e, "serializing a project");
         ApiError::internal()
     })?;
-    value["pending_files"] = json!(store.pending_count(project.id).await?);
+    value["pending_files"] = json!(pending);
     Ok(value)
 }
 
@@ -178,10 +182,15 @@ async fn create_project(
 }
 
 async fn list_projects(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let mut projects = Vec::new();
-    for project in state.store.list_projects().await? {
-        projects.push(project_json(&state.store, &project).await?);
-    }
+    // One count query for the whole list, not one per project.
+    let pending = state.store.pending_counts().await?;
+    let projects = state
+        .store
+        .list_projects()
+        .await?
+        .iter()
+        .map(|p| with_pending(p, pending.get(&p.id).copied().unwrap_or(0)))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({ "projects": projects })))
 }
 
