@@ -76,6 +76,34 @@ pub async fn enqueue_in(conn: &mut AnyConnection, job: &NewJob, now: i64) -> Res
     Ok(row.map(|r| r.get::<i64, _>(0)))
 }
 
+/// Folds new work into the queued job with `dedupe_key`: its payload
+/// becomes `merge(its payload)`. The job's id when one was queued and took
+/// it; `None` when none is queued (or it started meanwhile).
+pub async fn merge_into_queued_in(
+    conn: &mut AnyConnection,
+    dedupe_key: &str,
+    now: i64,
+    merge: impl FnOnce(&str) -> String,
+) -> Result<Option<i64>> {
+    let queued: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, payload FROM jobs WHERE dedupe_key = $1 AND state = 'queued'")
+            .bind(dedupe_key)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((id, payload)) = queued else {
+        return Ok(None);
+    };
+    let updated = sqlx::query(
+        "UPDATE jobs SET payload = $1, updated_at = $2 WHERE id = $3 AND state = 'queued'",
+    )
+    .bind(merge(&payload))
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok((updated.rows_affected() == 1).then_some(id))
+}
+
 const CLAIMABLE: &str = "((j.state = 'queued' AND j.run_at <= $3) \
        OR (j.state = 'running' AND j.locked_until < $3)) \
      AND (j.project_id IS NULL OR j.state = 'running' OR NOT EXISTS \
@@ -233,31 +261,26 @@ impl Store {
         merge: &impl Fn(&str, &str) -> Option<String>,
     ) -> Result<Option<bool>> {
         let mut tx = self.begin_write().await?;
-        let twin: Option<(i64, String, String)> = sqlx::query_as(
-            "SELECT q.id, q.payload, r.payload FROM jobs q JOIN jobs r ON r.dedupe_key = q.dedupe_key \
-             WHERE r.id = $1 AND r.locked_by = $2 AND r.state = 'running' AND q.state = 'queued'",
+        let this: Option<(String, String)> = sqlx::query_as(
+            "SELECT dedupe_key, payload FROM jobs \
+             WHERE id = $1 AND locked_by = $2 AND state = 'running' AND dedupe_key IS NOT NULL",
         )
         .bind(id)
         .bind(worker)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((queued_id, queued, this)) = twin else {
+        let Some((key, this)) = this else {
             return Ok(None);
         };
-        if let Some(merged) = merge(&queued, &this) {
-            let updated = sqlx::query(
-                "UPDATE jobs SET payload = $1, updated_at = $2 WHERE id = $3 AND state = 'queued'",
-            )
-            .bind(merged)
-            .bind(now)
-            .bind(queued_id)
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() == 0 {
-                // The twin started meanwhile: it does not cover this job.
-                return Ok(None);
-            }
-        }
+        let merged = merge_into_queued_in(&mut tx, &key, now, |queued| {
+            merge(queued, &this).unwrap_or_else(|| queued.to_string())
+        })
+        .await?;
+        // None: no twin is queued any more (it started meanwhile), so it
+        // does not cover this job.
+        let Some(queued_id) = merged else {
+            return Ok(None);
+        };
         let done = sqlx::query(
             "UPDATE jobs SET state = 'done', last_error = $1, finished_at = $2, updated_at = $2, \
              locked_by = NULL, locked_until = NULL WHERE id = $3 AND locked_by = $4 AND state = 'running'",

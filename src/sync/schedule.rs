@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::files::ChangedPath;
 use sqlx::AnyConnection;
 
-use crate::store::jobs::{NewJob, enqueue_in};
+use crate::store::jobs::{NewJob, enqueue_in, merge_into_queued_in};
 use crate::store::projects::{Kind, Project};
 use crate::store::{Result, Store};
 
@@ -115,26 +115,15 @@ pub async fn enqueue_sync_in(
         if let Some(id) = enqueue_in(conn, &job, now).await? {
             return Ok(id);
         }
-        let queued: Option<(i64, String)> = sqlx::query_as(
-            "SELECT id, payload FROM jobs WHERE dedupe_key = $1 AND state = 'queued'",
-        )
-        .bind(&key)
-        .fetch_optional(&mut *conn)
+        let merged = merge_into_queued_in(conn, &key, now, |payload| {
+            let merged = match serde_json::from_str::<SyncRequest>(payload) {
+                Ok(queued) => merge_requests(&queued, request),
+                Err(_) => request.clone(),
+            };
+            serde_json::json!(merged).to_string()
+        })
         .await?;
-        let Some((id, payload)) = queued else {
-            continue;
-        };
-        let merged = match serde_json::from_str::<SyncRequest>(&payload) {
-            Ok(queued) => merge_requests(&queued, request),
-            Err(_) => request.clone(),
-        };
-        let updated =
-            sqlx::query("UPDATE jobs SET payload = $1 WHERE id = $2 AND state = 'queued'")
-                .bind(serde_json::json!(merged).to_string())
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-        if updated.rows_affected() == 1 {
+        if let Some(id) = merged {
             return Ok(id);
         }
     }
