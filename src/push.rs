@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::config::PushArgs;
 use crate::http::files::{MAX_FILE_BYTES, content_json};
 use crate::remote::Remote;
+use crate::store::files::{Change, Stored, change_for};
 
 /// Ignore files with gitignore syntax that graft push honours.
 pub const IGNORE_FILE: &str = ".graftignore";
@@ -204,9 +205,8 @@ pub struct RemoteFile {
     pub deleted: bool,
 }
 
-/// What a push of `local` would change, as the API counts it: by git blob
-/// id and mode; a file pending deletion is absent (putting it back adds
-/// it). Sorted by path.
+/// What a push of `local` would change, by the API's own rule
+/// ([`change_for`]). Sorted by path.
 pub fn planned_changes(
     local: &[LocalFile],
     remote: &BTreeMap<String, RemoteFile>,
@@ -215,12 +215,15 @@ pub fn planned_changes(
     let mut changes = Vec::new();
     for file in local {
         let blob = crate::git::read::blob_id(&file.content).to_string();
-        match remote.get(&file.path).filter(|r| !r.deleted) {
-            None => changes.push(("add", file.path.clone())),
-            Some(r) if r.blob_sha != blob || r.executable != file.executable => {
-                changes.push(("modify", file.path.clone()))
-            }
-            Some(_) => {}
+        let stored = remote.get(&file.path).map(|r| Stored {
+            blob_sha: &r.blob_sha,
+            executable: r.executable,
+            pending_deletion: r.deleted,
+        });
+        match change_for(stored, &blob, file.executable) {
+            Some(Change::Added) => changes.push(("add", file.path.clone())),
+            Some(_) => changes.push(("modify", file.path.clone())),
+            None => {}
         }
     }
     if delete_missing {

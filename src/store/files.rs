@@ -105,6 +105,27 @@ async fn current(
     Ok(row.as_ref().map(from_row))
 }
 
+/// A stored file as [`change_for`] needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    pub blob_sha: &'a str,
+    pub executable: bool,
+    pub pending_deletion: bool,
+}
+
+/// What putting content with git blob id `blob` does to a file: a new one
+/// (or one pending deletion) is added, a different blob or mode modifies,
+/// the same is no change. The API's rule, also used by `graft push
+/// --dry-run` to predict it.
+pub fn change_for(existing: Option<Stored<'_>>, blob: &str, executable: bool) -> Option<Change> {
+    match existing {
+        None => Some(Change::Added),
+        Some(e) if e.pending_deletion => Some(Change::Added),
+        Some(e) if e.blob_sha != blob || e.executable != executable => Some(Change::Modified),
+        Some(_) => None,
+    }
+}
+
 /// Writes one file; returns the change it made, if any.
 async fn put_in(
     conn: &mut AnyConnection,
@@ -122,12 +143,15 @@ async fn put_in(
         .executable
         .or(existing.as_ref().map(|e| e.executable))
         .unwrap_or(false);
-    let change = match &existing {
-        None => Some(Change::Added),
-        Some(e) if e.state == FileState::DeletedPending => Some(Change::Added),
-        Some(e) if e.blob_sha != blob || e.executable != executable => Some(Change::Modified),
-        Some(_) => None,
-    };
+    let change = change_for(
+        existing.as_ref().map(|e| Stored {
+            blob_sha: &e.blob_sha,
+            executable: e.executable,
+            pending_deletion: e.state == FileState::DeletedPending,
+        }),
+        &blob,
+        executable,
+    );
     let flags_changed = existing
         .as_ref()
         .is_some_and(|e| e.sync_on_change != sync_on_change);
