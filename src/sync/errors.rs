@@ -26,6 +26,21 @@ pub enum SyncError {
     Config(String),
 }
 
+/// "Validation failed with N error(s); `consequence`." and the first one.
+pub fn validation_failed(findings: &[Finding], consequence: &str) -> String {
+    let first = findings
+        .first()
+        .map(|f| match f.line {
+            Some(line) => format!(" First: {}:{line}: {}", f.file, f.message),
+            None => format!(" First: {} {}", f.file, f.message),
+        })
+        .unwrap_or_default();
+    format!(
+        "Validation failed with {} error(s); {consequence}.{first}",
+        findings.len()
+    )
+}
+
 impl SyncError {
     /// `Some(wait)` when another attempt may succeed (rate limit, 5xx,
     /// network, the remote moved).
@@ -54,20 +69,10 @@ impl SyncError {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            SyncError::Validation(findings) => {
-                let first = findings
-                    .first()
-                    .map(|f| match f.line {
-                        Some(line) => format!(" First: {}:{line}: {}", f.file, f.message),
-                        None => format!(" First: {} {}", f.file, f.message),
-                    })
-                    .unwrap_or_default();
-                format!(
-                    "Validation failed with {} error(s); direct mode does not push until the \
-                     generated files validate.{first}",
-                    findings.len()
-                )
-            }
+            SyncError::Validation(findings) => validation_failed(
+                findings,
+                "direct mode does not push until the generated files validate",
+            ),
             SyncError::Git(GitError::Auth(message)) => format!(
                 "The git server refused graft's credentials ({message}). Check that the GitHub \
                  App is installed on the repository with `contents: write`, or that the GitLab \

@@ -207,12 +207,10 @@ pub(super) async fn finish(
         )
         .await?;
     if !passed(&built.findings) {
-        let error = super::errors::SyncError::Validation(built.findings.clone())
-            .describe()
-            .replace(
-                "direct mode does not push until the generated files validate.",
-                "the pull request shows the findings.",
-            );
+        let error = super::errors::validation_failed(
+            &built.findings,
+            "the pull request shows the findings",
+        );
         store
             .record_sync_error(project.id, &error, None, now)
             .await?;
