@@ -18,6 +18,14 @@ pub struct SyncSuccess {
     pub findings: Option<serde_json::Value>,
 }
 
+/// The columns that describe graft's open PR, all forgotten when it ends.
+macro_rules! forget_pull_request_columns {
+    () => {
+        "pull_request_number = NULL, pull_request_url = NULL, status_comment_id = NULL, \
+         sync_branch_shared = 0, sync_branch_sha = NULL, last_changes = NULL"
+    };
+}
+
 impl Store {
     pub async fn set_sync_status(
         &self,
@@ -105,20 +113,6 @@ impl Store {
         Ok(())
     }
 
-    /// What the open PR changes, for the status comment.
-    pub async fn set_last_changes(
-        &self,
-        id: i64,
-        changes: &[crate::git::read::FileChange],
-    ) -> Result<()> {
-        sqlx::query("UPDATE projects SET last_changes = $1 WHERE id = $2")
-            .bind(serde_json::json!(changes).to_string())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     /// Validation findings of the last overlay (shown on the PR and dashboard).
     pub async fn set_findings(&self, id: i64, findings: &serde_json::Value) -> Result<()> {
         sqlx::query("UPDATE projects SET last_findings = $1 WHERE id = $2")
@@ -186,6 +180,51 @@ impl Store {
         )
         .bind(sha)
         .bind(flag(shared))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The PR graft just opened or updated, what it changes and the sync
+    /// branch head it shows, in one statement (recorded at once: a failure
+    /// after it must not leave the PR unknown).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_pull_request_open(
+        &self,
+        id: i64,
+        number: i64,
+        url: &str,
+        changes: &[crate::git::read::FileChange],
+        branch_sha: &str,
+        shared: bool,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE projects SET pull_request_number = $1, pull_request_url = $2, \
+             last_changes = $3, sync_branch_sha = $4, sync_branch_shared = $5, updated_at = $6 \
+             WHERE id = $7",
+        )
+        .bind(number)
+        .bind(url)
+        .bind(serde_json::json!(changes).to_string())
+        .bind(branch_sha)
+        .bind(flag(shared))
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// graft closed its own PR: every PR field goes, the status stays.
+    pub async fn forget_pull_request(&self, id: i64, now: i64) -> Result<()> {
+        sqlx::query(concat!(
+            "UPDATE projects SET ",
+            forget_pull_request_columns!(),
+            ", updated_at = $1 WHERE id = $2"
+        ))
+        .bind(now)
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -288,16 +327,16 @@ impl Store {
             PullRequestEnd::Closed { .. } => ("idle", 1),
         };
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE projects SET pull_request_number = NULL, pull_request_url = NULL, \
-             status_comment_id = NULL, sync_branch_shared = 0, sync_branch_sha = NULL, \
-             last_changes = NULL, sync_error = NULL, \
+        sqlx::query(concat!(
+            "UPDATE projects SET ",
+            forget_pull_request_columns!(),
+            ", sync_error = NULL, \
              status_before_pause = CASE WHEN paused = 1 THEN $1 ELSE status_before_pause END, \
              error_before_pause = CASE WHEN paused = 1 THEN NULL ELSE error_before_pause END, \
              sync_status = CASE WHEN paused = 1 THEN 'paused' ELSE $1 END, \
              auto_sync_held = CASE WHEN $2 = 1 THEN 1 ELSE auto_sync_held END, \
-             updated_at = $3 WHERE id = $4",
-        )
+             updated_at = $3 WHERE id = $4"
+        ))
         .bind(status)
         .bind(held)
         .bind(now)

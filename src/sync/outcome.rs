@@ -133,14 +133,7 @@ pub(super) async fn close_landed_pull_request(
         .await?;
     client.close_pull_request(number).await?;
     let now = now_ms();
-    state
-        .store
-        .set_pull_request(project.id, None, None, now)
-        .await?;
-    state
-        .store
-        .set_sync_branch_state(project.id, None, false)
-        .await?;
+    state.store.forget_pull_request(project.id, now).await?;
     state
         .store
         .record_event(

@@ -336,16 +336,19 @@ async fn via_pull_request(
             .await?
     };
     let pr = publish::open_or_update(client, project, &changes, &state.commands.prefix).await?;
-    state.store.set_last_changes(project.id, &changes).await?;
     // Recorded at once: a failure below must not leave the PR unknown
     // (the failure comment goes on it, the next sync updates it).
     state
         .store
-        .set_pull_request(project.id, Some(pr.number), Some(&pr.url), now_ms())
-        .await?;
-    state
-        .store
-        .set_sync_branch_state(project.id, Some(&head.to_string()), shared)
+        .record_pull_request_open(
+            project.id,
+            pr.number,
+            &pr.url,
+            &changes,
+            &head.to_string(),
+            shared,
+            now_ms(),
+        )
         .await?;
     publish::report_check(client, &head.to_string(), &built.findings).await?;
     if project.auto_merge && passed(&built.findings) {
