@@ -327,3 +327,26 @@ pub struct Faults {
     /// `x-accepted-github-permissions`.
     pub forbid: Vec<(String, String)>,
 }
+
+/// Lets a creation through a gate set up to make clients race: it waits
+/// until the gate's number of creators arrived, and the last one clears
+/// it (`clear`). `false` when the others never came within 10 s: the test
+/// is broken, and the fake refuses the creation so that it fails (the gate
+/// is cleared, so later creations do not wait too).
+pub async fn pass_gate(gate: Option<Arc<tokio::sync::Barrier>>, clear: impl FnOnce()) -> bool {
+    let Some(gate) = gate else {
+        return true;
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), gate.wait()).await {
+        Ok(waited) => {
+            if waited.is_leader() {
+                clear();
+            }
+            true
+        }
+        Err(_) => {
+            clear();
+            false
+        }
+    }
+}

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::super::fake_common::{
     Recorded, decode_segment, iso, json_response, merge_in_bare, now_secs, paginate, parse_query,
-    random_id,
+    pass_gate, random_id,
 };
 use super::super::git_host::{RefUpdate, git};
 use super::{
@@ -179,12 +179,11 @@ pub(super) async fn handle(State(fake): State<FakeGithub>, request: Request) -> 
     }
     if method == "POST" && path.ends_with("/comments") {
         let gate = fake.state.lock().unwrap().comment_gate.clone();
-        if let Some(gate) = gate {
-            let waited =
-                tokio::time::timeout(std::time::Duration::from_secs(10), gate.wait()).await;
-            if waited.is_ok_and(|w| w.is_leader()) {
-                fake.state.lock().unwrap().comment_gate = None;
-            }
+        if !pass_gate(gate, || fake.state.lock().unwrap().comment_gate = None).await {
+            return gh_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "fake GitHub: the racing comment creations never all arrived",
+            );
         }
     }
     let segments: Vec<String> = path

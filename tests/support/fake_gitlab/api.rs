@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::super::fake_common::{
     Recorded, decode_segment, json_response, merge_in_bare, now_secs, paginate, parse_query,
+    pass_gate,
 };
 use super::super::git_host::{RefUpdate, git};
 use super::{CommitStatus, FakeGitlab, MergeRequest, Note, Project, State as FakeState};
@@ -85,12 +86,11 @@ pub(super) async fn handle(State(fake): State<FakeGitlab>, request: Request) -> 
     }
     if parts.method == axum::http::Method::POST && rest.ends_with("/notes") {
         let gate = fake.state.lock().unwrap().note_gate.clone();
-        if let Some(gate) = gate {
-            let waited =
-                tokio::time::timeout(std::time::Duration::from_secs(10), gate.wait()).await;
-            if waited.is_ok_and(|w| w.is_leader()) {
-                fake.state.lock().unwrap().note_gate = None;
-            }
+        if !pass_gate(gate, || fake.state.lock().unwrap().note_gate = None).await {
+            return message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "fake GitLab: the racing note creations never all arrived",
+            );
         }
     }
     let Some(user) = token_user(&fake.state.lock().unwrap(), &parts.headers) else {
