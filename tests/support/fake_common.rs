@@ -305,6 +305,12 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// An `updated_at` for an edit: now, but always after `previous`, so two
+/// edits within a second still tell apart as the forges' do.
+pub fn edited_at(previous: u64) -> u64 {
+    now_secs().max(previous + 1)
+}
+
 pub fn iso(secs: u64) -> String {
     chrono::DateTime::from_timestamp(secs as i64, 0)
         .unwrap()

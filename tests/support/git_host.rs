@@ -30,7 +30,7 @@ struct Inner {
     /// token → user name the push is attributed to.
     tokens: HashMap<String, String>,
     on_push: Option<PushHook>,
-    /// Runs once, right after the next fetch is served.
+    /// Runs once, after the next `git-upload-pack` request is answered.
     after_next_fetch: Option<FetchHook>,
     requests: Vec<String>,
 }
@@ -125,8 +125,11 @@ impl GitHost {
         self.inner.lock().unwrap().on_push = Some(hook);
     }
 
-    /// Runs `hook` (with the repository) once, right after the next fetch
-    /// is served: "someone pushed while graft was working".
+    /// Runs `hook` (with the repository) once, after the next
+    /// `git-upload-pack` request is answered: "someone pushed while graft
+    /// was working". With protocol v2 that first request lists the refs
+    /// (the pack comes in a second one), so the hook runs after graft has
+    /// seen the old heads, which is the moment the tests need.
     pub fn after_next_fetch(&self, hook: FetchHook) {
         self.inner.lock().unwrap().after_next_fetch = Some(hook);
     }

@@ -532,7 +532,7 @@ impl FakeGithub {
                 .find(|c| c.id == comment_id)
                 .expect("comment exists");
             let previous = std::mem::replace(&mut comment.body, body.to_string());
-            comment.updated_at = fake_common::now_secs().max(comment.updated_at + 1);
+            comment.updated_at = fake_common::edited_at(comment.updated_at);
             (comment.clone(), previous)
         };
         self.emit_comment(&comment, "edited", Some(previous));

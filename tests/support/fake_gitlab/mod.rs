@@ -355,7 +355,7 @@ impl FakeGitlab {
                 .find(|n| n.id == note_id)
                 .expect("note exists");
             note.body = body.to_string();
-            note.updated_at = fake_common::now_secs().max(note.updated_at + 1);
+            note.updated_at = fake_common::edited_at(note.updated_at);
             note.clone()
         };
         self.emit_note(&note, "update");
