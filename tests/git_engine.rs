@@ -508,10 +508,37 @@ async fn a_mirror_missing_a_deep_object_is_re_created_after_the_failure() {
         check: None,
     };
     let error = prepare(&world.cache, request()).await.unwrap_err();
-    assert!(matches!(error, GitError::Local(_)), "{error:?}");
+    assert!(matches!(error, GitError::MissingObject(_)), "{error:?}");
     // The failure marked the mirror: the next attempt re-creates it and works.
     let prepared = prepare(&world.cache, request()).await.unwrap();
     assert!(prepared.commit.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_missing_object_makes_the_mirror_untrusted() {
+    let world = World::new().await;
+    world
+        .host
+        .commit(REPO, "main", &[("a.txt", Some(b"a\n"))], "first");
+    let auth = GitAuth::new("x-access-token", TOKEN.to_string().into());
+    let fetched = graft::git::pipeline::fetch(&world.cache, "test/acme/infra", &world.url(), &auth)
+        .await
+        .unwrap();
+    let marker = world
+        .cache
+        .path_for("test/acme/infra")
+        .join("graft-fetch-in-progress");
+    // A full disk is not the mirror's fault: it stays trusted.
+    let full = fetched
+        .with_repo(|_| Err::<(), _>(GitError::Local("No space left on device".into())))
+        .await;
+    assert!(matches!(full, Err(GitError::Local(_))));
+    assert!(!marker.exists());
+    let gone = fetched
+        .with_repo(|_| Err::<(), _>(GitError::MissingObject("object 1234 not found".into())))
+        .await;
+    assert!(matches!(gone, Err(GitError::MissingObject(_))));
+    assert!(marker.exists(), "re-created on the next fetch");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

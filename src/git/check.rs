@@ -11,7 +11,7 @@ use gix::ObjectId;
 use tokio::io::AsyncReadExt;
 
 use super::validate::{Finding, Severity};
-use super::{GitError, local, paths};
+use super::{GitError, local, missing, paths};
 
 /// Output kept from the command; the rest is dropped with a note.
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
@@ -55,9 +55,11 @@ impl CheckOutcome {
 /// Writes every file of `tree` below `dir` (blobs, executables, links;
 /// submodules become empty folders). Blocking.
 pub fn materialize(repo: &gix::Repository, tree: ObjectId, dir: &Path) -> Result<(), GitError> {
-    let tree = repo.find_tree(tree).map_err(local)?;
+    let tree = repo.find_tree(tree).map_err(missing)?;
     let mut recorder = gix::traverse::tree::Recorder::default();
-    tree.traverse().breadthfirst(&mut recorder).map_err(local)?;
+    tree.traverse()
+        .breadthfirst(&mut recorder)
+        .map_err(missing)?;
     for entry in recorder.records {
         // Names come from the repository: a crafted tree must not write
         // outside `dir` (`..`, absolute paths, `.git`).
@@ -71,7 +73,7 @@ pub fn materialize(repo: &gix::Repository, tree: ObjectId, dir: &Path) -> Result
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(local)?;
         }
-        let data = repo.find_blob(entry.oid).map_err(local)?.data.clone();
+        let data = repo.find_blob(entry.oid).map_err(missing)?.data.clone();
         if entry.mode.is_link() {
             #[cfg(unix)]
             std::os::unix::fs::symlink(String::from_utf8_lossy(&data).as_ref(), &path)

@@ -96,6 +96,10 @@ pub enum GitError {
     Path(#[from] PathError),
     #[error(transparent)]
     Unsafe(#[from] overlay::PlacementError),
+    /// An object the mirror should hold is not there (or unreadable): the
+    /// mirror is not trusted and the next fetch re-creates it.
+    #[error("the mirror is missing an object: {0}")]
+    MissingObject(String),
     #[error("local repository problem: {0}")]
     Local(String),
     #[error("git failed: {0}")]
@@ -104,4 +108,9 @@ pub enum GitError {
 
 pub(crate) fn local(error: impl std::fmt::Display) -> GitError {
     GitError::Local(error.to_string())
+}
+
+/// For reading objects: a failure there means the mirror lacks them.
+pub(crate) fn missing(error: impl std::fmt::Display) -> GitError {
+    GitError::MissingObject(error.to_string())
 }

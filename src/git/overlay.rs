@@ -10,7 +10,7 @@ use gix::object::tree::EntryKind;
 
 use super::paths::{repo_path, validate_base_path, validate_file_path, validate_in_base};
 use super::read::{ChangeKind, FileChange, TreeFile, list_subtree};
-use super::{GitError, Identity, local};
+use super::{GitError, Identity, local, missing};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagedFile {
@@ -61,9 +61,9 @@ pub fn build(repo: &gix::Repository, input: OverlayInput<'_>) -> Result<Overlay,
     for path in input.deletions {
         validate_file_path(path)?;
     }
-    let root = repo.find_tree(input.base_tree).map_err(local)?;
+    let root = repo.find_tree(input.base_tree).map_err(missing)?;
     let existing = list_subtree(repo, input.base_tree, input.base_path)?;
-    let mut editor = repo.edit_tree(input.base_tree).map_err(local)?;
+    let mut editor = repo.edit_tree(input.base_tree).map_err(missing)?;
     let mut changes = Vec::new();
     for file in input.files {
         let full = repo_path(input.base_path, &file.path);
@@ -157,7 +157,7 @@ fn check_placement(
     let mut clear = Vec::new();
     for depth in 1..=components.len() {
         let prefix = components[..depth].join("/");
-        let Some(entry) = root.lookup_entry_by_path(&prefix).map_err(local)? else {
+        let Some(entry) = root.lookup_entry_by_path(&prefix).map_err(missing)? else {
             break;
         };
         let mode = entry.mode();
@@ -222,12 +222,14 @@ fn folder_has_unlisted_entries(
     existing: &BTreeMap<String, TreeFile>,
     inside: &str,
 ) -> Result<bool, GitError> {
-    let Some(entry) = root.lookup_entry_by_path(folder).map_err(local)? else {
+    let Some(entry) = root.lookup_entry_by_path(folder).map_err(missing)? else {
         return Ok(false);
     };
-    let tree = root.repo.find_tree(entry.object_id()).map_err(local)?;
+    let tree = root.repo.find_tree(entry.object_id()).map_err(missing)?;
     let mut recorder = gix::traverse::tree::Recorder::default();
-    tree.traverse().breadthfirst(&mut recorder).map_err(local)?;
+    tree.traverse()
+        .breadthfirst(&mut recorder)
+        .map_err(missing)?;
     let listed = existing.keys().filter(|p| p.starts_with(inside)).count();
     let files = recorder
         .records

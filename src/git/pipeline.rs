@@ -31,9 +31,10 @@ impl Fetched {
         self.heads.get(branch).copied()
     }
 
-    /// Runs blocking gix work on the mirror on a blocking thread. A local
-    /// failure (an object that should be there is not: a corrupt mirror)
-    /// makes the next fetch re-create the mirror instead of trusting it.
+    /// Runs blocking gix work on the mirror on a blocking thread. An object
+    /// that should be there and is not (a corrupt mirror) makes the next
+    /// fetch re-create the mirror instead of trusting it; other local
+    /// failures (a full disk) leave the mirror be.
     pub async fn with_repo<T: Send + 'static>(
         &self,
         work: impl FnOnce(&gix::Repository) -> Result<T, GitError> + Send + 'static,
@@ -45,7 +46,7 @@ impl Fetched {
         })
         .await
         .map_err(local)?;
-        if let Err(GitError::Local(message)) = &result {
+        if let Err(GitError::MissingObject(message)) = &result {
             tracing::warn!(mirror = %self.mirror.path.display(), error = %message, "mirror unreadable; it is re-created on the next fetch");
             super::mirror::mark_untrusted(&self.mirror.path);
         }

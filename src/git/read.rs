@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use gix::ObjectId;
 
-use super::{GitError, local};
+use super::{GitError, missing};
 
 /// One file under the base path: its blob and whether it is executable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +36,8 @@ pub fn commit_tree(repo: &gix::Repository, commit: Option<ObjectId>) -> Result<O
     match commit {
         None => Ok(ObjectId::empty_tree(repo.object_hash())),
         Some(id) => {
-            let commit = repo.find_commit(id).map_err(local)?;
-            Ok(commit.tree_id().map_err(local)?.detach())
+            let commit = repo.find_commit(id).map_err(missing)?;
+            Ok(commit.tree_id().map_err(missing)?.detach())
         }
     }
 }
@@ -57,11 +57,13 @@ pub fn subtree_id(
     if base_path.is_empty() {
         return Ok(Some(root));
     }
-    let tree = repo.find_tree(root).map_err(local)?;
-    Ok(match tree.lookup_entry_by_path(base_path).map_err(local)? {
-        Some(entry) if entry.mode().is_tree() => Some(entry.object_id()),
-        _ => None,
-    })
+    let tree = repo.find_tree(root).map_err(missing)?;
+    Ok(
+        match tree.lookup_entry_by_path(base_path).map_err(missing)? {
+            Some(entry) if entry.mode().is_tree() => Some(entry.object_id()),
+            _ => None,
+        },
+    )
 }
 
 /// Every regular file (blob) below `base_path` in `tree`, keyed by its path
@@ -72,13 +74,13 @@ pub fn list_subtree(
     tree: ObjectId,
     base_path: &str,
 ) -> Result<BTreeMap<String, TreeFile>, GitError> {
-    let root = repo.find_tree(tree).map_err(local)?;
+    let root = repo.find_tree(tree).map_err(missing)?;
     let subtree = if base_path.is_empty() {
         root
     } else {
-        match root.lookup_entry_by_path(base_path).map_err(local)? {
+        match root.lookup_entry_by_path(base_path).map_err(missing)? {
             Some(entry) if entry.mode().is_tree() => {
-                repo.find_tree(entry.object_id()).map_err(local)?
+                repo.find_tree(entry.object_id()).map_err(missing)?
             }
             _ => return Ok(BTreeMap::new()),
         }
@@ -87,7 +89,7 @@ pub fn list_subtree(
     subtree
         .traverse()
         .breadthfirst(&mut recorder)
-        .map_err(local)?;
+        .map_err(missing)?;
     Ok(recorder
         .records
         .into_iter()
@@ -146,7 +148,7 @@ pub fn diff_commits(
 }
 
 pub fn read_blob(repo: &gix::Repository, blob: ObjectId) -> Result<Vec<u8>, GitError> {
-    Ok(repo.find_blob(blob).map_err(local)?.data.clone())
+    Ok(repo.find_blob(blob).map_err(missing)?.data.clone())
 }
 
 /// Commits reachable from `head` but not from `base`, oldest first, with
@@ -160,13 +162,13 @@ pub fn commits_between(
         .rev_walk([head])
         .with_hidden([base])
         .all()
-        .map_err(local)?;
+        .map_err(missing)?;
     let mut commits = Vec::new();
     for info in walk {
-        let info = info.map_err(local)?;
-        let commit = info.object().map_err(local)?;
-        let author = commit.author().map_err(local)?.email.to_string();
-        let committer = commit.committer().map_err(local)?.email.to_string();
+        let info = info.map_err(missing)?;
+        let commit = info.object().map_err(missing)?;
+        let author = commit.author().map_err(missing)?.email.to_string();
+        let committer = commit.committer().map_err(missing)?.email.to_string();
         commits.push((info.id, author, committer));
     }
     commits.reverse();

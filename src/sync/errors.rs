@@ -47,9 +47,12 @@ impl SyncError {
     pub fn retry(&self) -> Option<Option<Duration>> {
         match self {
             SyncError::Forge(e) if e.is_retryable() => Some(e.retry_after()),
-            // Local: the mirror is re-created on the next attempt.
+            // MissingObject: the mirror is re-created on the next attempt.
             SyncError::Git(
-                GitError::Network(_) | GitError::NonFastForward(_) | GitError::Local(_),
+                GitError::Network(_)
+                | GitError::NonFastForward(_)
+                | GitError::Local(_)
+                | GitError::MissingObject(_),
             ) => Some(None),
             SyncError::Store(_) => Some(None),
             _ => None,
@@ -99,7 +102,9 @@ impl SyncError {
                 "The branch kept moving while graft pushed ({message}), also after fetching \
                  again. The next change syncs again; `/graft sync` tries now."
             ),
-            SyncError::Git(error @ (GitError::Other(_) | GitError::Local(_))) => {
+            SyncError::Git(
+                error @ (GitError::Other(_) | GitError::Local(_) | GitError::MissingObject(_)),
+            ) => {
                 format!("{error}. `/graft retry` tries again; graft's log has the details.")
             }
             SyncError::Forge(error) if error.is_retryable() => format!(

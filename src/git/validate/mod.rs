@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::overlay::ManagedFile;
 use super::paths::repo_path;
-use super::{GitError, local};
+use super::{GitError, missing};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,7 +54,7 @@ pub fn validate(
     base_path: &str,
     files: &[ManagedFile],
 ) -> Result<Vec<Finding>, GitError> {
-    let root = repo.find_tree(tree).map_err(local)?;
+    let root = repo.find_tree(tree).map_err(missing)?;
     let folder_exists = |path: &str| -> bool {
         matches!(root.lookup_entry_by_path(path), Ok(Some(entry)) if entry.mode().is_tree())
     };
