@@ -66,7 +66,7 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
     let last_seen = parse(project.last_synced_commit_sha.as_deref());
     // In a monorepo most pushes are elsewhere: the open PR is rebuilt only
     // when something below the base path changed.
-    let subtree_moved = {
+    let subtree_moved = target_moved && {
         let base_path = project.base_path.clone();
         fetched
             .with_repo(move |repo| {
