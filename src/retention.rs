@@ -1,7 +1,10 @@
 //! Retention: finished jobs and handled webhook deliveries are forgotten
 //! after `GRAFT_RETENTION_DAYS`, so the queue tables (and the delivery
 //! payloads of up to 25 MiB each) do not grow for ever; so are repository
-//! mirrors no sync has fetched for as long. The audit log is kept.
+//! mirrors no sync has fetched for as long, and so are slash-command runs
+//! whose job is over. The audit log is kept, and so is the last text of
+//! each comment that addressed graft (a redelivered old comment must still
+//! run nothing).
 
 use std::time::Duration;
 
@@ -28,6 +31,15 @@ pub async fn prune(store: &Store, days: u64) -> crate::store::Result<(u64, u64)>
         store.prune_jobs(before).await?,
         store.prune_deliveries(before).await?,
     ))
+}
+
+/// Forgets finished slash-command runs older than `days`; returns how
+/// many went.
+pub async fn prune_commands(store: &Store, days: u64) -> crate::store::Result<u64> {
+    match cutoff(now_ms(), days) {
+        Some(before) => store.prune_command_runs(before).await,
+        None => Ok(0),
+    }
 }
 
 /// Removes the mirrors unused for `days`; returns how many went.
@@ -72,6 +84,11 @@ pub async fn run(
                 )
             }
             Err(e) => tracing::warn!(error = %e, "retention: could not prune"),
+        }
+        match prune_commands(&store, days).await {
+            Ok(0) => {}
+            Ok(runs) => tracing::info!(runs, days, "retention: forgot old command runs"),
+            Err(e) => tracing::warn!(error = %e, "retention: could not prune command runs"),
         }
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}

@@ -221,7 +221,7 @@ async fn bots_and_graft_itself_are_never_obeyed(db: TestDb) {
     h.stop().await;
 }
 
-async fn a_merge_request_graft_does_not_own_gets_one_short_answer(db: TestDb) {
+async fn a_merge_request_graft_does_not_own_stores_and_runs_nothing(db: TestDb) {
     let h = Harness::start(&db).await;
     let s = managed_mr(&h).await;
     h.push_to_gitlab_as_human(
@@ -242,12 +242,18 @@ async fn a_merge_request_graft_does_not_own_gets_one_short_answer(db: TestDb) {
         .await
         .unwrap();
     assert_ne!(other.number, s.iid);
-    h.comment_on_gitlab(s.gitlab_id, other.number, "dev", "/graft sync");
-    let answer = Setup {
-        iid: other.number,
-        ..s
-    };
-    insta::assert_snapshot!("gitlab_not_managed", reply(&h, &answer, 1).await);
+    let mut notes = Vec::new();
+    for _ in 0..3 {
+        notes.push(h.comment_on_gitlab(s.gitlab_id, other.number, "dev", "/graft sync"));
+    }
+    for note in &notes {
+        processed(&h, *note, 1).await;
+        assert!(h.gitlab.awards(*note).is_empty());
+    }
+    assert_eq!(command_jobs(&h).await, 0, "no job");
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM command_runs").await, 0);
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM comment_texts").await, 0);
+    assert!(gitlab_replies(&h, s.gitlab_id, other.number).is_empty());
     h.stop().await;
 }
 
@@ -289,6 +295,8 @@ async fn an_edit_hook_without_an_action_runs_only_new_commands(db: TestDb) {
         .unwrap()
         .remove("action");
     hook["object_attributes"]["note"] = serde_json::json!("/graft pause\n/graft help");
+    h.gitlab
+        .set_note_text(note, "dev", "/graft pause\n/graft help");
     let body = serde_json::to_vec(&hook).unwrap();
     let response = h
         .app
@@ -313,6 +321,7 @@ async fn an_edit_hook_without_an_action_runs_only_new_commands(db: TestDb) {
         let mut edited = hook.clone();
         edited["object_attributes"]["note"] = serde_json::json!(text);
         edited["object_attributes"]["updated_at"] = serde_json::json!(at);
+        h.gitlab.set_note_text(note, "dev", text);
         let body = serde_json::to_vec(&edited).unwrap();
         let app = &h.app;
         async move {
@@ -679,6 +688,217 @@ async fn reporters_may_not_run_any_state_changing_command(db: TestDb) {
     h.stop().await;
 }
 
+/// The last real hook of `event` GitLab sent whose `pointer` is `id`.
+fn real_hook(h: &Harness, event: &str, pointer: &str, id: i64) -> serde_json::Value {
+    h.gitlab
+        .webhooks()
+        .into_iter()
+        .rfind(|w| w.event == event && w.body.pointer(pointer).and_then(|v| v.as_i64()) == Some(id))
+        .expect("a real hook to start from")
+        .body
+}
+
+/// Sends `body` as `event` with the integration's right secret, as anyone
+/// holding it (a Maintainer of any project carrying the hook) could.
+async fn send_forged(h: &Harness, event: &str, body: &serde_json::Value) {
+    let response = h
+        .app
+        .gitlab(
+            event,
+            &random_delivery_id(),
+            &serde_json::to_vec(body).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+}
+
+/// Waits until `n` jobs of `kind` are over.
+async fn jobs_done(h: &Harness, kind: &str, n: i64) {
+    let sql =
+        format!("SELECT COUNT(*) FROM jobs WHERE kind = '{kind}' AND state IN ('done', 'failed')");
+    h.wait_for(&format!("{n} {kind} jobs over"), || async {
+        (count(h, &sql).await >= n).then_some(())
+    })
+    .await
+}
+
+async fn forged_note_hooks_run_nothing(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let id = s.project.id;
+    // `lead` may change anything here; `mallory` maintains another project
+    // whose hook carries the same secret.
+    let lead = h.gitlab.set_access_level(s.gitlab_id, "lead", 40);
+    let elsewhere = h.gitlab_project("elsewhere/app");
+    h.gitlab.set_access_level(elsewhere, "mallory", 40);
+    let asked = h.comment_on_gitlab(s.gitlab_id, s.iid, "reporter", "Could we pause this?");
+    let praised = h.comment_on_gitlab(s.gitlab_id, s.iid, "lead", "Nice work.");
+    processed(&h, praised, 1).await;
+    let template = real_hook(&h, "Note Hook", "/object_attributes/id", asked);
+    let as_lead = |note: i64, body: &str| {
+        let mut hook = template.clone();
+        hook["user"]["username"] = "lead".into();
+        hook["user"]["id"] = lead.into();
+        hook["object_attributes"]["id"] = note.into();
+        hook["object_attributes"]["note"] = body.into();
+        hook["object_attributes"]["author_id"] = lead.into();
+        hook
+    };
+    // The reporter's note, passed off as the lead's.
+    send_forged(&h, "Note Hook", &as_lead(asked, "/graft pause")).await;
+    // A note that does not exist.
+    send_forged(&h, "Note Hook", &as_lead(999_999, "/graft pause")).await;
+    // The lead's real note, with other text.
+    send_forged(
+        &h,
+        "Note Hook",
+        &as_lead(praised, "Nice work.\n/graft pause"),
+    )
+    .await;
+    // The lead's real note, under another project's id.
+    let mut moved = as_lead(praised, "/graft sync");
+    moved["project"]["id"] = elsewhere.into();
+    send_forged(&h, "Note Hook", &moved).await;
+    jobs_done(&h, "command", 4).await;
+
+    for note in [asked, praised] {
+        assert!(h.gitlab.awards(note).is_empty(), "no reaction on {note}");
+    }
+    assert!(replies(&h, &s).is_empty(), "{:?}", replies(&h, &s));
+    let after = project(&h, id).await;
+    assert!(!after.paused);
+    assert_eq!(after.sync_status, SyncStatus::Success);
+    let log = h.app.store.list_events(Some(id), 50).await.unwrap();
+    let rejected: Vec<&str> = log
+        .iter()
+        .filter(|e| e.kind == "command.rejected")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(rejected.len(), 4, "{rejected:?}");
+    for reason in [
+        "GitLab says @reporter wrote",
+        "no note 999999",
+        "text differs",
+        "project id",
+    ] {
+        assert!(
+            rejected.iter().any(|m| m.contains(reason)),
+            "{reason}: {rejected:?}"
+        );
+    }
+    assert!(!log.iter().any(|e| e.kind == "command"), "nothing ran");
+    let unanswered = count(
+        &h,
+        "SELECT COUNT(*) FROM command_runs WHERE replied = 0 OR outcome IS NULL",
+    )
+    .await;
+    assert_eq!(unanswered, 0, "every forged run is settled");
+
+    // The real lead, for contrast, is obeyed.
+    h.comment_on_gitlab(s.gitlab_id, s.iid, "lead", "/graft pause");
+    assert!(reply(&h, &s, 1).await.contains("Paused:"));
+    h.stop().await;
+}
+
+async fn a_forged_merge_or_close_of_an_open_mr_changes_nothing(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let id = s.project.id;
+    let before = project(&h, id).await;
+    let template = h
+        .gitlab
+        .webhooks()
+        .into_iter()
+        .rfind(|w| {
+            w.event == "Merge Request Hook"
+                && w.body["object_attributes"]["iid"].as_i64() == Some(s.iid)
+        })
+        .expect("graft's MR was announced")
+        .body;
+    for (action, state) in [("merge", "merged"), ("close", "closed")] {
+        let mut hook = template.clone();
+        hook["object_attributes"]["action"] = action.into();
+        hook["object_attributes"]["state"] = state.into();
+        hook["object_attributes"]["merge_commit_sha"] =
+            "c0ffee0000000000000000000000000000000000".into();
+        send_forged(&h, "Merge Request Hook", &hook).await;
+    }
+    jobs_done(&h, "pull_request_closed", 2).await;
+    let after = project(&h, id).await;
+    assert_eq!(
+        after.pull_request_number,
+        Some(s.iid),
+        "still graft's open MR"
+    );
+    assert_eq!(
+        (
+            after.sync_status,
+            after.auto_sync_held,
+            &after.last_synced_commit_sha
+        ),
+        (
+            before.sync_status,
+            before.auto_sync_held,
+            &before.last_synced_commit_sha
+        )
+    );
+    let kinds = event_kinds(&h, id).await;
+    assert!(
+        !kinds.iter().any(|k| k.starts_with("pull_request.")),
+        "{kinds:?}"
+    );
+    assert_eq!(h.gitlab.merge_requests(s.gitlab_id)[0].state, "opened");
+
+    // The real close is believed.
+    h.gitlab.close_merge_request(s.gitlab_id, s.iid, "dev");
+    h.wait_for("close recorded", || async {
+        project(&h, id)
+            .await
+            .pull_request_number
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        event_kinds(&h, id)
+            .await
+            .contains(&"pull_request.closed".to_string())
+    );
+    h.stop().await;
+}
+
+async fn an_edit_by_a_maintainer_runs_as_the_maintainer(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let id = s.project.id;
+    h.gitlab.set_access_level(s.gitlab_id, "lead", 40);
+    // The developer's note, edited by the lead: the lead caused the run.
+    let note = h.comment_on_gitlab(s.gitlab_id, s.iid, "dev", "Ready when you are.");
+    processed(&h, note, 1).await;
+    h.gitlab
+        .edit_note_by(note, "lead", "Ready when you are.\n/graft pause");
+    assert!(reply(&h, &s, 1).await.contains("Paused:"));
+    let log = h.app.store.list_events(Some(id), 50).await.unwrap();
+    let run = log
+        .iter()
+        .find(|e| e.kind == "command")
+        .expect("the pause is logged");
+    assert_eq!(run.actor, "lead", "the editor, not the author");
+
+    // GitLab's API cannot confirm who edited a note, so a reporter's note
+    // runs nothing that changes anything, whoever the hook says edited it.
+    let note = h.comment_on_gitlab(s.gitlab_id, s.iid, "reporter", "A question.");
+    processed(&h, note, 1).await;
+    h.gitlab
+        .edit_note_by(note, "lead", "A question.\n/graft resume");
+    let refusal = reply(&h, &s, 2).await;
+    assert!(refusal.contains("@reporter, you need"), "{refusal}");
+    assert!(project(&h, id).await.paused);
+    h.stop().await;
+}
+
 both_backends!(
     a_command_removed_and_written_back_runs_again,
     an_edit_takes_back_the_earlier_verdict,
@@ -686,7 +906,10 @@ both_backends!(
     developers_run_commands_and_reporters_are_refused,
     an_edited_note_runs_only_its_new_commands,
     bots_and_graft_itself_are_never_obeyed,
-    a_merge_request_graft_does_not_own_gets_one_short_answer,
+    a_merge_request_graft_does_not_own_stores_and_runs_nothing,
+    forged_note_hooks_run_nothing,
+    a_forged_merge_or_close_of_an_open_mr_changes_nothing,
+    an_edit_by_a_maintainer_runs_as_the_maintainer,
     a_developer_syncs_the_pending_change,
     sync_force_and_import_resolve_conflicts,
     rebase_drops_human_commits_after_importing_their_edits,

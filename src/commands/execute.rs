@@ -7,7 +7,7 @@
 use tracing::{info, warn};
 
 use crate::app::AppState;
-use crate::events::Provider;
+use crate::events::{Actor, Provider};
 use crate::forge::{AutoMerge, ForgeKind, Permission, Reaction, RepoClient, UserRef};
 use crate::git::validate::{Finding, passed};
 use crate::jobs::JobError;
@@ -23,6 +23,7 @@ use crate::sync::{ops, publish, reconcile};
 use super::intake::{CommandJob, QueuedCommand};
 use super::parse::Command;
 use super::reply::{self, Forge, Outcome, Verdict};
+use super::verify::{self, Rejection};
 
 fn payload(job: &Job) -> Result<CommandJob, JobError> {
     serde_json::from_str(&job.payload)
@@ -80,8 +81,63 @@ async fn verdict(client: &RepoClient, job: &CommandJob, done: bool) {
     react(client, job, verdict).await;
 }
 
+/// The note did not check out: nothing runs and nothing shows on it; the
+/// log and (for a project graft owns) the audit log say why.
+async fn reject(
+    state: &AppState,
+    job: &CommandJob,
+    project: Option<&Project>,
+    ids: &[i64],
+    rejection: &Rejection,
+) -> Result<(), JobError> {
+    let store = &state.store;
+    warn!(
+        comment = job.comment_id,
+        number = job.number,
+        named = %job.author.login,
+        reason = %rejection,
+        "slash commands not run: the webhook does not match the forge"
+    );
+    let outcome = Outcome {
+        verdict: Verdict::Refused,
+        reply: false,
+        ..Outcome::done("", rejection.to_string())
+    };
+    let json = serde_json::to_string(&outcome).unwrap_or_default();
+    for id in ids {
+        store
+            .finish_command_run(*id, &json, now_ms())
+            .await
+            .map_err(store_error)?;
+    }
+    store
+        .mark_command_runs_replied(ids)
+        .await
+        .map_err(store_error)?;
+    if let Some(project) = project {
+        store
+            .record_event(
+                &NewEvent {
+                    project_id: Some(project.id),
+                    actor: "graft",
+                    kind: "command.rejected",
+                    message: &format!(
+                        "commands in note {} on !{} not run: {rejection}",
+                        job.comment_id, job.number
+                    ),
+                    pull_request_url: project.pull_request_url.as_deref(),
+                    ..NewEvent::default()
+                },
+                now_ms(),
+            )
+            .await
+            .map_err(store_error)?;
+    }
+    Ok(())
+}
+
 pub async fn run(state: &AppState, job: &Job) -> Result<(), JobError> {
-    let command_job = payload(job)?;
+    let mut command_job = payload(job)?;
     let store = &state.store;
     let ids: Vec<i64> = command_job.commands.iter().map(|c| c.run_id).collect();
     let rows = store.command_runs(&ids).await.map_err(store_error)?;
@@ -97,6 +153,21 @@ pub async fn run(state: &AppState, job: &Job) -> Result<(), JobError> {
     let client = client_for(state, &command_job, project.as_ref())
         .await
         .map_err(SyncError::into_job_error)?;
+    // Believe the forge, not the webhook, before anything runs or shows.
+    let verified = verify::verify(&client, &command_job)
+        .await
+        .map_err(|e| SyncError::from(e).into_job_error())?;
+    let also = match verified {
+        Ok(verified) => {
+            command_job.author = verified.actor;
+            verified.also
+        }
+        Err(rejection) => {
+            return reject(state, &command_job, project.as_ref(), &ids, &rejection).await;
+        }
+    };
+    let mut people = vec![command_job.author.clone()];
+    people.extend(also);
     let prefix = command_job.prefix.clone();
     let Some(project) = project else {
         let body = reply::not_managed(&prefix, forge_of(&client));
@@ -113,7 +184,7 @@ pub async fn run(state: &AppState, job: &Job) -> Result<(), JobError> {
     if !command_job.acknowledged && rows.iter().all(|r| r.outcome.is_none()) {
         react(&client, &command_job, Reaction::Eyes).await;
     }
-    let mut permission: Option<Permission> = None;
+    let mut permission: Option<(Permission, String)> = None;
     let mut outcomes = Vec::with_capacity(command_job.commands.len());
     for queued in &command_job.commands {
         let stored = rows
@@ -131,6 +202,7 @@ pub async fn run(state: &AppState, job: &Job) -> Result<(), JobError> {
             &project,
             &command_job,
             queued,
+            &people,
             &mut permission,
         )
         .await?;
@@ -163,14 +235,35 @@ pub async fn run(state: &AppState, job: &Job) -> Result<(), JobError> {
     Ok(())
 }
 
-/// Validates, authorizes and runs one command line.
+/// The lowest access among `people` (who must all be allowed), and who
+/// has it.
+async fn access(client: &RepoClient, people: &[Actor]) -> Result<(Permission, String), JobError> {
+    let mut lowest: Option<(Permission, String)> = None;
+    for person in people {
+        let level = client
+            .permission(&UserRef {
+                login: person.login.clone(),
+                id: person.id,
+            })
+            .await
+            .map_err(|e| SyncError::from(e).into_job_error())?;
+        if lowest.as_ref().is_none_or(|(low, _)| level < *low) {
+            lowest = Some((level, person.login.clone()));
+        }
+    }
+    Ok(lowest.unwrap_or((Permission::None, String::new())))
+}
+
+/// Validates, authorizes and runs one command line. `people` must all
+/// have write access for a command that changes anything.
 async fn one(
     state: &AppState,
     client: &RepoClient,
     project: &Project,
     job: &CommandJob,
     queued: &QueuedCommand,
-    permission: &mut Option<Permission>,
+    people: &[Actor],
+    permission: &mut Option<(Permission, String)>,
 ) -> Result<Outcome, JobError> {
     let prefix = &job.prefix;
     let command = match &queued.result {
@@ -178,25 +271,15 @@ async fn one(
         Ok(command) => *command,
     };
     if command.changes_anything() {
-        let level = match *permission {
-            Some(level) => level,
-            None => {
-                let level = client
-                    .permission(&UserRef {
-                        login: job.author.login.clone(),
-                        id: job.author.id,
-                    })
-                    .await
-                    .map_err(|e| SyncError::from(e).into_job_error())?;
-                *permission = Some(level);
-                level
-            }
+        let (level, who) = match permission {
+            Some(known) => known.clone(),
+            None => permission.insert(access(client, people).await?).clone(),
         };
         if level < Permission::Write {
-            info!(user = %job.author.login, command = command.name(), "command refused: no write access");
+            info!(user = %who, command = command.name(), "command refused: no write access");
             return Ok(reply::refusal(
                 forge_of(client),
-                &job.author.login,
+                &who,
                 &job.repo,
                 command,
                 prefix,
@@ -524,6 +607,19 @@ pub async fn gave_up(state: &AppState, job: &Job, error: &str) {
     let Ok(command_job) = payload(job) else {
         return;
     };
+    if command_job.provider == Provider::Gitlab {
+        // Until a run has an outcome the note was never verified: a forged
+        // hook must not get graft to write on the MR.
+        let ids: Vec<i64> = command_job.commands.iter().map(|c| c.run_id).collect();
+        let runs = state.store.command_runs(&ids).await.unwrap_or_default();
+        if runs.iter().all(|r| r.outcome.is_none()) {
+            warn!(
+                comment = command_job.comment_id,
+                error, "a GitLab command job failed before its note was verified"
+            );
+            return;
+        }
+    }
     let project = match job.project_id {
         Some(id) => state.store.project(id).await.ok().flatten(),
         None => None,

@@ -3,13 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::app::AppState;
 use crate::events::{Actor, CommentAction, CommentEvent, Provider};
 use crate::forge::STATUS_MARKER;
 use crate::jobs::JobError;
-use crate::store::commands::{CommentKey, NewCommandRun};
+use crate::store::commands::{Accepted, CommentKey, NewCommandRun, RateLimit};
 use crate::store::jobs::NewJob;
 use crate::store::now_ms;
 
@@ -36,7 +36,19 @@ pub struct CommandJob {
     pub repo: String,
     pub number: i64,
     pub comment_id: i64,
+    /// Who the run is for: the editor of an edit, else the author. Their
+    /// permission is checked and the audit log names them.
     pub author: Actor,
+    /// The comment's author, when the run is someone else's edit of it.
+    #[serde(default)]
+    pub written_by: Option<Actor>,
+    /// [`text_hash`] of the text the commands were read from: a GitLab job
+    /// re-reads the note and runs nothing when the note says otherwise.
+    #[serde(default)]
+    pub body_hash: Option<String>,
+    /// The forge's id of the repository, as the webhook gave it.
+    #[serde(default)]
+    pub repo_id: Option<i64>,
     pub prefix: String,
     pub commands: Vec<QueuedCommand>,
     /// 👀 was added on receipt (by the webhook job), so the command job
@@ -63,6 +75,29 @@ fn scoped_repo(path: &str, integration: Option<i64>) -> String {
 
 fn hash(body: &str) -> String {
     hex::encode(&Sha256::digest(body.as_bytes())[..8])
+}
+
+/// The full SHA-256 of a comment's text, to compare it with the forge's.
+pub fn text_hash(body: &str) -> String {
+    hex::encode(Sha256::digest(body.as_bytes()))
+}
+
+/// At most this many command runs per person and PR per minute: room for
+/// one full comment and some more ([`super::parse::MAX_COMMANDS`] lines and
+/// the line saying the rest did not run).
+pub const RATE_LIMIT: RateLimit = RateLimit {
+    max_runs: 20,
+    window_ms: 60_000,
+};
+const _: () = assert!(RATE_LIMIT.max_runs > super::parse::MAX_COMMANDS as i64 + 1);
+
+/// How a person is keyed in `command_runs`: the login, or for a GitLab
+/// editor the hook names by id only, the id.
+pub fn person_key(actor: &Actor) -> String {
+    match (actor.login.is_empty(), actor.id) {
+        (true, Some(id)) => format!("user#{id}"),
+        _ => actor.login.clone(),
+    }
 }
 
 /// Which version of a comment: its text, and for an edit the text before
@@ -115,8 +150,9 @@ pub fn to_run(
 }
 
 /// Handles a comment event: records its new commands and queues the job
-/// that runs them. Bots, graft itself and comments on plain issues are
-/// ignored.
+/// that runs them. Bots, graft itself, comments on plain issues and on PRs
+/// graft does not own are ignored (nothing is stored for them), and so is
+/// a comment that would take its author over [`RATE_LIMIT`].
 pub async fn on_comment(
     state: &AppState,
     provider: Provider,
@@ -126,7 +162,8 @@ pub async fn on_comment(
     if !comment.on_pull_request {
         return Ok(());
     }
-    if comment.author.is_bot || written_by_graft(&comment.body) {
+    let actor = comment.actor();
+    if comment.author.is_bot || actor.is_bot || written_by_graft(&comment.body) {
         debug!(author = %comment.author.login, "comment by a bot or by graft: not read for commands");
         return Ok(());
     }
@@ -163,13 +200,25 @@ pub async fn on_comment(
         )
         .await
         .map_err(|e| JobError::retry(format!("database: {e}")))?;
+    let Some(project) = project else {
+        // Not graft's PR: no job and no rows, however many such comments.
+        debug!(
+            number = comment.number,
+            "commands on a PR graft does not own: ignored"
+        );
+        return Ok(());
+    };
+    let person = person_key(actor);
     let key = CommentKey {
         provider: provider.as_str(),
         repo: &repo,
         number: comment.number,
         comment_id: comment.comment_id,
-        author: &comment.author.login,
+        author: &person,
     };
+    // A GitLab note is re-read by the job before anything shows on it:
+    // the hook may be forged by someone who holds the secret.
+    let acknowledge_now = provider == Provider::Github;
     let chosen = std::sync::Mutex::new(Vec::new());
     let plan = |stored: Option<String>| {
         // GitHub sends the text before an edit; for GitLab the last text
@@ -221,13 +270,16 @@ pub async fn on_comment(
             repo: comment.repo.path.clone(),
             number: comment.number,
             comment_id: comment.comment_id,
-            author: comment.author.clone(),
+            author: actor.clone(),
+            written_by: comment.editor.as_ref().map(|_| comment.author.clone()),
+            body_hash: Some(text_hash(&comment.body)),
+            repo_id: comment.repo.id,
             prefix: prefix.clone(),
             commands,
-            acknowledged: project.is_some(),
+            acknowledged: acknowledge_now,
         };
         NewJob {
-            project_id: project.as_ref().map(|p| p.id),
+            project_id: Some(project.id),
             max_attempts: 5,
             ..NewJob::new(
                 JOB_KIND,
@@ -237,22 +289,30 @@ pub async fn on_comment(
         }
     };
     let queued = store
-        .accept_commands(&key, &comment.body, plan, make_job, now_ms())
+        .accept_commands(&key, &comment.body, plan, make_job, RATE_LIMIT, now_ms())
         .await
         .map_err(|e| JobError::retry(format!("database: {e}")))?;
     match queued {
-        Some(job) => {
-            info!(job, comment = comment.comment_id, author = %comment.author.login, "slash commands queued");
+        Accepted::Queued(job) => {
+            info!(job, comment = comment.comment_id, author = %person, "slash commands queued");
             // 👀 before the job may start, so it never lands after the
             // job's final reaction.
-            if let Some(project) = &project {
-                acknowledge(state, project, comment).await;
+            if acknowledge_now {
+                acknowledge(state, &project, comment).await;
             }
             state.job_wake.notify_waiters();
         }
-        None => debug!(
+        Accepted::NothingNew => debug!(
             comment = comment.comment_id,
             "no new commands in the comment"
+        ),
+        Accepted::RateLimited { recent } => warn!(
+            comment = comment.comment_id,
+            author = %person,
+            number = comment.number,
+            recent,
+            limit = RATE_LIMIT.max_runs,
+            "slash commands ignored: too many runs by this person on this PR in the last minute"
         ),
     }
     Ok(())

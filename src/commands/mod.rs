@@ -25,13 +25,16 @@
 //!
 //! # Flow
 //!
-//! 1. [`intake`] (in the webhook job): skip bots and graft's own comments,
-//!    parse, keep only command lines that are new (edits: not in the
-//!    previous text), record them under a dedupe key and queue one
-//!    `command` job per comment, all in one transaction.
-//! 2. [`execute`] (the `command` job, exclusive per project): 👀, look up
-//!    the author's permission if a command changes anything, act, store
-//!    each outcome, answer with one reply (or the sticky comment for
+//! 1. [`intake`] (in the webhook job): skip bots, graft's own comments
+//!    and PRs graft does not own, parse, keep only command lines that are
+//!    new (edits: not in the previous text), check the per-person rate
+//!    limit, record them under a dedupe key and queue one `command` job
+//!    per comment, all in one transaction.
+//! 2. [`execute`] (the `command` job, exclusive per project): on GitLab,
+//!    re-read the note and run nothing unless it matches ([`verify`]);
+//!    👀, look up the permission of the person who caused the run (the
+//!    editor of an edit) if a command changes anything, act, store each
+//!    outcome, answer with one reply (or the sticky comment for
 //!    `status`), then 👍 or 😕.
 
 pub mod execute;
@@ -39,6 +42,7 @@ pub mod help;
 pub mod intake;
 pub mod parse;
 pub mod reply;
+pub mod verify;
 
 pub use help::COMMAND_HELP;
 pub use parse::{Command, CommandError, Invocation, parse};

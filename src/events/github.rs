@@ -123,6 +123,8 @@ struct IssueCommentPayload {
     comment: Comment,
     repository: Repository,
     changes: Option<Changes>,
+    /// Who acted: for `edited`, the editor, who may not be the author.
+    sender: Option<User>,
 }
 
 #[derive(Deserialize)]
@@ -228,6 +230,12 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, ParseError> {
                 other => return Ok(ignored(format!("issue_comment action `{other}`"))),
             };
             let payload: IssueCommentPayload = from_json(event, value)?;
+            let editor = payload
+                .sender
+                .filter(|s| {
+                    action == CommentAction::Edited && s.login != payload.comment.user.login
+                })
+                .map(Actor::from);
             ForgeEvent::Comment(CommentEvent {
                 repo: payload.repository.into(),
                 action,
@@ -238,6 +246,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, ParseError> {
                 previous_body: payload.changes.and_then(|c| c.body).map(|b| b.from),
                 updated_at: payload.comment.updated_at,
                 author: payload.comment.user.into(),
+                editor,
             })
         }
         "installation" | "installation_repositories" => {

@@ -110,6 +110,9 @@ struct NoteAttributes {
     #[serde(default)]
     system: bool,
     updated_at: Option<String>,
+    /// Who last edited the note. The hook's `user` is the note's author
+    /// even for an edit, so this is the only word on the editor.
+    updated_by_id: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +225,15 @@ pub fn parse(event_header: &str, body: &[u8]) -> Result<Parsed, ParseError> {
                 },
                 other => return Ok(ignored(format!("note on a {other}"))),
             };
+            // Named by id only; the command job looks the username up.
+            let editor = attrs
+                .updated_by_id
+                .filter(|id| Some(*id) != payload.user.id)
+                .map(|id| Actor {
+                    login: String::new(),
+                    id: Some(id),
+                    is_bot: false,
+                });
             ForgeEvent::Comment(CommentEvent {
                 repo: payload.project.into(),
                 action,
@@ -232,6 +244,7 @@ pub fn parse(event_header: &str, body: &[u8]) -> Result<Parsed, ParseError> {
                 previous_body: None,
                 updated_at: attrs.updated_at,
                 author: payload.user.into(),
+                editor,
             })
         }
         other => {

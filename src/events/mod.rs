@@ -105,6 +105,19 @@ pub struct CommentEvent {
     #[serde(default)]
     pub updated_at: Option<String>,
     pub author: Actor,
+    /// Who made this edit, when someone other than the author did (GitHub:
+    /// the `sender`; GitLab: `updated_by_id`, which names the user by id
+    /// only, so `login` is empty until the command job looks it up).
+    #[serde(default)]
+    pub editor: Option<Actor>,
+}
+
+impl CommentEvent {
+    /// The person who caused this event: the editor of an edit, else the
+    /// author. Permission checks and the audit log name this person.
+    pub fn actor(&self) -> &Actor {
+        self.editor.as_ref().unwrap_or(&self.author)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -59,6 +59,8 @@ pub struct PullRequest {
     pub base_branch: String,
     pub head_sha: String,
     pub state: PullRequestState,
+    /// The commit the merge made, once merged.
+    pub merge_commit_sha: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

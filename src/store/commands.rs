@@ -27,6 +27,35 @@ pub struct NewCommandRun {
     pub command: String,
 }
 
+/// How many command runs one person may start on one PR within a window.
+/// Over it a comment runs nothing (graft logs it and answers nothing, so
+/// the limit cannot itself be used to make graft write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub max_runs: i64,
+    pub window_ms: i64,
+}
+
+impl RateLimit {
+    /// Whether `new` more runs fit after `recent` ones in the window.
+    pub fn admits(&self, recent: i64, new: usize) -> bool {
+        let new = i64::try_from(new).unwrap_or(i64::MAX);
+        recent.saturating_add(new) <= self.max_runs
+    }
+}
+
+/// What [`Store::accept_commands`] did with a comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// New command lines were recorded and this job queued.
+    Queued(i64),
+    /// Nothing in the comment was new.
+    NothingNew,
+    /// The author is over the rate limit on this PR: nothing was recorded,
+    /// not even the comment's text, so a later edit still sees it as new.
+    RateLimited { recent: i64 },
+}
+
 /// A stored command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandRun {
@@ -42,15 +71,17 @@ impl Store {
     /// `body` instead, lets `plan` pick the command lines to run given the
     /// previous text, stores those whose key is new and queues the job
     /// `job` makes from their row ids (with their positions in what `plan`
-    /// returned). Returns the job id, or `None` when nothing was new.
+    /// returned). Refuses (and records nothing) when the lines would take
+    /// the comment's author over `limit` on this PR.
     pub async fn accept_commands<P, J>(
         &self,
         comment: &CommentKey<'_>,
         body: &str,
         plan: P,
         job: J,
+        limit: RateLimit,
         now: i64,
-    ) -> Result<Option<i64>>
+    ) -> Result<Accepted>
     where
         P: FnOnce(Option<String>) -> Vec<NewCommandRun>,
         J: FnOnce(&[(usize, i64)]) -> NewJob,
@@ -88,8 +119,27 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let runs = plan(previous);
+        if !runs.is_empty() {
+            let recent: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM command_runs WHERE provider = $1 AND repo = $2 \
+                 AND number = $3 AND author = $4 AND created_at > $5",
+            )
+            .bind(comment.provider)
+            .bind(comment.repo)
+            .bind(comment.number)
+            .bind(comment.author)
+            .bind(now.saturating_sub(limit.window_ms))
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            if !limit.admits(recent, runs.len()) {
+                tx.rollback().await?;
+                return Ok(Accepted::RateLimited { recent });
+            }
+        }
         let mut accepted = Vec::new();
-        for (index, run) in plan(previous).into_iter().enumerate() {
+        for (index, run) in runs.into_iter().enumerate() {
             let row = sqlx::query(
                 "INSERT INTO command_runs (dedupe_key, provider, repo, number, comment_id, \
                  author, command, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -111,7 +161,7 @@ impl Store {
         }
         if accepted.is_empty() {
             tx.commit().await?;
-            return Ok(None);
+            return Ok(Accepted::NothingNew);
         }
         let job_id = enqueue_in(&mut tx, &job(&accepted), now).await?;
         if let Some(job_id) = job_id {
@@ -124,7 +174,7 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(job_id)
+        Ok(job_id.map_or(Accepted::NothingNew, Accepted::Queued))
     }
 
     /// Remembers the new text of a comment graft has seen before (an edit
@@ -196,6 +246,21 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets command runs created before `before` whose job is over (or
+    /// gone). What each comment last said stays in `comment_texts`, so an
+    /// old comment redelivered still runs nothing twice.
+    pub async fn prune_command_runs(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM command_runs WHERE created_at < $1 AND (replied = 1 \
+             OR job_id IS NULL OR NOT EXISTS (SELECT 1 FROM jobs \
+             WHERE jobs.id = command_runs.job_id AND jobs.state IN ('queued', 'running')))",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Kind and payload of a job, for `/graft retry`.
     pub async fn job_kind_and_payload(&self, id: i64) -> Result<Option<(String, String)>> {
         let row = sqlx::query("SELECT kind, payload FROM jobs WHERE id = $1")
@@ -203,5 +268,24 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimit;
+
+    #[test]
+    fn the_limit_counts_what_ran_and_what_would_run() {
+        let limit = RateLimit {
+            max_runs: 10,
+            window_ms: 60_000,
+        };
+        assert!(limit.admits(0, 10));
+        assert!(limit.admits(9, 1));
+        assert!(!limit.admits(9, 2));
+        assert!(!limit.admits(10, 1));
+        assert!(limit.admits(10, 0), "nothing new is never over");
+        assert!(!limit.admits(i64::MAX, usize::MAX));
     }
 }

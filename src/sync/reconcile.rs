@@ -43,7 +43,7 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
         };
         if state_of != PullRequestState::Open {
             let merged = state_of == PullRequestState::Merged;
-            return pull_request_closed(state, project_id, number, merged, None).await;
+            return settle_pull_request(state, project_id, number, merged, None).await;
         }
     }
     // Cheap look first: most polls find nothing new.
@@ -159,9 +159,72 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
     Ok(())
 }
 
-/// Graft's PR `number` was merged or closed. Anything else (an older PR
-/// of graft's, one already settled) changes nothing.
+/// A webhook says graft's PR `number` was merged (`merged`) or closed.
+/// A webhook may be forged (a GitLab hook is as secret as its token, which
+/// a Maintainer of any project carrying it can read), so the forge is
+/// asked first: nothing changes unless it says the PR is no longer open and
+/// comes from graft's branch, and what it says is recorded, not the hook.
 pub async fn pull_request_closed(
+    state: &AppState,
+    project_id: i64,
+    number: i64,
+    merged: bool,
+    merge_commit: Option<&str>,
+) -> Result<(), SyncError> {
+    let project = state.store.require_project(project_id).await?;
+    if project.pull_request_number != Some(number) {
+        return Ok(());
+    }
+    let client = publish::client_for(state, &project).await?;
+    let pr = match client.pull_request(number).await {
+        Ok(pr) => Some(pr),
+        // Deleted (GitLab lets maintainers): closed unmerged, as reconcile has it.
+        Err(ForgeError::NotFound { .. }) => None,
+        Err(other) => return Err(other.into()),
+    };
+    let (state_of, merge_commit_sha) = match &pr {
+        Some(pr) if pr.head_branch != project.sync_branch => {
+            tracing::warn!(
+                project = project_id,
+                number,
+                "a webhook says graft's pull request ended, but the forge's is from another branch: nothing changed"
+            );
+            return Ok(());
+        }
+        Some(pr) => (pr.state, pr.merge_commit_sha.clone()),
+        None => (PullRequestState::Closed, None),
+    };
+    if state_of == PullRequestState::Open {
+        tracing::warn!(
+            project = project_id,
+            number,
+            merged,
+            "a webhook says graft's pull request ended, but the forge says it is open: nothing changed"
+        );
+        return Ok(());
+    }
+    let really_merged = state_of == PullRequestState::Merged;
+    if really_merged != merged || (merged && merge_commit != merge_commit_sha.as_deref()) {
+        tracing::warn!(
+            project = project_id,
+            number,
+            merged = really_merged,
+            "the webhook about graft's pull request differs from the forge: the forge's word is recorded"
+        );
+    }
+    settle_pull_request(
+        state,
+        project_id,
+        number,
+        really_merged,
+        merge_commit_sha.as_deref(),
+    )
+    .await
+}
+
+/// Graft's PR `number` was merged or closed, as the forge says. Anything
+/// else (an older PR of graft's, one already settled) changes nothing.
+async fn settle_pull_request(
     state: &AppState,
     project_id: i64,
     number: i64,

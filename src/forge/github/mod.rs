@@ -98,6 +98,8 @@ struct PullJson {
     base: RefJson,
     #[serde(default)]
     node_id: Option<String>,
+    #[serde(default)]
+    merge_commit_sha: Option<String>,
 }
 
 impl From<PullJson> for PullRequest {
@@ -115,6 +117,8 @@ impl From<PullJson> for PullRequest {
                 ("open", _) => PullRequestState::Open,
                 _ => PullRequestState::Closed,
             },
+            // GitHub fills it for open PRs too (a test merge): only a merge's counts.
+            merge_commit_sha: pr.merge_commit_sha.filter(|_| merged),
         }
     }
 }

@@ -82,6 +82,8 @@ struct MergeRequestJson {
     target_branch: String,
     #[serde(default)]
     sha: Option<String>,
+    #[serde(default)]
+    merge_commit_sha: Option<String>,
 }
 
 impl From<MergeRequestJson> for PullRequest {
@@ -98,6 +100,7 @@ impl From<MergeRequestJson> for PullRequest {
                 "merged" => PullRequestState::Merged,
                 _ => PullRequestState::Closed,
             },
+            merge_commit_sha: mr.merge_commit_sha.filter(|_| mr.state == "merged"),
         }
     }
 }
@@ -113,6 +116,58 @@ struct NoteJson {
 #[derive(Deserialize)]
 struct AuthorJson {
     username: String,
+}
+
+/// One note as `GET …/merge_requests/:iid/notes/:id` returns it.
+#[derive(Deserialize)]
+struct SingleNoteJson {
+    id: i64,
+    #[serde(default)]
+    body: String,
+    author: UserRefJson,
+    #[serde(default)]
+    system: bool,
+    #[serde(default)]
+    project_id: Option<i64>,
+    #[serde(default)]
+    noteable_type: Option<String>,
+    #[serde(default)]
+    noteable_iid: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct UserRefJson {
+    id: i64,
+    username: String,
+}
+
+/// A merge request note as GitLab stores it: what graft believes about a
+/// comment, whatever a webhook said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredNote {
+    pub id: i64,
+    pub body: String,
+    pub author_id: i64,
+    pub author: String,
+    pub system: bool,
+    pub project_id: Option<i64>,
+    pub noteable_type: Option<String>,
+    pub noteable_iid: Option<i64>,
+}
+
+impl From<SingleNoteJson> for StoredNote {
+    fn from(note: SingleNoteJson) -> Self {
+        StoredNote {
+            id: note.id,
+            body: note.body,
+            author_id: note.author.id,
+            author: note.author.username,
+            system: note.system,
+            project_id: note.project_id,
+            noteable_type: note.noteable_type,
+            noteable_iid: note.noteable_iid,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -197,6 +252,41 @@ impl GitlabRepo {
             clone_url: project.http_url_to_repo.clone(),
             web_url: project.web_url.clone(),
         })
+    }
+
+    /// The project's numeric id, as the integration's token resolves its path.
+    pub async fn project_id(&self) -> Result<i64> {
+        Ok(self.project().await?.id)
+    }
+
+    /// Note `id` of MR `number`, or `None` when this project has no such
+    /// note on that MR.
+    pub async fn note(&self, number: i64, id: i64) -> Result<Option<StoredNote>> {
+        let uri = self
+            .url(&format!("/merge_requests/{number}/notes/{id}"))
+            .await?;
+        match self
+            .client
+            .get::<SingleNoteJson>("reading a note", &uri)
+            .await
+        {
+            Ok(note) => Ok(Some(note.into())),
+            Err(ForgeError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The username of user `id`, or `None` when there is no such user.
+    pub async fn username(&self, id: i64) -> Result<Option<String>> {
+        match self
+            .client
+            .get::<UserRefJson>("reading a user", &format!("/users/{id}"))
+            .await
+        {
+            Ok(user) => Ok(Some(user.username)),
+            Err(ForgeError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn branch_head(&self, branch: &str) -> Result<Option<String>> {

@@ -129,6 +129,14 @@ pub(super) async fn handle(State(fake): State<FakeGitlab>, request: Request) -> 
                 .collect();
             json_response(StatusCode::OK, Value::Array(found))
         }
+        ("GET", ["users", id]) => {
+            let state = fake.state.lock().unwrap();
+            let id: i64 = id.parse().unwrap_or(-1);
+            match state.users.iter().find(|(_, uid)| **uid == id) {
+                Some((name, _)) => json_response(StatusCode::OK, state.user_json(name)),
+                None => message(StatusCode::NOT_FOUND, "404 User Not Found"),
+            }
+        }
         (_, ["projects", id, rest @ ..]) => {
             let (project, level) = {
                 let state = fake.state.lock().unwrap();
@@ -222,9 +230,21 @@ pub(crate) fn mr_json(fake: &FakeGitlab, project: &Project, mr: &MergeRequest) -
     })
 }
 
+/// A note as GitLab's notes API shows it (`API::Entities::Note`).
 fn note_json(state: &FakeState, note: &Note) -> Value {
-    json!({"id": note.id, "body": note.body, "author": state.user_json(&note.author),
-           "system": false, "noteable_type": "MergeRequest", "noteable_iid": note.iid})
+    let time = |secs: u64| {
+        chrono::DateTime::from_timestamp(secs as i64, 0)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+            .unwrap_or_default()
+    };
+    json!({"id": note.id, "type": null, "body": note.body, "attachment": null,
+           "author": state.user_json(&note.author),
+           "created_at": time(note.updated_at), "updated_at": time(note.updated_at),
+           "system": false, "noteable_id": note.project_id * 1000 + note.iid,
+           "noteable_type": "MergeRequest", "project_id": note.project_id,
+           "resolvable": false, "confidential": false, "internal": false,
+           "imported": false, "imported_from": "none",
+           "noteable_iid": note.iid, "commands_changes": {}})
 }
 
 fn str_field<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
@@ -366,6 +386,7 @@ fn project_route(
                     iid: mr.iid,
                     author: user.to_string(),
                     body: text.to_string(),
+                    updated_by: None,
                     updated_at: super::fake_common::now_secs(),
                 };
                 state.notes.push(note.clone());
@@ -374,6 +395,18 @@ fn project_route(
             fake.emit_note(&note, "create");
             let state = fake.state.lock().unwrap();
             json_response(StatusCode::CREATED, note_json(&state, &note))
+        }
+        ("GET", ["merge_requests", iid, "notes", id]) => {
+            let (iid, id): (i64, i64) = (iid.parse().unwrap_or(-1), id.parse().unwrap_or(-1));
+            let state = fake.state.lock().unwrap();
+            match state
+                .notes
+                .iter()
+                .find(|n| n.id == id && n.project_id == project.id && n.iid == iid)
+            {
+                Some(note) => json_response(StatusCode::OK, note_json(&state, note)),
+                None => message(StatusCode::NOT_FOUND, "404 Not found"),
+            }
         }
         ("PUT", ["merge_requests", _, "notes", id]) => {
             let id: i64 = id.parse().unwrap_or(-1);
@@ -393,6 +426,7 @@ fn project_route(
                     }
                     Some(n) => {
                         n.body = text.to_string();
+                        n.updated_by = Some(user.to_string());
                         n.clone()
                     }
                 }

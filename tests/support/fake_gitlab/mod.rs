@@ -49,6 +49,8 @@ pub struct Note {
     pub iid: i64,
     pub author: String,
     pub body: String,
+    /// Who last edited the note (`None`: never edited).
+    pub updated_by: Option<String>,
     /// Unix seconds of the last write; every edit moves it on.
     pub updated_at: u64,
 }
@@ -335,6 +337,7 @@ impl FakeGitlab {
                 iid,
                 author: username.to_string(),
                 body: body.to_string(),
+                updated_by: None,
                 updated_at: fake_common::now_secs(),
             };
             state.notes.push(note.clone());
@@ -347,18 +350,42 @@ impl FakeGitlab {
     /// A human edits their note; sends a `Note Hook` with action `update`
     /// (GitLab does not include the previous text).
     pub fn edit_note_as(&self, note_id: i64, body: &str) {
-        let note = {
-            let mut state = self.state.lock().unwrap();
-            let note = state
-                .notes
-                .iter_mut()
-                .find(|n| n.id == note_id)
-                .expect("note exists");
-            note.body = body.to_string();
-            note.updated_at = fake_common::edited_at(note.updated_at);
-            note.clone()
-        };
-        self.emit_note(&note, "update");
+        let author = self.note(note_id).author;
+        self.edit_note_by(note_id, &author, body);
+    }
+
+    /// `editor` edits note `note_id` (a Maintainer may edit anyone's note);
+    /// sends a `Note Hook` with action `update`. As on GitLab, the hook's
+    /// `user` is the note's author; only `updated_by_id` names the editor.
+    pub fn edit_note_by(&self, note_id: i64, editor: &str, body: &str) {
+        self.add_user(editor);
+        self.set_note_text(note_id, editor, body);
+        self.emit_note(&self.note(note_id), "update");
+    }
+
+    /// Changes a note's text as `editor` without sending a hook.
+    pub fn set_note_text(&self, note_id: i64, editor: &str, body: &str) {
+        let mut state = self.state.lock().unwrap();
+        let note = state
+            .notes
+            .iter_mut()
+            .find(|n| n.id == note_id)
+            .expect("note exists");
+        note.body = body.to_string();
+        note.updated_by = Some(editor.to_string());
+        note.updated_at = fake_common::edited_at(note.updated_at);
+    }
+
+    /// Note `note_id` as stored.
+    pub fn note(&self, note_id: i64) -> Note {
+        self.state
+            .lock()
+            .unwrap()
+            .notes
+            .iter()
+            .find(|n| n.id == note_id)
+            .cloned()
+            .expect("note exists")
     }
 
     /// A human pushes `files` to `branch`; sends the `Push Hook` (and a
@@ -479,11 +506,14 @@ impl FakeGitlab {
     }
 
     pub(crate) fn emit_note(&self, note: &Note, action: &str) {
-        let (project, user) = {
+        let (project, user, updated_by_id) = {
             let state = self.state.lock().unwrap();
             (
                 state.projects[&note.project_id].clone(),
                 state.user_json(&note.author),
+                note.updated_by
+                    .as_ref()
+                    .map(|u| state.users.get(u).copied()),
             )
         };
         self.emit(
@@ -495,7 +525,11 @@ impl FakeGitlab {
                 "project": self.project_json(&project),
                 "object_attributes": {"id": note.id, "note": note.body, "noteable_type": "MergeRequest",
                                       "action": action, "system": false,
-                                      "updated_at": gitlab_time(note.updated_at)},
+                                      "author_id": user["id"], "project_id": project.id,
+                                      "updated_by_id": updated_by_id,
+                                      "updated_at": gitlab_time(note.updated_at),
+                                      "url": format!("{}/{}/-/merge_requests/{}#note_{}",
+                                                     self.url, project.path, note.iid, note.id)},
                 "merge_request": {"iid": note.iid},
             }),
         );
