@@ -299,7 +299,7 @@ async fn a_redelivered_comment_runs_nothing_twice(db: TestDb) {
     h.stop().await;
 }
 
-async fn a_pull_request_graft_does_not_own_gets_one_short_answer(db: TestDb) {
+async fn a_pull_request_graft_does_not_own_stores_and_runs_nothing(db: TestDb) {
     let h = Harness::start(&db).await;
     h.github_repo(REPO, INSTALLATION);
     h.github.set_role(REPO, "writer", "write");
@@ -312,12 +312,149 @@ async fn a_pull_request_graft_does_not_own_gets_one_short_answer(db: TestDb) {
     let n = h
         .github
         .open_pull(REPO, "feature", "main", "A feature", "writer");
-    let quiet = h.comment_on_github(REPO, n, "writer", "Looks good, no graft here.");
-    let c = h.comment_on_github(REPO, n, "writer", "/graft sync");
-    insta::assert_snapshot!("github_not_managed", reply(&h, n, 1).await);
-    processed(&h, quiet, 1).await;
-    assert!(h.github.reactions(c).is_empty());
-    assert_eq!(replies(&h, n).len(), 1);
+    // However many: no job, no row, no answer.
+    let mut comments = Vec::new();
+    for _ in 0..3 {
+        comments.push(h.comment_on_github(REPO, n, "writer", "/graft sync"));
+    }
+    for c in &comments {
+        processed(&h, *c, 1).await;
+        assert!(h.github.reactions(*c).is_empty());
+    }
+    assert_eq!(command_jobs(&h).await, 0);
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM command_runs").await, 0);
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM comment_texts").await, 0);
+    assert!(replies(&h, n).is_empty());
+    h.stop().await;
+}
+
+async fn an_edit_runs_as_the_editor_not_the_author(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+    // A reader asks; a writer edits the command in: the writer ran it.
+    let c = h.comment_on_github(REPO, n, "reader", "Could someone pause this?");
+    processed(&h, c, 1).await;
+    h.github
+        .edit_comment_by(c, "writer", "Could someone pause this?\n/graft pause");
+    assert!(reply(&h, n, 1).await.contains("Paused:"));
+    let log = h.app.store.list_events(Some(p.id), 50).await.unwrap();
+    let run = log.iter().find(|e| e.kind == "command").expect("logged");
+    assert_eq!(run.actor, "writer", "the editor, not the author");
+    let who = count(
+        &h,
+        &format!("SELECT COUNT(*) FROM command_runs WHERE comment_id = {c} AND author = 'writer'"),
+    )
+    .await;
+    assert_eq!(who, 1);
+
+    // A writer's comment edited by a reader: the reader's permission counts.
+    let c = h.comment_on_github(REPO, n, "writer", "Paused for now.");
+    processed(&h, c, 1).await;
+    h.github
+        .edit_comment_by(c, "reader", "Paused for now.\n/graft resume");
+    let refusal = reply(&h, n, 2).await;
+    assert!(refusal.contains("@reader, you need"), "{refusal}");
+    assert!(project(&h, p.id).await.paused);
+    h.stop().await;
+}
+
+async fn commands_are_rate_limited_per_person_and_pull_request(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (_, n) = managed_pr(&h).await;
+    let runs_of = |who: &'static str| {
+        let h = &h;
+        async move {
+            count(
+                h,
+                &format!("SELECT COUNT(*) FROM command_runs WHERE author = '{who}'"),
+            )
+            .await
+        }
+    };
+    // Two comments of ten commands fill the writer's minute.
+    let ten = "/graft status\n".repeat(10);
+    for _ in 0..2 {
+        let c = h.comment_on_github(REPO, n, "writer", &ten);
+        processed(&h, c, 1).await;
+    }
+    assert_eq!(runs_of("writer").await, 20);
+    let jobs = command_jobs(&h).await;
+    let over = h.comment_on_github(REPO, n, "writer", "/graft status");
+    processed(&h, over, 1).await;
+    assert_eq!(runs_of("writer").await, 20, "the 21st run is refused");
+    assert_eq!(command_jobs(&h).await, jobs, "and queues nothing");
+    assert!(h.github.reactions(over).is_empty());
+    assert_eq!(
+        count(
+            &h,
+            &format!("SELECT COUNT(*) FROM comment_texts WHERE comment_id = {over}")
+        )
+        .await,
+        0,
+        "not even its text is kept"
+    );
+    // Someone else on the same PR is not held up.
+    let other = h.comment_on_github(REPO, n, "reader", "/graft status");
+    processed(&h, other, 1).await;
+    assert_eq!(runs_of("reader").await, 1);
+    // A minute later the writer may run commands again.
+    sqlx::query("UPDATE command_runs SET created_at = created_at - 61000")
+        .execute(h.app.store.pool())
+        .await
+        .unwrap();
+    let later = h.comment_on_github(REPO, n, "writer", "/graft status");
+    processed(&h, later, 1).await;
+    assert_eq!(runs_of("writer").await, 21);
+    h.stop().await;
+}
+
+async fn finished_command_runs_are_pruned_and_old_comments_stay_done(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let (p, n) = managed_pr(&h).await;
+    let store = &h.app.store;
+    let old = h.comment_on_github(REPO, n, "writer", "/graft pause");
+    assert!(reply(&h, n, 1).await.contains("Paused:"));
+    reacted(&h, old, &["+1"]).await;
+    // A run whose job has not run yet stays, whatever its age.
+    let blocker = hold(&h, p.id).await;
+    let waiting = h.comment_on_github(REPO, n, "writer", "/graft status");
+    processed(&h, waiting, 1).await;
+    let pruned = store.prune_command_runs(now_ms() + 1).await.unwrap();
+    assert_eq!(pruned, 1, "the finished pause went");
+    let left = count(&h, "SELECT COUNT(*) FROM command_runs").await;
+    assert_eq!(left, 1, "the queued status stays");
+    blocker.release(&h).await;
+    reacted(&h, waiting, &["+1"]).await;
+    assert_eq!(store.prune_command_runs(now_ms() + 1).await.unwrap(), 1);
+    // Nothing left at the real cutoff either.
+    assert_eq!(
+        graft::retention::prune_commands(store, 30).await.unwrap(),
+        0
+    );
+
+    // The old comment redelivered still runs nothing: its text is kept.
+    store.set_paused(p.id, false, now_ms()).await.unwrap();
+    let jobs = command_jobs(&h).await;
+    let hook = h
+        .github
+        .webhooks()
+        .into_iter()
+        .find(|w| w.event == "issue_comment" && w.body["comment"]["id"].as_i64() == Some(old))
+        .unwrap();
+    let response = h
+        .app
+        .github(
+            "issue_comment",
+            &random_delivery_id(),
+            &serde_json::to_vec(&hook.body).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    processed(&h, old, 2).await;
+    assert_eq!(command_jobs(&h).await, jobs);
+    assert!(!project(&h, p.id).await.paused);
     h.stop().await;
 }
 
@@ -686,7 +823,10 @@ both_backends!(
     bots_and_graft_itself_are_never_obeyed,
     an_edited_comment_runs_only_its_new_commands,
     a_redelivered_comment_runs_nothing_twice,
-    a_pull_request_graft_does_not_own_gets_one_short_answer,
+    a_pull_request_graft_does_not_own_stores_and_runs_nothing,
+    an_edit_runs_as_the_editor_not_the_author,
+    commands_are_rate_limited_per_person_and_pull_request,
+    finished_command_runs_are_pruned_and_old_comments_stay_done,
     sync_force_and_import_resolve_conflicts,
     retry_reruns_the_last_failed_job,
     rebase_drops_human_commits_after_importing_their_edits,

@@ -636,7 +636,35 @@ impl FakeGithub {
     }
 
     fn emit_comment(&self, comment: &Comment, action: &str, previous: Option<String>) {
-        let (body, issue) = {
+        self.emit_comment_from(comment, action, previous, &comment.user);
+    }
+
+    /// `editor` edits comment `comment_id` (anyone with write access may);
+    /// the webhook's `sender` is the editor, `comment.user` the author.
+    pub fn edit_comment_by(&self, comment_id: i64, editor: &str, body: &str) {
+        self.add_user(editor);
+        let (comment, previous) = {
+            let mut state = self.state.lock().unwrap();
+            let comment = state
+                .comments
+                .iter_mut()
+                .find(|c| c.id == comment_id)
+                .expect("comment exists");
+            let previous = std::mem::replace(&mut comment.body, body.to_string());
+            comment.updated_at = fake_common::edited_at(comment.updated_at);
+            (comment.clone(), previous)
+        };
+        self.emit_comment_from(&comment, "edited", Some(previous), editor);
+    }
+
+    fn emit_comment_from(
+        &self,
+        comment: &Comment,
+        action: &str,
+        previous: Option<String>,
+        sender: &str,
+    ) {
+        let (body, issue, sender) = {
             let state = self.state.lock().unwrap();
             let is_pull = state
                 .pulls
@@ -647,14 +675,18 @@ impl FakeGithub {
             if is_pull {
                 issue["pull_request"] = json!({"url": format!("{}/repos/{}/pulls/{}", self.api_url, comment.repo, comment.number)});
             }
-            (api::comment_json(&state, &self.root, comment), issue)
+            (
+                api::comment_json(&state, &self.root, comment),
+                issue,
+                state.user_json(sender),
+            )
         };
         let mut payload = json!({
             "action": action,
             "issue": issue,
             "comment": body,
             "repository": self.repo_json(&comment.repo),
-            "sender": body["user"].clone(),
+            "sender": sender,
         });
         if let Some(from) = previous {
             payload["changes"] = json!({"body": {"from": from}});
