@@ -19,6 +19,7 @@ use graft::jobs::JobError;
 use graft::metrics::Metrics;
 use secrecy::{ExposeSecret, SecretString};
 use support::TestDb;
+use support::fake_common::PushBefore;
 use support::fake_github::{self, BOT_LOGIN, FakeGithub};
 
 const REPO: &str = "acme/infra";
@@ -807,7 +808,7 @@ async fn auto_merge_waits_for_checks_or_merges_at_once(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(
-        client.enable_auto_merge(number).await.unwrap(),
+        client.enable_auto_merge(number, &head).await.unwrap(),
         AutoMerge::Enabled
     );
     assert_eq!(
@@ -830,8 +831,9 @@ async fn auto_merge_waits_for_checks_or_merges_at_once(db: TestDb) {
 
     // Nothing pending: GitHub says "clean status", graft merges right away.
     let number = open_pr(&s, &client, "graft/second").await;
+    let head = s.fake.git.head(REPO, "graft/second").unwrap();
     assert_eq!(
-        client.enable_auto_merge(number).await.unwrap(),
+        client.enable_auto_merge(number, &head).await.unwrap(),
         AutoMerge::Merged
     );
     assert_eq!(
@@ -842,9 +844,87 @@ async fn auto_merge_waits_for_checks_or_merges_at_once(db: TestDb) {
     // A repository without "Allow auto-merge".
     s.fake.set_allow_auto_merge(REPO, false);
     let number = open_pr(&s, &client, "graft/third").await;
-    let error = client.enable_auto_merge(number).await.unwrap_err();
+    let head = s.fake.git.head(REPO, "graft/third").unwrap();
+    let error = client.enable_auto_merge(number, &head).await.unwrap_err();
     assert_eq!(error.class(), "validation");
     assert!(error.to_string().contains("Allow auto-merge"), "{error}");
+    s.assert_conformant();
+}
+
+/// A commit lands on the branch after graft pushed: before graft looks,
+/// between its look and the GraphQL call (`expectedHeadOid`), and between
+/// the look and the REST merge (`sha`). Nothing is enabled or merged.
+async fn auto_merge_only_takes_the_expected_head(db: TestDb) {
+    let s = setup(&db).await;
+    let client = s.client().await;
+    let human = |on: &str, branch: &str| PushBefore {
+        on: on.into(),
+        repo: REPO.into(),
+        branch: branch.into(),
+        path: "infra/evil.tf".into(),
+        content: b"# not built by graft\n".to_vec(),
+        user: "mallory".into(),
+    };
+    let pending = |sha: &str| CheckReport {
+        sha: sha.to_string(),
+        conclusion: CheckConclusion::Pending,
+        title: "validation".into(),
+        summary: String::new(),
+        details_url: None,
+    };
+
+    // Already moved when graft looks.
+    let number = open_pr(&s, &client, "graft/one").await;
+    let ours = s.fake.git.head(REPO, "graft/one").unwrap();
+    s.fake.push_as_human(
+        REPO,
+        "graft/one",
+        &[("infra/evil.tf", Some(b"# x\n".as_slice()))],
+        "x",
+        "mallory",
+    );
+    let theirs = s.fake.git.head(REPO, "graft/one").unwrap();
+    assert_eq!(
+        client.enable_auto_merge(number, &ours).await.unwrap(),
+        AutoMerge::HeadMoved {
+            head: theirs.clone()
+        }
+    );
+
+    // Nothing pending, moved before the REST merge: 409, nothing merged.
+    // (Before any check run: the branches' first commits are one commit.)
+    let number_three = open_pr(&s, &client, "graft/three").await;
+    let ours_three = s.fake.git.head(REPO, "graft/three").unwrap();
+    s.fake.push_before(human("PUT /pulls/", "graft/three"));
+    let moved = client
+        .enable_auto_merge(number_three, &ours_three)
+        .await
+        .unwrap();
+    assert!(matches!(moved, AutoMerge::HeadMoved { .. }), "{moved:?}");
+
+    // Moved between graft's look and the mutation: GitHub refuses it.
+    let number = open_pr(&s, &client, "graft/two").await;
+    let ours = s.fake.git.head(REPO, "graft/two").unwrap();
+    client.report_check(&pending(&ours)).await.unwrap();
+    s.fake.push_before(human("POST graphql", "graft/two"));
+    let moved = client.enable_auto_merge(number, &ours).await.unwrap();
+    assert!(matches!(moved, AutoMerge::HeadMoved { .. }), "{moved:?}");
+
+    for pull in s.fake.pulls(REPO) {
+        assert!(
+            !pull.auto_merge && !pull.merged && pull.state == "open",
+            "{pull:?}"
+        );
+    }
+    assert_eq!(
+        s.fake.git.file(
+            REPO,
+            &s.fake.git.head(REPO, "main").unwrap(),
+            "infra/evil.tf"
+        ),
+        None,
+        "nothing reached main"
+    );
     s.assert_conformant();
 }
 
@@ -876,8 +956,9 @@ async fn enterprise_server_base_path(db: TestDb) {
         .upsert_status_comment(number, "status 2")
         .await
         .unwrap();
+    let head = fake.git.head(REPO, "graft/infra").unwrap();
     assert_eq!(
-        client.enable_auto_merge(number).await.unwrap(),
+        client.enable_auto_merge(number, &head).await.unwrap(),
         AutoMerge::Merged
     );
     let requests = fake.requests();
@@ -955,6 +1036,7 @@ both_backends!(
     pagination_to_another_host_fails_instead_of_cutting_the_list,
     reactions_checks_and_permissions,
     auto_merge_waits_for_checks_or_merges_at_once,
+    auto_merge_only_takes_the_expected_head,
     enterprise_server_base_path,
     git_credentials_clone_and_push_with_a_header,
 );

@@ -19,6 +19,7 @@ use graft::metrics::Metrics;
 use graft::store::integrations::NewIntegration;
 use secrecy::{ExposeSecret, SecretString};
 use support::TestDb;
+use support::fake_common::PushBefore;
 use support::fake_gitlab::{BOT_TOKEN, BOT_USERNAME, FakeGitlab};
 
 const PATH: &str = "platform/infra/live";
@@ -383,7 +384,7 @@ async fn merge_when_pipeline_succeeds(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(
-        client.enable_auto_merge(iid).await.unwrap(),
+        client.enable_auto_merge(iid, &sha).await.unwrap(),
         AutoMerge::Enabled
     );
     assert_eq!(
@@ -405,8 +406,9 @@ async fn merge_when_pipeline_succeeds(db: TestDb) {
     );
 
     let iid = open_mr(&s, &client, "graft/now").await;
+    let now = s.fake.git.head(PATH, "graft/now").unwrap();
     assert_eq!(
-        client.enable_auto_merge(iid).await.unwrap(),
+        client.enable_auto_merge(iid, &now).await.unwrap(),
         AutoMerge::Merged
     );
 
@@ -419,7 +421,7 @@ async fn merge_when_pipeline_succeeds(db: TestDb) {
     };
     client.report_check(&pending).await.unwrap();
     assert_eq!(
-        client.enable_auto_merge(iid).await.unwrap(),
+        client.enable_auto_merge(iid, &sha).await.unwrap(),
         AutoMerge::Enabled
     );
     client.disable_auto_merge(iid).await.unwrap();
@@ -433,6 +435,73 @@ async fn merge_when_pipeline_succeeds(db: TestDb) {
         PullRequestState::Open,
         "no longer merged when the pipeline passes"
     );
+}
+
+/// A commit lands on the branch after graft pushed: before graft looks,
+/// and between its look and the merge call (`sha`, GitLab's 409). Nothing
+/// is set to merge or merged; a push after auto-merge was set cancels it.
+async fn auto_merge_only_takes_the_expected_head(db: TestDb) {
+    let s = setup(&db).await;
+    let client = s.client().await;
+    let pending = |sha: &str| CheckReport {
+        sha: sha.to_string(),
+        conclusion: CheckConclusion::Pending,
+        title: "validation".into(),
+        summary: String::new(),
+        details_url: None,
+    };
+    let evil = [("infra/evil.tf", Some(b"# not built by graft\n".as_slice()))];
+
+    let iid = open_mr(&s, &client, "graft/one").await;
+    let ours = s.fake.git.head(PATH, "graft/one").unwrap();
+    let theirs = s
+        .fake
+        .push_as_human(PATH, "graft/one", &evil, "x", "mallory");
+    assert_eq!(
+        client.enable_auto_merge(iid, &ours).await.unwrap(),
+        AutoMerge::HeadMoved { head: theirs }
+    );
+
+    let iid = open_mr(&s, &client, "graft/two").await;
+    let ours = s.fake.git.head(PATH, "graft/two").unwrap();
+    s.fake.push_before(PushBefore {
+        on: "PUT /merge_requests/".into(),
+        repo: PATH.into(),
+        branch: "graft/two".into(),
+        path: "infra/evil.tf".into(),
+        content: b"# not built by graft\n".to_vec(),
+        user: "mallory".into(),
+    });
+    let moved = client.enable_auto_merge(iid, &ours).await.unwrap();
+    assert!(matches!(moved, AutoMerge::HeadMoved { .. }), "{moved:?}");
+
+    // Set while graft's commit was the head; a push afterwards cancels it.
+    let iid = open_mr(&s, &client, "graft/three").await;
+    let ours = s.fake.git.head(PATH, "graft/three").unwrap();
+    client.report_check(&pending(&ours)).await.unwrap();
+    assert_eq!(
+        client.enable_auto_merge(iid, &ours).await.unwrap(),
+        AutoMerge::Enabled
+    );
+    let theirs = s
+        .fake
+        .push_as_human(PATH, "graft/three", &evil, "x", "mallory");
+    client
+        .report_check(&CheckReport {
+            conclusion: CheckConclusion::Success,
+            ..pending(&theirs)
+        })
+        .await
+        .unwrap();
+
+    for mr in s.fake.merge_requests(s.project) {
+        assert!(
+            mr.state == "opened" && !mr.merge_when_pipeline_succeeds,
+            "{mr:?}"
+        );
+    }
+    let main = s.fake.git.head(PATH, "main").unwrap();
+    assert_eq!(s.fake.git.file(PATH, &main, "infra/evil.tf"), None);
 }
 
 async fn failure_classes(db: TestDb) {
@@ -714,6 +783,7 @@ both_backends!(
     status_note_is_sticky_across_pages_and_races,
     awards_statuses_and_access_levels,
     merge_when_pipeline_succeeds,
+    auto_merge_only_takes_the_expected_head,
     failure_classes,
     stored_integration_token_is_opened_per_call,
     git_credentials_push_over_http,

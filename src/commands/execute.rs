@@ -569,22 +569,42 @@ async fn act(
                 .and_then(|f| serde_json::from_value(f).ok());
             let ready = project.sync_status == SyncStatus::Success
                 && findings.as_deref().is_some_and(passed);
-            match (project.pull_request_number, ready) {
-                (Some(number), true) => match client.enable_auto_merge(number).await {
-                    Ok(AutoMerge::Enabled) => format!(
-                        "Auto-merge is on: {forge} merges this {pr} once its checks pass, and \
+            // Only graft's own commit on a branch nobody else committed to.
+            let ours = match (
+                project.sync_branch_shared,
+                project.sync_branch_sha.as_deref(),
+            ) {
+                (false, Some(sha)) => Some(sha),
+                _ => None,
+            };
+            match (project.pull_request_number, ready, ours) {
+                (Some(_), true, None) => format!(
+                    "Auto-merge is on for this project, but others committed to this {pr}'s \
+                     branch and graft only merges what it built: review their commits and \
+                     merge by hand."
+                ),
+                (Some(number), true, Some(sha)) => {
+                    match client.enable_auto_merge(number, sha).await {
+                        Ok(AutoMerge::Enabled) => format!(
+                            "Auto-merge is on: {forge} merges this {pr} once its checks pass, and \
                          graft asks for it on every sync."
-                    ),
-                    Ok(AutoMerge::Merged) => format!(
-                        "Auto-merge is on, and nothing was pending, so this {pr} was merged \
+                        ),
+                        Ok(AutoMerge::Merged) => format!(
+                            "Auto-merge is on, and nothing was pending, so this {pr} was merged \
                          right away."
-                    ),
-                    Err(e) if e.is_retryable() => return Err(e.into()),
-                    Err(e) => format!(
-                        "Auto-merge is on for this project, but {forge} refused it for this \
+                        ),
+                        Ok(AutoMerge::HeadMoved { .. }) => format!(
+                            "Auto-merge is on for this project, but this {pr}'s head is not the \
+                         commit graft pushed (someone pushed after graft), so graft did not ask \
+                         {forge} to merge it: review the new commits and merge by hand."
+                        ),
+                        Err(e) if e.is_retryable() => return Err(e.into()),
+                        Err(e) => format!(
+                            "Auto-merge is on for this project, but {forge} refused it for this \
                          {pr} ({e}). graft asks again on the next sync."
-                    ),
-                },
+                        ),
+                    }
+                }
                 _ => format!(
                     "Auto-merge is on: graft asks {forge} to merge once the next sync validates."
                 ),

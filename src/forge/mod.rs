@@ -79,12 +79,15 @@ pub struct PullRequestUpdate {
     pub base_branch: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AutoMerge {
     /// The forge will merge once checks pass.
     Enabled,
     /// Nothing was pending, so it merged right away.
     Merged,
+    /// The PR's head is not the commit graft expected (someone pushed
+    /// after graft): nothing was enabled or merged.
+    HeadMoved { head: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,8 +223,11 @@ impl RepoClient {
         dispatch!(self, c => c.close_pull_request(number).await)
     }
 
-    pub async fn enable_auto_merge(&self, number: i64) -> Result<AutoMerge> {
-        dispatch!(self, c => c.enable_auto_merge(number).await)
+    /// Asks the forge to merge PR `number` once its checks pass, only as
+    /// long as its head is `expected_head` (graft's own commit): the forge
+    /// is told the SHA too, so a push landing in between merges nothing.
+    pub async fn enable_auto_merge(&self, number: i64, expected_head: &str) -> Result<AutoMerge> {
+        dispatch!(self, c => c.enable_auto_merge(number, expected_head).await)
     }
 
     pub async fn disable_auto_merge(&self, number: i64) -> Result<()> {

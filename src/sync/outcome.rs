@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use gix::ObjectId;
 
 use crate::app::AppState;
-use crate::forge::{AutoMerge, ForgeError, RepoClient};
+use crate::forge::{AutoMerge, ForgeError, PullRequest, RepoClient};
 use crate::git::pipeline::Built;
 use crate::git::read;
 use crate::git::validate::passed;
@@ -102,6 +102,12 @@ pub(super) fn auto_merge_note(result: Result<AutoMerge, ForgeError>) -> Result<S
             Ok("Auto-merge is on: the forge merges once the checks pass.".into())
         }
         Ok(AutoMerge::Merged) => Ok("Auto-merge: merged right away (nothing was pending).".into()),
+        Ok(AutoMerge::HeadMoved { head }) => Ok(format!(
+            "Auto-merge was not turned on: the branch head is `{}`, not the commit graft \
+             pushed; someone pushed after graft. graft only merges what it built: review \
+             the new commits and merge by hand.",
+            head.chars().take(12).collect::<String>()
+        )),
         Err(ForgeError::Validation { message, .. }) => Ok(format!(
             "Auto-merge could not be turned on: {}. Merge by hand, or allow auto-merge \
              for the repository and comment `/graft sync`.",
@@ -109,6 +115,61 @@ pub(super) fn auto_merge_note(result: Result<AutoMerge, ForgeError>) -> Result<S
         )),
         Err(other) => Err(other.into()),
     }
+}
+
+/// The note when others committed to graft's branch: their commits were
+/// not built by graft, so graft asks nobody to merge them.
+pub(super) fn shared_branch_auto_merge_note(branch: &str) -> String {
+    format!(
+        "Auto-merge is off for this pull request: others committed to `{branch}`, and graft \
+         only merges what it built. Review their commits and merge by hand."
+    )
+}
+
+/// Auto-merge for graft's PR `pr` whose head graft just pushed:
+/// asked only for graft's own commit on a branch nobody else committed to
+/// (then one enabled earlier is turned off: GitHub keeps it through a
+/// writer's push). Returns the note for the PR; a refusal is audited.
+pub(super) async fn ask_to_merge(
+    state: &AppState,
+    project: &Project,
+    client: &RepoClient,
+    pr: &PullRequest,
+    head: ObjectId,
+    shared: bool,
+) -> Result<String, SyncError> {
+    let number = pr.number;
+    let note = if shared {
+        match client.disable_auto_merge(number).await {
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            // Refused (it was not on, or the forge cannot say): the note stands.
+            _ => shared_branch_auto_merge_note(&project.sync_branch),
+        }
+    } else {
+        let result = client.enable_auto_merge(number, &head.to_string()).await;
+        let moved = matches!(result, Ok(AutoMerge::HeadMoved { .. }));
+        let note = auto_merge_note(result)?;
+        if !moved {
+            return Ok(note);
+        }
+        note
+    };
+    state
+        .store
+        .record_event(
+            &NewEvent {
+                project_id: Some(project.id),
+                actor: "graft",
+                kind: "auto_merge.withheld",
+                message: &note,
+                commit_sha: Some(&head.to_string()),
+                pull_request_url: Some(&pr.url),
+                ..NewEvent::default()
+            },
+            now_ms(),
+        )
+        .await?;
+    Ok(note)
 }
 
 /// graft's open PR when everything it proposed is on the target branch

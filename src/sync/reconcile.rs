@@ -84,6 +84,7 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
         .record_pull(project_id, target.map(|t| t.to_string()).as_deref(), now)
         .await?;
     let mut shared = project.sync_branch_shared;
+    let mut notes = Vec::new();
     if branch_moved && let (Some(head), Some(base)) = (fetched.head(&project.sync_branch), target) {
         let commits = fetched
             .with_repo(move |repo| read::commits_between(repo, base, head))
@@ -117,6 +118,16 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
                     .await?;
             }
             shared = true;
+            if project.auto_merge
+                && let Some(number) = project.pull_request_number
+            {
+                // GitHub keeps an auto-merge graft enabled through a
+                // writer's push: it would merge commits graft did not build.
+                match remote.client.disable_auto_merge(number).await {
+                    Err(e) if e.is_retryable() => return Err(e.into()),
+                    _ => notes.push(outcome::shared_branch_auto_merge_note(&project.sync_branch)),
+                }
+            }
         }
     }
     drop(fetched);
@@ -151,7 +162,10 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
                 &remote.client,
                 &project,
                 project.sync_status,
-                &CommentContent::from_project(&project),
+                &CommentContent {
+                    notes,
+                    ..CommentContent::from_project(&project)
+                },
             )
             .await?;
         }

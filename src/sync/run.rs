@@ -16,9 +16,7 @@ use crate::store::now_ms;
 use crate::store::projects::{Mode, Project, SyncStatus};
 
 use super::errors::SyncError;
-use super::outcome::{
-    auto_merge_note, close_landed_pull_request, finish, show_syncing, skip_reason,
-};
+use super::outcome::{ask_to_merge, close_landed_pull_request, finish, show_syncing, skip_reason};
 use super::plan;
 use super::publish::{self, CommentContent};
 use super::remote::{Remote, remote_for};
@@ -352,7 +350,7 @@ async fn via_pull_request(
         .await?;
     publish::report_check(client, &head.to_string(), &built.findings).await?;
     if project.auto_merge && passed(&built.findings) {
-        notes.push(auto_merge_note(client.enable_auto_merge(pr.number).await)?);
+        notes.push(ask_to_merge(state, project, client, &pr, head, shared).await?);
     }
     finish(
         state,

@@ -317,6 +317,26 @@ pub fn iso(secs: u64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// A human's push a fake makes just before it answers the first request
+/// matching `on` (`"METHOD path-part"`): a commit landing between two calls
+/// of a client at a chosen point, not left to timing.
+#[derive(Debug, Clone)]
+pub struct PushBefore {
+    pub on: String,
+    pub repo: String,
+    pub branch: String,
+    pub path: String,
+    pub content: Vec<u8>,
+    pub user: String,
+}
+
+impl PushBefore {
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        let (m, part) = self.on.split_once(' ').unwrap_or(("", self.on.as_str()));
+        (m.is_empty() || m == method) && path.contains(part)
+    }
+}
+
 /// Faults injected into the next API calls.
 #[derive(Debug, Default, Clone)]
 pub struct Faults {

@@ -8,7 +8,9 @@
 //! Auto-merge: REST has no endpoint for it, so graft uses GraphQL
 //! `enablePullRequestAutoMerge` (the forge merges when required checks
 //! pass). GitHub refuses it for a PR that is already mergeable ("clean
-//! status"); then graft merges at once with REST `PUT .../merge`.
+//! status"); then graft merges at once with REST `PUT .../merge`. Both
+//! carry graft's commit (`expectedHeadOid`, `sha`): GitHub merges nothing
+//! else.
 
 pub mod app;
 mod errors;
@@ -172,7 +174,9 @@ impl GraphqlResponse {
 /// The GraphQL mutations (REST has no auto-merge); public so the tests can
 /// check them against GitHub's schema.
 pub const DISABLE_AUTO_MERGE: &str = "mutation($id: ID!) { disablePullRequestAutoMerge(input: {pullRequestId: $id}) { pullRequest { number } } }";
-pub const ENABLE_AUTO_MERGE: &str = "mutation($id: ID!) { enablePullRequestAutoMerge(input: {pullRequestId: $id, mergeMethod: MERGE}) { pullRequest { number } } }";
+/// `expectedHeadOid`: GitHub refuses when the PR's head moved since graft
+/// pushed, so a commit landing between the check and the call is not merged.
+pub const ENABLE_AUTO_MERGE: &str = "mutation($id: ID!, $head: GitObjectID!) { enablePullRequestAutoMerge(input: {pullRequestId: $id, mergeMethod: MERGE, expectedHeadOid: $head}) { pullRequest { number } } }";
 
 /// A GitHub repository reached through the app's installation on it.
 #[derive(Clone, Debug)]
@@ -343,10 +347,17 @@ impl GithubRepo {
             .map(|_| ())
     }
 
-    pub async fn enable_auto_merge(&self, number: i64) -> Result<AutoMerge> {
+    /// Auto-merge for PR `number`, only while its head is `expected`
+    /// (graft's commit): checked first, then sent as `expectedHeadOid` /
+    /// the merge's `sha` so GitHub itself refuses a head that moved.
+    pub async fn enable_auto_merge(&self, number: i64, expected: &str) -> Result<AutoMerge> {
         let pr = self.pull_json(number).await?;
+        if pr.head.sha != expected {
+            return Ok(AutoMerge::HeadMoved { head: pr.head.sha });
+        }
+        let variables = json!({"head": expected});
         let answer = self
-            .mutate_pull("enabling auto-merge", ENABLE_AUTO_MERGE, &pr)
+            .mutate_pull("enabling auto-merge", ENABLE_AUTO_MERGE, &pr, variables)
             .await?;
         let enabled = answer
             .data
@@ -358,29 +369,45 @@ impl GithubRepo {
         }
         let message = answer.messages();
         if message.to_lowercase().contains("clean status") {
-            // Nothing to wait for: merge now.
+            // Nothing to wait for: merge now, still only graft's commit.
             let uri = self.path(&format!("/pulls/{number}/merge"));
-            let body = json!({"merge_method": "merge", "sha": pr.head.sha});
-            self.call("merging a pull request", Method::PUT, &uri, Some(&body))
-                .await?;
-            return Ok(AutoMerge::Merged);
+            let body = json!({"merge_method": "merge", "sha": expected});
+            return match self
+                .call("merging a pull request", Method::PUT, &uri, Some(&body))
+                .await
+            {
+                Ok(_) => Ok(AutoMerge::Merged),
+                Err(e @ ForgeError::Validation { .. }) => self.moved_or(number, expected, e).await,
+                Err(e) => Err(e),
+            };
         }
         let hint = if message.to_lowercase().contains("not allowed") {
             " (turn on \"Allow auto-merge\" in the repository settings)"
         } else {
             ""
         };
-        Err(ForgeError::Validation {
+        let refused = ForgeError::Validation {
             forge: GITHUB,
             message: format!("auto-merge refused: {}{hint}", short(&message)),
-        })
+        };
+        self.moved_or(number, expected, refused).await
+    }
+
+    /// After a refusal: `HeadMoved` when the PR's head is no longer
+    /// `expected` (GitHub's wording for it is not a contract), else `error`.
+    async fn moved_or(&self, number: i64, expected: &str, error: ForgeError) -> Result<AutoMerge> {
+        let now = self.pull_json(number).await?;
+        if now.head.sha != expected {
+            return Ok(AutoMerge::HeadMoved { head: now.head.sha });
+        }
+        Err(error)
     }
 
     /// Turns off auto-merge on an open pull request (a no-op if it was off).
     pub async fn disable_auto_merge(&self, number: i64) -> Result<()> {
         let pr = self.pull_json(number).await?;
         let answer = self
-            .mutate_pull("disabling auto-merge", DISABLE_AUTO_MERGE, &pr)
+            .mutate_pull("disabling auto-merge", DISABLE_AUTO_MERGE, &pr, json!({}))
             .await?;
         if answer.errors.is_empty() {
             return Ok(());
@@ -394,18 +421,21 @@ impl GithubRepo {
         })
     }
 
-    /// Runs a GraphQL mutation whose only variable `$id` is the PR's node.
+    /// Runs a GraphQL mutation on the PR's node (`$id`) with `variables`
+    /// besides it.
     async fn mutate_pull(
         &self,
         what: &'static str,
         mutation: &str,
         pr: &PullJson,
+        mut variables: Value,
     ) -> Result<GraphqlResponse> {
         let node_id = pr.node_id.clone().ok_or_else(|| ForgeError::Unexpected {
             forge: GITHUB,
             message: "the pull request has no node_id".into(),
         })?;
-        let body = json!({"query": mutation, "variables": {"id": node_id}});
+        variables["id"] = json!(node_id);
+        let body = json!({"query": mutation, "variables": variables});
         let response = self
             .app
             .installation_call(

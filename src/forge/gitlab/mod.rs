@@ -381,21 +381,42 @@ impl GitlabRepo {
         .map(|_| ())
     }
 
-    pub async fn enable_auto_merge(&self, number: i64) -> Result<AutoMerge> {
+    /// Merge when the pipeline succeeds, only while the MR's head is
+    /// `expected` (graft's commit): checked first, then sent as `sha` so
+    /// GitLab itself refuses a head that moved (409).
+    pub async fn enable_auto_merge(&self, number: i64, expected: &str) -> Result<AutoMerge> {
         let what = "enabling merge when the pipeline succeeds";
         let current = self.pull_request(number).await?;
+        if current.head_sha != expected {
+            return Ok(AutoMerge::HeadMoved {
+                head: current.head_sha,
+            });
+        }
         let body = json!({
             "merge_when_pipeline_succeeds": true,
-            "sha": current.head_sha,
+            "sha": expected,
         });
-        let response = self
+        let response = match self
             .call(
                 what,
                 Method::PUT,
                 &format!("/merge_requests/{number}/merge"),
                 Some(&body),
             )
-            .await?;
+            .await
+        {
+            Ok(response) => response,
+            Err(e @ ForgeError::Validation { .. }) => {
+                // "SHA does not match HEAD of source branch", or another
+                // refusal: which one, the head tells.
+                let now = self.pull_request(number).await?;
+                if now.head_sha != expected {
+                    return Ok(AutoMerge::HeadMoved { head: now.head_sha });
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let mr: MergeRequestJson = decode(&response, what)?;
         Ok(if mr.state == "merged" {
             AutoMerge::Merged

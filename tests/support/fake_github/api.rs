@@ -157,6 +157,7 @@ pub(super) async fn handle(State(fake): State<FakeGithub>, request: Request) -> 
             .map(str::to_string),
     };
     fake.state.lock().unwrap().requests.push(recorded);
+    fake.due_push(&method, &raw_path);
     if raw_path == "/graphql" || raw_path == "/api/graphql" {
         return super::graphql::handle(&fake, &parts.headers, body);
     }

@@ -1,8 +1,9 @@
 //! The GraphQL mutations graft sends: `enablePullRequestAutoMerge` and
 //! `disablePullRequestAutoMerge`, checked against GitHub's schema first
 //! (`graphql_conformance`).
-//! Like GitHub, it refuses a PR with nothing pending ("clean status") and a
-//! repository without "Allow auto-merge".
+//! Like GitHub, it refuses a PR with nothing pending ("clean status"), a
+//! repository without "Allow auto-merge" and an `expectedHeadOid` that is
+//! not the PR's head.
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -100,6 +101,10 @@ pub(super) fn handle(fake: &FakeGithub, headers: &HeaderMap, body: Option<Value>
     else {
         return graphql_error("Pull request is not open");
     };
+    // Like GitHub: a head that moved since the caller looked is refused.
+    if input_value(&body, "expectedHeadOid").is_some_and(|expected| expected != head_sha) {
+        return graphql_error("Head branch was modified. Review and try the merge again.");
+    }
     let pending = super::api::latest_runs(&state, &repo.full_name, &head_sha)
         .iter()
         .any(|r| r.status != "completed");
@@ -117,4 +122,22 @@ pub(super) fn handle(fake: &FakeGithub, headers: &HeaderMap, body: Option<Value>
         StatusCode::OK,
         json!({"data": {"enablePullRequestAutoMerge": {"pullRequest": {"number": number}}}}),
     )
+}
+
+/// The value of input field `name` in the query: a `$variable` (read from
+/// `variables`) or a string literal. `None` when the query does not set it.
+fn input_value(body: &Value, name: &str) -> Option<String> {
+    let query = body["query"].as_str()?;
+    let at = query.find(&format!("{name}:"))? + name.len() + 1;
+    let rest = query[at..].trim_start();
+    if let Some(variable) = rest.strip_prefix('$') {
+        let end = variable
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(variable.len());
+        return body["variables"][&variable[..end]]
+            .as_str()
+            .map(str::to_string);
+    }
+    let literal = rest.strip_prefix('"')?;
+    literal.split('"').next().map(str::to_string)
 }

@@ -148,6 +148,8 @@ pub struct State {
     pub comment_gate: Option<Arc<tokio::sync::Barrier>>,
     /// Manifest-flow codes not converted yet: code → the manifest posted.
     pub manifest_codes: HashMap<String, Value>,
+    /// A human push to make before answering a matching request.
+    pub push_before: Option<fake_common::PushBefore>,
 }
 
 impl State {
@@ -226,6 +228,7 @@ impl FakeGithub {
                 max_per_page: 100,
                 link_origin: None,
                 comment_gate: None,
+                push_before: None,
                 manifest_codes: HashMap::new(),
             })),
             hooks,
@@ -326,6 +329,31 @@ impl FakeGithub {
             .manifest_codes
             .insert(code.clone(), manifest.clone());
         code
+    }
+
+    /// Makes `push` just before answering the first request it matches.
+    pub fn push_before(&self, push: fake_common::PushBefore) {
+        self.state.lock().unwrap().push_before = Some(push);
+    }
+
+    /// The push set up by [`Self::push_before`], if `method path` is due.
+    pub(crate) fn due_push(&self, method: &str, path: &str) {
+        let due = {
+            let mut state = self.state.lock().unwrap();
+            match &state.push_before {
+                Some(p) if p.matches(method, path) => state.push_before.take(),
+                _ => None,
+            }
+        };
+        if let Some(p) = due {
+            self.push_as_human(
+                &p.repo,
+                &p.branch,
+                &[(p.path.as_str(), Some(p.content.as_slice()))],
+                "a human commit",
+                &p.user,
+            );
+        }
     }
 
     pub fn faults(&self, change: impl FnOnce(&mut Faults)) {

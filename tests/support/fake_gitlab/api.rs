@@ -78,6 +78,7 @@ pub(super) async fn handle(State(fake): State<FakeGitlab>, request: Request) -> 
         body: (!body.is_null()).then(|| body.clone()),
         authorization: None,
     });
+    fake.due_push(&method, &path);
     let Some(rest) = path.strip_prefix("/api/v4/") else {
         return message(StatusCode::NOT_FOUND, "404 Not Found");
     };

@@ -100,6 +100,8 @@ pub struct State {
     /// When set, note creations wait here until this many arrived, so a
     /// race between clients is certain, not left to timing.
     pub note_gate: Option<Arc<tokio::sync::Barrier>>,
+    /// A human push to make before answering a matching request.
+    pub push_before: Option<fake_common::PushBefore>,
 }
 
 impl State {
@@ -160,6 +162,7 @@ impl FakeGitlab {
                 faults: Faults::default(),
                 max_per_page: 100,
                 note_gate: None,
+                push_before: None,
             })),
             hooks,
         };
@@ -226,6 +229,31 @@ impl FakeGitlab {
             .members
             .insert((project, user), level);
         user
+    }
+
+    /// Makes `push` just before answering the first request it matches.
+    pub fn push_before(&self, push: fake_common::PushBefore) {
+        self.state.lock().unwrap().push_before = Some(push);
+    }
+
+    /// The push set up by [`Self::push_before`], if `method path` is due.
+    pub(crate) fn due_push(&self, method: &str, path: &str) {
+        let due = {
+            let mut state = self.state.lock().unwrap();
+            match &state.push_before {
+                Some(p) if p.matches(method, path) => state.push_before.take(),
+                _ => None,
+            }
+        };
+        if let Some(p) = due {
+            self.push_as_human(
+                &p.repo,
+                &p.branch,
+                &[(p.path.as_str(), Some(p.content.as_slice()))],
+                "a human commit",
+                &p.user,
+            );
+        }
     }
 
     pub fn faults(&self, change: impl FnOnce(&mut Faults)) {
@@ -582,6 +610,11 @@ impl FakeGitlab {
                     })
                     .map(|m| {
                         let old = std::mem::replace(&mut m.sha, new.clone());
+                        // GitLab cancels auto-merge when new commits arrive,
+                        // so they can be reviewed.
+                        if old != *new {
+                            m.merge_when_pipeline_succeeds = false;
+                        }
                         (m.clone(), old)
                     })
                     .collect()
