@@ -255,3 +255,48 @@ pub fn parse(event_header: &str, body: &[u8]) -> Result<Parsed, ParseError> {
     };
     Ok(Parsed::Event(Box::new(parsed)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note_hook(updated_by_id: serde_json::Value) -> Vec<u8> {
+        serde_json::json!({
+            "object_kind": "note",
+            "user": {"id": 7, "username": "dev"},
+            "project": {"id": 11, "path_with_namespace": "group/app"},
+            "object_attributes": {"id": 90, "note": "/graft pause", "noteable_type": "MergeRequest",
+                                  "action": "update", "author_id": 7,
+                                  "updated_by_id": updated_by_id},
+            "merge_request": {"iid": 4},
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn comment(body: &[u8]) -> CommentEvent {
+        match parse("Note Hook", body) {
+            Ok(Parsed::Event(event)) => match *event {
+                ForgeEvent::Comment(comment) => comment,
+                other => panic!("not a comment: {other:?}"),
+            },
+            other => panic!("not parsed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_edit_by_someone_else_names_the_editor_by_id() {
+        // The hook's `user` is the note's author even for an edit.
+        let edited = comment(&note_hook(8.into()));
+        assert_eq!(edited.author.login, "dev");
+        let editor = edited.editor.clone().expect("an editor");
+        assert_eq!((editor.login.as_str(), editor.id), ("", Some(8)));
+        assert_eq!(edited.actor().id, Some(8));
+        // The author's own edit, and a note never edited, have none.
+        for own in [7.into(), serde_json::Value::Null] {
+            let c = comment(&note_hook(own));
+            assert_eq!(c.editor, None);
+            assert_eq!(c.actor().login, "dev");
+        }
+    }
+}
