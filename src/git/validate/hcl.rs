@@ -1,5 +1,9 @@
 //! Terraform/OpenTofu: HCL syntax, and local module sources that must
 //! exist in the overlaid tree.
+//!
+//! Hostile nesting needs no pre-scan here: the parser refuses more than 64
+//! nested levels or 128 chained operators with a syntax error, which keeps
+//! its recursion within a 2 MiB thread stack (see the tests).
 
 use super::Finding;
 
@@ -114,6 +118,41 @@ mod tests {
             "{findings:?}"
         );
         assert!(findings[0].message.contains("HCL syntax error"));
+    }
+
+    /// Nesting shapes the parser recurses on, each far deeper than its
+    /// bound; parsed on a thread with tokio's blocking-pool stack size.
+    #[test]
+    fn deep_nesting_is_a_finding_not_a_stack_overflow() {
+        let deep = 100_000;
+        let shapes = [
+            format!("a = {}1{}\n", "[".repeat(deep), "]".repeat(deep)),
+            format!("a = {}1{}\n", "(".repeat(deep), ")".repeat(deep)),
+            format!("a = {}1{}\n", "f(".repeat(deep), ")".repeat(deep)),
+            format!("a = {}\n", "{b = ".repeat(deep) + "1" + &"}".repeat(deep)),
+            format!("a = {}x\n", "!".repeat(deep)),
+            format!("a = {}x\n", "-".repeat(deep)),
+            format!("a = x{}\n", " + x".repeat(deep)),
+            format!("a = {}1\n", "x ? 1 : ".repeat(deep)),
+            format!("a = {}x{}\n", "\"${".repeat(deep), "}\"".repeat(deep)),
+            format!(
+                "a = <<EOT\n${{{}1{}}}\nEOT\n",
+                "[".repeat(deep),
+                "]".repeat(deep)
+            ),
+            format!("{}\n", "b {\n".repeat(deep) + &"}\n".repeat(deep)),
+        ];
+        for text in shapes {
+            let findings = std::thread::Builder::new()
+                .stack_size(2 * 1024 * 1024)
+                .spawn(move || check("deep.tf", text.as_bytes(), &|_| true))
+                .unwrap()
+                .join()
+                .expect("no panic");
+            assert_eq!(findings.len(), 1, "{findings:?}");
+            // The parser's own bounds, named in the message.
+            assert!(findings[0].message.contains("at most"), "{findings:?}");
+        }
     }
 
     #[test]

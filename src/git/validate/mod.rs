@@ -3,6 +3,10 @@
 //! resolve in the overlaid repository (why the overlay includes the whole
 //! repository); YAML and JSON files parse. Findings are data for the PR
 //! report.
+//!
+//! A file is generated content, so it may be hostile: validation is
+//! bounded in size, nesting and alias expansion, and a file over a bound
+//! is an error finding that says which bound, never a crash.
 
 mod hcl;
 mod structured;
@@ -13,6 +17,14 @@ use serde::{Deserialize, Serialize};
 use super::overlay::ManagedFile;
 use super::paths::repo_path;
 use super::{GitError, missing};
+
+/// Files larger than this are not parsed (twice the API's upload limit:
+/// files imported from the repository may be larger).
+pub const MAX_BYTES: usize = 2 * 1024 * 1024;
+/// Deepest YAML/JSON nesting parsed (HCL's parser has its own bound).
+pub const MAX_DEPTH: usize = 100;
+/// Most YAML nodes the loader may build, counting alias expansions.
+pub const MAX_YAML_NODES: u64 = 500_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,14 +73,62 @@ pub fn validate(
     let mut findings = Vec::new();
     for file in files {
         let full = repo_path(base_path, &file.path);
-        let lower = file.path.to_ascii_lowercase();
-        if lower.ends_with(".tf") || lower.ends_with(".tofu") {
-            findings.extend(hcl::check(&full, &file.content, &folder_exists));
-        } else if lower.ends_with(".yml") || lower.ends_with(".yaml") {
-            findings.extend(structured::check_yaml(&full, &file.content));
-        } else if lower.ends_with(".json") {
-            findings.extend(structured::check_json(&full, &file.content));
-        }
+        findings.extend(check_file(&full, &file.content, &folder_exists));
     }
     Ok(findings)
+}
+
+/// Validates one file at repository path `file` by its extension; other
+/// files are not checked. `folder_exists` answers for HCL module sources.
+pub fn check_file(
+    file: &str,
+    content: &[u8],
+    folder_exists: &dyn Fn(&str) -> bool,
+) -> Vec<Finding> {
+    let lower = file.to_ascii_lowercase();
+    let check: fn(&str, &[u8], &dyn Fn(&str) -> bool) -> Vec<Finding> =
+        if lower.ends_with(".tf") || lower.ends_with(".tofu") {
+            hcl::check
+        } else if lower.ends_with(".yml") || lower.ends_with(".yaml") {
+            |file, content, _| structured::check_yaml(file, content)
+        } else if lower.ends_with(".json") {
+            |file, content, _| structured::check_json(file, content)
+        } else {
+            return Vec::new();
+        };
+    if content.len() > MAX_BYTES {
+        return vec![Finding::error(
+            file,
+            None,
+            format!(
+                "{} bytes is more than the {MAX_BYTES} bytes graft validates per file",
+                content.len()
+            ),
+        )];
+    }
+    check(file, content, folder_exists)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_files_are_a_finding_not_a_parse() {
+        let huge = vec![b'['; MAX_BYTES + 1];
+        for name in ["a/main.tf", "a/x.yaml", "a/x.json"] {
+            let findings = check_file(name, &huge, &|_| true);
+            assert_eq!(findings.len(), 1, "{findings:?}");
+            assert_eq!(findings[0].file, name);
+            assert!(
+                findings[0]
+                    .message
+                    .contains("2097152 bytes graft validates"),
+                "{findings:?}"
+            );
+        }
+        // Files graft does not parse are not limited here.
+        assert!(check_file("a/blob.bin", &huge, &|_| true).is_empty());
+        assert!(check_file("a/x.json", b"[1]", &|_| true).is_empty());
+    }
 }
