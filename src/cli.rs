@@ -2,13 +2,14 @@
 //! edge of the program, so errors here are `anyhow` with a readable message.
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::config::{
     Cli, Command, GithubCommand, GitlabCommand, GlobalArgs, KeysCommand, TokenCommand,
 };
 use crate::crypto::{self, Key, Keyring};
-use crate::store::{Store, now_ms, redact_url};
+use crate::store::tokens::{TokenAccess, TokenScope};
+use crate::store::{Store, StoreError, now_ms, redact_url};
 use crate::{keys, push, remote, server, telemetry};
 
 pub async fn main() -> Result<()> {
@@ -77,16 +78,54 @@ async fn rotate_keys(global: &GlobalArgs) -> Result<()> {
     Ok(())
 }
 
+/// A scope and projects that do not go together are a usage error (exit
+/// code 2, with the usage), caught before the database is opened.
+fn token_access(scope: TokenScope, projects: &[i64]) -> TokenAccess {
+    TokenAccess::new(scope, projects).unwrap_or_else(|e| {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, e)
+            .exit()
+    })
+}
+
+/// `admin`, or `generator` with its projects, as `token list` shows it.
+fn describe(access: &TokenAccess) -> String {
+    if access.is_admin() {
+        return access.scope().to_string();
+    }
+    let projects: Vec<String> = access.projects().iter().map(i64::to_string).collect();
+    format!("{} (projects {})", access.scope(), projects.join(", "))
+}
+
 async fn token(global: &GlobalArgs, command: TokenCommand) -> Result<()> {
+    let access = match &command {
+        TokenCommand::Create {
+            scope, projects, ..
+        } => Some(token_access(*scope, projects)),
+        _ => None,
+    };
     let store = open_store(global).await?;
     let result = match command {
-        TokenCommand::Create { name } => {
+        TokenCommand::Create { name, .. } => {
             let name = name.trim();
             if name.is_empty() {
                 bail!("--name must not be empty");
             }
-            let (_, token) = store.create_token(name, now_ms()).await?;
-            eprintln!("API token `{name}` created. It is shown only this once; store it now:");
+            let access = access.unwrap_or_else(TokenAccess::admin);
+            let (_, token) = store
+                .create_scoped_token(name, &access, now_ms())
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound(what) => anyhow!(
+                        "{what} does not exist; see the project ids with GET /api/v1/projects \
+                         or on the dashboard"
+                    ),
+                    other => other.into(),
+                })?;
+            eprintln!(
+                "API token `{name}` ({}) created. It is shown only this once; store it now:",
+                describe(&access)
+            );
             println!("{token}");
             Ok(())
         }
@@ -97,7 +136,7 @@ async fn token(global: &GlobalArgs, command: TokenCommand) -> Result<()> {
                 } else {
                     "active"
                 };
-                println!("{}\t{}\t{}", t.id, t.name, state);
+                println!("{}\t{}\t{}\t{}", t.id, t.name, state, describe(&t.access));
             }
             Ok(())
         }

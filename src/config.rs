@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
+use crate::store::tokens::TokenScope;
+
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://graft-data/graft.db";
 
 const ABOUT: &str = "Keeps generated infrastructure code under Git review.";
@@ -39,6 +41,11 @@ pub struct Cli {
 
 fn parse_secret(text: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(text.to_string()))
+}
+
+fn parse_scope(text: &str) -> Result<TokenScope, String> {
+    TokenScope::parse(text)
+        .ok_or_else(|| format!("`{text}` is not a token scope; use `admin` or `generator`"))
 }
 
 #[derive(Args, Debug, Clone)]
@@ -231,10 +238,23 @@ pub enum KeysCommand {
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
     /// Create an API token and print it once (only its hash is stored).
+    ///
+    /// An `admin` token may do everything; a `generator` token may only
+    /// read its projects, read and write their files and queue their syncs.
+    ///
+    /// Example: `graft token create --name tf-gen --scope generator
+    /// --project 3 --project 4`
     Create {
         /// A name that says who uses the token, e.g. `terraform-generator`.
         #[arg(long)]
         name: String,
+        /// `admin` (everything) or `generator` (only the files of the
+        /// projects given with --project).
+        #[arg(long, default_value = "admin", value_parser = parse_scope)]
+        scope: TokenScope,
+        /// A project a generator token may write (repeat for several).
+        #[arg(long = "project", value_name = "ID")]
+        projects: Vec<i64>,
     },
     /// List tokens (names and dates, never the tokens).
     List,

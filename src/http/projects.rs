@@ -181,7 +181,10 @@ async fn create_project(
     ))
 }
 
-async fn list_projects(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+async fn list_projects(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<impl IntoResponse, ApiError> {
     // One count query for the whole list, not one per project.
     let pending = state.store.pending_counts().await?;
     let projects = state
@@ -189,6 +192,8 @@ async fn list_projects(State(state): State<AppState>) -> Result<impl IntoRespons
         .list_projects()
         .await?
         .iter()
+        // A generator token sees only its own projects.
+        .filter(|p| caller.access().reaches(p.id))
         .map(|p| with_pending(p, pending.get(&p.id).copied().unwrap_or(0)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({ "projects": projects })))

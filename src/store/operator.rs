@@ -1,12 +1,11 @@
 //! What the operator screens need: the GitHub App registered through the
 //! manifest flow (secrets arrive sealed), the one-time `state` of that
-//! flow, session checks and the recent activity across projects.
+//! flow and the recent activity across projects.
 
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::audit::AuditEvent;
-use super::tokens::ApiToken;
 use super::{Result, Store};
 
 /// A manifest flow `state` stays valid this long (GitHub's codes last one
@@ -124,24 +123,6 @@ impl Store {
             api_url: r.get(3),
             private_key_sealed: r.get(4),
             webhook_secret_sealed: r.get(5),
-        }))
-    }
-
-    /// The token behind a dashboard session, if it is still active.
-    pub async fn active_token(&self, id: i64) -> Result<Option<ApiToken>> {
-        let row = sqlx::query(
-            "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens \
-             WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| ApiToken {
-            id: r.get(0),
-            name: r.get(1),
-            created_at: r.get(2),
-            last_used_at: r.get(3),
-            revoked_at: r.get(4),
         }))
     }
 

@@ -1,13 +1,117 @@
 //! API tokens. The token is shown once when created; only its SHA-256 is
 //! stored (tokens are 256 random bits, so a fast hash is enough).
+//!
+//! A token's scope says what it may do: `admin` everything, `generator`
+//! only the files (and syncs) of the projects it names.
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{Result, Store, StoreError, is_unique_violation};
 
 const TOKEN_PREFIX: &str = "graft_";
+
+/// The two kinds of API token, stored as their name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScope {
+    /// Everything: projects, integrations, set-up, the dashboard.
+    Admin,
+    /// The managed files of its projects, reading them, queuing their syncs.
+    Generator,
+}
+
+impl TokenScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Admin => "admin",
+            TokenScope::Generator => "generator",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "admin" => Some(TokenScope::Admin),
+            "generator" => Some(TokenScope::Generator),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TokenScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A scope with the projects it covers; only consistent pairs can be made
+/// (an admin names no project, a generator at least one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAccess {
+    scope: TokenScope,
+    projects: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    #[error(
+        "--project applies to generator tokens only (an admin token reaches every project); \
+         add --scope generator"
+    )]
+    ProjectsNeedGenerator,
+    #[error(
+        "a generator token needs at least one --project ID (the projects whose files it may \
+         write); repeat --project for several"
+    )]
+    GeneratorNeedsProjects,
+    #[error("--project {0} is not a project id (a positive integer)")]
+    BadProject(i64),
+}
+
+impl TokenAccess {
+    pub fn admin() -> Self {
+        TokenAccess {
+            scope: TokenScope::Admin,
+            projects: Vec::new(),
+        }
+    }
+
+    pub fn new(scope: TokenScope, projects: &[i64]) -> Result<Self, AccessError> {
+        if let Some(bad) = projects.iter().find(|id| **id <= 0) {
+            return Err(AccessError::BadProject(*bad));
+        }
+        match (scope, projects.is_empty()) {
+            (TokenScope::Admin, true) => Ok(Self::admin()),
+            (TokenScope::Admin, false) => Err(AccessError::ProjectsNeedGenerator),
+            (TokenScope::Generator, true) => Err(AccessError::GeneratorNeedsProjects),
+            (TokenScope::Generator, false) => {
+                let mut projects = projects.to_vec();
+                projects.sort_unstable();
+                projects.dedup();
+                Ok(TokenAccess { scope, projects })
+            }
+        }
+    }
+
+    pub fn scope(&self) -> TokenScope {
+        self.scope
+    }
+
+    /// The projects of a generator token (empty for an admin).
+    pub fn projects(&self) -> &[i64] {
+        &self.projects
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.scope == TokenScope::Admin
+    }
+
+    /// Whether the token may see and change project `id`.
+    pub fn reaches(&self, id: i64) -> bool {
+        self.is_admin() || self.projects.binary_search(&id).is_ok()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiToken {
@@ -16,6 +120,7 @@ pub struct ApiToken {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub access: TokenAccess,
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -32,17 +137,62 @@ fn new_token_text() -> Result<String> {
     ))
 }
 
+const TOKEN_COLUMNS: &str = "id, name, created_at, last_used_at, revoked_at, scope";
+
+/// A token row with its projects. A scope graft does not know (the schema
+/// forbids one) reaches nothing rather than everything.
+fn token_of(row: &AnyRow, projects: Vec<i64>) -> ApiToken {
+    let scope: String = row.get(5);
+    let access = match TokenScope::parse(&scope) {
+        Some(TokenScope::Admin) => TokenAccess::admin(),
+        _ => TokenAccess {
+            scope: TokenScope::Generator,
+            projects,
+        },
+    };
+    ApiToken {
+        id: row.get(0),
+        name: row.get(1),
+        created_at: row.get(2),
+        last_used_at: row.get(3),
+        revoked_at: row.get(4),
+        access,
+    }
+}
+
 impl Store {
-    /// Creates a token named `name` and returns it in clear, the only time it exists so.
+    /// Creates an admin token named `name` and returns it in clear, the
+    /// only time it exists so.
     pub async fn create_token(&self, name: &str, now: i64) -> Result<(i64, String)> {
+        self.create_scoped_token(name, &TokenAccess::admin(), now)
+            .await
+    }
+
+    /// Creates a token with `access`; every project it names must exist.
+    pub async fn create_scoped_token(
+        &self,
+        name: &str,
+        access: &TokenAccess,
+        now: i64,
+    ) -> Result<(i64, String)> {
         let token = new_token_text()?;
+        let mut tx = self.begin_write().await?;
+        for project in access.projects() {
+            sqlx::query("SELECT id FROM projects WHERE id = $1")
+                .bind(project)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("project {project}")))?;
+        }
         let row = sqlx::query(
-            "INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO api_tokens (name, token_hash, created_at, scope) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(name)
         .bind(hash_token(&token))
         .bind(now)
-        .fetch_one(&self.pool)
+        .bind(access.scope().as_str())
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
@@ -53,26 +203,52 @@ impl Store {
                 e.into()
             }
         })?;
-        Ok((row.get(0), token))
+        let id: i64 = row.get(0);
+        for project in access.projects() {
+            sqlx::query("INSERT INTO api_token_projects (token_id, project_id) VALUES ($1, $2)")
+                .bind(id)
+                .bind(project)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((id, token))
+    }
+
+    async fn token_projects(&self, token_id: i64) -> Result<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT project_id FROM api_token_projects WHERE token_id = $1 ORDER BY project_id",
+        )
+        .bind(token_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The token of `row` with its projects (none to load for an admin).
+    async fn with_projects(&self, row: Option<AnyRow>) -> Result<Option<ApiToken>> {
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let scope: String = row.get(5);
+        let projects = if scope == TokenScope::Admin.as_str() {
+            Vec::new()
+        } else {
+            self.token_projects(row.get(0)).await?
+        };
+        Ok(Some(token_of(&row, projects)))
     }
 
     /// The active token matching `token`, if any; notes when it was last used.
     pub async fn authenticate_token(&self, token: &str, now: i64) -> Result<Option<ApiToken>> {
         let hash = hash_token(token);
-        let row = sqlx::query(
-            "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens \
-             WHERE token_hash = $1 AND revoked_at IS NULL",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL"
+        )))
         .bind(&hash)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(token) = row.map(|r| ApiToken {
-            id: r.get(0),
-            name: r.get(1),
-            created_at: r.get(2),
-            last_used_at: r.get(3),
-            revoked_at: r.get(4),
-        }) else {
+        let Some(token) = self.with_projects(row).await? else {
             return Ok(None);
         };
         // Write at most once a minute per token, not on every request.
@@ -84,6 +260,17 @@ impl Store {
                 .await?;
         }
         Ok(Some(token))
+    }
+
+    /// The token behind a dashboard session, if it is still active.
+    pub async fn active_token(&self, id: i64) -> Result<Option<ApiToken>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1 AND revoked_at IS NULL"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        self.with_projects(row).await
     }
 
     /// Revokes the active token called `name`; `false` if there is none.
@@ -99,20 +286,70 @@ impl Store {
     }
 
     pub async fn list_tokens(&self) -> Result<Vec<ApiToken>> {
-        let rows = sqlx::query(
-            "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY id",
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        let links = sqlx::query(
+            "SELECT token_id, project_id FROM api_token_projects ORDER BY token_id, project_id",
         )
         .fetch_all(&self.pool)
         .await?;
+        let mut projects: std::collections::HashMap<i64, Vec<i64>> = Default::default();
+        for link in &links {
+            projects.entry(link.get(0)).or_default().push(link.get(1));
+        }
         Ok(rows
             .iter()
-            .map(|r| ApiToken {
-                id: r.get(0),
-                name: r.get(1),
-                created_at: r.get(2),
-                last_used_at: r.get(3),
-                revoked_at: r.get(4),
-            })
+            .map(|r| token_of(r, projects.remove(&r.get::<i64, _>(0)).unwrap_or_default()))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_and_projects_must_agree() {
+        assert_eq!(
+            TokenAccess::new(TokenScope::Admin, &[]),
+            Ok(TokenAccess::admin())
+        );
+        assert_eq!(
+            TokenAccess::new(TokenScope::Admin, &[1]),
+            Err(AccessError::ProjectsNeedGenerator)
+        );
+        assert_eq!(
+            TokenAccess::new(TokenScope::Generator, &[]),
+            Err(AccessError::GeneratorNeedsProjects)
+        );
+        assert_eq!(
+            TokenAccess::new(TokenScope::Generator, &[3, 0]),
+            Err(AccessError::BadProject(0))
+        );
+        let generator = TokenAccess::new(TokenScope::Generator, &[7, 3, 7]).unwrap();
+        assert_eq!(generator.projects(), &[3, 7]);
+        assert!(generator.reaches(3) && generator.reaches(7));
+        assert!(!generator.reaches(4) && !generator.is_admin());
+        assert!(TokenAccess::admin().reaches(4));
+    }
+
+    #[test]
+    fn scope_names_round_trip() {
+        for scope in [TokenScope::Admin, TokenScope::Generator] {
+            assert_eq!(TokenScope::parse(scope.as_str()), Some(scope));
+        }
+        assert_eq!(TokenScope::parse("Admin"), None);
+    }
+
+    #[test]
+    fn a_generator_without_projects_reaches_nothing() {
+        let access = TokenAccess {
+            scope: TokenScope::Generator,
+            projects: Vec::new(),
+        };
+        assert!(!access.reaches(1) && !access.is_admin());
     }
 }

@@ -124,6 +124,7 @@ impl FromRequestParts<AppState> for Admin {
                 .and_then(super::auth::bearer_token)
                 .unwrap_or("");
             return match state.store.authenticate_token(token, now).await {
+                Ok(Some(token)) if !token.access.is_admin() => Err(not_an_admin(&token)),
                 Ok(Some(token)) => Ok(Admin {
                     token,
                     session: None,
@@ -145,6 +146,7 @@ impl FromRequestParts<AppState> for Admin {
             return Err(login_redirect(parts));
         };
         match state.store.active_token(session.token_id).await {
+            Ok(Some(token)) if !token.access.is_admin() => Err(not_an_admin(&token)),
             Ok(Some(token)) => Ok(Admin {
                 token,
                 session: Some(session),
@@ -153,6 +155,23 @@ impl FromRequestParts<AppState> for Admin {
             Err(e) => Err(internal(e)),
         }
     }
+}
+
+/// The dashboard and set-up are for admin tokens; a generator token
+/// only writes its projects' files through the API.
+fn scope_refusal(token: &ApiToken) -> String {
+    format!(
+        "This token's scope ({}) does not allow signing in to the dashboard; it may only \
+         write its projects' files through the API. Sign in with an admin token.",
+        token.access.scope()
+    )
+}
+
+fn not_an_admin(token: &ApiToken) -> Response {
+    message_page(
+        StatusCode::FORBIDDEN,
+        Page::error("Admin token required", &scope_refusal(token)),
+    )
 }
 
 fn secure_cookies(state: &AppState) -> bool {
@@ -251,6 +270,15 @@ async fn login(
             StatusCode::UNAUTHORIZED,
         );
     };
+    if !token.access.is_admin() {
+        tracing::info!(token = %token.name, "dashboard login refused: not an admin token");
+        return login_page(
+            &state,
+            next,
+            Some(&scope_refusal(&token)),
+            StatusCode::FORBIDDEN,
+        );
+    }
     tracing::info!(token = %token.name, "dashboard login");
     let secure = secure_cookies(&state);
     let value = state.sessions.issue(token.id, now_ms());
