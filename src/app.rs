@@ -42,6 +42,29 @@ pub struct Inner {
     pub operator: OperatorSettings,
     /// Signs dashboard session cookies and CSRF tokens.
     pub sessions: SessionKey,
+    /// GRAFT_ALLOW_HTTP_GITLAB: GitLab integrations may use http:// URLs.
+    pub allow_http_gitlab: bool,
+    pub http: HttpSettings,
+    /// Memory shared by all request bodies being read or handled.
+    pub body_budget: crate::http::intake::Budget,
+}
+
+/// How long a client may take to send its request.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// The request line and headers.
+    pub header_timeout: std::time::Duration,
+    /// The whole body, from the end of the headers.
+    pub body_timeout: std::time::Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// What the operator screens (dashboard, set-up) need to know.
@@ -70,8 +93,8 @@ pub struct GitSettings {
     /// Mirrors and temporary worktrees live here.
     pub work_dir: std::path::PathBuf,
     pub identity: Identity,
-    /// `GRAFT_CHECK_COMMAND` and how long it may run.
-    pub check: Option<(String, std::time::Duration)>,
+    /// `GRAFT_CHECK_COMMAND`, how long it may run and how it is sandboxed.
+    pub check: Option<crate::git::check::Check>,
 }
 
 impl Default for GitSettings {
@@ -100,6 +123,10 @@ pub struct AppSettings {
     pub git: GitSettings,
     pub commands: CommandSettings,
     pub operator: OperatorSettings,
+    pub http: HttpSettings,
+    /// GRAFT_ALLOW_HTTP_GITLAB: GitLab integrations may use http:// URLs
+    /// (the token then crosses the network in clear).
+    pub allow_http_gitlab: bool,
 }
 
 impl AppState {
@@ -146,6 +173,9 @@ impl AppState {
             forges,
             commands: settings.commands,
             operator: settings.operator,
+            allow_http_gitlab: settings.allow_http_gitlab,
+            http: settings.http,
+            body_budget: crate::http::intake::Budget::default(),
         }))
     }
 

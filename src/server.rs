@@ -105,13 +105,19 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
                     .check_command
                     .clone()
                     .filter(|c| !c.trim().is_empty())
-                    .map(|c| (c, Duration::from_secs(args.check_timeout))),
+                    .map(|command| crate::git::check::Check {
+                        command,
+                        timeout: Duration::from_secs(args.check_timeout),
+                        sandbox: args.check_sandbox,
+                    }),
             },
             commands: CommandSettings::new(&args.command_prefix).map_err(anyhow::Error::msg)?,
             operator: OperatorSettings {
                 public_url,
                 github_api_url: args.github_api_url.clone(),
             },
+            allow_http_gitlab: args.allow_http_gitlab,
+            http: crate::app::HttpSettings::default(),
         },
         forge_settings,
     )?;
@@ -147,12 +153,17 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             stop_rx_for_poll.clone(),
         ))
     });
-    let server = axum::serve(listener, state.router()).with_graceful_shutdown(async move {
-        stop_signal().await;
-        info!("stopping: no new requests or jobs; letting running jobs finish");
-        let _ = stop_tx.send(true);
-    });
-    server.await.context("HTTP server failed")?;
+    crate::http::serve::serve(
+        listener,
+        state.router(),
+        state.http.header_timeout,
+        async move {
+            stop_signal().await;
+            info!("stopping: no new requests or jobs; letting running jobs finish");
+            let _ = stop_tx.send(true);
+        },
+    )
+    .await;
     let drained = tokio::time::timeout(Duration::from_secs(60), async {
         while workers.join_next().await.is_some() {}
     })

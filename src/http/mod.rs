@@ -7,7 +7,9 @@ pub mod error;
 pub mod files;
 pub mod health;
 pub mod input;
+pub mod intake;
 pub mod projects;
+pub mod serve;
 pub mod setup;
 pub mod ui;
 pub mod webhooks;
@@ -20,6 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{BoxError, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -29,15 +32,22 @@ use error::ApiError;
 
 /// Webhook payloads and file uploads may be large, but not unbounded.
 pub const BODY_LIMIT: usize = 25 * 1024 * 1024;
+/// The dashboard's forms and the other routes anyone can reach take a few
+/// fields at most.
+pub const SMALL_BODY_LIMIT: usize = 16 * 1024;
 
 /// Most requests answer in milliseconds; 30 s means something is stuck.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The API takes uploads of up to 20 MiB and may call the forge (GitLab
 /// connect with webhook creation, the manifest conversion) several times.
 const API_TIMEOUT: Duration = Duration::from_secs(300);
-/// Webhook bodies are read whole (up to 25 MiB) before their signature is
-/// checked, so only this many are read at once; the rest wait their turn.
+/// Webhook deliveries are checked and stored this many at a time; the rest
+/// wait their turn. Bodies are read whole before a delivery waits here, so
+/// a slow sender never holds one of these.
 const WEBHOOKS_IN_FLIGHT: usize = 16;
+/// Past this many requests in flight, new ones wait instead of exhausting
+/// database connections and memory.
+const REQUESTS_IN_FLIGHT: usize = 512;
 
 /// A request that ran out of time gets graft's JSON error, not an empty
 /// body.
@@ -60,34 +70,53 @@ fn with_timeout(router: Router<AppState>, after: Duration) -> Router<AppState> {
 }
 
 pub fn router(state: AppState) -> Router {
-    let api = api::routes().layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_token,
-    ));
+    // One count of requests in flight for every route; on the routes anyone
+    // can reach it is taken only once the body is whole (read under the
+    // rules below), so slow clients cannot use it up.
+    let in_flight = GlobalConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT);
+    let rules = |limit| intake::BodyRules {
+        limit,
+        deadline: state.http.body_timeout,
+        budget: state.body_budget.clone(),
+    };
+    // Bearer tokens are checked before the body is read.
+    let api = with_timeout(
+        api::routes().layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        )),
+        API_TIMEOUT,
+    )
+    .layer(in_flight.clone());
     let pages = ui::routes()
         .merge(setup::routes())
         .layer(axum::middleware::from_fn(ui::page_headers));
-    let webhooks = Router::new()
-        .route("/webhooks/github", post(webhooks::github))
-        .route("/webhooks/gitlab", post(webhooks::gitlab))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            WEBHOOKS_IN_FLIGHT,
-        ));
     let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics));
+    let open = with_timeout(pages.merge(health), PAGE_TIMEOUT)
+        .layer(in_flight.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            rules(SMALL_BODY_LIMIT),
+            intake::small_bodies,
+        ));
+    let webhooks = Router::new()
+        .route("/webhooks/github", post(webhooks::github))
+        .route("/webhooks/gitlab", post(webhooks::gitlab))
+        .layer(GlobalConcurrencyLimitLayer::new(WEBHOOKS_IN_FLIGHT));
+    let webhooks = with_timeout(webhooks, PAGE_TIMEOUT).layer(in_flight).layer(
+        axum::middleware::from_fn_with_state(
+            (state.clone(), rules(BODY_LIMIT)),
+            webhooks::read_first,
+        ),
+    );
     Router::new()
-        .merge(with_timeout(
-            pages.merge(webhooks).merge(health),
-            PAGE_TIMEOUT,
-        ))
-        .nest("/api/v1", with_timeout(api, API_TIMEOUT))
+        .merge(open)
+        .merge(webhooks)
+        .nest("/api/v1", api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        // Past this many requests in flight, new ones wait instead of
-        // exhausting database connections and memory.
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(512))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)

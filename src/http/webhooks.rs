@@ -3,10 +3,11 @@
 //! processing job in one transaction, answer 202. Nothing is stored for a
 //! request that fails authentication or parsing.
 
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 use serde_json::json;
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::error::ApiError;
+use super::intake::{self, BodyRules};
 use crate::app::AppState;
 use crate::events::{self, ParseError, Parsed, Provider};
 use crate::signature::{self, SignatureError};
@@ -44,6 +46,40 @@ fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
             format!("webhook body could not be read: {}", rejection.body_text()),
         ),
     })
+}
+
+/// Reads the whole body before the request may take one of the webhook
+/// permits (see `http::router`): a slow sender waits outside them and is
+/// answered 408 when its time is up, counted like any refused delivery.
+pub async fn read_first(
+    State((state, rules)): State<(AppState, BodyRules)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let provider = if request.uri().path().ends_with("/gitlab") {
+        "gitlab"
+    } else {
+        "github"
+    };
+    let (parts, body) = request.into_parts();
+    match intake::read(&parts.headers, body, &rules).await {
+        Ok(buffered) => {
+            let request = Request::from_parts(parts, Body::from(buffered.bytes.clone()));
+            let response = next.run(request).await;
+            // The budget is held until the handler is done with the bytes.
+            drop(buffered);
+            response
+        }
+        Err(refusal) => {
+            let error = refusal.to_error("webhook body");
+            let mut response = respond(&state, provider, "-", Err(error));
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 fn signature_error(error: SignatureError) -> ApiError {
@@ -273,10 +309,11 @@ async fn accept(state: &AppState, delivery: Verified<'_>) -> Result<Accepted, Ap
 }
 
 /// Refusals that come before the signature is checked.
-const UNAUTHENTICATED: [&str; 4] = [
+const UNAUTHENTICATED: [&str; 5] = [
     "bad_signature",
     "webhook_not_configured",
     "body_too_large",
+    "body_timeout",
     "unreadable_body",
 ];
 
@@ -292,6 +329,7 @@ fn respond(
         Ok((_, status)) => *status,
         Err(e) if e.status == StatusCode::UNAUTHORIZED => "unauthorized",
         Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        Err(e) if e.status == StatusCode::REQUEST_TIMEOUT => "too_slow",
         Err(e) if e.status.is_client_error() => "rejected",
         Err(_) => "error",
     };
