@@ -342,6 +342,14 @@ pub struct ServeArgs {
     #[arg(long, env = "GRAFT_CHECK_TIMEOUT", default_value_t = 300)]
     pub check_timeout: u64,
 
+    /// How the check command is confined: `required` runs it in a kernel
+    /// sandbox (Landlock, Linux 6.2+: it reads only its worktree and the
+    /// system's toolchain folders, writes only its temporary folder) and
+    /// refuses to run it where the host cannot; `off` runs it unconfined, as
+    /// graft's user, for hosts without Landlock.
+    #[arg(long, env = "GRAFT_CHECK_SANDBOX", default_value_t = crate::git::sandbox::SandboxMode::Required)]
+    pub check_sandbox: crate::git::sandbox::SandboxMode,
+
     /// Seconds between safety-net reconciles of every project (±20% jitter),
     /// for webhooks that never arrived; 0 turns polling off.
     #[arg(long, env = "GRAFT_POLL_INTERVAL", default_value_t = 300)]

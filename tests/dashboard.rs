@@ -97,6 +97,54 @@ async fn login_checks_the_token_and_the_csrf_token(db: TestDb) {
     app.stop().await;
 }
 
+/// `next` after login stays on this site, however it is disguised: the
+/// form carries `/` onward and a posted one redirects to `/`.
+async fn login_never_redirects_off_site(db: TestDb) {
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let token = app.create_token("admin").await;
+    let http = client();
+    let attacks = [
+        "/\t/evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example",
+        "/\r\n/evil.example",
+        "/%2F/evil.example",
+    ];
+    for next in attacks {
+        let query = percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC);
+        let page = http
+            .get(app.url(&format!("/login?next={query}")))
+            .send()
+            .await
+            .unwrap();
+        let login_cookie = cookie_pair(&set_cookie(&page, "graft_login").unwrap());
+        let html = page.text().await.unwrap();
+        assert_eq!(input_value(&html, "next").as_deref(), Some("/"), "{next:?}");
+        assert!(!html.contains("evil.example"), "{next:?}: {html}");
+        let csrf = input_value(&html, "csrf").unwrap();
+        let r = http
+            .post(app.url("/login"))
+            .header("Cookie", login_cookie)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(form(&[("token", &token), ("csrf", &csrf), ("next", next)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{next:?}");
+        assert_eq!(r.headers()["location"], "/", "{next:?}");
+    }
+    // The address from the report, exactly as sent.
+    let page = http
+        .get(app.url("/login?next=/%09/evil.example"))
+        .send()
+        .await
+        .unwrap();
+    let html = page.text().await.unwrap();
+    assert_eq!(input_value(&html, "next").as_deref(), Some("/"));
+    app.stop().await;
+}
+
 async fn dashboard_shows_status_error_and_links(db: TestDb) {
     let app = TestApp::start(&db, default_settings(), None).await;
     let token = app.create_token("admin").await;
@@ -282,6 +330,7 @@ async fn logout_needs_csrf_and_revoked_tokens_end_sessions(db: TestDb) {
 both_backends!(
     login_is_required,
     login_checks_the_token_and_the_csrf_token,
+    login_never_redirects_off_site,
     dashboard_shows_status_error_and_links,
     project_page_lists_files_and_audit_log,
     logout_needs_csrf_and_revoked_tokens_end_sessions,

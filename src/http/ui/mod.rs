@@ -182,19 +182,30 @@ fn secure_cookies(state: &AppState) -> bool {
         .is_some_and(|u| u.starts_with("https://"))
 }
 
-/// Where to go after login: a local path only (no open redirect).
+/// Where to go after login: a path on this site, else `/` (no open
+/// redirect).
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(path)
-            if path.starts_with('/')
-                && !path.starts_with("//")
-                && !path.contains('\\')
-                && !path.starts_with("/login") =>
-        {
-            path
-        }
+        Some(path) if is_local_path(path) => path,
         _ => "/",
     }
+}
+
+/// A single `/` then a path, as given and once more percent-decoded.
+/// Browsers drop tabs and newlines from URLs and read `\` as `/`, so
+/// `/\t/evil.example` or `/\evil.example` would leave the site: no control
+/// characters, whitespace or backslashes anywhere.
+fn is_local_path(path: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    [path, decoded.as_ref()].into_iter().all(|p| {
+        let mut chars = p.chars();
+        chars.next() == Some('/')
+            && !matches!(chars.next(), Some('/' | '\\'))
+            && !p
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+            && !p.starts_with("/login")
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -494,15 +505,34 @@ mod tests {
 
     #[test]
     fn next_is_a_local_path() {
-        assert_eq!(safe_next(Some("/projects/3")), "/projects/3");
+        for good in ["/", "/projects/3", "/projects/3?tab=files", "/%70rojects"] {
+            assert_eq!(safe_next(Some(good)), good);
+        }
         for bad in [
             "//evil.example",
+            "///evil.example",
             "https://evil.example",
-            "/\\evil",
+            "http:/evil.example",
+            "evil.example",
+            "/\\evil.example",
+            "\\/evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "\t//evil.example",
+            " //evil.example",
+            "/ /evil.example",
+            "/%09/evil.example",
+            "/%2F/evil.example",
+            "/%5Cevil.example",
+            "/%0d%0aSet-Cookie:x",
+            "/\u{7f}/evil.example",
+            "/\u{a0}/evil.example",
             "/login?x",
+            "/%6Cogin",
             "",
         ] {
-            assert_eq!(safe_next(Some(bad)), "/", "{bad}");
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
         }
         assert_eq!(safe_next(None), "/");
     }
