@@ -151,7 +151,23 @@ fn ignored_ranges(body: &str) -> Vec<Range<usize>> {
             ranges.push(range);
         }
     }
-    ranges
+    // Sorted and merged, so each line is one binary search: a comment of
+    // many small code spans and as many lines stays linear-ish.
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
+    }
+    merged
+}
+
+/// Whether `position` falls in one of the sorted, disjoint `ranges`.
+fn is_ignored(ranges: &[Range<usize>], position: usize) -> bool {
+    let after = ranges.partition_point(|r| r.start <= position);
+    after > 0 && ranges[after - 1].contains(&position)
 }
 
 /// `prefix` at the start of `text`, compared without regard to ASCII case,
@@ -207,7 +223,7 @@ pub fn parse(body: &str, prefix: &str) -> Vec<Invocation> {
         let line = raw.trim_end_matches('\r');
         let content = line.trim_start();
         let position = start + (line.len() - content.len());
-        if ignored.iter().any(|r| r.contains(&position)) {
+        if is_ignored(&ignored, position) {
             continue;
         }
         let Some(rest) = strip_prefix(content, prefix) else {
