@@ -897,23 +897,24 @@ async fn the_check_command_sees_the_overlaid_tree_with_a_clean_environment() {
         },
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    check::materialize(&repo, built.tree, dir.path()).unwrap();
+    let mut workspace = check::Workspace::new().unwrap();
+    workspace.materialize(&repo, built.tree).unwrap();
+    let tree = workspace.tree();
+    assert_eq!(std::fs::read(tree.join("docs/~$draft.docx")).unwrap(), b"x");
     assert_eq!(
-        std::fs::read(dir.path().join("docs/~$draft.docx")).unwrap(),
-        b"x"
-    );
-    assert_eq!(
-        std::fs::read(dir.path().join("docs/odd\\name.txt")).unwrap(),
+        std::fs::read(tree.join("docs/odd\\name.txt")).unwrap(),
         b"y"
     );
+    let run = |command: &str, timeout: Duration| {
+        let check = check::Check::new(command, timeout);
+        let workspace = &workspace;
+        async move { check::run(&check, workspace, "infra", &[]).await }
+    };
     // The command sees the whole overlaid tree, and an environment of its
     // own: nothing of graft's (ENCRYPTION_KEY, tokens, this test's
     // variables) gets through.
-    let ok = check::run(
+    let ok = run(
         "test -f modules/vpc/main.tf && test -f \"$GRAFT_BASE_PATH/main.tf\" && env",
-        dir.path(),
-        "infra",
         Duration::from_secs(20),
     )
     .await
@@ -929,7 +930,16 @@ async fn the_check_command_sees_the_overlaid_tree_with_a_clean_environment() {
     names.sort();
     assert_eq!(
         names,
-        vec!["GRAFT_BASE_PATH", "HOME", "LANG", "PATH"],
+        vec![
+            "GIT_CEILING_DIRECTORIES",
+            "GIT_CONFIG_GLOBAL",
+            "GIT_CONFIG_NOSYSTEM",
+            "GRAFT_BASE_PATH",
+            "HOME",
+            "LANG",
+            "PATH",
+            "TMPDIR"
+        ],
         "{}",
         ok.output
     );
@@ -938,10 +948,8 @@ async fn the_check_command_sees_the_overlaid_tree_with_a_clean_environment() {
         "the test's own environment is not empty"
     );
 
-    let failed = check::run(
+    let failed = run(
         "echo 'plan failed: bad thing' >&2; exit 3",
-        dir.path(),
-        "infra",
         Duration::from_secs(20),
     )
     .await
@@ -954,14 +962,9 @@ async fn the_check_command_sees_the_overlaid_tree_with_a_clean_environment() {
         finding.message
     );
 
-    let slow = check::run(
-        "echo planning...; sleep 30",
-        dir.path(),
-        "infra",
-        Duration::from_millis(500),
-    )
-    .await
-    .unwrap();
+    let slow = run("echo planning...; sleep 30", Duration::from_millis(500))
+        .await
+        .unwrap();
     assert!(slow.timed_out && !slow.passed());
     assert!(slow.duration < Duration::from_secs(10));
     let finding = slow.finding("sleep").unwrap().message;
@@ -973,26 +976,16 @@ async fn the_check_command_sees_the_overlaid_tree_with_a_clean_environment() {
 
     // A command that leaves something running in the background (holding
     // its output open) is done when it exits, not timed out.
-    let background = check::run(
-        "sleep 30 & echo started",
-        dir.path(),
-        "infra",
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    let background = run("sleep 30 & echo started", Duration::from_secs(10))
+        .await
+        .unwrap();
     assert!(background.passed(), "{background:?}");
     assert!(background.duration < Duration::from_secs(9));
     assert!(background.output.contains("started"));
 
-    let chatty = check::run(
-        "yes graft | head -c 200000",
-        dir.path(),
-        "infra",
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap();
+    let chatty = run("yes graft | head -c 200000", Duration::from_secs(20))
+        .await
+        .unwrap();
     assert!(chatty.output.len() < check::OUTPUT_LIMIT + 100);
     assert!(chatty.output.contains("more bytes of output dropped"));
 }
@@ -1095,7 +1088,7 @@ async fn the_pipeline_prepares_a_validated_commit_for_the_engine_to_push() {
         &[("modules/vpc/main.tf", Some(b"# m\n"))],
         "m",
     );
-    let request = |files: Vec<ManagedFile>, check: Option<(String, Duration)>| Request {
+    let request = |files: Vec<ManagedFile>, check: Option<check::Check>| Request {
         key: "test/acme/infra".into(),
         url: world.url(),
         auth: GitAuth::new("x-access-token", TOKEN.to_string().into()),
@@ -1117,7 +1110,10 @@ async fn the_pipeline_prepares_a_validated_commit_for_the_engine_to_push() {
         &world.cache,
         request(
             files.clone(),
-            Some(("test -f infra/gen/main.tf".into(), Duration::from_secs(20))),
+            Some(check::Check::new(
+                "test -f infra/gen/main.tf",
+                Duration::from_secs(20),
+            )),
         ),
     )
     .await
@@ -1150,7 +1146,10 @@ async fn the_pipeline_prepares_a_validated_commit_for_the_engine_to_push() {
         &world.cache,
         request(
             files,
-            Some(("echo nope; exit 1".into(), Duration::from_secs(20))),
+            Some(check::Check::new(
+                "echo nope; exit 1",
+                Duration::from_secs(20),
+            )),
         ),
     )
     .await

@@ -9,6 +9,7 @@ pub mod paths;
 pub mod pipeline;
 pub mod push;
 pub mod read;
+pub mod sandbox;
 pub mod scrub;
 pub mod validate;
 

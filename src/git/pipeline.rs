@@ -6,11 +6,10 @@
 //! decides policy.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 use gix::ObjectId;
 
-use super::check;
+use super::check::{self, Check};
 use super::mirror::{Mirror, MirrorCache};
 use super::overlay::{self, CommitInfo, ManagedFile, Overlay, OverlayInput};
 use super::read::commit_tree;
@@ -87,8 +86,8 @@ pub struct BuildSpec {
     pub source: Option<String>,
     /// Extra paragraph for the commit message.
     pub note: Option<String>,
-    /// Admin-configured check command and its timeout.
-    pub check: Option<(String, Duration)>,
+    /// Admin-configured check command and its limits.
+    pub check: Option<Check>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,17 +143,10 @@ pub async fn build(fetched: &Fetched, spec: BuildSpec) -> Result<Built, GitError
         })
         .await?;
     let mut built = built;
-    if let Some((command, timeout)) = check_command {
-        built.findings.extend(
-            run_check(
-                &fetched.mirror,
-                built.overlay.tree,
-                &base_path,
-                &command,
-                timeout,
-            )
-            .await?,
-        );
+    if let Some(check) = check_command {
+        built
+            .findings
+            .extend(run_check(&fetched.mirror, built.overlay.tree, &base_path, &check).await?);
     }
     Ok(built)
 }
@@ -175,7 +167,7 @@ pub struct Request {
     pub identity: Identity,
     pub project: String,
     pub source: Option<String>,
-    pub check: Option<(String, Duration)>,
+    pub check: Option<Check>,
 }
 
 #[derive(Debug)]
@@ -221,23 +213,25 @@ pub async fn prepare(cache: &MirrorCache, request: Request) -> Result<Prepared, 
 }
 
 /// Materializes the overlaid tree in a temporary folder and runs the
-/// check command there.
+/// check command there, unable to read the mirrors (graft's work folder)
+/// or the folder graft runs in (its data by default).
 async fn run_check(
     mirror: &Mirror,
     tree: ObjectId,
     base_path: &str,
-    command: &str,
-    timeout: Duration,
+    check: &Check,
 ) -> Result<Option<Finding>, GitError> {
-    let dir = tempfile::tempdir().map_err(local)?;
     let path = mirror.path.clone();
-    let target = dir.path().to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    let mut private = vec![path.clone()];
+    private.extend(std::env::current_dir().ok());
+    let workspace = tokio::task::spawn_blocking(move || {
         let repo = super::mirror::open(&path)?;
-        check::materialize(&repo, tree, &target)
+        let mut workspace = check::Workspace::new()?;
+        workspace.materialize(&repo, tree)?;
+        Ok::<_, GitError>(workspace)
     })
     .await
     .map_err(local)??;
-    let outcome = check::run(command, dir.path(), base_path, timeout).await?;
-    Ok(outcome.finding(command))
+    let outcome = check::run(check, &workspace, base_path, &private).await?;
+    Ok(outcome.finding(&check.command))
 }
