@@ -788,3 +788,137 @@ both_backends!(
     stored_integration_token_is_opened_per_call,
     git_credentials_push_over_http,
 );
+
+/// A loopback server answering every request with `answer`, recording
+/// each request's path and `PRIVATE-TOKEN` header.
+async fn recording_server(
+    answer: impl Fn(&str) -> axum::response::Response + Clone + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<(String, Option<String>)>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let router = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let log = log.clone();
+        let answer = answer.clone();
+        async move {
+            let token = request
+                .headers()
+                .get("private-token")
+                .map(|v| v.to_str().unwrap().to_string());
+            let path = request.uri().path().to_string();
+            log.lock().unwrap().push((path.clone(), token));
+            answer(&path)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.ok() });
+    (url, seen)
+}
+
+fn probing_client(base_url: &str) -> graft::forge::gitlab::GitlabClient {
+    let retrier = graft::forge::retry::Retrier::new(
+        graft::forge::retry::RetryPolicy {
+            max_attempts: 1,
+            ..Default::default()
+        },
+        Arc::new(graft::forge::retry::TokioSleeper),
+        Arc::new(Metrics::new()),
+    );
+    graft::forge::gitlab::GitlabClient::new(
+        base_url,
+        graft::forge::gitlab::GitlabToken::Plain(SecretString::from(
+            "glpat-REDIRECT-secret".to_string(),
+        )),
+        retrier,
+        graft::forge::sticky::KeyedLocks::default(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_token_never_follows_a_redirect_to_another_host() {
+    use axum::response::{IntoResponse, Redirect};
+    let user = || axum::Json(serde_json::json!({"id": 7, "username": "graft-bot"})).into_response();
+    let (elsewhere, seen_elsewhere) = recording_server(move |_| user()).await;
+    let target = elsewhere.clone();
+    let (gitlab, seen_gitlab) = recording_server(move |path| {
+        Redirect::temporary(&format!("{target}{path}")).into_response()
+    })
+    .await;
+
+    let error = probing_client(&gitlab).current_user().await.unwrap_err();
+    assert!(
+        error.to_string().contains("redirect to another address"),
+        "{error}"
+    );
+    assert!(
+        !error.to_string().contains("glpat-REDIRECT-secret"),
+        "{error}"
+    );
+    assert_eq!(seen_gitlab.lock().unwrap().len(), 1);
+    assert!(
+        seen_elsewhere.lock().unwrap().is_empty(),
+        "the other host was not called: {:?}",
+        seen_elsewhere.lock().unwrap()
+    );
+
+    // Within GitLab's own origin a redirect is followed, token and all:
+    // what the other host would have seen had it been called.
+    let (same, seen_same) = recording_server(move |path| {
+        if path == "/api/v4/user" {
+            Redirect::temporary("/api/v4/moved/user").into_response()
+        } else {
+            user()
+        }
+    })
+    .await;
+    let me = probing_client(&same).current_user().await.unwrap();
+    assert_eq!(me.username, "graft-bot");
+    let seen = seen_same.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "/api/v4/user".to_string(),
+                Some("glpat-REDIRECT-secret".to_string())
+            ),
+            (
+                "/api/v4/moved/user".to_string(),
+                Some("glpat-REDIRECT-secret".to_string())
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_plain_http_gitlab_url_needs_the_operators_leave() {
+    let args = |extra: &[&str]| {
+        let mut argv = vec![
+            "graft",
+            "serve",
+            "--gitlab-url",
+            "http://gitlab.internal",
+            "--gitlab-token",
+            "glpat-cleartext",
+        ];
+        argv.extend(extra);
+        let cli = <graft::config::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        match cli.command {
+            graft::config::Command::Serve(args) => *args,
+            _ => unreachable!(),
+        }
+    };
+    let error = ForgeSettings::from_args(&args(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("GITLAB_URL") && error.contains("GRAFT_ALLOW_HTTP_GITLAB=true"),
+        "{error}"
+    );
+    assert!(!error.contains("glpat-cleartext"), "{error}");
+    let allowed = ForgeSettings::from_args(&args(&["--allow-http-gitlab"])).unwrap();
+    assert_eq!(
+        allowed.gitlab.map(|g| g.base_url).as_deref(),
+        Some("http://gitlab.internal")
+    );
+}

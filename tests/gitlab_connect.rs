@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
+
 use serde_json::{Value, json};
 use support::fake_gitlab::{BOT_USERNAME, FakeGitlab};
 use support::{TestApp, TestDb, default_settings};
@@ -314,8 +316,175 @@ async fn cli_connect_checks_the_token_and_prints_the_webhook(db: TestDb) {
     app.stop().await;
 }
 
+async fn plain_http_base_urls_need_the_operators_leave(db: TestDb) {
+    let gitlab = FakeGitlab::start().await;
+    gitlab.add_token("glpat-ok", BOT_USERNAME, &["api"]);
+    let body = json!({"base_url": gitlab.url, "token": "glpat-ok", "webhook_secret": "s"});
+    let strict = graft::app::AppSettings {
+        allow_http_gitlab: false,
+        ..default_settings()
+    };
+    let app = TestApp::start(&db, strict, None).await;
+    let admin = app.create_token("admin").await;
+    let (status, answer) = post(&app, &admin, &body).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_field");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("base_url")
+            && message.contains("https://")
+            && message.contains("GRAFT_ALLOW_HTTP_GITLAB=true"),
+        "{message}"
+    );
+    assert!(gitlab.requests().is_empty(), "the token was not sent");
+    assert!(app.store.list_integrations().await.unwrap().is_empty());
+    app.stop().await;
+
+    // With the operator's leave (as every other test here has it).
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let admin = app.create_token("admin-2").await;
+    let (status, answer) = post(&app, &admin, &body).await;
+    assert_eq!(status, 201, "{answer}");
+    app.stop().await;
+}
+
+/// A loopback server standing in for a base_url that is not GitLab (or a
+/// GitLab gone wrong): `answer` makes every response; the `PRIVATE-TOKEN`
+/// of each request is recorded.
+async fn odd_server(
+    answer: impl Fn(&str) -> axum::response::Response + Clone + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<Option<String>>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let router = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let log = log.clone();
+        let answer = answer.clone();
+        async move {
+            log.lock().unwrap().push(
+                request
+                    .headers()
+                    .get("private-token")
+                    .map(|v| v.to_str().unwrap().to_string()),
+            );
+            answer(request.uri().path())
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.ok() });
+    (url, seen)
+}
+
+async fn remote_answers_are_not_relayed(db: TestDb) {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let mut settings = default_settings();
+    settings.operator.public_url = Some("https://graft.example.com".into());
+    let app = TestApp::start(&db, settings, None).await;
+    let admin = app.create_token("admin").await;
+    let secret = "INTERNAL-root:x:0:0";
+    let answers: Vec<(StatusCode, String)> = vec![
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"message": secret}).to_string(),
+        ),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"message": {"field": [secret]}}).to_string(),
+        ),
+        (
+            StatusCode::IM_A_TEAPOT,
+            json!({"error": secret}).to_string(),
+        ),
+        (StatusCode::OK, format!("<html>{secret}</html>")),
+        // Parses as JSON, but not as GitLab's: serde would quote the value.
+        (
+            StatusCode::OK,
+            json!({"username": 31337, "scopes": secret}).to_string(),
+        ),
+    ];
+    for (code, text) in answers {
+        let (url, _) = odd_server(move |_| (code, text.clone()).into_response()).await;
+        let (status, answer) = post(
+            &app,
+            &admin,
+            &json!({"base_url": url, "token": "glpat-x", "webhook_secret": "s"}),
+        )
+        .await;
+        assert!(status == 502 || status == 422, "{code}: {status} {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            !message.contains("INTERNAL") && !message.contains("31337"),
+            "{code}: {message}"
+        );
+        assert!(
+            message.contains("GitLab") && !message.contains("glpat-x"),
+            "{code}: {message}"
+        );
+    }
+    assert!(app.store.list_integrations().await.unwrap().is_empty());
+
+    // A GitLab whose token works but whose hook API answers with text of
+    // its own: the hook's error says what failed, without that text.
+    let (url, _) = odd_server(move |path| match path {
+        "/api/v4/personal_access_tokens/self" => {
+            axum::Json(json!({"scopes": ["api"], "active": true})).into_response()
+        }
+        "/api/v4/user" => axum::Json(json!({"id": 1, "username": "bot"})).into_response(),
+        _ => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"message": secret}).to_string(),
+        )
+            .into_response(),
+    })
+    .await;
+    let (status, answer) = post(
+        &app,
+        &admin,
+        &json!({"base_url": url, "token": "glpat-x", "webhook_secret": "s",
+                "hooks": ["infra/live"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["hooks"][0]["status"], "failed", "{answer}");
+    assert!(!answer.to_string().contains("INTERNAL"), "{answer}");
+    app.stop().await;
+}
+
+async fn the_token_is_not_sent_where_a_redirect_points(db: TestDb) {
+    use axum::response::{IntoResponse, Redirect};
+    let (elsewhere, seen_elsewhere) = odd_server(|_| {
+        axum::Json(json!({"id": 1, "username": "bot", "scopes": ["api"]})).into_response()
+    })
+    .await;
+    let (url, seen) =
+        odd_server(move |path| Redirect::permanent(&format!("{elsewhere}{path}")).into_response())
+            .await;
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let admin = app.create_token("admin").await;
+    let (status, answer) = post(
+        &app,
+        &admin,
+        &json!({"base_url": url, "token": "glpat-REDIRECTED", "webhook_secret": "s"}),
+    )
+    .await;
+    assert_eq!(status, 502, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("redirect"), "{message}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert!(
+        seen_elsewhere.lock().unwrap().is_empty(),
+        "the other host never saw a request, let alone the token"
+    );
+    assert!(app.store.list_integrations().await.unwrap().is_empty());
+    app.stop().await;
+}
+
 both_backends!(
     bad_tokens_are_refused_with_the_reason,
     webhooks_are_created_once_and_need_maintainer,
     cli_connect_checks_the_token_and_prints_the_webhook,
+    plain_http_base_urls_need_the_operators_leave,
+    remote_answers_are_not_relayed,
+    the_token_is_not_sent_where_a_redirect_points,
 );

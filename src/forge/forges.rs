@@ -78,6 +78,16 @@ impl ForgeSettings {
             }
             (None, None) => None,
         };
+        if let Some(url) = &args.gitlab_url
+            && super::gitlab::client::plain_http_refused(url, args.allow_http_gitlab)
+        {
+            return Err(ForgeError::Config(format!(
+                "GITLAB_URL `{}` is plain http, so the GitLab token would cross the network \
+                 in clear; use its https:// URL, or set GRAFT_ALLOW_HTTP_GITLAB=true for a \
+                 GitLab on a trusted private network",
+                short(url)
+            )));
+        }
         let gitlab = match (&args.gitlab_url, &args.gitlab_token) {
             (Some(url), Some(token)) => Some(GitlabConfig {
                 base_url: url.clone(),

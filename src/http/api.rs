@@ -50,8 +50,17 @@ struct NewGitlabIntegration {
     hooks: Vec<String>,
 }
 
-fn validate_base_url(url: &str) -> Result<String, ApiError> {
+fn validate_base_url(url: &str, allow_http: bool) -> Result<String, ApiError> {
     let trimmed = url.trim().trim_end_matches('/');
+    if crate::forge::gitlab::client::plain_http_refused(trimmed, allow_http) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "base_url must be an https:// URL: graft sends the GitLab token with every call, and \
+             over http anyone on the path could read it. For a GitLab on a trusted private \
+             network the operator can start graft with GRAFT_ALLOW_HTTP_GITLAB=true",
+        ));
+    }
     let rest = trimmed
         .strip_prefix("https://")
         .or_else(|| trimmed.strip_prefix("http://"));
@@ -107,7 +116,7 @@ async fn create_gitlab_integration(
     headers: HeaderMap,
     ApiJson(body): ApiJson<NewGitlabIntegration>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let base_url = validate_base_url(&body.base_url)?;
+    let base_url = validate_base_url(&body.base_url, state.allow_http_gitlab)?;
     require_nonempty(&body.token, "token")?;
     require_nonempty(&body.webhook_secret, "webhook_secret")?;
     let (hook_url, url_configured) = webhook_url(&state, &headers);

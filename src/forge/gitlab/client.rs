@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::crypto::Keyring;
 use crate::forge::error::{ForgeError, ForgeKind, short};
@@ -44,6 +44,46 @@ impl GitlabToken {
     }
 }
 
+/// Stands in for the text of an answer a client withholds.
+const WITHHELD: &str = "its answer is not shown";
+
+/// Most redirects followed in one call.
+const MAX_REDIRECTS: usize = 10;
+
+/// Whether a redirect from the last of `previous` to `next` is followed:
+/// only within one origin (scheme, host and port). The token travels in
+/// `PRIVATE-TOKEN`, which reqwest (stripping only `Authorization` and
+/// cookies) would carry to whatever host a redirect names.
+fn follows_redirect(previous: &[reqwest::Url], next: &reqwest::Url) -> bool {
+    previous.len() <= MAX_REDIRECTS
+        && previous
+            .last()
+            .is_some_and(|from| from.origin() == next.origin())
+}
+
+/// A redirect elsewhere is not followed: the 3xx answer comes back and is
+/// reported as such.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if follows_redirect(attempt.previous(), attempt.url()) {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// Whether `base_url` is plain http and the operator has not allowed it
+/// (GRAFT_ALLOW_HTTP_GITLAB): every call carries the token, so over http
+/// anyone on the path could read it.
+pub fn plain_http_refused(base_url: &str, allow_http: bool) -> bool {
+    !allow_http
+        && base_url
+            .trim()
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+}
+
 #[derive(Clone)]
 pub struct GitlabClient {
     /// e.g. `https://gitlab.com`, no trailing slash.
@@ -53,6 +93,9 @@ pub struct GitlabClient {
     pub(crate) retrier: Retrier,
     pub(crate) locks: KeyedLocks,
     user: std::sync::Arc<tokio::sync::OnceCell<CurrentUser>>,
+    /// Whether the text of GitLab's error answers may appear in graft's
+    /// errors (see [`GitlabClient::withholding_answers`]).
+    quote_answers: bool,
 }
 
 impl std::fmt::Debug for GitlabClient {
@@ -127,6 +170,14 @@ pub(crate) fn classify_at(response: &RawResponse, what: &str, now: SystemTime) -
                  least the Developer role on the project"
             ),
         },
+        status @ 300..=399 => ForgeError::Unexpected {
+            forge: GITLAB,
+            message: format!(
+                "HTTP {status} while {what}: a redirect to another address, which graft does \
+                 not follow with its token; check the GitLab URL (GITLAB_URL or the \
+                 integration's base_url)"
+            ),
+        },
         // GitLab answers some conflicts with 404, e.g. "404 Award Emoji
         // Name has already been taken".
         404 if message.contains("already been taken") => ForgeError::Validation {
@@ -186,6 +237,7 @@ impl GitlabClient {
         }
         let http = reqwest::Client::builder()
             .user_agent(concat!("graft/", env!("CARGO_PKG_VERSION")))
+            .redirect(same_origin_redirects())
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(std::time::Duration::from_secs(60))
             .build()
@@ -199,6 +251,52 @@ impl GitlabClient {
             retrier,
             locks,
             user: Default::default(),
+            quote_answers: true,
+        })
+    }
+
+    /// This client's errors carry the status and graft's reading of it,
+    /// never the text of the answer: for probing a URL someone just typed
+    /// (connecting an integration), whose answers may come from any server
+    /// and must not be relayed through graft's API.
+    pub fn withholding_answers(mut self) -> Self {
+        self.quote_answers = false;
+        self
+    }
+
+    /// A non-2xx answer as a [`ForgeError`].
+    fn failure(&self, response: &RawResponse, what: &str) -> ForgeError {
+        if self.quote_answers {
+            return classify(response, what);
+        }
+        classify(
+            &RawResponse {
+                status: response.status,
+                headers: response.headers.clone(),
+                body: json!({ "message": WITHHELD }).to_string(),
+            },
+            what,
+        )
+    }
+
+    /// A 2xx answer's JSON; what does not parse is reported without the
+    /// parser's quote of it when this client withholds answers.
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        response: &RawResponse,
+        what: &str,
+    ) -> Result<T> {
+        decode(response, what).map_err(|e| {
+            if self.quote_answers {
+                e
+            } else {
+                ForgeError::Unexpected {
+                    forge: GITLAB,
+                    message: format!(
+                        "the answer to {what} is not GitLab's JSON (is the URL a GitLab instance?)"
+                    ),
+                }
+            }
         })
     }
 
@@ -258,7 +356,7 @@ impl GitlabClient {
                 if response.is_success() {
                     Ok(response)
                 } else {
-                    Err(classify(&response, what))
+                    Err(self.failure(&response, what))
                 }
             })
             .await
@@ -270,7 +368,7 @@ impl GitlabClient {
         path: &str,
     ) -> Result<T> {
         let response = self.call(what, Method::GET, path, None).await?;
-        decode(&response, what)
+        self.decode(&response, what)
     }
 
     /// Every item of a list: `Link: rel="next"`, or `x-next-page` when a
@@ -287,7 +385,7 @@ impl GitlabClient {
                 return Ok(items);
             };
             let response = self.call(what, Method::GET, &path, None).await?;
-            let page: Vec<T> = decode(&response, what)?;
+            let page: Vec<T> = self.decode(&response, what)?;
             items.extend(page);
             // `x-next-page` stays on this host: the fallback for a `Link`
             // a proxy dropped or pointed elsewhere.
@@ -432,6 +530,47 @@ mod tests {
         );
         let conflicts = response(406, &[], r#"{"message":"Branch cannot be merged"}"#);
         assert_eq!(classify(&conflicts, "x").class(), "validation");
+    }
+
+    #[test]
+    fn redirects_stay_on_one_origin() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        let from = [url("https://gitlab.example.com/api/v4/user")];
+        assert!(follows_redirect(
+            &from,
+            &url("https://gitlab.example.com/api/v4/x")
+        ));
+        for elsewhere in [
+            "https://evil.example/api/v4/user",
+            "http://gitlab.example.com/api/v4/user",
+            "https://gitlab.example.com:8443/api/v4/user",
+            "https://gitlab.example.com.evil.example/",
+        ] {
+            assert!(!follows_redirect(&from, &url(elsewhere)), "{elsewhere}");
+        }
+        let long: Vec<_> = (0..=MAX_REDIRECTS)
+            .map(|i| url(&format!("https://gitlab.example.com/{i}")))
+            .collect();
+        assert!(!follows_redirect(
+            &long,
+            &url("https://gitlab.example.com/x")
+        ));
+        let redirected = classify(&response(302, &[], ""), "reading the token's user");
+        assert!(
+            redirected
+                .to_string()
+                .contains("redirect to another address"),
+            "{redirected}"
+        );
+    }
+
+    #[test]
+    fn plain_http_needs_the_operators_leave() {
+        assert!(plain_http_refused("http://gitlab.internal", false));
+        assert!(plain_http_refused(" HTTP://gitlab.internal", false));
+        assert!(!plain_http_refused("http://gitlab.internal", true));
+        assert!(!plain_http_refused("https://gitlab.com", false));
+        assert!(!plain_http_refused("htt", false));
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub fn probe_client(
         retrier,
         KeyedLocks::default(),
     )
+    // The URL was just typed in: whatever answers there is not relayed.
+    .map(GitlabClient::withholding_answers)
     .map_err(|e| ConnectError::Other(e.to_string()))
 }
 
@@ -208,7 +210,7 @@ pub async fn ensure_hook(
         let response = client
             .call("writing a project webhook", method, &path, Some(&body))
             .await?;
-        let hook: HookJson = super::client::decode(&response, "writing a project webhook")?;
+        let hook: HookJson = client.decode(&response, "writing a project webhook")?;
         Ok::<_, ForgeError>((status, hook.id))
     }
     .await;
