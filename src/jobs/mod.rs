@@ -2,12 +2,15 @@
 //! `store::jobs`). Each worker claims a job with a lease, renews the lease
 //! while the job runs, and records the outcome. On shutdown workers stop
 //! claiming, give running jobs a grace period, and put back what did not
-//! finish so another process picks it up.
+//! finish so another process picks it up. A handler that panics fails its job
+//! with the panic's message; the worker goes on to the next job.
 
 pub mod backoff;
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
@@ -245,9 +248,12 @@ impl<H: JobHandler> Worker<H> {
     async fn give_up(&mut self, job: &Job, message: &str) {
         error!(error = %message, "job failed for good");
         let handler = self.handler.clone();
-        let recorded = self
-            .with_lease(job, handler.gave_up(job, message), false)
-            .await;
+        let bookkeeping = async {
+            if let Err(panic) = caught(handler.gave_up(job, message)).await {
+                error!(panic = %panic, "recording the failure panicked");
+            }
+        };
+        let recorded = self.with_lease(job, bookkeeping, false).await;
         if !matches!(recorded, Outcome::Done(())) {
             warn!("lease was lost before the failure was recorded");
             return;
@@ -264,9 +270,16 @@ impl<H: JobHandler> Worker<H> {
     }
 
     /// Runs the handler while renewing the lease (see [`Self::with_lease`]).
+    /// A panic fails the job for good (the same input would panic again),
+    /// with the panic's message; the worker goes on.
     async fn run_with_lease(&mut self, job: &Job) -> Outcome<Result<(), JobError>> {
         let handler = self.handler.clone();
-        self.with_lease(job, handler.run(job), true).await
+        let run = async {
+            caught(handler.run(job))
+                .await
+                .unwrap_or_else(|panic| Err(JobError::Fatal(format!("the job panicked: {panic}"))))
+        };
+        self.with_lease(job, run, true).await
     }
 
     /// Runs `work` while renewing `job`'s lease. The work is dropped (at
@@ -321,6 +334,30 @@ impl<H: JobHandler> Worker<H> {
             }
         }
     }
+}
+
+/// Runs `work`, turning a panic in any of its polls into `Err` with the
+/// panic's message. The work is dropped after a panic and never polled
+/// again (hence the `AssertUnwindSafe`): what it shared with other jobs is
+/// exposed as it would be to other tasks after a panic in a spawned task.
+async fn caught<T>(work: impl Future<Output = T>) -> Result<T, String> {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    })
+    .await
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 /// How a run under a lease ended.
