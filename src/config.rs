@@ -52,7 +52,7 @@ fn parse_scope(text: &str) -> Result<TokenScope, String> {
 pub struct GlobalArgs {
     /// Database: `sqlite://PATH` (embedded, one machine) or
     /// `postgres://USER:PASSWORD@HOST:PORT/DB` (several replicas).
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true, hide_env_values = true)]
     pub database_url: String,
 
     /// Key that encrypts stored forge tokens and keys: 32 random bytes as
@@ -306,12 +306,6 @@ pub struct ServeArgs {
     #[arg(long, env = "GITLAB_TOKEN", hide_env_values = true, value_parser = parse_secret)]
     pub gitlab_token: Option<SecretString>,
 
-    /// Let GitLab integrations (GITLAB_URL and those added through the API)
-    /// use plain http:// URLs. Their token then crosses the network in
-    /// clear: only for a GitLab on a trusted private network, or tests.
-    #[arg(long, env = "GRAFT_ALLOW_HTTP_GITLAB")]
-    pub allow_http_gitlab: bool,
-
     /// Secret GitLab sends in X-Gitlab-Token; comma-separated for rotation.
     #[arg(long, env = "GITLAB_WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub gitlab_webhook_secret: Option<SecretString>,
@@ -327,7 +321,7 @@ pub struct ServeArgs {
 
     /// Optional command run in a checkout of the overlaid tree to validate it
     /// (e.g. `tofu validate`); admin configuration only.
-    #[arg(long, env = "GRAFT_CHECK_COMMAND")]
+    #[arg(long, env = "GRAFT_CHECK_COMMAND", hide_env_values = true)]
     pub check_command: Option<String>,
 
     /// Author and committer name of graft's commits.

@@ -230,3 +230,133 @@ fn help_teaches_the_first_steps() {
         );
     }
 }
+
+/// Secrets set in the environment are not echoed by `--help` (clap shows
+/// `[env: NAME=value]` unless told not to).
+#[test]
+fn help_does_not_print_secret_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = [
+        (
+            "DATABASE_URL",
+            "postgres://graft:db-s3cret@db.example/graft",
+        ),
+        ("ENCRYPTION_KEY", "key-s3cret"),
+        ("ENCRYPTION_KEY_OLD", "old-key-s3cret"),
+        ("GITHUB_APP_PRIVATE_KEY", "pem-s3cret"),
+        ("GITHUB_WEBHOOK_SECRET", "gh-hook-s3cret"),
+        ("GITLAB_TOKEN", "glpat-s3cret"),
+        ("GITLAB_WEBHOOK_SECRET", "gl-hook-s3cret"),
+        ("GRAFT_TOKEN", "graft-token-s3cret"),
+        (
+            "GRAFT_CHECK_COMMAND",
+            "TF_TOKEN_app=check-s3cret tofu validate",
+        ),
+    ];
+    let helps: [&[&str]; 7] = [
+        &["--help"],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+        &["push", "--help"],
+        &["gitlab", "connect", "--help"],
+        &["token", "create", "--help"],
+        &["keys", "rotate", "--help"],
+    ];
+    for args in helps {
+        let mut command = graft(dir.path());
+        command.args(args);
+        for (name, value) in secrets {
+            command.env(name, value);
+        }
+        let (output, stdout, stderr) = run(&mut command);
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        assert!(stdout.contains("DATABASE_URL"), "{args:?}: {stdout}");
+        assert!(
+            !stdout.contains("s3cret"),
+            "{args:?} printed a secret: {stdout}"
+        );
+    }
+    let (_, serve_help, _) = run(graft(dir.path()).args(["serve", "--help"]).env(
+        "GRAFT_CHECK_COMMAND",
+        "TF_TOKEN_app=check-s3cret tofu validate",
+    ));
+    assert!(serve_help.contains("GRAFT_CHECK_COMMAND"), "{serve_help}");
+    assert!(!serve_help.contains("s3cret"), "{serve_help}");
+}
+
+/// The start-up log names the database without its password, whether it
+/// is in the user info or a `password=` parameter. Needs PostgreSQL
+/// (`TEST_DATABASE_URL`, whose server must not check passwords, as in CI).
+#[tokio::test]
+async fn startup_log_names_the_database_without_its_password() {
+    use sqlx::Executor;
+    let Ok(base) = std::env::var("TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must set TEST_DATABASE_URL"
+        );
+        eprintln!("TEST_DATABASE_URL is not set: skipped");
+        return;
+    };
+    // A password in the user info, when the URL has a user and none yet.
+    let url = match (base.find("://"), base.find('@')) {
+        (Some(scheme), Some(at)) if !base[scheme + 3..at].contains(':') => {
+            format!("{}:hunter2-userinfo{}", &base[..at], &base[at..])
+        }
+        _ => base.clone(),
+    };
+    let schema = format!("cli_{:016x}", rand::random::<u64>());
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&base).await.unwrap();
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .await
+        .unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}password=hunter2-query&options=-csearch_path%3D{schema}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = graft(dir.path())
+        .args(["serve"])
+        .env("DATABASE_URL", &url)
+        .env("PORT", "0")
+        .env("GRAFT_BIND", "127.0.0.1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    loop {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        printed.push_str(&line);
+        if line.starts_with("graft listening on ") {
+            break;
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    std::io::Read::read_to_string(&mut stdout, &mut printed).unwrap();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    let _ = child.wait();
+    let _ = admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .await;
+    admin.close().await;
+
+    assert!(printed.contains("graft listening on"), "{printed}\n{logs}");
+    assert!(logs.contains("database ready"), "{logs}");
+    assert!(logs.contains("password=***"), "{logs}");
+    let everything = format!("{printed}{logs}");
+    assert!(
+        !everything.contains("hunter2"),
+        "a password was printed: {everything}"
+    );
+}

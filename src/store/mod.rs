@@ -80,16 +80,33 @@ pub fn now_ms() -> i64 {
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Removes any password from a database URL before it is shown.
+/// Removes any password from a database URL before it is shown: the one
+/// in the user info and `password=` / `sslpassword=` parameters.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (head, rest) = match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+            (
+                format!("{}://{user}:***@", &url[..scheme_end]),
+                &url[at + 1..],
+            )
         }
-        _ => url.to_string(),
-    }
+        _ => (String::new(), url),
+    };
+    let Some((path, query)) = rest.split_once('?') else {
+        return format!("{head}{rest}");
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
+                format!("{key}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{head}{path}?{}", query.join("&"))
 }
 
 fn backend_of(url: &str) -> Result<Backend> {
@@ -256,6 +273,18 @@ mod tests {
             "postgres://app:***@db:5432/graft"
         );
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(
+            redact_url("postgres://app:p@ss?w0rd@db/graft?sslmode=require"),
+            "postgres://app:***@db/graft?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/graft?password=hunter2&sslpassword=x&application_name=g"),
+            "postgres://app:***@db/graft?password=***&sslpassword=***&application_name=g"
+        );
+        assert_eq!(
+            redact_url("sqlite://x.db?mode=rwc"),
+            "sqlite://x.db?mode=rwc"
+        );
     }
 
     #[test]
