@@ -306,6 +306,12 @@ pub struct ServeArgs {
     #[arg(long, env = "GITLAB_TOKEN", hide_env_values = true, value_parser = parse_secret)]
     pub gitlab_token: Option<SecretString>,
 
+    /// Let GitLab integrations (GITLAB_URL and those added through the API)
+    /// use plain http:// URLs. Their token then crosses the network in
+    /// clear: only for a GitLab on a trusted private network, or tests.
+    #[arg(long, env = "GRAFT_ALLOW_HTTP_GITLAB")]
+    pub allow_http_gitlab: bool,
+
     /// Secret GitLab sends in X-Gitlab-Token; comma-separated for rotation.
     #[arg(long, env = "GITLAB_WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub gitlab_webhook_secret: Option<SecretString>,
