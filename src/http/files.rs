@@ -17,7 +17,7 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::input::{Fields, query_flag};
 use super::projects::{actor, load_project};
 use crate::app::AppState;
-use crate::store::files::{FileInput, ManagedFileRow};
+use crate::store::files::{FileInput, FileMeta};
 use crate::store::projects::Project;
 use crate::sync::intake::{ChangeError, FileOp, change_files};
 use crate::validation;
@@ -205,7 +205,7 @@ async fn change(
     ))
 }
 
-fn file_json(file: &ManagedFileRow, with_content: bool) -> Value {
+fn file_json(file: &FileMeta, content: Option<&[u8]>) -> Value {
     let mut value = json!({
         "path": file.path,
         "blob_sha": file.blob_sha,
@@ -214,8 +214,8 @@ fn file_json(file: &ManagedFileRow, with_content: bool) -> Value {
         "sync_on_change": file.sync_on_change,
         "executable": file.executable,
     });
-    if with_content {
-        value["content"] = content_json(&file.content);
+    if let Some(content) = content {
+        value["content"] = content_json(content);
     }
     value
 }
@@ -227,8 +227,17 @@ async fn list_files(
 ) -> Result<impl IntoResponse, ApiError> {
     let with_content = query_flag(query.get("content"), "content")?;
     let project = load_project(&state.store, &id).await?;
-    let files = state.store.files(project.id).await?;
-    let files: Vec<Value> = files.iter().map(|f| file_json(f, with_content)).collect();
+    // Contents are read from the database only when asked for.
+    let files: Vec<Value> = if with_content {
+        let files = state.store.files(project.id).await?;
+        files
+            .iter()
+            .map(|f| file_json(&f.meta(), Some(&f.content)))
+            .collect()
+    } else {
+        let files = state.store.file_listing(project.id).await?;
+        files.iter().map(|f| file_json(f, None)).collect()
+    };
     Ok(Json(json!({ "files": files })))
 }
 
@@ -256,7 +265,7 @@ async fn get_file(
         .file(project.id, &path)
         .await?
         .ok_or_else(|| not_managed(&project, &path))?;
-    Ok(Json(file_json(&file, true)))
+    Ok(Json(file_json(&file.meta(), Some(&file.content))))
 }
 
 async fn put_file(

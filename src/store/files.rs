@@ -59,6 +59,32 @@ pub struct ManagedFileRow {
     pub synced_blob_sha: Option<String>,
 }
 
+/// A managed file without its content: what listings show. Reading a
+/// project's listing costs memory in proportion to its file count, not to
+/// the size of its files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileMeta {
+    pub path: String,
+    pub blob_sha: String,
+    pub state: FileState,
+    pub size: i64,
+    pub sync_on_change: bool,
+    pub executable: bool,
+}
+
+impl ManagedFileRow {
+    pub fn meta(&self) -> FileMeta {
+        FileMeta {
+            path: self.path.clone(),
+            blob_sha: self.blob_sha.clone(),
+            state: self.state,
+            size: self.size,
+            sync_on_change: self.sync_on_change,
+            executable: self.executable,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Change {
@@ -322,6 +348,29 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(from_row).collect())
+    }
+
+    /// Every managed file of `project` by path, without contents (the
+    /// query does not read them).
+    pub async fn file_listing(&self, project: i64) -> Result<Vec<FileMeta>> {
+        let rows = sqlx::query(
+            "SELECT path, blob_sha, state, size, sync_on_change, executable \
+             FROM managed_files WHERE project_id = $1 ORDER BY path",
+        )
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| FileMeta {
+                path: r.get(0),
+                blob_sha: r.get(1),
+                state: FileState::parse(r.get::<String, _>(2).as_str()),
+                size: r.get(3),
+                sync_on_change: r.get::<i64, _>(4) != 0,
+                executable: r.get::<i64, _>(5) != 0,
+            })
+            .collect())
     }
 
     pub async fn live_paths(&self, project: i64) -> Result<Vec<String>> {

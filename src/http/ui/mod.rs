@@ -463,7 +463,7 @@ async fn project_page(
             return Ok(None);
         };
         let hosts = gitlab_hosts(&state.store.list_integrations().await?);
-        let files = state.store.files(id).await?;
+        let files = state.store.file_listing(id).await?;
         let events = state.store.list_events(Some(id), 100).await?;
         let repo_url = repo_web_url(&state, &project, &hosts);
         Ok::<_, crate::store::StoreError>(Some((project, files, events, repo_url)))

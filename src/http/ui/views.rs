@@ -7,7 +7,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::{Admin, AppState};
 use crate::store::audit::AuditEvent;
-use crate::store::files::ManagedFileRow;
+use crate::store::files::FileMeta;
 use crate::store::projects::{Project, SyncStatus};
 
 /// Seconds between automatic reloads of the dashboard pages.
@@ -319,7 +319,7 @@ pub struct ProjectView<'a> {
     pub project: &'a Project,
     pub repo_url: Option<&'a str>,
     pub commit_url: Option<&'a str>,
-    pub files: &'a [ManagedFileRow],
+    pub files: &'a [FileMeta],
     pub events: &'a [AuditEvent],
 }
 
