@@ -85,17 +85,21 @@ pub fn check_file(
     content: &[u8],
     folder_exists: &dyn Fn(&str) -> bool,
 ) -> Vec<Finding> {
+    enum Format {
+        Hcl,
+        Yaml,
+        Json,
+    }
     let lower = file.to_ascii_lowercase();
-    let check: fn(&str, &[u8], &dyn Fn(&str) -> bool) -> Vec<Finding> =
-        if lower.ends_with(".tf") || lower.ends_with(".tofu") {
-            hcl::check
-        } else if lower.ends_with(".yml") || lower.ends_with(".yaml") {
-            |file, content, _| structured::check_yaml(file, content)
-        } else if lower.ends_with(".json") {
-            |file, content, _| structured::check_json(file, content)
-        } else {
-            return Vec::new();
-        };
+    let format = if lower.ends_with(".tf") || lower.ends_with(".tofu") {
+        Format::Hcl
+    } else if lower.ends_with(".yml") || lower.ends_with(".yaml") {
+        Format::Yaml
+    } else if lower.ends_with(".json") {
+        Format::Json
+    } else {
+        return Vec::new();
+    };
     if content.len() > MAX_BYTES {
         return vec![Finding::error(
             file,
@@ -106,7 +110,11 @@ pub fn check_file(
             ),
         )];
     }
-    check(file, content, folder_exists)
+    match format {
+        Format::Hcl => hcl::check(file, content, folder_exists),
+        Format::Yaml => structured::check_yaml(file, content),
+        Format::Json => structured::check_json(file, content),
+    }
 }
 
 #[cfg(test)]
