@@ -381,9 +381,13 @@ pub async fn run(
             }
         }
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| GitError::Local(format!("cannot run the check command: {e}")))?;
+    let mut child = command.spawn().map_err(|e| {
+        let within = match check.sandbox {
+            SandboxMode::Required => " in its sandbox (GRAFT_CHECK_SANDBOX=off runs it without)",
+            SandboxMode::Off => "",
+        };
+        GitError::Local(format!("cannot run the check command{within}: {e}"))
+    })?;
     let group = child.id();
     let mut stdout = child
         .stdout

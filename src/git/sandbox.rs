@@ -401,6 +401,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn graft_hardens_itself_against_its_own_user() {
+        harden_this_process();
+        // SAFETY: plain prctl query.
+        let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+        assert_eq!(dumpable, 0);
+    }
+
+    #[test]
     fn modes_parse_and_print() {
         assert_eq!("required".parse(), Ok(SandboxMode::Required));
         assert_eq!("off".parse(), Ok(SandboxMode::Off));
