@@ -558,5 +558,10 @@ fn many_ignored_ranges_parse_in_bounded_time() {
     let body = "<!--\n/graft sync\n-->\n\n".repeat(40_000);
     let started = Instant::now();
     assert!(parse::parse(&body, "/graft").is_empty());
-    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
+    // 0.1 s now, over two minutes before; room for a busy CI machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
 }
