@@ -85,10 +85,12 @@ pub fn build(repo: &gix::Repository, input: OverlayInput<'_>) -> Result<Overlay,
             None => changes.push(FileChange {
                 path: file.path.clone(),
                 kind: ChangeKind::Added,
+                replaces_unmanaged: false,
             }),
             Some(old) if *old != new => changes.push(FileChange {
                 path: file.path.clone(),
                 kind: ChangeKind::Modified,
+                replaces_unmanaged: false,
             }),
             Some(_) => {}
         }
@@ -104,6 +106,7 @@ pub fn build(repo: &gix::Repository, input: OverlayInput<'_>) -> Result<Overlay,
             changes.push(FileChange {
                 path: path.clone(),
                 kind: ChangeKind::Deleted,
+                replaces_unmanaged: false,
             });
         }
     }

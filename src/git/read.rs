@@ -29,6 +29,10 @@ pub struct FileChange {
     /// Path relative to the base path.
     pub path: String,
     pub kind: ChangeKind,
+    /// The file was on the target branch with other content, and not as
+    /// graft's: the change replaces a file graft did not manage.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaces_unmanaged: bool,
 }
 
 /// The tree of `commit`, or the empty tree for `None` (an empty repository).
@@ -117,10 +121,12 @@ pub fn diff_listings(
             None => changes.push(FileChange {
                 path: path.clone(),
                 kind: ChangeKind::Added,
+                replaces_unmanaged: false,
             }),
             Some(before) if before != file => changes.push(FileChange {
                 path: path.clone(),
                 kind: ChangeKind::Modified,
+                replaces_unmanaged: false,
             }),
             Some(_) => {}
         }
@@ -129,6 +135,7 @@ pub fn diff_listings(
         changes.push(FileChange {
             path: path.clone(),
             kind: ChangeKind::Deleted,
+            replaces_unmanaged: false,
         });
     }
     changes.sort_by(|a, b| a.path.cmp(&b.path));

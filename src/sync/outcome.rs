@@ -285,7 +285,7 @@ pub(super) async fn finish(
             )
             .await?;
     }
-    let message = match (&built.commit, &pull_request) {
+    let mut message = match (&built.commit, &pull_request) {
         (None, _) => "sync: nothing to change".to_string(),
         (Some(c), Some((n, u, _))) => format!(
             "sync: pushed {} to {} for PR #{n} ({u})",
@@ -294,6 +294,15 @@ pub(super) async fn finish(
         ),
         (Some(c), None) => format!("sync: pushed {} to {}", short(c), project.branch),
     };
+    // Never silent: files graft did not manage that this sync replaced.
+    let replaced = plan::replaced(&built.overlay.changes);
+    if built.commit.is_some() && !replaced.is_empty() {
+        message.push_str(&format!(
+            "; replaces {} unmanaged file(s): {}",
+            replaced.len(),
+            replaced.join(", ")
+        ));
+    }
     store
         .record_event(
             &NewEvent {
@@ -307,7 +316,10 @@ pub(super) async fn finish(
                 message: &message,
                 commit_sha: built.commit.map(|c| c.to_string()).as_deref(),
                 pull_request_url: url.as_deref(),
-                details: Some(serde_json::json!({ "changes": built.overlay.changes })),
+                details: Some(serde_json::json!({
+                    "changes": built.overlay.changes,
+                    "replaced_unmanaged": replaced,
+                })),
             },
             now,
         )

@@ -2,12 +2,12 @@
 //! graft still owns its branch, and what an upstream change means for each
 //! managed file. Table-tested; no I/O.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use gix::ObjectId;
 
 use crate::git::overlay::ManagedFile;
-use crate::git::read::TreeFile;
+use crate::git::read::{self, FileChange, TreeFile};
 use crate::store::files::{FileState, ManagedFileRow};
 
 use super::schedule::Scope;
@@ -18,6 +18,9 @@ pub struct FilePlan {
     pub delete: Vec<String>,
     /// Every path graft manages or managed in this project.
     pub managed: HashSet<String>,
+    /// What the repository had of each path at graft's last sync or
+    /// import: content graft knows as its own.
+    pub synced: HashMap<String, ObjectId>,
 }
 
 /// What a sync of `scope` writes: everything graft manages, except pending
@@ -29,6 +32,10 @@ pub fn files_for(rows: &[ManagedFileRow], scope: Scope) -> FilePlan {
         write: Vec::new(),
         delete: Vec::new(),
         managed: rows.iter().map(|r| r.path.clone()).collect(),
+        synced: rows
+            .iter()
+            .filter_map(|r| Some((r.path.clone(), parse_blob(r.synced_blob_sha.as_deref()?)?)))
+            .collect(),
     };
     for row in rows {
         match row.state {
@@ -48,6 +55,40 @@ fn to_file(row: &ManagedFileRow) -> ManagedFile {
         content: row.content.clone(),
         executable: row.executable,
     }
+}
+
+/// Marks the changes that replace a file graft does not manage: graft
+/// writes the path, the target branch has it with other content, and that
+/// content is not what graft synced or imported there. Such a file is
+/// someone else's, so the PR and the audit log must say it is replaced.
+pub fn mark_replaced(
+    changes: &mut [FileChange],
+    target: &BTreeMap<String, TreeFile>,
+    plan: &FilePlan,
+) {
+    let written: HashMap<&str, ObjectId> = plan
+        .write
+        .iter()
+        .map(|f| (f.path.as_str(), read::blob_id(&f.content)))
+        .collect();
+    for change in changes {
+        let (Some(ours), Some(theirs)) =
+            (written.get(change.path.as_str()), target.get(&change.path))
+        else {
+            continue;
+        };
+        change.replaces_unmanaged =
+            theirs.blob != *ours && plan.synced.get(&change.path) != Some(&theirs.blob);
+    }
+}
+
+/// The paths among `changes` that replace an unmanaged file.
+pub fn replaced(changes: &[FileChange]) -> Vec<&str> {
+    changes
+        .iter()
+        .filter(|c| c.replaces_unmanaged)
+        .map(|c| c.path.as_str())
+        .collect()
 }
 
 /// Graft owns its branch while every commit on it past the target branch
@@ -329,5 +370,36 @@ mod tests {
         );
         assert_eq!(import_source(&file, &target, None), blob(&target));
         assert_eq!(import_source(&file, &tree(&[]), None), None);
+    }
+
+    #[test]
+    fn replaced_files_are_those_on_the_target_graft_never_had_there() {
+        let rows = vec![
+            row("new.tf", FileState::Pending, false, "2"),
+            pushed(row("landed.tf", FileState::Pending, false, "2"), "1"),
+            pushed(row("pr-open.tf", FileState::Synced, false, "2"), "2"),
+            row("absent.tf", FileState::Pending, false, "2"),
+            row("same.tf", FileState::Pending, false, "2"),
+        ];
+        let plan = files_for(&rows, Scope::All);
+        let mut target = tree(&[("new.tf", "a"), ("landed.tf", "1"), ("pr-open.tf", "b")]);
+        target.insert(
+            "same.tf".into(),
+            TreeFile {
+                blob: read::blob_id(b"same.tf"),
+                executable: false,
+            },
+        );
+        let mut changes: Vec<FileChange> = rows
+            .iter()
+            .map(|r| FileChange {
+                path: r.path.clone(),
+                kind: crate::git::read::ChangeKind::Modified,
+                replaces_unmanaged: false,
+            })
+            .collect();
+        mark_replaced(&mut changes, &target, &plan);
+        // `pr-open.tf`: graft's open PR still replaces what the target has.
+        assert_eq!(replaced(&changes), vec!["new.tf", "pr-open.tf"]);
     }
 }

@@ -63,6 +63,45 @@ fn fold(summary: &str, body: &str, lines: usize) -> String {
     }
 }
 
+/// The marker of a change that replaces a file graft did not manage.
+pub const REPLACES_UNMANAGED: &str = "replaces an unmanaged file";
+
+fn change_cell(change: &FileChange) -> String {
+    if change.replaces_unmanaged {
+        format!("{} ⚠️ {REPLACES_UNMANAGED}", kind_word(change.kind))
+    } else {
+        kind_word(change.kind).to_string()
+    }
+}
+
+/// A warning naming the files on the target branch that graft did not
+/// manage and that this change replaces (empty when there are none).
+fn replaced_section(project: &Project, changes: &[FileChange]) -> String {
+    let replaced: Vec<&FileChange> = changes.iter().filter(|c| c.replaces_unmanaged).collect();
+    if replaced.is_empty() {
+        return String::new();
+    }
+    let list = replaced
+        .iter()
+        .map(|c| {
+            let full = if project.base_path.is_empty() {
+                c.path.clone()
+            } else {
+                format!("{}/{}", project.base_path, c.path)
+            };
+            format!("> - `{}` ({REPLACES_UNMANAGED})", full.replace('`', "'"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        "\n> [!WARNING]\n> {} file(s) on `{}` have content graft did not write, and this \
+         change replaces them with the generated version. Check that they are meant to be \
+         generated before merging.\n>\n{list}\n",
+        replaced.len(),
+        project.branch,
+    )
+}
+
 pub fn describe_project(project: &Project) -> String {
     let path = if project.base_path.is_empty() {
         "/"
@@ -114,7 +153,7 @@ pub fn status_comment(view: &StatusView<'_>) -> String {
             .chain(
                 view.changes
                     .iter()
-                    .map(|c| format!("| {} | {} |", kind_word(c.kind), code_cell(&c.path))),
+                    .map(|c| format!("| {} | {} |", change_cell(c), code_cell(&c.path))),
             )
             .collect::<Vec<_>>()
             .join("\n");
@@ -127,6 +166,7 @@ pub fn status_comment(view: &StatusView<'_>) -> String {
         );
         out.push_str(&format!("\n**Files** ({summary})\n\n"));
         out.push_str(&fold("Show the files", &table, view.changes.len()));
+        out.push_str(&replaced_section(view.project, view.changes));
     }
     match view.findings {
         Some([]) => out.push_str("\n**Validation**: ✅ passed\n"),
@@ -181,11 +221,12 @@ pub fn pull_request_body(project: &Project, changes: &[FileChange]) -> String {
     format!(
         "This pull request is managed by **graft**: it carries generated files from {generator} \
          for {}.\n\n{} file(s) differ from `{}`. graft updates this branch when the generator \
-         sends new content and keeps a status comment below.\n\n\
+         sends new content and keeps a status comment below.\n{}\n\
          <details><summary>Commands</summary>\n\n{COMMAND_HELP}\n</details>\n",
         describe_project(project),
         changes.len(),
-        project.branch
+        project.branch,
+        replaced_section(project, changes)
     )
 }
 
@@ -255,6 +296,7 @@ mod tests {
             .map(|i| FileChange {
                 path: format!("f{i}.tf"),
                 kind: [ChangeKind::Added, ChangeKind::Modified, ChangeKind::Deleted][i % 3],
+                replaces_unmanaged: false,
             })
             .collect()
     }
@@ -297,6 +339,32 @@ mod tests {
         assert!(comment.starts_with(STATUS_MARKER));
         assert!(comment.contains("<details><summary>Show the files</summary>"));
         insta::assert_snapshot!(comment);
+    }
+
+    #[test]
+    fn replaced_unmanaged_files_are_listed_in_comment_and_body() {
+        let p = project();
+        let mut c = changes(2);
+        c[1].replaces_unmanaged = true;
+        let comment = status_comment(&StatusView {
+            project: &p,
+            status: SyncStatus::Success,
+            commit: None,
+            changes: &c,
+            findings: Some(&[]),
+            error: None,
+            shared_branch: false,
+            notes: &[],
+        });
+        assert!(comment.contains("| modified ⚠️ replaces an unmanaged file | `f1.tf` |"));
+        let body = pull_request_body(&p, &c);
+        assert!(
+            body.contains("`infra/gen/f1.tf` (replaces an unmanaged file)"),
+            "{body}"
+        );
+        assert!(!body.contains("f0.tf"), "{body}");
+        insta::assert_snapshot!(comment);
+        insta::assert_snapshot!(body);
     }
 
     #[test]

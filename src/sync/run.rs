@@ -3,13 +3,15 @@
 //! the PR/MR → report. One job per project at a time (the queue sees to
 //! it); every outcome lands in the project's state and the audit log.
 
+use std::collections::BTreeMap;
+
 use gix::ObjectId;
 
 use crate::app::AppState;
 use crate::git::GitError;
 use crate::git::pipeline::{self, BuildSpec, Fetched};
 use crate::git::push::{PushMode, PushRequest, push};
-use crate::git::read;
+use crate::git::read::{self, TreeFile};
 use crate::git::validate::passed;
 use crate::store::audit::NewEvent;
 use crate::store::now_ms;
@@ -169,6 +171,20 @@ async fn planned_files(
     Ok(plan::files_for(&rows, request.scope))
 }
 
+/// The target's files under the base path: what a sync may replace.
+async fn target_listing(
+    fetched: &Fetched,
+    project: &Project,
+    target: Option<ObjectId>,
+) -> Result<BTreeMap<String, TreeFile>, SyncError> {
+    let base_path = project.base_path.clone();
+    Ok(fetched
+        .with_repo(move |repo| {
+            read::list_subtree(repo, read::commit_tree(repo, target)?, &base_path)
+        })
+        .await?)
+}
+
 async fn push_to(
     remote: &Remote,
     fetched: &Fetched,
@@ -199,7 +215,10 @@ async fn direct(
     target: Option<ObjectId>,
 ) -> Result<(), SyncError> {
     let files = planned_files(state, project, request).await?;
-    let built = pipeline::build(fetched, spec(state, project, target, files.clone(), None)).await?;
+    let mut built =
+        pipeline::build(fetched, spec(state, project, target, files.clone(), None)).await?;
+    let listing = target_listing(fetched, project, target).await?;
+    plan::mark_replaced(&mut built.overlay.changes, &listing, &files);
     if !passed(&built.findings) {
         let findings = serde_json::to_value(&built.findings).unwrap_or_default();
         state.store.set_findings(project.id, &findings).await?;
@@ -306,7 +325,10 @@ async fn via_pull_request(
             },
         )
     };
-    let built = pipeline::build(fetched, spec(state, project, parent, files.clone(), None)).await?;
+    let mut built =
+        pipeline::build(fetched, spec(state, project, parent, files.clone(), None)).await?;
+    let listing = target_listing(fetched, project, target).await?;
+    plan::mark_replaced(&mut built.overlay.changes, &listing, &files);
     let head = match built.commit {
         Some(commit) => {
             push_to(remote, fetched, commit, &project.sync_branch, mode).await?;
@@ -326,13 +348,14 @@ async fn via_pull_request(
         return finish(state, project, &built, &files, target, None, false).await;
     };
     let client = &remote.client;
-    let changes = {
+    let mut changes = {
         let base = target;
         let base_path = project.base_path.clone();
         fetched
             .with_repo(move |repo| read::diff_commits(repo, base, Some(head), &base_path))
             .await?
     };
+    plan::mark_replaced(&mut changes, &listing, &files);
     let pr = publish::open_or_update(client, project, &changes, &state.commands.prefix).await?;
     // Recorded at once: a failure below must not leave the PR unknown
     // (the failure comment goes on it, the next sync updates it).
@@ -348,8 +371,13 @@ async fn via_pull_request(
             now_ms(),
         )
         .await?;
+    // On a shared branch an auto-merge left on would merge others' commits
+    // as soon as this check passes: it goes off first.
+    if project.auto_merge && shared {
+        notes.push(ask_to_merge(state, project, client, &pr, head, shared).await?);
+    }
     publish::report_check(client, &head.to_string(), &built.findings).await?;
-    if project.auto_merge && passed(&built.findings) {
+    if project.auto_merge && !shared && passed(&built.findings) {
         notes.push(ask_to_merge(state, project, client, &pr, head, shared).await?);
     }
     finish(
