@@ -188,8 +188,14 @@ pub fn materialize(
             skipped.push(name.clone());
             continue;
         }
+        // A crafted tree may name a folder and a link alike: the folder
+        // stays, the link is left out.
         #[cfg(unix)]
-        std::os::unix::fs::symlink(&links[name], dir.join(name)).map_err(local)?;
+        match std::os::unix::fs::symlink(&links[name], dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => skipped.push(name.clone()),
+            Err(e) => return Err(local(e)),
+        }
     }
     Ok(skipped)
 }
