@@ -18,11 +18,22 @@ use super::validate::{Finding, Severity};
 use super::{GitError, local, missing, paths, scrub};
 
 /// `GRAFT_CHECK_COMMAND` with its limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Check {
     pub command: String,
     pub timeout: Duration,
     pub sandbox: SandboxMode,
+}
+
+/// Settings get logged: the command shows with its secrets redacted.
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Check")
+            .field("command", &redact(&self.command, &self.command))
+            .field("timeout", &self.timeout)
+            .field("sandbox", &self.sandbox)
+            .finish()
+    }
 }
 
 impl Check {
@@ -503,6 +514,19 @@ mod tests {
             "TF_TOKEN_x=abc.def-123 PASS='two words' x",
         );
         assert_eq!(text, "token *** and *** at https://***@h/x");
+    }
+
+    #[test]
+    fn settings_debug_without_the_command_secrets() {
+        let check = Check::new(
+            "TF_TOKEN_x=s3cret-value tofu validate",
+            Duration::from_secs(1),
+        );
+        let shown = format!("{check:?}");
+        assert!(
+            !shown.contains("s3cret-value") && shown.contains("TF_TOKEN_x=***"),
+            "{shown}"
+        );
     }
 
     #[test]
