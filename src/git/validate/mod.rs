@@ -25,6 +25,9 @@ pub const MAX_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_DEPTH: usize = 100;
 /// Most YAML nodes the loader may build, counting alias expansions.
 pub const MAX_YAML_NODES: u64 = 500_000;
+/// Most scalar text the YAML loader may build, counting alias expansions:
+/// the loader copies an anchored value for every alias of it.
+pub const MAX_YAML_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

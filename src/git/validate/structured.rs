@@ -1,6 +1,7 @@
 //! YAML (multi-document) and JSON must parse, within bounds: a file may
 //! not nest deeper than [`MAX_DEPTH`], and YAML's aliases may not expand
-//! into more than [`MAX_YAML_NODES`] nodes ("billion laughs"). Both are
+//! into more than [`MAX_YAML_NODES`] nodes ("billion laughs") or
+//! [`MAX_YAML_BYTES`] of text (one long string aliased many times). All are
 //! checked on a stream of events or bytes before any tree is built, so a
 //! hostile file costs time and memory in proportion to its size.
 
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use yaml_rust2::parser::Parser;
 use yaml_rust2::{Event, ScanError, YamlLoader};
 
-use super::{Finding, MAX_DEPTH, MAX_YAML_NODES};
+use super::{Finding, MAX_DEPTH, MAX_YAML_BYTES, MAX_YAML_NODES};
 
 pub fn check_yaml(file: &str, content: &[u8]) -> Vec<Finding> {
     let Ok(text) = std::str::from_utf8(content) else {
@@ -35,32 +36,78 @@ pub fn check_yaml(file: &str, content: &[u8]) -> Vec<Finding> {
     }
 }
 
-/// Walks the parser's events and counts what the loader would build: every
-/// node, every alias's expansion, and the copy it keeps of every anchored
-/// node. `Some((line, message))` when a limit is exceeded.
+/// What the loader would build for a part of a file: its nodes and the
+/// bytes of its scalars. An alias costs what its anchor cost again, since
+/// the loader copies the anchored value for every alias.
+#[derive(Debug, Clone, Copy, Default)]
+struct Weight {
+    nodes: u64,
+    bytes: u64,
+}
+
+impl Weight {
+    fn add(&mut self, other: Weight) {
+        self.nodes = self.nodes.saturating_add(other.nodes);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+
+    fn since(self, start: Weight) -> Weight {
+        Weight {
+            nodes: self.nodes - start.nodes + 1,
+            bytes: self.bytes - start.bytes,
+        }
+    }
+
+    fn exceeded(self) -> Option<String> {
+        if self.nodes > MAX_YAML_NODES {
+            Some(format!(
+                "YAML expands to more than {MAX_YAML_NODES} nodes once its aliases are resolved; graft does not validate files this large"
+            ))
+        } else if self.bytes > MAX_YAML_BYTES {
+            Some(format!(
+                "YAML expands to more than {} MiB of text once its aliases are resolved; graft does not validate files this large",
+                MAX_YAML_BYTES >> 20
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Walks the parser's events and weighs what the loader would build: every
+/// node and scalar byte, every alias's expansion, and the copy it keeps of
+/// every anchored node. `Some((line, message))` when a limit is exceeded.
 fn yaml_bounds(text: &str) -> Result<Option<(usize, String)>, ScanError> {
     let mut parser = Parser::new_from_str(text);
-    // Open collections: their anchor and the node count when they opened.
-    let mut open: Vec<(usize, u64)> = Vec::new();
-    let mut anchored: HashMap<usize, u64> = HashMap::new();
-    let mut nodes: u64 = 0;
+    // Open collections: their anchor and the weight when they opened.
+    let mut open: Vec<(usize, Weight)> = Vec::new();
+    let mut anchored: HashMap<usize, Weight> = HashMap::new();
+    let mut total = Weight::default();
     loop {
         let (event, mark) = parser.next_token()?;
         match event {
             Event::StreamEnd => return Ok(None),
-            Event::Scalar(_, _, anchor, _) => {
-                nodes += 1;
+            Event::Scalar(value, _, anchor, _) => {
+                let scalar = Weight {
+                    nodes: 1,
+                    bytes: value.len() as u64,
+                };
+                total.add(scalar);
                 if anchor > 0 {
-                    anchored.insert(anchor, 1);
-                    nodes += 1;
+                    anchored.insert(anchor, scalar);
+                    total.add(scalar);
                 }
             }
             Event::Alias(anchor) => {
-                nodes = nodes.saturating_add(anchored.get(&anchor).copied().unwrap_or(1));
+                let copy = anchored
+                    .get(&anchor)
+                    .copied()
+                    .unwrap_or(Weight { nodes: 1, bytes: 0 });
+                total.add(copy);
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
-                nodes += 1;
-                open.push((anchor, nodes));
+                total.add(Weight { nodes: 1, bytes: 0 });
+                open.push((anchor, total));
                 if open.len() > MAX_DEPTH {
                     return Ok(Some((
                         mark.line(),
@@ -74,20 +121,15 @@ fn yaml_bounds(text: &str) -> Result<Option<(usize, String)>, ScanError> {
                 if let Some((anchor, start)) = open.pop()
                     && anchor > 0
                 {
-                    let size = nodes - start + 1;
+                    let size = total.since(start);
                     anchored.insert(anchor, size);
-                    nodes = nodes.saturating_add(size);
+                    total.add(size);
                 }
             }
             Event::Nothing | Event::StreamStart | Event::DocumentStart | Event::DocumentEnd => {}
         }
-        if nodes > MAX_YAML_NODES {
-            return Ok(Some((
-                mark.line(),
-                format!(
-                    "YAML expands to more than {MAX_YAML_NODES} nodes once its aliases are resolved; graft does not validate files this large"
-                ),
-            )));
+        if let Some(message) = total.exceeded() {
+            return Ok(Some((mark.line(), message)));
         }
     }
 }
@@ -217,6 +259,21 @@ mod tests {
         let findings = check_yaml("copies.yaml", text.as_bytes());
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert!(findings[0].message.contains("nodes"), "{findings:?}");
+    }
+
+    #[test]
+    fn a_long_string_aliased_many_times_is_refused() {
+        // Few nodes, but the loader would copy 700 KB for every alias.
+        let text = format!(
+            "a: &a \"{}\"\nb: [{}]\n",
+            "x".repeat(700_000),
+            vec!["*a"; 100_000].join(",")
+        );
+        let started = std::time::Instant::now();
+        let findings = check_yaml("wide.yaml", text.as_bytes());
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(findings[0].message.contains("MiB of text"), "{findings:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]
