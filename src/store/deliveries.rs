@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::jobs::{NewJob, enqueue_in};
+use super::jobs::NewJob;
 use super::{Result, Store};
 
 pub const JOB_KIND: &str = "webhook";
@@ -27,7 +27,7 @@ impl DeliveryStatus {
         }
     }
 
-    fn parse(text: &str) -> Self {
+    pub(super) fn parse(text: &str) -> Self {
         match text {
             "processed" => DeliveryStatus::Processed,
             "failed" => DeliveryStatus::Failed,
@@ -74,76 +74,17 @@ pub struct Delivery {
     pub integration_id: Option<i64>,
 }
 
-fn processing_job(id: i64, now: i64) -> NewJob {
+pub(super) fn processing_job(id: i64, now: i64) -> NewJob {
     NewJob::new(JOB_KIND, serde_json::json!({ "delivery": id }), now)
 }
 
 impl Store {
+    /// Stores a delivery and its processing job, deduplicated on the
+    /// forge's id: new → `Accepted`, seen and failed → `Requeued`, seen
+    /// otherwise → `Duplicate`. Concurrent calls share transactions (see
+    /// `group_commit`); each returns once its own has committed.
     pub async fn record_delivery(&self, d: &IncomingDelivery<'_>, now: i64) -> Result<Intake> {
-        let mut tx = self.begin_write().await?;
-        let status = if d.ignored.is_some() {
-            DeliveryStatus::Ignored
-        } else {
-            DeliveryStatus::Queued
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO webhook_deliveries (provider, delivery_id, event, action, status, payload, \
-             error, received_at, integration_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING id",
-        )
-        .bind(d.provider)
-        .bind(d.delivery_id)
-        .bind(d.event)
-        .bind(d.action)
-        .bind(status.as_str())
-        .bind(d.payload)
-        .bind(d.ignored)
-        .bind(now)
-        .bind(d.integration_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let intake = if let Some(row) = inserted {
-            let id: i64 = row.get(0);
-            let job_id = match status {
-                DeliveryStatus::Queued => {
-                    enqueue_in(&mut tx, &processing_job(id, now), now).await?
-                }
-                _ => None,
-            };
-            Intake::Accepted { id, job_id }
-        } else {
-            let row = sqlx::query(
-                "SELECT id, status FROM webhook_deliveries WHERE provider = $1 AND delivery_id = $2",
-            )
-            .bind(d.provider)
-            .bind(d.delivery_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            let id: i64 = row.get(0);
-            let previous = DeliveryStatus::parse(row.get::<String, _>(1).as_str());
-            // Only one of several concurrent redeliveries wins this update.
-            let reopened = previous == DeliveryStatus::Failed
-                && sqlx::query(
-                    "UPDATE webhook_deliveries SET status = 'queued', error = NULL \
-                     WHERE id = $1 AND status = 'failed'",
-                )
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-            if reopened {
-                let job_id = enqueue_in(&mut tx, &processing_job(id, now), now).await?;
-                Intake::Requeued { id, job_id }
-            } else {
-                Intake::Duplicate {
-                    id,
-                    status: previous,
-                }
-            }
-        };
-        tx.commit().await?;
-        Ok(intake)
+        self.record_in_group(d, now).await
     }
 
     pub async fn delivery(&self, id: i64) -> Result<Option<Delivery>> {
@@ -175,7 +116,7 @@ impl Store {
             "DELETE FROM webhook_deliveries WHERE status <> 'queued' AND received_at < $1",
         )
         .bind(before)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected())
     }
@@ -203,7 +144,7 @@ impl Store {
         .bind(error)
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

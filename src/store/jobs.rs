@@ -104,10 +104,15 @@ pub async fn merge_into_queued_in(
     Ok((updated.rows_affected() == 1).then_some(id))
 }
 
-const CLAIMABLE: &str = "((j.state = 'queued' AND j.run_at <= $3) \
-       OR (j.state = 'running' AND j.locked_until < $3)) \
-     AND (j.project_id IS NULL OR j.state = 'running' OR NOT EXISTS \
-       (SELECT 1 FROM jobs r WHERE r.project_id = j.project_id AND r.state = 'running'))";
+/// A job whose holder's lease ran out (its holder died), oldest first.
+const EXPIRED: &str = "SELECT j.id FROM jobs j WHERE j.state = 'running' AND j.locked_until < $3 \
+     ORDER BY j.run_at, j.id LIMIT 1";
+
+/// The next due queued job whose project has nothing running.
+const DUE: &str = "SELECT j.id FROM jobs j WHERE j.state = 'queued' AND j.run_at <= $3 \
+     AND (j.project_id IS NULL OR NOT EXISTS \
+       (SELECT 1 FROM jobs r WHERE r.project_id = j.project_id AND r.state = 'running')) \
+     ORDER BY j.run_at, j.id LIMIT 1";
 
 fn claim_sql(backend: Backend) -> String {
     // Postgres: SKIP LOCKED lets concurrent claimers pass each other; the
@@ -117,18 +122,21 @@ fn claim_sql(backend: Backend) -> String {
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
+    // Two searches rather than one with OR: each walks the (state, run_at)
+    // index in order and stops at its first row, where an OR made both
+    // databases collect and sort the whole backlog on every claim (and
+    // SQLite held the write lock meanwhile, stalling intake).
     format!(
         "UPDATE jobs SET state = 'running', locked_by = $1, locked_until = $2, \
          attempts = attempts + 1, updated_at = $3 \
-         WHERE id = (SELECT j.id FROM jobs j WHERE {CLAIMABLE} \
-                     ORDER BY j.run_at, j.id LIMIT 1 {lock}) \
+         WHERE id = COALESCE(({EXPIRED} {lock}), ({DUE} {lock})) \
          RETURNING id, kind, project_id, payload, attempts, max_attempts, last_error"
     )
 }
 
 impl Store {
     pub async fn enqueue(&self, job: &NewJob, now: i64) -> Result<Option<i64>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         enqueue_in(&mut conn, job, now).await
     }
 
@@ -140,7 +148,7 @@ impl Store {
             .bind(worker)
             .bind(now + lease_ms)
             .bind(now)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await;
         let row = match result {
             Ok(row) => row,
@@ -166,7 +174,7 @@ impl Store {
         .bind(until)
         .bind(id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -200,7 +208,7 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -236,7 +244,7 @@ impl Store {
             .bind(now)
             .bind(id)
             .bind(worker)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await;
             match result {
                 Ok(done) => return Ok(done.rows_affected() == 1),
@@ -301,7 +309,7 @@ impl Store {
         let done =
             sqlx::query("DELETE FROM jobs WHERE state IN ('done', 'failed') AND updated_at < $1")
                 .bind(before)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         Ok(done.rows_affected())
     }

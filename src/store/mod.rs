@@ -8,6 +8,7 @@ pub mod audit;
 pub mod commands;
 pub mod deliveries;
 pub mod files;
+mod group_commit;
 pub mod installations;
 pub mod integrations;
 pub mod jobs;
@@ -69,7 +70,13 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// Where the hot writes go (intake, job claims and outcomes). On
+    /// SQLite one connection: writers queue here in order instead of
+    /// polling for the file's write lock in the busy handler's sleeps.
+    /// On PostgreSQL the same pool as `pool`.
+    writer: AnyPool,
     backend: Backend,
+    intake: std::sync::Arc<group_commit::IntakeQueue>,
 }
 
 /// Current time as Unix milliseconds, the unit of every stored timestamp.
@@ -141,6 +148,25 @@ fn prepare_sqlite(url: &str) -> Result<String> {
     }
 }
 
+/// WAL lets readers proceed during a write and makes a commit an append
+/// to the log; with `synchronous = NORMAL` the log is synced at
+/// checkpoints, not on every commit: a committed delivery survives graft
+/// crashing or being killed, and only a power loss or kernel crash may
+/// take back the last commits. The busy timeout makes writers in other
+/// connections (or processes) wait for each other instead of failing.
+fn sqlite_pragmas(options: AnyPoolOptions) -> AnyPoolOptions {
+    options.after_connect(|conn, _| {
+        Box::pin(async move {
+            conn.execute(
+                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                 PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+            )
+            .await?;
+            Ok(())
+        })
+    })
+}
+
 impl Store {
     /// Connects and applies pending migrations.
     pub async fn open(url: &str) -> Result<Self> {
@@ -167,30 +193,40 @@ impl Store {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             });
-        let pool_options = match backend {
-            // WAL lets readers proceed during a write; the busy timeout makes
-            // writers wait for each other instead of failing.
-            Backend::Sqlite => pool_options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            }),
-            Backend::Postgres => pool_options,
+        let connect_error = |source| StoreError::Connect {
+            url: redact_url(&url),
+            source,
         };
-        let pool =
-            pool_options
+        let (pool, writer) = match backend {
+            Backend::Sqlite => {
+                let pool = sqlite_pragmas(pool_options)
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(connect_error)?;
+                let writer = sqlite_pragmas(
+                    AnyPoolOptions::new()
+                        .acquire_timeout(Duration::from_secs(10))
+                        .max_connections(1),
+                )
                 .connect_with(options)
                 .await
-                .map_err(|source| StoreError::Connect {
-                    url: redact_url(&url),
-                    source,
-                })?;
-        Ok(Store { pool, backend })
+                .map_err(connect_error)?;
+                (pool, writer)
+            }
+            Backend::Postgres => {
+                let pool = pool_options
+                    .connect_with(options)
+                    .await
+                    .map_err(connect_error)?;
+                (pool.clone(), pool)
+            }
+        };
+        Ok(Store {
+            pool,
+            writer,
+            backend,
+            intake: Default::default(),
+        })
     }
 
     fn migrator(&self) -> &'static Migrator {
@@ -234,13 +270,14 @@ impl Store {
     /// instead of failing when a read lock would have to be upgraded.
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.writer.begin().await?,
         })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 

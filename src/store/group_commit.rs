@@ -1,0 +1,384 @@
+//! Group commit for webhook intake: deliveries that arrive together are
+//! stored, with their processing jobs, in one transaction, and each
+//! request is answered only once the transaction holding it has committed.
+//!
+//! No background task: the first request to find no batch being written
+//! takes the baton, drains every delivery waiting, and writes them in a
+//! spawned task (so the batch completes even if that request goes away);
+//! the others wait for their answer or for the baton, whichever comes
+//! first. The outcome for each delivery is the one storing them one at a
+//! time, in arrival order, would give.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::Row;
+use tokio::sync::{Mutex, oneshot};
+
+use super::deliveries::{DeliveryStatus, IncomingDelivery, Intake, processing_job};
+use super::{Result, Store, StoreError};
+
+/// Rows per INSERT statement (well under both databases' bind limits).
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// A delivery waiting to be written, and who waits for the outcome.
+struct Pending {
+    delivery: Owned,
+    now: i64,
+    reply: oneshot::Sender<Result<Intake>>,
+}
+
+/// [`IncomingDelivery`] owned, so it can outlive its request.
+struct Owned {
+    provider: String,
+    delivery_id: String,
+    event: String,
+    action: Option<String>,
+    payload: Vec<u8>,
+    ignored: Option<String>,
+    integration_id: Option<i64>,
+}
+
+impl Owned {
+    fn of(d: &IncomingDelivery<'_>) -> Self {
+        Owned {
+            provider: d.provider.to_string(),
+            delivery_id: d.delivery_id.to_string(),
+            event: d.event.to_string(),
+            action: d.action.map(str::to_string),
+            payload: d.payload.to_vec(),
+            ignored: d.ignored.map(str::to_string),
+            integration_id: d.integration_id,
+        }
+    }
+
+    fn key(&self) -> (&str, &str) {
+        (&self.provider, &self.delivery_id)
+    }
+
+    fn status(&self) -> DeliveryStatus {
+        if self.ignored.is_some() {
+            DeliveryStatus::Ignored
+        } else {
+            DeliveryStatus::Queued
+        }
+    }
+}
+
+/// Deliveries waiting for the next batch, and the baton of the writer.
+#[derive(Default)]
+pub(crate) struct IntakeQueue {
+    waiting: std::sync::Mutex<Vec<Pending>>,
+    baton: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for IntakeQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntakeQueue").finish_non_exhaustive()
+    }
+}
+
+impl IntakeQueue {
+    fn push(&self, pending: Pending) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(pending);
+    }
+
+    fn drain(&self) -> Vec<Pending> {
+        std::mem::take(
+            &mut *self
+                .waiting
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+}
+
+/// The batch writer went away without an answer (it panicked).
+fn unanswered() -> StoreError {
+    StoreError::Sql(sqlx::Error::WorkerCrashed)
+}
+
+impl Store {
+    /// Stores `d` with the deliveries arriving with it; see the module.
+    pub(super) async fn record_in_group(
+        &self,
+        d: &IncomingDelivery<'_>,
+        now: i64,
+    ) -> Result<Intake> {
+        let (reply, mut answer) = oneshot::channel();
+        self.intake.push(Pending {
+            delivery: Owned::of(d),
+            now,
+            reply,
+        });
+        let baton = tokio::select! {
+            result = &mut answer => return result.unwrap_or_else(|_| Err(unanswered())),
+            baton = self.intake.baton.clone().lock_owned() => baton,
+        };
+        // A batch answers all of its deliveries before it lets go of the
+        // baton: unanswered now means still waiting, so in this batch.
+        match answer.try_recv() {
+            Ok(result) => return result,
+            Err(oneshot::error::TryRecvError::Closed) => return Err(unanswered()),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let batch = self.intake.drain();
+        let store = self.clone();
+        tokio::spawn(async move {
+            store.write_and_answer(batch).await;
+            drop(baton);
+        });
+        answer.await.unwrap_or_else(|_| Err(unanswered()))
+    }
+
+    async fn write_and_answer(&self, batch: Vec<Pending>) {
+        let items: Vec<(&Owned, i64)> = batch.iter().map(|p| (&p.delivery, p.now)).collect();
+        let written = self.write_batch(&items).await;
+        match written {
+            Ok(outcomes) => {
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = pending.reply.send(Ok(outcome));
+                }
+            }
+            Err(error) if batch.len() == 1 => {
+                if let Some(pending) = batch.into_iter().next() {
+                    let _ = pending.reply.send(Err(error));
+                }
+            }
+            // One delivery that cannot be stored must not fail those that
+            // came with it: one transaction each, each with its own answer.
+            Err(_) => {
+                for pending in batch {
+                    let outcome = self
+                        .write_batch(&[(&pending.delivery, pending.now)])
+                        .await
+                        .and_then(|mut outcomes| outcomes.pop().ok_or_else(unanswered));
+                    let _ = pending.reply.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// Writes `items` in one transaction; one outcome per item, in order.
+    async fn write_batch(&self, items: &[(&Owned, i64)]) -> Result<Vec<Intake>> {
+        // The first of several deliveries with one id in the batch is
+        // written; the others are its duplicates.
+        let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut twin_of = vec![None; items.len()];
+        for (i, (d, _)) in items.iter().enumerate() {
+            match first_of.get(&d.key()) {
+                Some(&first) => twin_of[i] = Some(first),
+                None => {
+                    first_of.insert(d.key(), i);
+                }
+            }
+        }
+        // Sorted by id, so replicas writing overlapping batches take the
+        // unique index's locks in the same order and never deadlock.
+        let mut fresh: Vec<usize> = (0..items.len()).filter(|&i| twin_of[i].is_none()).collect();
+        fresh.sort_by(|&a, &b| items[a].0.key().cmp(&items[b].0.key()));
+
+        let mut tx = self.begin_write().await?;
+        let mut inserted: HashMap<(String, String), i64> = HashMap::new();
+        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::from(
+                "INSERT INTO webhook_deliveries (provider, delivery_id, event, action, status, \
+                 payload, error, received_at, integration_id) VALUES ",
+            );
+            for (row, _) in chunk.iter().enumerate() {
+                let base = row * 9;
+                if row > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for column in 1..=9 {
+                    if column > 1 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("${}", base + column));
+                }
+                sql.push(')');
+            }
+            sql.push_str(
+                " ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING id, provider, delivery_id",
+            );
+            // Placeholders only; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for &i in chunk {
+                let (d, now) = items[i];
+                query = query
+                    .bind(d.provider.as_str())
+                    .bind(d.delivery_id.as_str())
+                    .bind(d.event.as_str())
+                    .bind(d.action.as_deref())
+                    .bind(d.status().as_str())
+                    .bind(d.payload.as_slice())
+                    .bind(d.ignored.as_deref())
+                    .bind(now)
+                    .bind(d.integration_id);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                inserted.insert((row.get(1), row.get(2)), row.get(0));
+            }
+        }
+
+        // What became of each written delivery, before its job.
+        enum Fate {
+            New(i64),
+            Reopened(i64),
+            Seen(i64, DeliveryStatus),
+        }
+        let mut fate: HashMap<usize, Fate> = HashMap::new();
+        for &i in &fresh {
+            let (d, _) = items[i];
+            let key = (d.provider.clone(), d.delivery_id.clone());
+            if let Some(&id) = inserted.get(&key) {
+                fate.insert(i, Fate::New(id));
+                continue;
+            }
+            let row = sqlx::query(
+                "SELECT id, status FROM webhook_deliveries WHERE provider = $1 AND delivery_id = $2",
+            )
+            .bind(d.provider.as_str())
+            .bind(d.delivery_id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            let id: i64 = row.get(0);
+            let previous = DeliveryStatus::parse(row.get::<String, _>(1).as_str());
+            // Only one of several concurrent redeliveries wins this update.
+            let reopened = previous == DeliveryStatus::Failed
+                && sqlx::query(
+                    "UPDATE webhook_deliveries SET status = 'queued', error = NULL \
+                     WHERE id = $1 AND status = 'failed'",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+            fate.insert(
+                i,
+                if reopened {
+                    Fate::Reopened(id)
+                } else {
+                    Fate::Seen(id, previous)
+                },
+            );
+        }
+
+        // Processing jobs for new queued deliveries and reopened ones.
+        let needs_job: Vec<(i64, i64)> = fresh
+            .iter()
+            .filter_map(|&i| match fate.get(&i) {
+                Some(Fate::New(id)) if items[i].0.status() == DeliveryStatus::Queued => {
+                    Some((*id, items[i].1))
+                }
+                Some(Fate::Reopened(id)) => Some((*id, items[i].1)),
+                _ => None,
+            })
+            .collect();
+        let job_ids = self.enqueue_processing(&mut tx, &needs_job).await?;
+        tx.commit().await?;
+
+        let outcome_of = |i: usize| -> Intake {
+            match fate.get(&i) {
+                Some(Fate::New(id)) => Intake::Accepted {
+                    id: *id,
+                    job_id: job_ids.get(id).copied(),
+                },
+                Some(Fate::Reopened(id)) => Intake::Requeued {
+                    id: *id,
+                    job_id: job_ids.get(id).copied(),
+                },
+                Some(Fate::Seen(id, status)) => Intake::Duplicate {
+                    id: *id,
+                    status: *status,
+                },
+                // Unreachable: every written delivery has a fate.
+                None => Intake::Duplicate {
+                    id: 0,
+                    status: DeliveryStatus::Queued,
+                },
+            }
+        };
+        Ok((0..items.len())
+            .map(|i| match twin_of[i] {
+                None => outcome_of(i),
+                // As if stored right after its first: that one's row, now
+                // queued (or ignored) whatever it was before.
+                Some(first) => match outcome_of(first) {
+                    Intake::Accepted { id, .. } => Intake::Duplicate {
+                        id,
+                        status: items[first].0.status(),
+                    },
+                    Intake::Requeued { id, .. } => Intake::Duplicate {
+                        id,
+                        status: DeliveryStatus::Queued,
+                    },
+                    seen @ Intake::Duplicate { .. } => seen,
+                },
+            })
+            .collect())
+    }
+
+    /// Inserts one processing job per `(delivery id, now)`; the job id of
+    /// each delivery.
+    async fn enqueue_processing(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        deliveries: &[(i64, i64)],
+    ) -> Result<HashMap<i64, i64>> {
+        let mut job_ids = HashMap::new();
+        for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::from(
+                "INSERT INTO jobs (kind, project_id, payload, dedupe_key, state, run_at, \
+                 attempts, max_attempts, created_at, updated_at) VALUES ",
+            );
+            let mut by_payload = HashMap::new();
+            let mut jobs = Vec::with_capacity(chunk.len());
+            for (row, &(delivery, now)) in chunk.iter().enumerate() {
+                let b = row * 6;
+                if row > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, 'queued', ${}, 0, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 5,
+                    b + 5
+                ));
+                let job = processing_job(delivery, now);
+                let payload = job.payload.to_string();
+                by_payload.insert(payload.clone(), delivery);
+                jobs.push((job, payload));
+            }
+            sql.push_str(" ON CONFLICT DO NOTHING RETURNING id, payload");
+            // Placeholders only; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (job, payload) in &jobs {
+                query = query
+                    .bind(job.kind.as_str())
+                    .bind(job.project_id)
+                    .bind(payload.as_str())
+                    .bind(job.dedupe_key.as_deref())
+                    .bind(job.run_at)
+                    .bind(job.max_attempts);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                let payload: String = row.get(1);
+                if let Some(&delivery) = by_payload.get(&payload) {
+                    job_ids.insert(delivery, row.get(0));
+                }
+            }
+        }
+        Ok(job_ids)
+    }
+}
