@@ -361,6 +361,12 @@ pub struct ServeArgs {
     #[arg(long, env = "GRAFT_POLL_INTERVAL", default_value_t = 300)]
     pub poll_interval: u64,
 
+    /// Seconds between passes that recover webhooks which never reached
+    /// graft (GitHub redeliveries, disabled GitLab hooks, missed GitLab
+    /// notes); one pass also runs at start-up. 0 turns recovery off.
+    #[arg(long, env = "GRAFT_RECOVERY_INTERVAL", default_value_t = 600)]
+    pub recovery_interval: u64,
+
     /// Number of background workers in this process.
     #[arg(long, env = "GRAFT_WORKERS", default_value_t = 4)]
     pub workers: usize,

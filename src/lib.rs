@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod keys;
 pub mod metrics;
 pub mod push;
+pub mod recovery;
 pub mod remote;
 pub mod retention;
 pub mod server;

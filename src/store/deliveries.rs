@@ -149,3 +149,126 @@ impl Store {
         Ok(())
     }
 }
+
+/// A GitLab project's webhook as graft last read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookHealth {
+    /// `ok`, `temporarily_disabled`, `disabled` or `missing`.
+    pub state: String,
+    pub disabled_until: Option<i64>,
+    pub checked_at: i64,
+}
+
+impl Store {
+    /// Whether graft stored delivery `delivery_id` of `provider`, and
+    /// whether it asked the forge to redeliver it.
+    pub async fn delivery_known(&self, provider: &str, delivery_id: &str) -> Result<(bool, bool)> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE provider = $1 AND delivery_id = $2), \
+             (SELECT COUNT(*) FROM redelivery_requests WHERE provider = $1 AND delivery_id = $2)",
+        )
+        .bind(provider)
+        .bind(delivery_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.get::<i64, _>(0) > 0, row.get::<i64, _>(1) > 0))
+    }
+
+    /// Records that graft asks for a redelivery; `false` when it (or
+    /// another replica) already did, and then it must not ask again.
+    pub async fn claim_redelivery(
+        &self,
+        provider: &str,
+        delivery_id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let row = sqlx::query(
+            "INSERT INTO redelivery_requests (provider, delivery_id, requested_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING requested_at",
+        )
+        .bind(provider)
+        .bind(delivery_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Forgets a claim whose request did not reach the forge, so the next
+    /// pass asks again.
+    pub async fn release_redelivery(&self, provider: &str, delivery_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM redelivery_requests WHERE provider = $1 AND delivery_id = $2")
+            .bind(provider)
+            .bind(delivery_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets redelivery requests made before `before` (the forge no
+    /// longer lists those deliveries).
+    pub async fn prune_redelivery_requests(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM redelivery_requests WHERE requested_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn recovery_mark(&self, name: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT mark FROM recovery_marks WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Moves mark `name` forward to `mark` (never back).
+    pub async fn advance_recovery_mark(&self, name: &str, mark: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO recovery_marks (name, mark) VALUES ($1, $2) ON CONFLICT (name) \
+             DO UPDATE SET mark = excluded.mark WHERE recovery_marks.mark < excluded.mark",
+        )
+        .bind(name)
+        .bind(mark)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_webhook_health(
+        &self,
+        project_id: i64,
+        state: &str,
+        disabled_until: Option<i64>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO webhook_health (project_id, state, disabled_until, checked_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (project_id) DO UPDATE SET \
+             state = excluded.state, disabled_until = excluded.disabled_until, \
+             checked_at = excluded.checked_at",
+        )
+        .bind(project_id)
+        .bind(state)
+        .bind(disabled_until)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn webhook_health(&self, project_id: i64) -> Result<Option<WebhookHealth>> {
+        let row = sqlx::query(
+            "SELECT state, disabled_until, checked_at FROM webhook_health WHERE project_id = $1",
+        )
+        .bind(project_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| WebhookHealth {
+            state: r.get(0),
+            disabled_until: r.get(1),
+            checked_at: r.get(2),
+        }))
+    }
+}

@@ -121,7 +121,21 @@ pub fn paginate(
 pub struct SentHook {
     pub event: String,
     pub body: Value,
+    /// graft's answer; `None` when nothing answered (graft was down).
     pub status: Option<u16>,
+    /// The forge's own headers (event, delivery id), not the signature.
+    pub headers: Vec<(String, String)>,
+    /// Unix seconds when the attempt was made.
+    pub at: u64,
+}
+
+impl SentHook {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Headers a forge adds for a body (signature or token).
@@ -146,6 +160,7 @@ impl HookSender {
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             while let Some((event, headers, body)) = rx.recv().await {
+                let at = now_secs();
                 let target = task_url.lock().unwrap().clone();
                 let status = match target {
                     Some(target) => {
@@ -169,6 +184,8 @@ impl HookSender {
                     event,
                     body,
                     status,
+                    headers,
+                    at,
                 });
             }
         });

@@ -13,6 +13,7 @@
 //! else.
 
 pub mod app;
+pub mod deliveries;
 mod errors;
 pub mod manifest;
 pub mod reactions;

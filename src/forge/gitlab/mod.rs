@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod connect;
+pub mod hooks;
 
 use std::sync::Arc;
 

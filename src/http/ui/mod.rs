@@ -466,11 +466,16 @@ async fn project_page(
         let files = state.store.file_listing(id).await?;
         let events = state.store.list_events(Some(id), 100).await?;
         let repo_url = repo_web_url(&state, &project, &hosts);
-        Ok::<_, crate::store::StoreError>(Some((project, files, events, repo_url)))
+        let webhook = state
+            .store
+            .webhook_health(id)
+            .await?
+            .map(|h| crate::recovery::describe_health(&h));
+        Ok::<_, crate::store::StoreError>(Some((project, files, events, repo_url, webhook)))
     }
     .await;
     match result {
-        Ok(Some((project, files, events, repo_url))) => {
+        Ok(Some((project, files, events, repo_url, webhook))) => {
             let commit = project
                 .last_synced_commit_sha
                 .as_deref()
@@ -484,6 +489,7 @@ async fn project_page(
                         commit_url: commit.as_deref(),
                         files: &files,
                         events: &events,
+                        webhook: webhook.as_deref(),
                     },
                     now_ms(),
                 )

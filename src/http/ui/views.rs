@@ -321,6 +321,8 @@ pub struct ProjectView<'a> {
     pub commit_url: Option<&'a str>,
     pub files: &'a [FileMeta],
     pub events: &'a [AuditEvent],
+    /// The GitLab webhook's health, when graft has read it.
+    pub webhook: Option<&'a str>,
 }
 
 pub fn project(nav: &Nav, view: &ProjectView<'_>, now: i64) -> Markup {
@@ -347,6 +349,7 @@ pub fn project(nav: &Nav, view: &ProjectView<'_>, now: i64) -> Markup {
             dt { "PR/MR" } dd { (pr_link(p)) }
             dt { "Last synced commit" } dd { (sha_link(p.last_synced_commit_sha.as_deref(), view.commit_url)) }
             dt { "Last pulled" } dd { (ago(now, p.last_pulled_at)) }
+            @if let Some(webhook) = view.webhook { dt { "Webhook" } dd.webhook { (webhook) } }
             @if let Some(source) = &p.source { dt { "Generator" } dd { (source) } }
         }
         h2 { "Files (" (view.files.len()) ")" }

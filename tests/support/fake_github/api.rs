@@ -211,6 +211,14 @@ pub(super) async fn handle(State(fake): State<FakeGithub>, request: Request) -> 
             }
             mint(&fake, id.parse().unwrap_or(-1))
         }
+        ("GET", ["app", "hook", "deliveries"]) => match verify_jwt(headers) {
+            Err(r) => r,
+            Ok(()) => super::deliveries::list(&fake, &query),
+        },
+        ("POST", ["app", "hook", "deliveries", id, "attempts"]) => match verify_jwt(headers) {
+            Err(r) => r,
+            Ok(()) => super::deliveries::redeliver(&fake, id),
+        },
         ("GET", ["repos", owner, name, "installation"]) => {
             if let Err(r) = verify_jwt(headers) {
                 return r;

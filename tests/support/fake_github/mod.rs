@@ -8,6 +8,7 @@
 
 mod api;
 pub mod conformance;
+mod deliveries;
 mod graphql;
 pub mod graphql_conformance;
 
@@ -150,6 +151,8 @@ pub struct State {
     pub manifest_codes: HashMap<String, Value>,
     /// A human push to make before answering a matching request.
     pub push_before: Option<fake_common::PushBefore>,
+    /// Redeliveries asked for through `POST /app/hook/deliveries/{id}/attempts`.
+    pub redeliveries: u32,
 }
 
 impl State {
@@ -230,6 +233,7 @@ impl FakeGithub {
                 comment_gate: None,
                 push_before: None,
                 manifest_codes: HashMap::new(),
+                redeliveries: 0,
             })),
             hooks,
             webhook_secret: secret,
@@ -500,6 +504,11 @@ impl FakeGithub {
 
     pub fn webhooks(&self) -> Vec<SentHook> {
         self.hooks.sent()
+    }
+
+    /// How many redeliveries graft asked for.
+    pub fn redeliveries(&self) -> u32 {
+        self.state.lock().unwrap().redeliveries
     }
 
     /// Opens a PR as `user` (as a human would on the website).

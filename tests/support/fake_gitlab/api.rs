@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::super::fake_common::{
     Recorded, decode_segment, json_response, merge_in_bare, now_secs, paginate, parse_query,
-    pass_gate,
+    pass_gate, random_id,
 };
 use super::super::git_host::{RefUpdate, git};
 use super::{CommitStatus, FakeGitlab, MergeRequest, Note, Project, State as FakeState};
@@ -156,6 +156,12 @@ pub(super) async fn handle(State(fake): State<FakeGitlab>, request: Request) -> 
                 Some(project) if level >= 10 => {
                     if method != "GET" && level < 30 {
                         return message(StatusCode::FORBIDDEN, "403 Forbidden");
+                    }
+                    if let ("POST", ["hooks", hook, "test", trigger]) = (method.as_str(), rest) {
+                        if level < 40 {
+                            return message(StatusCode::FORBIDDEN, "403 Forbidden");
+                        }
+                        return test_hook(&fake, &project, hook, trigger).await;
                     }
                     project_route(&fake, &method, &project, rest, &query, &body, &user)
                 }
@@ -356,12 +362,20 @@ fn project_route(
         ("GET", ["merge_requests", iid, "notes"]) => {
             let iid: i64 = iid.parse().unwrap_or(-1);
             let state = fake.state.lock().unwrap();
-            let items: Vec<Value> = state
+            let mut notes: Vec<&Note> = state
                 .notes
                 .iter()
                 .filter(|n| n.project_id == project.id && n.iid == iid)
-                .map(|n| note_json(&state, n))
                 .collect();
+            // GitLab's `order_by` (created_at, updated_at; the fake's
+            // creation order stands for created_at) and `sort` (asc, desc).
+            if query.get("order_by").map(String::as_str) == Some("updated_at") {
+                notes.sort_by_key(|n| (n.updated_at, n.id));
+            }
+            if query.get("sort").map(String::as_str) == Some("desc") {
+                notes.reverse();
+            }
+            let items: Vec<Value> = notes.into_iter().map(|n| note_json(&state, n)).collect();
             paginate(
                 items,
                 query,
@@ -546,6 +560,62 @@ fn project_route(
     }
 }
 
+/// `POST /projects/:id/hooks/:hook_id/test/push_events`: sends the hook a
+/// push event of the default branch's head, at once; when the receiver
+/// answers 2xx the hook is enabled again (GitLab's way to re-enable a
+/// disabled hook), else 422.
+async fn test_hook(fake: &FakeGitlab, project: &Project, hook: &str, trigger: &str) -> Response {
+    if trigger != "push_events" {
+        return message(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "trigger not supported by the fake",
+        );
+    }
+    let hook_id: i64 = hook.parse().unwrap_or(-1);
+    let Some((url, token)) = fake
+        .state
+        .lock()
+        .unwrap()
+        .project_hooks
+        .iter()
+        .find(|h| h.id == hook_id && h.project == project.id)
+        .map(|h| (h.url.clone(), h.token.clone()))
+    else {
+        return message(StatusCode::NOT_FOUND, "404 Hook Not Found");
+    };
+    let head = fake.git.head(&project.path, "main").unwrap_or_default();
+    let payload = json!({
+        "object_kind": "push", "event_name": "push", "ref": "refs/heads/main",
+        "before": head, "after": head, "user_id": 1, "user_username": super::BOT_USERNAME,
+        "project_id": project.id, "project": fake.project_json(project),
+        "commits": [], "total_commits_count": 0,
+    });
+    let answered = reqwest::Client::new()
+        .post(&url)
+        .header("X-Gitlab-Event", "Push Hook")
+        .header("X-Gitlab-Token", token)
+        .header("X-Gitlab-Event-UUID", random_id())
+        .json(&payload)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16());
+    match answered {
+        Some(code) if (200..300).contains(&code) => {
+            let mut state = fake.state.lock().unwrap();
+            if let Some(h) = state.project_hooks.iter_mut().find(|h| h.id == hook_id) {
+                h.alert_status = "executable".to_string();
+                h.disabled_until = None;
+            }
+            json_response(StatusCode::CREATED, json!({"message": "201 Created"}))
+        }
+        other => message(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("Hook execution failed: {other:?}"),
+        ),
+    }
+}
+
 /// `GET/POST /projects/:id/hooks`, `PUT /projects/:id/hooks/:hook_id`:
 /// Maintainer (40) and up only, like GitLab.
 fn project_hooks(
@@ -569,7 +639,9 @@ fn project_hooks(
     let hook_json = |h: &super::ProjectHook| {
         json!({"id": h.id, "url": h.url, "project_id": h.project, "push_events": h.push_events,
                "merge_requests_events": h.merge_requests_events, "note_events": h.note_events,
-               "enable_ssl_verification": true, "created_at": "2024-01-01T00:00:00.000Z"})
+               "enable_ssl_verification": true, "created_at": "2024-01-01T00:00:00.000Z",
+               "alert_status": h.alert_status,
+               "disabled_until": h.disabled_until.map(super::super::fake_common::iso)})
     };
     let flag =
         |name: &str, default: bool| body.get(name).and_then(Value::as_bool).unwrap_or(default);
@@ -596,6 +668,8 @@ fn project_hooks(
                 push_events: flag("push_events", true),
                 merge_requests_events: flag("merge_requests_events", false),
                 note_events: flag("note_events", false),
+                alert_status: "executable".to_string(),
+                disabled_until: None,
             };
             let json = hook_json(&hook);
             state.project_hooks.push(hook);

@@ -74,6 +74,10 @@ pub struct ProjectHook {
     pub push_events: bool,
     pub merge_requests_events: bool,
     pub note_events: bool,
+    /// `executable`, `temporarily_disabled` or `disabled`, as GitLab says.
+    pub alert_status: String,
+    /// Unix seconds until which a temporarily disabled hook is silent.
+    pub disabled_until: Option<u64>,
 }
 
 pub struct State {
@@ -279,6 +283,46 @@ impl FakeGitlab {
             token.to_string(),
             scopes.iter().map(|s| s.to_string()).collect(),
         );
+    }
+
+    /// Adds a webhook to `project` pointing at `url` with `token` (what
+    /// a maintainer does in the project's settings).
+    pub fn add_hook(&self, project: i64, url: &str, token: &str) -> i64 {
+        let mut state = self.state.lock().unwrap();
+        let id = state.id();
+        state.project_hooks.push(ProjectHook {
+            id,
+            project,
+            url: url.to_string(),
+            token: token.to_string(),
+            push_events: true,
+            merge_requests_events: true,
+            note_events: true,
+            alert_status: "executable".to_string(),
+            disabled_until: None,
+        });
+        id
+    }
+
+    /// What GitLab does to a hook that keeps failing: `disabled`, or
+    /// `temporarily_disabled` for `for_secs`.
+    pub fn disable_hook(&self, hook: i64, for_secs: Option<u64>) {
+        let mut state = self.state.lock().unwrap();
+        let hook = state
+            .project_hooks
+            .iter_mut()
+            .find(|h| h.id == hook)
+            .expect("hook exists");
+        match for_secs {
+            Some(secs) => {
+                hook.alert_status = "temporarily_disabled".to_string();
+                hook.disabled_until = Some(fake_common::now_secs() + secs);
+            }
+            None => {
+                hook.alert_status = "disabled".to_string();
+                hook.disabled_until = None;
+            }
+        }
     }
 
     pub fn project_hooks(&self, project: i64) -> Vec<ProjectHook> {
