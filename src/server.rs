@@ -153,6 +153,14 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             stop_rx_for_poll.clone(),
         ))
     });
+    let recovery = (args.recovery_interval > 0).then(|| {
+        tokio::spawn(crate::recovery::run(
+            state.clone(),
+            Duration::from_secs(args.recovery_interval),
+            crate::jobs::default_worker_prefix(),
+            stop_rx_for_poll.clone(),
+        ))
+    });
     crate::http::serve::serve(
         listener,
         state.router(),
@@ -170,6 +178,9 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     .await;
     if let Some(poller) = poller {
         poller.abort();
+    }
+    if let Some(recovery) = recovery {
+        recovery.abort();
     }
     retention.abort();
     if drained.is_err() {
