@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 const GRAFT: &str = env!("CARGO_BIN_EXE_graft");
@@ -26,6 +27,57 @@ fn graft(dir: &std::path::Path) -> Command {
     command
 }
 
+/// The lines of `output`, read on a thread of their own so that a waiting
+/// test can give up at a deadline (a blocking `read_line` never returns to
+/// check one while the program prints nothing).
+fn lines_of(output: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (sender, receiver) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Collects lines into `printed` until one starts with `prefix` (its rest
+/// is returned), the output ends, or `deadline` passes.
+fn line_starting(
+    lines: &Receiver<String>,
+    prefix: &str,
+    deadline: Instant,
+    printed: &mut String,
+) -> Option<String> {
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let line = lines.recv_timeout(left).ok()?;
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return Some(rest.trim().to_string());
+        }
+    }
+}
+
+/// Collects the rest of the output into `printed`; `false` when it did not
+/// end by `deadline`.
+fn rest_of(lines: &Receiver<String>, deadline: Instant, printed: &mut String) -> bool {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                printed.push_str(&line);
+                printed.push('\n');
+            }
+            Err(RecvTimeoutError::Disconnected) => return true,
+            Err(RecvTimeoutError::Timeout) => return false,
+        }
+    }
+}
+
 fn run(command: &mut Command) -> (Output, String, String) {
     let output = command.output().expect("run graft");
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
@@ -45,21 +97,14 @@ fn serve_with_no_configuration_starts_on_sqlite_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let stdout = lines_of(child.stdout.take().unwrap());
     let mut printed = String::new();
-    let mut address = None;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while address.is_none() && Instant::now() < deadline {
-        let mut line = String::new();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        printed.push_str(&line);
-        address = line
-            .strip_prefix("graft listening on ")
-            .map(|a| a.trim().to_string());
-    }
-    let address = address.unwrap_or_else(|| panic!("no listening line in: {printed}"));
+    let address = line_starting(&stdout, "graft listening on ", deadline, &mut printed);
+    let Some(address) = address else {
+        let _ = child.kill();
+        panic!("no listening line within 30 s in: {printed}");
+    };
     let health = reqwest::blocking::get(format!("{address}/healthz")).unwrap();
     assert_eq!(health.status(), 200);
     let ready = reqwest::blocking::get(format!("{address}/readyz")).unwrap();
@@ -69,9 +114,18 @@ fn serve_with_no_configuration_starts_on_sqlite_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    printed.push_str(&rest);
+    let ended = rest_of(
+        &stdout,
+        Instant::now() + Duration::from_secs(30),
+        &mut printed,
+    );
+    if !ended {
+        let _ = child.kill();
+    }
+    assert!(
+        ended,
+        "graft did not stop within 30 s of SIGTERM: {printed}"
+    );
     let exit = child.wait().unwrap();
     assert!(exit.success(), "graft exited with {exit}");
     for expected in [
@@ -325,24 +379,20 @@ async fn startup_log_names_the_database_without_its_password() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let stderr = lines_of(child.stderr.take().unwrap());
     let mut printed = String::new();
-    loop {
-        let mut line = String::new();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        printed.push_str(&line);
-        if line.starts_with("graft listening on ") {
-            break;
-        }
-    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    line_starting(&stdout, "graft listening on ", deadline, &mut printed);
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    std::io::Read::read_to_string(&mut stdout, &mut printed).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut logs = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    let ended = rest_of(&stdout, deadline, &mut printed) && rest_of(&stderr, deadline, &mut logs);
+    if !ended {
+        let _ = child.kill();
+    }
     let _ = child.wait();
     let _ = admin
         .execute(sqlx::AssertSqlSafe(format!(
@@ -351,6 +401,10 @@ async fn startup_log_names_the_database_without_its_password() {
         .await;
     admin.close().await;
 
+    assert!(
+        ended,
+        "graft did not stop within 30 s of SIGTERM: {printed}\n{logs}"
+    );
     assert!(printed.contains("graft listening on"), "{printed}\n{logs}");
     assert!(logs.contains("database ready"), "{logs}");
     assert!(logs.contains("password=***"), "{logs}");

@@ -411,31 +411,55 @@ async fn serve_uses_the_stored_app_at_start_up() {
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Start-up is finished when /readyz answers 200: everything graft prints
+    // at start-up comes before that. Then it is stopped and its output read
+    // to the end (the pipes close when it exits).
     let mut printed = String::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    // Lines after "listening" come at once; stop at the first non-setting one
-    // or when the output pauses.
-    while tokio::time::Instant::now() < deadline {
-        let line =
-            tokio::time::timeout(std::time::Duration::from_secs(2), stdout.next_line()).await;
-        match line {
-            Ok(Ok(Some(line))) => {
-                printed.push_str(&line);
-                printed.push('\n');
+    let address = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(address) = line.strip_prefix("graft listening on ") {
+                return Some(address.trim().to_string());
             }
-            _ if printed.contains("listening") => break,
-            Ok(_) => break,
-            Err(_) => continue,
         }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    if let Some(address) = &address {
+        support::eventually(
+            "graft ready",
+            std::time::Duration::from_secs(30),
+            || async move {
+                let ready = client()
+                    .get(format!("{address}/readyz"))
+                    .send()
+                    .await
+                    .ok()?;
+                (ready.status() == 200).then_some(())
+            },
+        )
+        .await;
     }
     let _ = child.start_kill();
     let mut logs = String::new();
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(std::time::Duration::from_secs(5), stderr.next_line()).await
-    {
-        logs.push_str(&line);
-        logs.push('\n');
-    }
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+        while let Ok(Some(line)) = stderr.next_line().await {
+            logs.push_str(&line);
+            logs.push('\n');
+        }
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "graft's output did not end after it was killed"
+    );
     let _ = child.wait().await;
     assert!(printed.contains("graft listening on"), "{printed}{logs}");
     assert!(!printed.contains("GitHub App:"), "{printed}");
