@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use graft::forge::{NewPullRequest, PullRequestState, Reaction, STATUS_MARKER, UserRef};
 use secrecy::ExposeSecret;
@@ -211,21 +211,34 @@ impl Write for Buffer {
     }
 }
 
-/// Drives both clients through token minting, a revoked token, retries and
-/// errors with every log at TRACE captured; no secret may appear.
+/// Every log line of this test binary, from every thread. The subscriber is
+/// global because a thread-local one (`set_default`) does not see what runs
+/// on `spawn_blocking` threads (git) or other runtimes' workers.
+fn captured_logs() -> Buffer {
+    static LOGS: OnceLock<Buffer> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("nothing else in this test binary sets a global subscriber");
+        buffer
+    })
+    .clone()
+}
+
+/// Drives both clients through token minting, a revoked token, retries,
+/// errors and a git fetch on a blocking thread with every log at TRACE
+/// captured; no secret may appear.
 async fn no_secret_in_logs(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // The test runs on a current-thread runtime: every task logs here.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let buffer = captured_logs();
     let h = Harness::start(&db).await;
     h.github_repo(REPO, 5);
     let project = h.gitlab_project(PROJECT);
@@ -244,13 +257,35 @@ async fn no_secret_in_logs(backend: Backend) {
     let gh_credentials = github.git_credentials().await.unwrap();
     let gl_credentials = gitlab.git_credentials().await.unwrap();
     tracing::info!(credentials = ?gh_credentials, "debug-printing credentials must not leak");
+    // git runs on blocking threads: a fetch with the token, and a marker that
+    // shows the capture hears those threads at all.
+    let marker = format!("blocking-thread-marker-{}", rand::random::<u64>());
+    let mirror = tempfile::tempdir().unwrap();
+    let fetched = tokio::task::spawn_blocking({
+        let (url, marker) = (h.github.git.clone_url(REPO), marker.clone());
+        let auth = graft::git::GitAuth::new(
+            &gh_credentials.username,
+            gh_credentials.token.expose_secret().to_string().into(),
+        );
+        let path = mirror.path().join("mirror.git");
+        move || {
+            tracing::info!(%marker, "logged from a blocking thread");
+            graft::git::mirror::fetch_path(&path, &url, &auth)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(fetched.is_ok(), "{fetched:?}");
     h.gitlab.revoke_token(support::fake_gitlab::BOT_TOKEN);
     let _ = gitlab.branch_head("main").await.unwrap_err();
     let _ = project;
     h.stop().await;
-    drop(_guard);
 
     let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains(&marker),
+        "a log from a spawn_blocking thread was not captured"
+    );
     assert!(
         logs.len() > 1000,
         "logs were captured: {} bytes",
