@@ -31,6 +31,42 @@ fn find_program(names: &[&str]) -> Option<PathBuf> {
     })
 }
 
+/// The port chromedriver reports binding: "ChromeDriver was started
+/// successfully on port N." (chromedriver 128 and later; older ones cannot
+/// pick their own port). Its later output is drained so it never blocks
+/// on a full pipe.
+async fn reported_port(driver: &mut tokio::process::Child) -> u16 {
+    use tokio::io::AsyncBufReadExt;
+    let stdout = driver.stdout.take().expect("chromedriver stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut printed = String::new();
+    let port = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(port) = line
+                .split("started successfully on port ")
+                .nth(1)
+                .and_then(|rest| rest.trim_end_matches('.').trim().parse::<u16>().ok())
+            {
+                return Some(port);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(port) = port.filter(|p| *p != 0) else {
+        panic!(
+            "chromedriver did not report the port it bound within 20 s (it needs version \
+             128 or later for --port=0): {printed}"
+        );
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    port
+}
+
 fn artifacts_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
@@ -62,17 +98,17 @@ impl Browser {
             eprintln!("chromium/chromedriver not installed: browser test skipped");
             return None;
         };
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let driver = tokio::process::Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
+        // chromedriver binds a free port itself (`--port=0`) and says which:
+        // a port reserved here and released would be free for anyone to take
+        // before chromedriver binds it.
+        let mut driver = tokio::process::Command::new(chromedriver)
+            .arg("--port=0")
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("start chromedriver");
+        let port = reported_port(&mut driver).await;
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         eventually("chromedriver ready", Duration::from_secs(20), || async {
