@@ -25,10 +25,42 @@ pub struct RefUpdate {
 
 pub type PushHook = Arc<dyn Fn(&str, &[RefUpdate], &str) + Send + Sync>;
 
+/// Where and until when a token works, like a forge's installation token:
+/// only the repositories `reaches` admits (asked at each request, so it
+/// follows the installation as it changes), and until `expires_at` (Unix
+/// seconds). An expired token is refused with 401; a repository out of
+/// reach answers 404 "Repository not found.", as for a private one.
+#[derive(Clone)]
+pub struct TokenScope {
+    pub reaches: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    pub expires_at: u64,
+}
+
+#[derive(Clone)]
+struct Grant {
+    /// The user name the push is attributed to.
+    user: String,
+    /// `None`: every repository, no expiry.
+    scope: Option<TokenScope>,
+}
+
+impl Grant {
+    fn expired(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.scope.as_ref().is_some_and(|s| s.expires_at <= now)
+    }
+
+    fn reaches(&self, repo: &str) -> bool {
+        self.scope.as_ref().is_none_or(|s| (s.reaches)(repo))
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    /// token → user name the push is attributed to.
-    tokens: HashMap<String, String>,
+    tokens: HashMap<String, Grant>,
     on_push: Option<PushHook>,
     /// Runs once, after the next `git-upload-pack` request is answered.
     after_next_fetch: Option<FetchHook>,
@@ -108,13 +140,31 @@ impl GitHost {
         self.root.path()
     }
 
-    /// Accepts `token` for pushes and fetches, attributed to `user`.
+    /// Accepts `token` for pushes and fetches in every repository, with no
+    /// expiry, attributed to `user`.
     pub fn allow_token(&self, token: &str, user: &str) {
+        let grant = Grant {
+            user: user.to_string(),
+            scope: None,
+        };
         self.inner
             .lock()
             .unwrap()
             .tokens
-            .insert(token.to_string(), user.to_string());
+            .insert(token.to_string(), grant);
+    }
+
+    /// Accepts `token`, attributed to `user`, within `scope` only.
+    pub fn allow_scoped_token(&self, token: &str, user: &str, scope: TokenScope) {
+        let grant = Grant {
+            user: user.to_string(),
+            scope: Some(scope),
+        };
+        self.inner
+            .lock()
+            .unwrap()
+            .tokens
+            .insert(token.to_string(), grant);
     }
 
     pub fn revoke_token(&self, token: &str) {
@@ -459,11 +509,11 @@ async fn serve_git(State(host): State<GitHost>, request: Request) -> Response {
         .unwrap()
         .requests
         .push(format!("{} {path}?{query}", parts.method));
-    let user = {
+    let grant = {
         let inner = host.inner.lock().unwrap();
         token_of(&parts.headers).and_then(|t| inner.tokens.get(&t).cloned())
     };
-    let Some(user) = user else {
+    let Some(grant) = grant.filter(|g| !g.expired()) else {
         return unauthorized();
     };
     let Some(repo) = path
@@ -473,9 +523,11 @@ async fn serve_git(State(host): State<GitHost>, request: Request) -> Response {
     else {
         return (StatusCode::NOT_FOUND, "not a repository path").into_response();
     };
-    if !host.repo_dir(&repo).is_dir() {
+    // Asked with no lock held: `reaches` may look into the forge's state.
+    if !host.repo_dir(&repo).is_dir() || !grant.reaches(&repo) {
         return (StatusCode::NOT_FOUND, "Repository not found.").into_response();
     }
+    let user = grant.user;
     let is_push = path.ends_with("/git-receive-pack");
     let before = if is_push {
         Some(host.refs(&repo))

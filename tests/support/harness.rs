@@ -189,15 +189,21 @@ impl Harness {
         .await
     }
 
-    /// Stops graft, then checks that every request it made to the fake
-    /// GitHub during the test matched GitHub's OpenAPI description (also
-    /// calls whose failure graft tolerates, which no assertion would see).
+    /// Stops graft, then checks that every request it made to the fakes
+    /// during the test matched GitHub's OpenAPI description or GitLab's
+    /// documented REST API (also calls whose failure graft tolerates, which
+    /// no assertion would see).
     pub async fn stop(self) {
         self.app.stop().await;
         let violations = self.github.violations();
         assert!(
             violations.is_empty(),
             "requests that do not match GitHub's OpenAPI description or GraphQL schema: {violations:#?}"
+        );
+        let violations = self.gitlab.violations();
+        assert!(
+            violations.is_empty(),
+            "requests that do not match GitLab's documented REST API: {violations:#?}"
         );
     }
 }

@@ -15,7 +15,7 @@ use super::super::fake_common::{
     Recorded, decode_segment, iso, json_response, merge_in_bare, now_secs, paginate, parse_query,
     pass_gate, random_id,
 };
-use super::super::git_host::{RefUpdate, git};
+use super::super::git_host::{RefUpdate, TokenScope, git};
 use super::{
     APP_ID, APP_SLUG, BOT_LOGIN, CheckRun, Comment, FakeGithub, Pull, State as FakeState, Status,
     TokenRecord, conformance, next_number, repo_json, token_expiry,
@@ -175,6 +175,17 @@ pub(super) async fn handle(State(fake): State<FakeGithub>, request: Request) -> 
             &format!("fake GitHub: {violation}"),
         );
     }
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(decode_segment)
+        .collect();
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    // Like GitHub, credentials are checked before anything else can fail.
+    let authenticated = authenticate(&fake.state.lock().unwrap(), &segs, &parts.headers);
+    if let Err(response) = authenticated {
+        return response;
+    }
     if let Some(response) = injected_fault(&fake, &path) {
         return response;
     }
@@ -187,12 +198,6 @@ pub(super) async fn handle(State(fake): State<FakeGithub>, request: Request) -> 
             );
         }
     }
-    let segments: Vec<String> = path
-        .trim_start_matches('/')
-        .split('/')
-        .map(decode_segment)
-        .collect();
-    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let headers = &parts.headers;
     let body = body.unwrap_or(Value::Null);
     match (method.as_str(), segs.as_slice()) {
@@ -258,6 +263,17 @@ pub(super) async fn handle(State(fake): State<FakeGithub>, request: Request) -> 
             repo_route(&fake, &method, &repo, rest, &query, body)
         }
         _ => not_found(),
+    }
+}
+
+/// A 401 unless the request carries what its route needs: nothing for a
+/// manifest conversion, the app's JWT for `/app/...` and a repository's
+/// installation lookup, a valid installation token elsewhere.
+fn authenticate(state: &FakeState, segs: &[&str], headers: &HeaderMap) -> Result<(), Response> {
+    match segs {
+        ["app-manifests", ..] => Ok(()),
+        ["app", ..] | ["repos", _, _, "installation"] => verify_jwt(headers),
+        _ => token_installation(state, headers).map(|_| ()),
     }
 }
 
@@ -332,7 +348,26 @@ fn mint(fake: &FakeGithub, installation: i64) -> Response {
         },
     );
     state.tokens_minted += 1;
-    fake.git.allow_token(&token, BOT_LOGIN);
+    // Over git too, the token reaches its installation's repositories only,
+    // and not after it expires.
+    let fake_state = std::sync::Arc::downgrade(&fake.state);
+    let reaches = move |repo: &str| {
+        fake_state.upgrade().is_some_and(|s| {
+            s.lock()
+                .unwrap()
+                .installations
+                .get(&installation)
+                .is_some_and(|i| i.repos.contains(repo))
+        })
+    };
+    fake.git.allow_scoped_token(
+        &token,
+        BOT_LOGIN,
+        TokenScope {
+            reaches: std::sync::Arc::new(reaches),
+            expires_at,
+        },
+    );
     json_response(
         StatusCode::CREATED,
         json!({"token": token, "expires_at": iso(expires_at),

@@ -13,7 +13,9 @@ use super::super::fake_common::{
     pass_gate, random_id,
 };
 use super::super::git_host::{RefUpdate, git};
-use super::{CommitStatus, FakeGitlab, MergeRequest, Note, Project, State as FakeState};
+use super::{
+    CommitStatus, FakeGitlab, MergeRequest, Note, Project, State as FakeState, conformance,
+};
 
 fn message(status: StatusCode, text: &str) -> Response {
     json_response(status, json!({"message": text}))
@@ -82,6 +84,21 @@ pub(super) async fn handle(State(fake): State<FakeGitlab>, request: Request) -> 
     let Some(rest) = path.strip_prefix("/api/v4/") else {
         return message(StatusCode::NOT_FOUND, "404 Not Found");
     };
+    if let Err(violation) = conformance::check(&method, &format!("/{rest}"), &query, &body) {
+        fake.state
+            .lock()
+            .unwrap()
+            .violations
+            .push(violation.clone());
+        return message(
+            StatusCode::BAD_REQUEST,
+            &format!("fake GitLab: {violation}"),
+        );
+    }
+    // Like GitLab, credentials are checked before anything else can fail.
+    let Some(user) = token_user(&fake.state.lock().unwrap(), &parts.headers) else {
+        return message(StatusCode::UNAUTHORIZED, "401 Unauthorized");
+    };
     if let Some(response) = injected_fault(&fake, rest) {
         return response;
     }
@@ -94,9 +111,6 @@ pub(super) async fn handle(State(fake): State<FakeGitlab>, request: Request) -> 
             );
         }
     }
-    let Some(user) = token_user(&fake.state.lock().unwrap(), &parts.headers) else {
-        return message(StatusCode::UNAUTHORIZED, "401 Unauthorized");
-    };
     let segments: Vec<String> = rest.split('/').map(decode_segment).collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let scopes = scopes_of(&fake.state.lock().unwrap(), &parts.headers);

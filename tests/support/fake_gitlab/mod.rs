@@ -5,6 +5,7 @@
 //! `X-Gitlab-Token`; `Link` + `x-next-page` pagination; fault injection.
 
 mod api;
+mod conformance;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -99,6 +100,9 @@ pub struct State {
     pub statuses: Vec<CommitStatus>,
     pub next_id: i64,
     pub requests: Vec<Recorded>,
+    /// Requests GitLab's documented REST API does not allow (see
+    /// `conformance`): each was refused, and fails the test.
+    pub violations: Vec<String>,
     pub faults: Faults,
     pub max_per_page: usize,
     /// When set, note creations wait here until this many arrived, so a
@@ -163,6 +167,7 @@ impl FakeGitlab {
                 statuses: Vec::new(),
                 next_id: 100,
                 requests: Vec::new(),
+                violations: Vec::new(),
                 faults: Faults::default(),
                 max_per_page: 100,
                 note_gate: None,
@@ -351,6 +356,11 @@ impl FakeGitlab {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Requests refused for not matching GitLab's documented REST API.
+    pub fn violations(&self) -> Vec<String> {
+        self.state.lock().unwrap().violations.clone()
     }
 
     pub fn merge_requests(&self, project: i64) -> Vec<MergeRequest> {
