@@ -3,12 +3,15 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::{Extension, Router, routing::post};
+use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Caller;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ErrorBody};
 use crate::app::AppState;
 use crate::events::Provider;
 use crate::forge::gitlab::connect::{self, ConnectError};
@@ -18,15 +21,21 @@ use crate::store::now_ms;
 use crate::validation;
 use secrecy::SecretString;
 
+/// The routes under `/api/v1` (auth is the caller's layer).
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/integrations/gitlab",
-            post(create_gitlab_integration).get(list_integrations),
-        )
+    let (router, _) = described_routes().split_for_parts();
+    router.method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Every `/api/v1` route together with its OpenAPI description: a route is
+/// registered only through `routes!`, from its handler's
+/// `#[utoipa::path]`, so the router and `/api/v1/openapi.json` cannot
+/// disagree.
+pub fn described_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_gitlab_integration, list_integrations))
         .merge(super::projects::routes())
         .merge(super::files::routes())
-        .method_not_allowed_fallback(method_not_allowed)
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -37,17 +46,74 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewGitlabIntegration {
+pub struct NewGitlabIntegration {
+    /// `https://` (plain http only with `GRAFT_ALLOW_HTTP_GITLAB=true`).
+    #[schema(example = "https://gitlab.example.com")]
     base_url: String,
+    /// An access token with the `api` scope; stored sealed, never returned.
     token: String,
+    /// The secret GitLab sends in `X-Gitlab-Token`; unique per integration.
     webhook_secret: String,
+    /// Defaults to `BASE_URL as @user`.
     name: Option<String>,
     /// GitLab projects (`group/name`) whose webhook graft should create or
     /// update (the token's user needs the Maintainer role there).
     #[serde(default)]
     hooks: Vec<String>,
+}
+
+// Kept in step by hand with the `json!` answer of the handler below.
+/// The answer to connecting a GitLab account.
+#[derive(ToSchema)]
+pub struct GitlabIntegrationConnected {
+    pub id: i64,
+    /// `false`: the same account was connected again and updated.
+    pub created: bool,
+    #[schema(example = "gitlab")]
+    pub provider: String,
+    pub name: String,
+    pub base_url: String,
+    /// The GitLab user the token acts as.
+    pub user: String,
+    /// The token's scopes, when GitLab says (15.5 and later).
+    pub scopes: Option<Vec<String>>,
+    pub expires_at: Option<String>,
+    /// Where GitLab should send webhooks.
+    pub webhook_url: String,
+    pub hooks: Vec<HookOutcome>,
+}
+
+/// What became of one project's webhook.
+#[derive(ToSchema)]
+pub struct HookOutcome {
+    #[schema(example = "group/project")]
+    pub project: String,
+    /// `created`, `updated` or `failed`.
+    pub status: String,
+    pub hook_id: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// An integration as listed: never its token or secret.
+#[derive(ToSchema)]
+#[schema(as = Integration)]
+pub struct IntegrationView {
+    pub id: i64,
+    pub provider: String,
+    pub name: String,
+    pub base_url: String,
+    pub has_token: bool,
+    pub has_webhook_secret: bool,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+#[derive(ToSchema)]
+pub struct IntegrationList {
+    pub integrations: Vec<IntegrationView>,
 }
 
 fn validate_base_url(url: &str, allow_http: bool) -> Result<String, ApiError> {
@@ -110,6 +176,25 @@ fn connect_error(error: ConnectError) -> ApiError {
     ApiError::new(status, code, error.to_string())
 }
 
+/// Connect a GitLab account
+///
+/// Checks the token with GitLab, stores it and the webhook secret sealed,
+/// and optionally creates or updates the webhooks of `hooks`. Connecting
+/// the same account again (same base URL and `name`) replaces its token
+/// and secret.
+#[utoipa::path(
+    post,
+    path = "/integrations/gitlab",
+    tag = "integrations",
+    request_body = NewGitlabIntegration,
+    responses(
+        (status = 201, description = "Connected", body = GitlabIntegrationConnected),
+        (status = 200, description = "The same account, updated", body = GitlabIntegrationConnected),
+        (status = 409, description = "`webhook_secret_in_use`: another integration has this secret", body = ErrorBody),
+        (status = 422, description = "`invalid_field`, `gitlab_token_rejected`, `gitlab_token_scope`, `public_url_required`", body = ErrorBody),
+        (status = 502, description = "`gitlab_unreachable`, `gitlab_error`", body = ErrorBody),
+    )
+)]
 async fn create_gitlab_integration(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -265,6 +350,13 @@ async fn refuse_shared_secret(
     Ok(())
 }
 
+/// List integrations
+#[utoipa::path(
+    get,
+    path = "/integrations/gitlab",
+    tag = "integrations",
+    responses((status = 200, description = "Every integration, without its secrets", body = IntegrationList))
+)]
 async fn list_integrations(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let integrations = state.store.list_integrations().await?;
     Ok(axum::Json(json!({ "integrations": integrations })))

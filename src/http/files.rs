@@ -6,14 +6,16 @@ use std::collections::{HashMap, HashSet};
 
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Caller;
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::input::{Fields, query_flag};
 use super::projects::{actor, load_project};
 use crate::app::AppState;
@@ -31,13 +33,111 @@ pub const MAX_FILES: usize = 10_000;
 /// Longest `source` (generator name).
 const MAX_SOURCE_LEN: usize = 200;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/projects/{id}/files", get(list_files).put(put_files))
-        .route(
-            "/projects/{id}/files/{*path}",
-            get(get_file).put(put_file).delete(delete_file),
-        )
+/// `{*path}` is axum's catch-all (the path may hold slashes); the OpenAPI
+/// description shows it as `{path}`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_files, put_files))
+        .routes(routes!(get_file, put_file, delete_file))
+}
+
+/// File content: UTF-8 text as a string, anything else as
+/// `{"base64": "..."}` (standard alphabet; padding optional, whitespace
+/// ignored in requests).
+#[derive(serde::Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Base64(Base64Content),
+}
+
+#[derive(serde::Serialize, ToSchema)]
+pub struct Base64Content {
+    pub base64: String,
+}
+
+// Read field by field by [`parse_files_put`]; this describes what it accepts.
+/// One file of a bulk put.
+#[derive(ToSchema)]
+pub struct FileUpload {
+    /// Relative to the project's base path; no `..`, no `.git`.
+    #[schema(example = "modules/vpc/main.tf")]
+    pub path: String,
+    /// At most 1 MiB decoded.
+    pub content: Content,
+    /// For `configuration` projects: a change to this file schedules a sync.
+    pub sync_on_change: Option<bool>,
+    /// Pushed with mode 100755.
+    pub executable: Option<bool>,
+}
+
+/// The body of `PUT /projects/{id}/files`: checked completely, stored in
+/// one transaction. At most 10,000 files and 20 MiB per request.
+#[derive(ToSchema)]
+pub struct FilesPutBody {
+    pub files: Vec<FileUpload>,
+    /// Also delete the managed files this request does not list.
+    pub delete_missing: Option<bool>,
+    /// The generator's name, for the audit log and the PR.
+    #[schema(example = "terraform-generator")]
+    pub source: Option<String>,
+}
+
+/// The body of `PUT /projects/{id}/files/{path}`.
+#[derive(ToSchema)]
+pub struct FilePutBody {
+    pub content: Content,
+    pub sync_on_change: Option<bool>,
+    pub executable: Option<bool>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = FileState)]
+#[schema(rename_all = "snake_case")]
+pub enum FileStateName {
+    Pending,
+    Synced,
+    DeletedPending,
+}
+
+/// A managed file; `content` only where asked for.
+#[derive(ToSchema)]
+#[schema(as = File)]
+pub struct FileView {
+    pub path: String,
+    pub blob_sha: String,
+    pub state: FileStateName,
+    pub size: i64,
+    pub sync_on_change: bool,
+    pub executable: bool,
+    pub content: Option<Content>,
+}
+
+#[derive(ToSchema)]
+pub struct FileList {
+    pub files: Vec<FileView>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Change)]
+#[schema(rename_all = "lowercase")]
+pub enum ChangeName {
+    Added,
+    Modified,
+    Deleted,
+}
+
+#[derive(ToSchema)]
+pub struct ChangedFile {
+    pub path: String,
+    pub change: ChangeName,
+}
+
+/// What a change of files did, and the sync it queued (if any).
+#[derive(ToSchema)]
+pub struct FilesChanged {
+    pub changed: Vec<ChangedFile>,
+    pub sync_job_id: Option<i64>,
 }
 
 /// Standard base64; padding optional, whitespace (line wrapping) ignored.
@@ -167,6 +267,23 @@ pub fn parse_files_put(body: Value) -> Result<FilesPut, ApiError> {
     })
 }
 
+/// Put files
+///
+/// Adds or replaces files (and with `delete_missing` deletes the others);
+/// may queue a sync.
+#[utoipa::path(
+    put,
+    path = "/projects/{id}/files",
+    tag = "files",
+    params(("id" = i64, Path, description = "The project's id")),
+    request_body = FilesPutBody,
+    responses(
+        (status = 200, description = "Applied", body = FilesChanged),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 413, description = "`too_large`: over 1 MiB per file, 20 MiB or 10,000 files per request", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the message names the file and field", body = ErrorBody),
+    )
+)]
 async fn put_files(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -220,6 +337,20 @@ fn file_json(file: &FileMeta, content: Option<&[u8]>) -> Value {
     value
 }
 
+/// List files
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/files",
+    tag = "files",
+    params(
+        ("id" = i64, Path, description = "The project's id"),
+        ("content" = Option<bool>, Query, description = "Include each file's content"),
+    ),
+    responses(
+        (status = 200, description = "The managed files", body = FileList),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
 async fn list_files(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -255,6 +386,20 @@ fn not_managed(project: &Project, path: &str) -> ApiError {
     ))
 }
 
+/// Read a file
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/files/{*path}",
+    tag = "files",
+    params(
+        ("id" = i64, Path, description = "The project's id"),
+        ("path" = String, Path, description = "The file's path; may hold slashes"),
+    ),
+    responses(
+        (status = 200, description = "The file with its content", body = FileView),
+        (status = 404, description = "`not_found`: no such project, or the file is not managed", body = ErrorBody),
+    )
+)]
 async fn get_file(
     State(state): State<AppState>,
     ApiPath((id, path)): ApiPath<(String, String)>,
@@ -268,6 +413,23 @@ async fn get_file(
     Ok(Json(file_json(&file.meta(), Some(&file.content))))
 }
 
+/// Put a file
+#[utoipa::path(
+    put,
+    path = "/projects/{id}/files/{*path}",
+    tag = "files",
+    params(
+        ("id" = i64, Path, description = "The project's id"),
+        ("path" = String, Path, description = "The file's path; may hold slashes"),
+    ),
+    request_body = FilePutBody,
+    responses(
+        (status = 200, description = "Applied", body = FilesChanged),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 413, description = "`too_large`: over 1 MiB", body = ErrorBody),
+        (status = 422, description = "`invalid_field`", body = ErrorBody),
+    )
+)]
 async fn put_file(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -291,6 +453,23 @@ async fn put_file(
     change(&state, &project, &caller, op).await
 }
 
+/// Delete a file
+///
+/// A file that never reached the repository is forgotten; a synced one
+/// stays `deleted_pending` until a sync removes it.
+#[utoipa::path(
+    delete,
+    path = "/projects/{id}/files/{*path}",
+    tag = "files",
+    params(
+        ("id" = i64, Path, description = "The project's id"),
+        ("path" = String, Path, description = "The file's path; may hold slashes"),
+    ),
+    responses(
+        (status = 200, description = "Applied", body = FilesChanged),
+        (status = 404, description = "`not_found`: no such project, or the file is not managed", body = ErrorBody),
+    )
+)]
 async fn delete_file(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -8,6 +8,7 @@ pub mod files;
 pub mod health;
 pub mod input;
 pub mod intake;
+pub mod openapi;
 pub mod projects;
 pub mod serve;
 pub mod setup;
@@ -94,7 +95,8 @@ pub fn router(state: AppState) -> Router {
     let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics));
+        .route("/metrics", get(health::metrics))
+        .route(openapi::DOCUMENT_PATH, get(openapi::serve));
     let open = with_timeout(pages.merge(health), PAGE_TIMEOUT)
         .layer(in_flight.clone())
         .layer(axum::middleware::from_fn_with_state(

@@ -6,12 +6,14 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Caller;
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::input::{Fields, project_id};
 use crate::app::AppState;
 use crate::events::Provider;
@@ -21,12 +23,152 @@ use crate::store::{Store, StoreError, now_ms};
 use crate::sync::schedule::{SyncRequest, enqueue_sync};
 use crate::validation;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/projects", post(create_project).get(list_projects))
-        .route("/projects/{id}", get(get_project))
-        .route("/projects/{id}/sync", post(sync_now))
-        .route("/projects/{id}/events", get(list_events))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_project, list_projects))
+        .routes(routes!(get_project))
+        .routes(routes!(sync_now))
+        .routes(routes!(list_events))
+}
+
+// The handler reads the body field by field ([`parse_new_project`],
+// against `PROJECT_FIELDS`) so that each error names its field; this
+// describes what that reading accepts.
+/// A new project. Fields not listed here are refused.
+#[derive(ToSchema)]
+pub struct NewProjectBody {
+    #[schema(example = "github")]
+    pub provider: ProviderName,
+    /// `owner/name` (GitHub) or `group/…/name` (GitLab).
+    #[schema(example = "acme/infra")]
+    pub repo: String,
+    /// The target branch.
+    #[schema(example = "main")]
+    pub branch: String,
+    /// The folder of the repository that graft manages; `""` (the default)
+    /// is the whole repository.
+    #[schema(example = "generated")]
+    pub base_path: Option<String>,
+    pub kind: KindName,
+    pub mode: ModeName,
+    /// Default `false`.
+    pub auto_sync: Option<bool>,
+    /// Default `false`.
+    pub auto_merge: Option<bool>,
+    /// GitLab projects only: the integration whose token to use.
+    pub integration_id: Option<i64>,
+    /// Defaults to `graft/<slug>`; must differ from `branch`.
+    pub sync_branch: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Provider)]
+#[schema(rename_all = "lowercase")]
+pub enum ProviderName {
+    Github,
+    Gitlab,
+}
+
+/// `iac`: every change is synced (with `auto_sync`); `configuration`: only
+/// changes to files with `sync_on_change`.
+#[derive(ToSchema)]
+#[schema(as = Kind)]
+#[schema(rename_all = "lowercase")]
+pub enum KindName {
+    Iac,
+    Configuration,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Mode)]
+#[schema(rename_all = "snake_case")]
+pub enum ModeName {
+    PullRequest,
+    Direct,
+}
+
+#[derive(ToSchema)]
+#[schema(as = SyncStatus)]
+#[schema(rename_all = "lowercase")]
+pub enum SyncStatusName {
+    Idle,
+    Syncing,
+    Success,
+    Error,
+    Paused,
+}
+
+/// A project as the API shows it: its settings, its sync state and the
+/// number of files waiting for a sync. Times are milliseconds since the
+/// Unix epoch.
+#[derive(ToSchema)]
+#[schema(as = Project)]
+pub struct ProjectView {
+    pub id: i64,
+    pub provider: ProviderName,
+    pub integration_id: Option<i64>,
+    pub repo: String,
+    pub branch: String,
+    pub base_path: String,
+    pub kind: KindName,
+    pub mode: ModeName,
+    pub auto_sync: bool,
+    pub auto_merge: bool,
+    pub paused: bool,
+    pub slug: String,
+    pub sync_branch: String,
+    pub sync_status: SyncStatusName,
+    pub sync_error: Option<String>,
+    pub last_synced_commit_sha: Option<String>,
+    pub last_pulled_at: Option<i64>,
+    pub pull_request_number: Option<i64>,
+    pub pull_request_url: Option<String>,
+    /// Auto-sync waits for a human (after a push to the sync branch).
+    pub auto_sync_held: bool,
+    pub sync_branch_shared: bool,
+    /// Paths in conflict with the target branch, if any.
+    pub conflicts: Option<Vec<String>>,
+    /// The generator that last uploaded files.
+    pub source: Option<String>,
+    /// The last check's findings.
+    #[schema(value_type = Option<Object>)]
+    pub last_findings: Option<Value>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub pending_files: i64,
+}
+
+#[derive(ToSchema)]
+pub struct ProjectList {
+    pub projects: Vec<ProjectView>,
+}
+
+#[derive(ToSchema)]
+pub struct SyncQueued {
+    pub job_id: i64,
+}
+
+/// One entry of the audit log.
+#[derive(ToSchema)]
+#[schema(as = Event)]
+pub struct EventView {
+    pub id: i64,
+    pub project_id: Option<i64>,
+    /// `token:NAME`, `github:LOGIN`, `graft`, …
+    pub actor: String,
+    #[schema(example = "sync.requested")]
+    pub kind: String,
+    pub message: String,
+    pub commit_sha: Option<String>,
+    pub pull_request_url: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+    pub created_at: i64,
+}
+
+#[derive(ToSchema)]
+pub struct EventList {
+    pub events: Vec<EventView>,
 }
 
 /// Audit events per request by default, and at most.
@@ -133,6 +275,18 @@ pub fn parse_new_project(body: Value) -> Result<NewProject, ApiError> {
     })
 }
 
+/// Create a project
+#[utoipa::path(
+    post,
+    path = "/projects",
+    tag = "projects",
+    request_body = NewProjectBody,
+    responses(
+        (status = 201, description = "Created", body = ProjectView),
+        (status = 409, description = "`conflict`: the project exists, or its branches clash with another project's", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the message names the field", body = ErrorBody),
+    )
+)]
 async fn create_project(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -181,6 +335,15 @@ async fn create_project(
     ))
 }
 
+/// List projects
+///
+/// A generator token sees only its own projects.
+#[utoipa::path(
+    get,
+    path = "/projects",
+    tag = "projects",
+    responses((status = 200, description = "The projects", body = ProjectList))
+)]
 async fn list_projects(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -199,6 +362,17 @@ async fn list_projects(
     Ok(Json(json!({ "projects": projects })))
 }
 
+/// Read a project
+#[utoipa::path(
+    get,
+    path = "/projects/{id}",
+    tag = "projects",
+    params(("id" = i64, Path, description = "The project's id")),
+    responses(
+        (status = 200, description = "The project", body = ProjectView),
+        (status = 404, description = "`not_found` (also for another generator's project)", body = ErrorBody),
+    )
+)]
 async fn get_project(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -207,6 +381,19 @@ async fn get_project(
     Ok(Json(project_json(&state.store, &project).await?))
 }
 
+/// Queue a sync
+///
+/// Queues a sync of every pending file of the project.
+#[utoipa::path(
+    post,
+    path = "/projects/{id}/sync",
+    tag = "projects",
+    params(("id" = i64, Path, description = "The project's id")),
+    responses(
+        (status = 202, description = "Queued", body = SyncQueued),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
 async fn sync_now(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -249,6 +436,23 @@ fn event_limit(query: &HashMap<String, String>) -> Result<i64, ApiError> {
         })
 }
 
+/// Read the audit log
+///
+/// The project's events, newest first.
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/events",
+    tag = "projects",
+    params(
+        ("id" = i64, Path, description = "The project's id"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "How many events (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The events", body = EventList),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `limit` out of range", body = ErrorBody),
+    )
+)]
 async fn list_events(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
