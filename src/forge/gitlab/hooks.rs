@@ -197,7 +197,8 @@ mod tests {
 
     #[test]
     fn hook_health_from_gitlab_fields() {
-        let now = 1_800_000_000_000;
+        // An hour before the backoff below ends.
+        let now = 1_800_000_000_000 - 3_600_000;
         assert_eq!(
             HookHealth::from_api(Some("executable"), None, now),
             HookHealth::Ok
