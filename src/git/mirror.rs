@@ -21,7 +21,7 @@ use gix::ObjectId;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{GitAuth, GitError, local, scrub::scrub};
+use super::{GitAuth, GitError, local, local as local_error, scrub::scrub};
 
 const IN_PROGRESS: &str = "graft-fetch-in-progress";
 
@@ -199,38 +199,140 @@ pub(crate) fn open(path: &Path) -> Result<gix::Repository, GitError> {
     gix::open_opts(path, gix::open::Options::isolated()).map_err(local)
 }
 
-/// Brings the mirror at `path` up to date with `url` (all branches;
-/// branches gone upstream are removed), for a caller that holds its
-/// [`Mirror`] lock. Takes the cross-process file lock itself. Blocking:
-/// call it from `spawn_blocking`.
+/// Brings the mirror at `path` up to date with `url` (all branches, whole
+/// history; branches gone upstream are removed), for a caller that holds
+/// its [`Mirror`] lock. Takes the cross-process file lock itself. Blocking:
+/// call it from `spawn_blocking`. A sync fetches less: see [`fetch_wanted`].
 pub fn fetch_path(path: &Path, url: &str, auth: &GitAuth) -> Result<FetchOutcome, GitError> {
-    {
-        let parent = path
-            .parent()
-            .ok_or_else(|| local("mirror path has no parent"))?;
-        std::fs::create_dir_all(parent).map_err(local)?;
-        let lock_file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path.with_extension("lock"))
-            .map_err(local)?;
-        lock_file.lock().map_err(local)?;
-        let created = ensure_sound(path)?;
-        let marker = path.join(IN_PROGRESS);
-        std::fs::write(&marker, b"").map_err(local)?;
-        // A failed fetch leaves the mirror as it was (gix writes the pack
-        // and then the refs); only a killed process leaves the mark.
-        let fetched = fetch_all_heads(path, url, auth);
-        std::fs::remove_file(&marker).map_err(local)?;
-        let objects_received = fetched?;
-        let heads = heads(path)?;
+    locked(path, |path, created| {
+        let objects_received = fetch_all_heads(path, url, auth)?;
+        Ok(FetchOutcome {
+            heads: heads(path)?,
+            objects_received,
+            created,
+        })
+    })
+}
+
+/// What a sync needs in the mirror, and nothing more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Want {
+    /// Branches to bring up to date, each with its head commit only (a
+    /// shallow fetch: the cost follows the head tree, not the history).
+    /// Other branches in the mirror are neither fetched nor trusted.
+    pub branches: Vec<String>,
+    /// Commits the caller will read (the heads graft saw last time), from
+    /// the remote by id when the mirror lacks them; one that the remote
+    /// no longer has is left out, as if the mirror never had it.
+    pub commits: Vec<ObjectId>,
+}
+
+/// Brings the `want`ed branches of the mirror at `path` up to date with
+/// `url`, each to depth 1, plus the wanted commits it lacks; a wanted
+/// branch gone upstream is removed. The outcome's heads are the wanted
+/// branches only. Same locking as [`fetch_path`]. Blocking.
+pub fn fetch_wanted(
+    path: &Path,
+    url: &str,
+    auth: &GitAuth,
+    want: &Want,
+) -> Result<FetchOutcome, GitError> {
+    locked(path, |path, created| {
+        let refspecs: Vec<String> = want
+            .branches
+            .iter()
+            .map(|b| format!("+refs/heads/{b}:refs/heads/{b}"))
+            .collect();
+        let (mut objects_received, remote_refs) =
+            fetch_refspecs(path, url, auth, &refspecs, depth_one())?;
+        let wanted: std::collections::HashSet<String> = want
+            .branches
+            .iter()
+            .map(|b| format!("refs/heads/{b}"))
+            .collect();
+        prune_branches(path, |name| {
+            wanted.contains(name) && !remote_refs.contains(name)
+        })?;
+        let missing: Vec<String> = {
+            let repo = open(path)?;
+            want.commits
+                .iter()
+                .filter(|id| repo.find_commit(**id).is_err())
+                .map(|id| id.to_string())
+                .collect()
+        };
+        if !missing.is_empty() {
+            // A commit the remote no longer has (history rewritten) is not
+            // an error: the reader sees it missing, as before.
+            match fetch_refspecs(path, url, auth, &missing, depth_one()) {
+                Ok((received, _)) => objects_received += received,
+                Err(e) => tracing::debug!(error = %e, "earlier commits not fetched by id"),
+            }
+        }
+        let heads = heads(path)?
+            .into_iter()
+            .filter(|(name, _)| want.branches.contains(name))
+            .collect();
         Ok(FetchOutcome {
             heads,
             objects_received,
             created,
         })
-    }
+    })
+}
+
+/// Deepens `branch` in the mirror at `path` down to where it leaves
+/// `base` (every commit on `branch` not on `base`), so that who committed
+/// to it can be read. Best effort: on failure the history stays as it was.
+/// Blocking.
+pub fn deepen_branch(
+    path: &Path,
+    url: &str,
+    auth: &GitAuth,
+    branch: &str,
+    base: &str,
+) -> Result<u64, GitError> {
+    locked(path, |path, _| {
+        let base = gix::refs::PartialName::try_from(format!("refs/heads/{base}")).map_err(local)?;
+        let shallow = gix::remote::fetch::Shallow::Exclude {
+            remote_refs: vec![base],
+            since_cutoff: None,
+        };
+        let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
+        Ok(fetch_refspecs(path, url, auth, &[refspec], shallow)?.0)
+    })
+}
+
+fn depth_one() -> gix::remote::fetch::Shallow {
+    gix::remote::fetch::Shallow::DepthAtRemote(std::num::NonZeroU32::MIN)
+}
+
+/// Runs `work` on the mirror at `path` with the cross-process lock held,
+/// the mirror sound (re-created if need be: `work` is told) and marked as
+/// being fetched while `work` runs.
+fn locked<T>(
+    path: &Path,
+    work: impl FnOnce(&Path, bool) -> Result<T, GitError>,
+) -> Result<T, GitError> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| local("mirror path has no parent"))?;
+    std::fs::create_dir_all(parent).map_err(local)?;
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("lock"))
+        .map_err(local)?;
+    lock_file.lock().map_err(local)?;
+    let created = ensure_sound(path)?;
+    let marker = path.join(IN_PROGRESS);
+    std::fs::write(&marker, b"").map_err(local)?;
+    // A failed fetch leaves the mirror as it was (gix writes the pack
+    // and then the refs); only a killed process leaves the mark.
+    let result = work(path, created);
+    std::fs::remove_file(&marker).map_err(local)?;
+    result
 }
 
 fn heads(path: &Path) -> Result<BTreeMap<String, ObjectId>, GitError> {
@@ -318,6 +420,27 @@ fn refs_resolve(repo: &gix::Repository) -> bool {
 }
 
 fn fetch_all_heads(path: &Path, url: &str, auth: &GitAuth) -> Result<u64, GitError> {
+    let (received, remote_refs) = fetch_refspecs(
+        path,
+        url,
+        auth,
+        &["+refs/heads/*:refs/heads/*".to_string()],
+        gix::remote::fetch::Shallow::NoChange,
+    )?;
+    // A merged and deleted sync branch must not look alive.
+    prune_branches(path, |name| !remote_refs.contains(name))?;
+    Ok(received)
+}
+
+/// One fetch of `refspecs` with `shallow`; the objects received and the
+/// names of the refs the remote listed for them.
+fn fetch_refspecs(
+    path: &Path,
+    url: &str,
+    auth: &GitAuth,
+    refspecs: &[String],
+    shallow: gix::remote::fetch::Shallow,
+) -> Result<(u64, std::collections::HashSet<String>), GitError> {
     let secrets = auth.secrets();
     let fail = |e: &dyn std::fmt::Display| classify_fetch_error(&scrub(&e.to_string(), &secrets));
     let header = format!("http.extraHeader={}", auth.header());
@@ -330,16 +453,52 @@ fn fetch_all_heads(path: &Path, url: &str, auth: &GitAuth) -> Result<u64, GitErr
         .remote_at(url)
         .map_err(|e| fail(&e))?
         .with_refspecs(
-            ["+refs/heads/*:refs/heads/*"],
+            refspecs.iter().map(String::as_str),
             gix::remote::Direction::Fetch,
         )
         .map_err(|e| fail(&e))?;
     let connection = remote
         .connect(gix::remote::Direction::Fetch)
         .map_err(|e| fail(&e))?;
-    let outcome = connection
+    let prepared = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
-        .map_err(|e| fail(&e))?
+        .map_err(|e| fail(&e))?;
+    let remote_refs: std::collections::HashSet<String> = prepared
+        .ref_map()
+        .remote_refs
+        .iter()
+        .map(|r| r.unpack().0.to_string())
+        .collect();
+    // None of the named branches exists (yet): nothing to receive, and gix
+    // would call that an error.
+    if prepared.ref_map().mappings.is_empty() {
+        return Ok((0, remote_refs));
+    }
+    // Every branch at a commit the mirror holds (nothing moved, the
+    // usual case for a reconcile): no pack to ask for, just the refs.
+    let deepening = matches!(shallow, gix::remote::fetch::Shallow::Exclude { .. });
+    let mappings = &prepared.ref_map().mappings;
+    if !deepening
+        && mappings
+            .iter()
+            .all(|m| m.remote.as_id().is_some_and(|id| repo.has_object(id)))
+    {
+        for mapping in mappings {
+            if let (Some(id), Some(local)) = (mapping.remote.as_id(), mapping.local.as_ref()) {
+                let name = gix::refs::FullName::try_from(local.clone()).map_err(local_error)?;
+                repo.reference(
+                    name,
+                    id.to_owned(),
+                    gix::refs::transaction::PreviousValue::Any,
+                    "fetch: already present",
+                )
+                .map_err(local_error)?;
+            }
+        }
+        return Ok((0, remote_refs));
+    }
+    let outcome = prepared
+        .with_shallow(shallow)
         .receive(gix::progress::Discard, &AtomicBool::new(false))
         .map_err(|e| fail(&e))?;
     let received = match &outcome.status {
@@ -353,31 +512,21 @@ fn fetch_all_heads(path: &Path, url: &str, auth: &GitAuth) -> Result<u64, GitErr
         }
         _ => 0,
     };
-    prune_deleted_branches(&repo, &outcome.ref_map)?;
-    Ok(received)
+    Ok((received, remote_refs))
 }
 
-/// Deletes local branches the remote no longer has (a merged and deleted
-/// sync branch must not look alive).
-fn prune_deleted_branches(
-    repo: &gix::Repository,
-    ref_map: &gix::remote::fetch::RefMap,
-) -> Result<(), GitError> {
-    let remote: std::collections::HashSet<String> = ref_map
-        .remote_refs
-        .iter()
-        .map(|r| r.unpack().0.to_string())
-        .collect();
+/// Deletes the local branches (full names) that `stale` picks.
+fn prune_branches(path: &Path, stale: impl Fn(&str) -> bool) -> Result<(), GitError> {
+    let repo = open(path)?;
     let platform = repo.references().map_err(local)?;
-    let mut stale = Vec::new();
+    let mut doomed = Vec::new();
     for reference in platform.local_branches().map_err(local)? {
         let reference = reference.map_err(|e| local(e.to_string()))?;
-        let name = reference.name().as_bstr().to_string();
-        if !remote.contains(&name) {
-            stale.push(reference.name().to_owned());
+        if stale(&reference.name().as_bstr().to_string()) {
+            doomed.push(reference.name().to_owned());
         }
     }
-    for name in stale {
+    for name in doomed {
         repo.edit_reference(gix::refs::transaction::RefEdit {
             change: gix::refs::transaction::Change::Delete {
                 expected: gix::refs::transaction::PreviousValue::Any,

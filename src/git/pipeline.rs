@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use gix::ObjectId;
 
 use super::check::{self, Check};
-use super::mirror::{Mirror, MirrorCache};
+use super::mirror::{Mirror, MirrorCache, Want};
 use super::overlay::{self, CommitInfo, ManagedFile, Overlay, OverlayInput};
 use super::read::commit_tree;
 use super::validate::{self, Finding};
@@ -23,6 +23,8 @@ pub struct Fetched {
     /// Every branch head as fetched.
     pub heads: BTreeMap<String, ObjectId>,
     pub objects_received: u64,
+    /// Where the mirror came from, to fetch more of it later.
+    origin: Option<(String, GitAuth)>,
 }
 
 impl Fetched {
@@ -53,6 +55,7 @@ impl Fetched {
     }
 }
 
+/// Fetches every branch of the repository with its whole history.
 pub async fn fetch(
     cache: &MirrorCache,
     key: &str,
@@ -69,7 +72,88 @@ pub async fn fetch(
         mirror,
         heads: fetched.heads,
         objects_received: fetched.objects_received,
+        origin: None,
     })
+}
+
+/// Fetches what a sync needs: the `want`ed branches' heads (shallow) and
+/// the earlier commits it will compare with. See [`super::mirror::Want`].
+pub async fn fetch_wanted(
+    cache: &MirrorCache,
+    key: &str,
+    url: &str,
+    auth: &GitAuth,
+    want: Want,
+) -> Result<Fetched, GitError> {
+    let started = std::time::Instant::now();
+    let mirror = cache.lock(key).await;
+    let (path, url_owned, auth_owned) = (mirror.path.clone(), url.to_string(), auth.clone());
+    let fetched = tokio::task::spawn_blocking(move || {
+        super::mirror::fetch_wanted(&path, &url_owned, &auth_owned, &want)
+    })
+    .await
+    .map_err(local)??;
+    tracing::debug!(
+        phase = "fetch",
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        objects = fetched.objects_received,
+        created = fetched.created,
+        "sync phase done"
+    );
+    Ok(Fetched {
+        mirror,
+        heads: fetched.heads,
+        objects_received: fetched.objects_received,
+        origin: Some((url.to_string(), auth.clone())),
+    })
+}
+
+impl Fetched {
+    /// Makes sure the mirror holds every commit of `branch` that is not on
+    /// `base` (a shallow fetch has only the head), before reading who
+    /// committed there. Best effort: without it the walk sees less.
+    pub async fn deepen(&self, branch: &str, base: &str) {
+        let Some((url, auth)) = self.origin.clone() else {
+            return; // fetched with the whole history
+        };
+        let started = std::time::Instant::now();
+        let (path, branch, base) = (
+            self.mirror.path.clone(),
+            branch.to_string(),
+            base.to_string(),
+        );
+        let result = tokio::task::spawn_blocking(move || {
+            super::mirror::deepen_branch(&path, &url, &auth, &branch, &base)
+        })
+        .await;
+        match result {
+            Ok(Ok(objects)) => tracing::debug!(
+                phase = "deepen",
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                objects,
+                "sync phase done"
+            ),
+            Ok(Err(e)) => tracing::debug!(error = %e, "could not deepen the branch"),
+            Err(e) => tracing::debug!(error = %e, "could not deepen the branch"),
+        }
+    }
+}
+
+/// Runs `work` as the sync phase `phase` (fetch, build, push, publish...),
+/// in a span of that name, and logs its duration at debug: where a sync's
+/// time goes.
+pub async fn phase<T>(phase: &'static str, work: impl std::future::Future<Output = T>) -> T {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let out = work
+        .instrument(tracing::debug_span!("sync_phase", phase))
+        .await;
+    tracing::debug!(
+        phase,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "sync phase done"
+    );
+    out
 }
 
 /// What to overlay and how to describe it.

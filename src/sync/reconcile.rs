@@ -7,7 +7,6 @@ use gix::ObjectId;
 
 use crate::app::AppState;
 use crate::forge::{ForgeError, PullRequestState};
-use crate::git::pipeline;
 use crate::git::read;
 use crate::store::audit::NewEvent;
 use crate::store::files::FileState;
@@ -17,8 +16,8 @@ use crate::store::project_state::PullRequestEnd;
 use super::errors::SyncError;
 use super::publish::{self, CommentContent};
 use super::schedule::{self, Scope, SyncRequest};
-use super::upstream::fetch_target_listing;
 use super::upstream::{apply_upstream, upstream_actions};
+use super::upstream::{fetch_for, fetch_target_listing};
 use super::{outcome, remote};
 
 fn parse(sha: Option<&str>) -> Option<ObjectId> {
@@ -60,7 +59,7 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
         store.record_pull(project_id, None, now).await?;
         return Ok(());
     }
-    let fetched = pipeline::fetch(&state.mirrors, &remote.key, &remote.url, &remote.auth).await?;
+    let fetched = fetch_for(state, &project, &remote).await?;
     let target = fetched.head(&project.branch);
     let mut conflicts = project.conflicts.clone().unwrap_or_default();
     let last_seen = parse(project.last_synced_commit_sha.as_deref());
@@ -86,6 +85,7 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
     let mut shared = project.sync_branch_shared;
     let mut notes = Vec::new();
     if branch_moved && let (Some(head), Some(base)) = (fetched.head(&project.sync_branch), target) {
+        fetched.deepen(&project.sync_branch, &project.branch).await;
         let commits = fetched
             .with_repo(move |repo| read::commits_between(repo, base, head))
             .await?;

@@ -23,7 +23,7 @@ use super::plan;
 use super::publish::{self, CommentContent};
 use super::remote::{Remote, remote_for};
 use super::schedule::SyncRequest;
-use super::upstream::{apply_upstream, upstream_actions};
+use super::upstream::{apply_upstream, fetch_for, upstream_actions};
 
 /// Fetch-overlay-push rounds when the remote moves under us.
 const ATTEMPTS: usize = 3;
@@ -57,19 +57,33 @@ pub async fn run(
     store
         .set_sync_status(project_id, SyncStatus::Syncing, None, now_ms())
         .await?;
-    show_syncing(state, project_id).await;
     sync(state, &project, request).await
 }
 
 async fn sync(state: &AppState, project: &Project, request: &SyncRequest) -> Result<(), SyncError> {
-    let remote = remote_for(state, project).await?;
+    // "Syncing" goes on the PR while the repository is fetched, not before:
+    // the comment is done before anything below publishes.
+    // Boxed: both halves at once would make the job's future too big for
+    // a worker thread's stack.
+    let (_, first) = tokio::join!(
+        Box::pin(show_syncing(state, project.id)),
+        Box::pin(async {
+            let remote = pipeline::phase("forge_setup", remote_for(state, project)).await?;
+            let fetched = fetch_for(state, project, &remote).await?;
+            Ok::<_, SyncError>((remote, fetched))
+        })
+    );
+    let (remote, fetched) = first?;
+    let mut next = Some(fetched);
     let mut last_error = None;
     for _ in 0..ATTEMPTS {
-        let fetched =
-            pipeline::fetch(&state.mirrors, &remote.key, &remote.url, &remote.auth).await?;
+        let fetched = match next.take() {
+            Some(fetched) => fetched,
+            None => fetch_for(state, project, &remote).await?,
+        };
         // Re-read: imports and concurrent puts may have changed things.
         let project = state.store.require_project(project.id).await?;
-        match attempt(state, &project, request, &remote, &fetched).await {
+        match Box::pin(attempt(state, &project, request, &remote, &fetched)).await {
             Err(SyncError::Git(GitError::NonFastForward(message))) => {
                 tracing::info!(
                     project = project.id,
@@ -192,15 +206,18 @@ async fn push_to(
     branch: &str,
     mode: PushMode,
 ) -> Result<(), GitError> {
-    push(PushRequest {
-        mirror: &fetched.mirror.path,
-        url: &remote.url,
-        auth: &remote.auth,
-        commit,
-        branch,
-        mode,
-        timeout: PUSH_TIMEOUT,
-    })
+    pipeline::phase(
+        "push",
+        push(PushRequest {
+            mirror: &fetched.mirror.path,
+            url: &remote.url,
+            auth: &remote.auth,
+            commit,
+            branch,
+            mode,
+            timeout: PUSH_TIMEOUT,
+        }),
+    )
     .await
 }
 
@@ -215,8 +232,11 @@ async fn direct(
     target: Option<ObjectId>,
 ) -> Result<(), SyncError> {
     let files = planned_files(state, project, request).await?;
-    let mut built =
-        pipeline::build(fetched, spec(state, project, target, files.clone(), None)).await?;
+    let mut built = pipeline::phase(
+        "build",
+        pipeline::build(fetched, spec(state, project, target, files.clone(), None)),
+    )
+    .await?;
     let listing = target_listing(fetched, project, target).await?;
     plan::mark_replaced(&mut built.overlay.changes, &listing, &files);
     if !passed(&built.findings) {
@@ -277,6 +297,9 @@ async fn via_pull_request(
     let ours = branch_head.map(|h| h.to_string()) == project.sync_branch_sha;
     let others_committed = match (branch_head, target) {
         (Some(head), Some(target)) if !ours => {
+            // The mirror has the branch's head only: who committed below it
+            // is read from its whole part that is not on the target.
+            fetched.deepen(&project.sync_branch, &project.branch).await;
             let commits = fetched
                 .with_repo(move |repo| read::commits_between(repo, target, head))
                 .await?;
@@ -325,8 +348,11 @@ async fn via_pull_request(
             },
         )
     };
-    let mut built =
-        pipeline::build(fetched, spec(state, project, parent, files.clone(), None)).await?;
+    let mut built = pipeline::phase(
+        "build",
+        pipeline::build(fetched, spec(state, project, parent, files.clone(), None)),
+    )
+    .await?;
     let listing = target_listing(fetched, project, target).await?;
     plan::mark_replaced(&mut built.overlay.changes, &listing, &files);
     let head = match built.commit {
@@ -356,7 +382,11 @@ async fn via_pull_request(
             .await?
     };
     plan::mark_replaced(&mut changes, &listing, &files);
-    let pr = publish::open_or_update(client, project, &changes, &state.commands.prefix).await?;
+    let pr = pipeline::phase(
+        "publish",
+        publish::open_or_update(client, project, &changes, &state.commands.prefix),
+    )
+    .await?;
     // Recorded at once: a failure below must not leave the PR unknown
     // (the failure comment goes on it, the next sync updates it).
     state

@@ -7,6 +7,7 @@ use gix::ObjectId;
 use crate::app::AppState;
 use std::collections::BTreeMap;
 
+use crate::git::mirror::Want;
 use crate::git::pipeline::{self, Fetched};
 use crate::git::read::{self, TreeFile};
 use crate::store::audit::NewEvent;
@@ -127,7 +128,7 @@ pub async fn fetch_target_listing(
     project: &Project,
 ) -> Result<(Fetched, Option<ObjectId>, BTreeMap<String, TreeFile>), SyncError> {
     let remote = super::remote::remote_for(state, project).await?;
-    let fetched = pipeline::fetch(&state.mirrors, &remote.key, &remote.url, &remote.auth).await?;
+    let fetched = fetch_for(state, project, &remote).await?;
     let target = fetched.head(&project.branch);
     let base_path = project.base_path.clone();
     let listing = fetched
@@ -136,4 +137,39 @@ pub async fn fetch_target_listing(
         })
         .await?;
     Ok((fetched, target, listing))
+}
+
+/// What a job on `project` needs from the repository: the target branch
+/// and graft's branch at their heads, and the commits graft saw last (the
+/// bases of the three-way comparisons), not the rest of the history.
+pub fn want_for(project: &Project) -> Want {
+    let mut branches = vec![project.branch.clone()];
+    if project.sync_branch != project.branch {
+        branches.push(project.sync_branch.clone());
+    }
+    let commits = [
+        project.last_synced_commit_sha.as_deref(),
+        project.sync_branch_sha.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|s| ObjectId::from_hex(s.as_bytes()).ok())
+    .collect();
+    Want { branches, commits }
+}
+
+/// Fetches what a job on `project` needs ([`want_for`]) into its mirror.
+pub async fn fetch_for(
+    state: &AppState,
+    project: &Project,
+    remote: &super::remote::Remote,
+) -> Result<Fetched, SyncError> {
+    Ok(pipeline::fetch_wanted(
+        &state.mirrors,
+        &remote.key,
+        &remote.url,
+        &remote.auth,
+        want_for(project),
+    )
+    .await?)
 }
