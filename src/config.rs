@@ -371,6 +371,20 @@ pub struct ServeArgs {
     #[arg(long, env = "GRAFT_WORKERS", default_value_t = 4)]
     pub workers: usize,
 
+    /// Seconds a running job is leased to its replica (at least 5). The
+    /// replica renews the lease every third of it; when a replica dies
+    /// (killed, its machine lost), its jobs wait this long before another
+    /// replica takes them over. Shorter recovers sooner; longer rides out
+    /// longer database or network stalls before a job is stopped and
+    /// handed over.
+    #[arg(
+        long,
+        env = "GRAFT_JOB_LEASE",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(5..)
+    )]
+    pub job_lease: u64,
+
     /// Days to keep finished jobs and handled webhook deliveries (whose
     /// payloads can be large), and repository mirrors no sync has fetched;
     /// 0 keeps them for ever. The audit log is always kept.

@@ -15,6 +15,7 @@ pub mod http;
 pub mod jobs;
 pub mod keys;
 pub mod metrics;
+pub mod periodic;
 pub mod push;
 pub mod recovery;
 pub mod remote;

@@ -11,10 +11,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::git::mirror::MirrorCache;
+use crate::periodic::{self, Periodic};
 use crate::store::{Store, now_ms};
 
-/// How often the tables are pruned.
-const EVERY: Duration = Duration::from_secs(3600);
+/// How often `graft serve` prunes.
+pub const EVERY: Duration = Duration::from_secs(3600);
 
 /// The moment before which rows may go, `None` when `days` is 0 (keep).
 pub fn cutoff(now_ms: i64, days: u64) -> Option<i64> {
@@ -55,17 +56,62 @@ pub async fn prune_mirrors(mirrors: &MirrorCache, days: u64) -> std::io::Result<
         .map_err(std::io::Error::other)?
 }
 
-/// Prunes at start and then every hour, until `shutdown` turns true.
+/// The database pruning's name in `periodic_tasks`.
+pub const TASK: &str = "retention";
+
+/// Prunes the tables once per `every` across all replicas (each replica's
+/// database rows are everybody's), and this replica's own mirrors at start
+/// and then every `every` (they live on its disk), until `shutdown` turns
+/// true; `replica` names this process. `graft serve` prunes hourly.
 pub async fn run(
     store: Store,
     mirrors: MirrorCache,
     days: u64,
-    mut shutdown: watch::Receiver<bool>,
+    every: Duration,
+    replica: String,
+    shutdown: watch::Receiver<bool>,
 ) {
     if days == 0 {
         return;
     }
-    loop {
+    let task = Periodic {
+        name: TASK,
+        interval: every,
+        holder: replica,
+    };
+    let tables = periodic::run(store.clone(), task, shutdown.clone(), || {
+        prune_tables(&store, days)
+    });
+    tokio::join!(tables, prune_mirrors_until(mirrors, days, every, shutdown));
+}
+
+async fn prune_tables(store: &Store, days: u64) {
+    match prune(store, days).await {
+        Ok((0, 0)) => {}
+        Ok((jobs, deliveries)) => {
+            tracing::info!(
+                jobs,
+                deliveries,
+                days,
+                "retention: forgot old jobs and deliveries"
+            )
+        }
+        Err(e) => tracing::warn!(error = %e, "retention: could not prune"),
+    }
+    match prune_commands(store, days).await {
+        Ok(0) => {}
+        Ok(runs) => tracing::info!(runs, days, "retention: forgot old command runs"),
+        Err(e) => tracing::warn!(error = %e, "retention: could not prune command runs"),
+    }
+}
+
+async fn prune_mirrors_until(
+    mirrors: MirrorCache,
+    days: u64,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
         match prune_mirrors(&mirrors, days).await {
             Ok(0) => {}
             Ok(removed) => {
@@ -73,29 +119,9 @@ pub async fn run(
             }
             Err(e) => tracing::warn!(error = %e, "retention: could not prune mirrors"),
         }
-        match prune(&store, days).await {
-            Ok((0, 0)) => {}
-            Ok((jobs, deliveries)) => {
-                tracing::info!(
-                    jobs,
-                    deliveries,
-                    days,
-                    "retention: forgot old jobs and deliveries"
-                )
-            }
-            Err(e) => tracing::warn!(error = %e, "retention: could not prune"),
-        }
-        match prune_commands(&store, days).await {
-            Ok(0) => {}
-            Ok(runs) => tracing::info!(runs, days, "retention: forgot old command runs"),
-            Err(e) => tracing::warn!(error = %e, "retention: could not prune command runs"),
-        }
         tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
         }
     }
 }

@@ -133,9 +133,13 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_for_poll = stop_rx.clone();
+    // Names this replica in job leases and periodic-task runs alike.
+    let replica = crate::jobs::default_worker_prefix();
     let mut workers = state.spawn_workers(
         PoolConfig {
             workers: args.workers,
+            lease: Duration::from_secs(args.job_lease),
+            worker_prefix: replica.clone(),
             ..PoolConfig::default()
         },
         stop_rx,
@@ -144,12 +148,15 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         store.clone(),
         state.mirrors.clone(),
         args.retention_days,
+        crate::retention::EVERY,
+        replica.clone(),
         stop_rx_for_poll.clone(),
     ));
     let poller = (args.poll_interval > 0).then(|| {
         tokio::spawn(crate::sync::poll::run_poller(
             state.clone(),
             Duration::from_secs(args.poll_interval),
+            replica.clone(),
             stop_rx_for_poll.clone(),
         ))
     });
@@ -157,7 +164,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         tokio::spawn(crate::recovery::run(
             state.clone(),
             Duration::from_secs(args.recovery_interval),
-            crate::jobs::default_worker_prefix(),
+            replica.clone(),
             stop_rx_for_poll.clone(),
         ))
     });

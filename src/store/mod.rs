@@ -13,6 +13,7 @@ pub mod installations;
 pub mod integrations;
 pub mod jobs;
 pub mod operator;
+pub mod periodic;
 pub mod project_state;
 pub mod projects;
 pub mod tokens;
