@@ -2,14 +2,16 @@
 //! after `GRAFT_RETENTION_DAYS`, so the queue tables (and the delivery
 //! payloads of up to 25 MiB each) do not grow for ever; so are repository
 //! mirrors no sync has fetched for as long, and so are slash-command runs
-//! whose job is over. The audit log is kept, and so is the last text of
-//! each comment that addressed graft (a redelivered old comment must still
-//! run nothing).
+//! whose job is over, and so is the text of GitLab notes graft last
+//! verified long ago. The audit log is kept, and so is the last text of
+//! each GitHub comment that addressed graft (a redelivered old comment must
+//! still run nothing).
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::commands::intake::NOTE_MAX_AGE_DAYS;
 use crate::git::mirror::MirrorCache;
 use crate::periodic::{self, Periodic};
 use crate::store::{Store, now_ms};
@@ -39,6 +41,20 @@ pub async fn prune(store: &Store, days: u64) -> crate::store::Result<(u64, u64)>
 pub async fn prune_commands(store: &Store, days: u64) -> crate::store::Result<u64> {
     match cutoff(now_ms(), days) {
         Some(before) => store.prune_command_runs(before).await,
+        None => Ok(0),
+    }
+}
+
+/// Forgets the text graft verified of GitLab notes it last saw more than
+/// `days` ago (and at least [`NOTE_MAX_AGE_DAYS`]): such a note, not
+/// remembered, runs no commands again (see `claim_note`). GitHub comments'
+/// texts stay: they keep an old comment redelivered from running twice.
+pub async fn prune_note_texts(store: &Store, days: u64) -> crate::store::Result<u64> {
+    if days == 0 {
+        return Ok(0);
+    }
+    match cutoff(now_ms(), days.max(NOTE_MAX_AGE_DAYS)) {
+        Some(before) => store.prune_comment_texts("gitlab", before).await,
         None => Ok(0),
     }
 }
@@ -102,6 +118,11 @@ async fn prune_tables(store: &Store, days: u64) {
         Ok(0) => {}
         Ok(runs) => tracing::info!(runs, days, "retention: forgot old command runs"),
         Err(e) => tracing::warn!(error = %e, "retention: could not prune command runs"),
+    }
+    match prune_note_texts(store, days).await {
+        Ok(0) => {}
+        Ok(notes) => tracing::info!(notes, "retention: forgot the texts of old GitLab notes"),
+        Err(e) => tracing::warn!(error = %e, "retention: could not prune note texts"),
     }
 }
 

@@ -85,6 +85,15 @@ async fn awarded(h: &Harness, note: i64, names: &[&str]) {
     .await
 }
 
+/// Note `note`'s `updated_at` as GitLab's hooks write it.
+fn hook_time(h: &Harness, note: i64) -> String {
+    let secs = i64::try_from(h.gitlab.note(note).updated_at).unwrap();
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string()
+}
+
 /// Waits until graft processed `deliveries` webhooks of `note`.
 async fn processed(h: &Harness, note: i64, deliveries: usize) {
     commands::processed(h, Forge::Gitlab, note, deliveries).await
@@ -173,7 +182,9 @@ async fn an_edited_note_runs_only_its_new_commands(db: TestDb) {
     h.gitlab.edit_note_as(note, "/graft resume");
     let third = reply(&h, &s, 3).await;
     assert!(third.contains("Resumed"), "{third}");
-    assert_eq!(command_jobs(&h).await, 3);
+    // The edit to `never mind` had its job too: graft believes a note lost
+    // its commands only once GitLab confirms it.
+    assert_eq!(command_jobs(&h).await, 4);
 
     // A redelivered note hook (another UUID) runs nothing twice.
     let hook = h
@@ -193,7 +204,7 @@ async fn an_edited_note_runs_only_its_new_commands(db: TestDb) {
         .unwrap();
     assert_eq!(response.status(), 202);
     processed(&h, note, 6).await;
-    assert_eq!(command_jobs(&h).await, 3);
+    assert_eq!(command_jobs(&h).await, 4);
     assert_eq!(replies(&h, &s).len(), 3);
     h.stop().await;
 }
@@ -297,6 +308,7 @@ async fn an_edit_hook_without_an_action_runs_only_new_commands(db: TestDb) {
     hook["object_attributes"]["note"] = serde_json::json!("/graft pause\n/graft help");
     h.gitlab
         .set_note_text(note, "dev", "/graft pause\n/graft help");
+    hook["object_attributes"]["updated_at"] = hook_time(&h, note).into();
     let body = serde_json::to_vec(&hook).unwrap();
     let response = h
         .app
@@ -317,11 +329,11 @@ async fn an_edit_hook_without_an_action_runs_only_new_commands(db: TestDb) {
         .set_paused(s.project.id, false, graft::store::now_ms())
         .await
         .unwrap();
-    let send = |text: &str, at: &str| {
+    let send = |text: &str| {
         let mut edited = hook.clone();
         edited["object_attributes"]["note"] = serde_json::json!(text);
-        edited["object_attributes"]["updated_at"] = serde_json::json!(at);
         h.gitlab.set_note_text(note, "dev", text);
+        edited["object_attributes"]["updated_at"] = hook_time(&h, note).into();
         let body = serde_json::to_vec(&edited).unwrap();
         let app = &h.app;
         async move {
@@ -333,9 +345,9 @@ async fn an_edit_hook_without_an_action_runs_only_new_commands(db: TestDb) {
             assert_eq!(response.status(), 202);
         }
     };
-    send("never mind", "2026-12-01 10:00:01 UTC").await;
+    send("never mind").await;
     processed(&h, note, 3).await;
-    send("/graft pause", "2026-12-01 10:00:02 UTC").await;
+    send("/graft pause").await;
     assert!(reply(&h, &s, 3).await.contains("Paused:"));
     h.stop().await;
 }
@@ -771,30 +783,26 @@ async fn forged_note_hooks_run_nothing(db: TestDb) {
     assert!(!after.paused);
     assert_eq!(after.sync_status, SyncStatus::Success);
     let log = h.app.store.list_events(Some(id), 50).await.unwrap();
-    let rejected: Vec<&str> = log
+    // One audit entry for the minute's rejections, counting them all.
+    let rejected: Vec<_> = log
         .iter()
         .filter(|e| e.kind == "command.rejected")
-        .map(|e| e.message.as_str())
         .collect();
-    assert_eq!(rejected.len(), 4, "{rejected:?}");
-    for reason in [
-        "GitLab says @reporter wrote",
-        "no note 999999",
-        "text differs",
-        "project id",
-    ] {
-        assert!(
-            rejected.iter().any(|m| m.contains(reason)),
-            "{reason}: {rejected:?}"
-        );
-    }
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(
+        rejected[0].message.contains("GitLab says @reporter wrote")
+            && rejected[0].message.contains("and 3 more notes rejected"),
+        "{}",
+        rejected[0].message
+    );
+    assert_eq!(
+        rejected[0].details.as_ref().map(|d| d["rejected"].clone()),
+        Some(4.into())
+    );
     assert!(!log.iter().any(|e| e.kind == "command"), "nothing ran");
-    let unanswered = count(
-        &h,
-        "SELECT COUNT(*) FROM command_runs WHERE replied = 0 OR outcome IS NULL",
-    )
-    .await;
-    assert_eq!(unanswered, 0, "every forged run is settled");
+    // Checked before anything was written: no rows for forged notes.
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM command_runs").await, 0);
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM comment_texts").await, 0);
 
     // The real lead, for contrast, is obeyed.
     h.comment_on_gitlab(s.gitlab_id, s.iid, "lead", "/graft pause");
@@ -899,7 +907,135 @@ async fn an_edit_by_a_maintainer_runs_as_the_maintainer(db: TestDb) {
     h.stop().await;
 }
 
+/// The replay attack on a real note of a Maintainer: with the secret, a
+/// hook for the note under other text, then its real text passed off as a
+/// later edit (by a named Maintainer), then the very hook again. Before,
+/// the first hook moved what graft remembered of the note, so the second
+/// looked new and the job, finding the note as claimed, ran it again.
+async fn a_replayed_note_runs_nothing_again(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let id = s.project.id;
+    let lead = h.gitlab.set_access_level(s.gitlab_id, "lead", 40);
+    let note = h.comment_on_gitlab(s.gitlab_id, s.iid, "lead", "/graft pause");
+    assert!(reply(&h, &s, 1).await.contains("Paused:"));
+    awarded(&h, note, &["eyes", "thumbsup"]).await;
+    // Resumed by other means: a replayed pause would show.
+    h.app.store.set_paused(id, false, now_ms()).await.unwrap();
+    let real = real_hook(&h, "Note Hook", "/object_attributes/id", note);
+    let awards = h.gitlab.awards(note);
+    let syncs = sync_and_reconcile_jobs(&h).await;
+    let logged = || async {
+        h.app
+            .store
+            .list_events(Some(id), 100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == "command")
+            .count()
+    };
+    assert_eq!(logged().await, 1);
+
+    let mut other_text = real.clone();
+    other_text["object_attributes"]["note"] = "x".into();
+    send_forged(&h, "Note Hook", &other_text).await;
+    let mut later = real.clone();
+    later["object_attributes"]["updated_at"] = "2030-01-01 00:00:00 UTC".into();
+    later["object_attributes"]["updated_by_id"] = lead.into();
+    send_forged(&h, "Note Hook", &later).await;
+    send_forged(&h, "Note Hook", &real).await;
+    processed(&h, note, 4).await;
+    // Only the text change is worth a check (which fails); the rest have
+    // nothing new against the text graft verified.
+    jobs_done(&h, "command", 2).await;
+    assert_eq!(command_jobs(&h).await, 2);
+    let remembered = count(
+        &h,
+        "SELECT COUNT(*) FROM comment_texts WHERE body = '/graft pause'",
+    )
+    .await;
+    assert_eq!(remembered, 1, "graft still remembers the verified text");
+
+    // Even when graft has forgotten the note's text (pruned), this version
+    // of the note ran once and does not run again.
+    sqlx::query("DELETE FROM comment_texts")
+        .execute(h.app.store.pool())
+        .await
+        .unwrap();
+    send_forged(&h, "Note Hook", &real).await;
+    processed(&h, note, 5).await;
+    jobs_done(&h, "command", 3).await;
+
+    // A real edit whose hook has not arrived, claimed under another time:
+    // not the version GitLab stores, so nothing runs.
+    h.gitlab
+        .set_note_text(note, "lead", "/graft pause\n/graft sync --force");
+    let mut unsent = real.clone();
+    unsent["object_attributes"]["note"] = "/graft pause\n/graft sync --force".into();
+    send_forged(&h, "Note Hook", &unsent).await;
+    processed(&h, note, 6).await;
+    jobs_done(&h, "command", 4).await;
+
+    assert_eq!(replies(&h, &s).len(), 1, "{:?}", replies(&h, &s));
+    assert_eq!(h.gitlab.awards(note), awards, "no reaction changed");
+    let after = project(&h, id).await;
+    assert!(!after.paused, "the pause did not run again");
+    assert_eq!(sync_and_reconcile_jobs(&h).await, syncs, "no sync queued");
+    assert_eq!(logged().await, 1, "nothing more ran");
+    h.stop().await;
+}
+
+/// A holder of the secret sends notes with commands on graft's MR under
+/// ever new names and note ids: the jobs, rows and audit entries they cost
+/// are bounded, and nothing runs.
+async fn a_flood_of_forged_notes_is_bounded(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let s = managed_mr(&h).await;
+    let id = s.project.id;
+    let hello = h.comment_on_gitlab(s.gitlab_id, s.iid, "reporter", "Hello.");
+    processed(&h, hello, 1).await;
+    let template = real_hook(&h, "Note Hook", "/object_attributes/id", hello);
+    let syncs = sync_and_reconcile_jobs(&h).await;
+    const FLOOD: i64 = 40;
+    for i in 0..FLOOD {
+        let mut hook = template.clone();
+        hook["user"]["username"] = format!("user{i}").into();
+        hook["user"]["id"] = (10_000 + i).into();
+        hook["object_attributes"]["id"] = (500_000 + i).into();
+        hook["object_attributes"]["author_id"] = (10_000 + i).into();
+        hook["object_attributes"]["note"] = "/graft sync".into();
+        send_forged(&h, "Note Hook", &hook).await;
+    }
+    for i in 0..FLOOD {
+        processed(&h, 500_000 + i, 1).await;
+    }
+    let jobs = command_jobs(&h).await;
+    let limit = graft::commands::intake::NOTE_JOBS.max_runs;
+    assert!(jobs >= 1 && jobs <= limit, "{jobs} jobs, limit {limit}");
+    jobs_done(&h, "command", jobs).await;
+
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM command_runs").await, 0);
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM comment_texts").await, 0);
+    let log = h.app.store.list_events(Some(id), 100).await.unwrap();
+    let rejected: Vec<_> = log
+        .iter()
+        .filter(|e| e.kind == "command.rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(
+        rejected[0].details.as_ref().map(|d| d["rejected"].clone()),
+        Some(jobs.into())
+    );
+    assert!(replies(&h, &s).is_empty());
+    assert!(h.gitlab.awards(hello).is_empty());
+    assert_eq!(sync_and_reconcile_jobs(&h).await, syncs, "nothing queued");
+    h.stop().await;
+}
+
 both_backends!(
+    a_replayed_note_runs_nothing_again,
+    a_flood_of_forged_notes_is_bounded,
     a_command_removed_and_written_back_runs_again,
     an_edit_takes_back_the_earlier_verdict,
     an_edit_hook_without_an_action_runs_only_new_commands,

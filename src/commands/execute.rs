@@ -20,7 +20,7 @@ use crate::sync::errors::SyncError;
 use crate::sync::schedule::{self, RECONCILE_JOB, SYNC_JOB, SyncRequest};
 use crate::sync::{ops, publish, reconcile};
 
-use super::intake::{CommandJob, QueuedCommand};
+use super::intake::{self, CommandJob, QueuedCommand};
 use super::parse::Command;
 use super::reply::{self, Forge, Outcome, Verdict};
 use super::verify::{self, Rejection};
@@ -115,19 +115,16 @@ async fn reject(
         .await
         .map_err(store_error)?;
     if let Some(project) = project {
+        // One entry a minute per project, counting the rest: forged hooks
+        // must not grow the audit log without end.
         store
-            .record_event(
-                &NewEvent {
-                    project_id: Some(project.id),
-                    actor: "graft",
-                    kind: "command.rejected",
-                    message: &format!(
-                        "commands in note {} on !{} not run: {rejection}",
-                        job.comment_id, job.number
-                    ),
-                    pull_request_url: project.pull_request_url.as_deref(),
-                    ..NewEvent::default()
-                },
+            .record_rejection(
+                project.id,
+                project.pull_request_url.as_deref(),
+                &format!(
+                    "commands in note {} on !{} not run: {rejection}",
+                    job.comment_id, job.number
+                ),
                 now_ms(),
             )
             .await
@@ -136,10 +133,27 @@ async fn reject(
     Ok(())
 }
 
+/// The command rows of a job: those its payload names (GitHub), or for a
+/// GitLab note those the job recorded once it verified the note.
+async fn run_ids(
+    state: &AppState,
+    job: &Job,
+    command_job: &CommandJob,
+) -> Result<Vec<i64>, JobError> {
+    if command_job.provider == Provider::Gitlab {
+        return state
+            .store
+            .command_run_ids_of_job(job.id)
+            .await
+            .map_err(store_error);
+    }
+    Ok(command_job.commands.iter().map(|c| c.run_id).collect())
+}
+
 pub async fn run(state: &AppState, job: &Job) -> Result<(), JobError> {
     let mut command_job = payload(job)?;
     let store = &state.store;
-    let ids: Vec<i64> = command_job.commands.iter().map(|c| c.run_id).collect();
+    let mut ids = run_ids(state, job, &command_job).await?;
     let rows = store.command_runs(&ids).await.map_err(store_error)?;
     if !rows.is_empty() && rows.iter().all(|r| r.replied) {
         return Ok(()); // answered before a crash; nothing left to do
@@ -157,14 +171,34 @@ pub async fn run(state: &AppState, job: &Job) -> Result<(), JobError> {
     let verified = verify::verify(&client, &command_job)
         .await
         .map_err(|e| SyncError::from(e).into_job_error())?;
-    let also = match verified {
+    let (also, note) = match verified {
         Ok(verified) => {
             command_job.author = verified.actor;
-            verified.also
+            (verified.also, verified.note)
         }
         Err(rejection) => {
             return reject(state, &command_job, project.as_ref(), &ids, &rejection).await;
         }
+    };
+    // A GitLab note's commands are picked only now, from the verified text.
+    let rows = match (command_job.provider, note) {
+        (Provider::Gitlab, Some(note)) => {
+            let any = intake::claim_note(state, &mut command_job, job.id, &note, now_ms()).await?;
+            if !any {
+                return Ok(());
+            }
+            ids = command_job.commands.iter().map(|c| c.run_id).collect();
+            let rows = store.command_runs(&ids).await.map_err(store_error)?;
+            if rows.iter().all(|r| r.replied) {
+                return Ok(());
+            }
+            rows
+        }
+        (Provider::Gitlab, None) => {
+            let rejection = Rejection::Unverifiable;
+            return reject(state, &command_job, project.as_ref(), &ids, &rejection).await;
+        }
+        (Provider::Github, _) => rows,
     };
     let mut people = vec![command_job.author.clone()];
     people.extend(also);
@@ -630,7 +664,7 @@ pub async fn gave_up(state: &AppState, job: &Job, error: &str) {
     if command_job.provider == Provider::Gitlab {
         // Until a run has an outcome the note was never verified: a forged
         // hook must not get graft to write on the MR.
-        let ids: Vec<i64> = command_job.commands.iter().map(|c| c.run_id).collect();
+        let ids = run_ids(state, job, &command_job).await.unwrap_or_default();
         let runs = state.store.command_runs(&ids).await.unwrap_or_default();
         if runs.iter().all(|r| r.outcome.is_none()) {
             warn!(

@@ -8,8 +8,9 @@ use tracing::{debug, info, warn};
 use crate::app::AppState;
 use crate::events::{Actor, CommentAction, CommentEvent, Provider};
 use crate::forge::STATUS_MARKER;
+use crate::forge::gitlab::StoredNote;
 use crate::jobs::JobError;
-use crate::store::commands::{Accepted, CommentKey, NewCommandRun, RateLimit};
+use crate::store::commands::{Accepted, Claimed, CommandRun, CommentKey, NewCommandRun, RateLimit};
 use crate::store::jobs::NewJob;
 use crate::store::now_ms;
 
@@ -49,6 +50,10 @@ pub struct CommandJob {
     /// The forge's id of the repository, as the webhook gave it.
     #[serde(default)]
     pub repo_id: Option<i64>,
+    /// GitLab: the note's `updated_at` as the hook gave it. The job runs
+    /// nothing unless GitLab's note is this very version.
+    #[serde(default)]
+    pub version: Option<String>,
     pub prefix: String,
     pub commands: Vec<QueuedCommand>,
     /// 👀 was added on receipt (by the webhook job), so the command job
@@ -90,6 +95,20 @@ pub const RATE_LIMIT: RateLimit = RateLimit {
     window_ms: 60_000,
 };
 const _: () = assert!(RATE_LIMIT.max_runs > super::parse::MAX_COMMANDS as i64 + 1);
+
+/// At most this many GitLab command jobs per merge request (graft owns
+/// one per project) per minute, whoever the hooks claim wrote the notes:
+/// hooks are checked only in the job, so a holder of the webhook secret
+/// could otherwise queue jobs (and GitLab API calls) without end.
+pub const NOTE_JOBS: RateLimit = RateLimit {
+    max_runs: 12,
+    window_ms: 60_000,
+};
+
+/// A GitLab note graft has no earlier text of runs commands only if it was
+/// written within this many days. What graft remembers of a note may be
+/// pruned after that, so an old note, replayed, runs nothing again.
+pub const NOTE_MAX_AGE_DAYS: u64 = 7;
 
 /// How a person is keyed in `command_runs`: the login, or for a GitLab
 /// editor the hook names by id only, the id.
@@ -135,6 +154,13 @@ pub fn dedupe_key(
     )
 }
 
+/// The dedupe key of the command line at `index` of a verified GitLab
+/// note version (`version`: GitLab's `updated_at` for it): each version
+/// of a note runs at most once, whatever hooks arrive.
+pub fn version_key(repo: &str, note: i64, index: usize, version: &str) -> String {
+    format!("gitlab:{repo}:{note}:{index}@{}", hash(version))
+}
+
 /// Which command lines of `current` run: all of them for a new comment,
 /// the new ones for an edit (compared with the text before the edit).
 pub fn to_run(
@@ -150,7 +176,7 @@ pub fn to_run(
 }
 
 /// Handles a comment event: records its new commands and queues the job
-/// that runs them. Bots, graft itself, comments on plain issues and on PRs
+/// that runs them (a GitLab note: queues the job that checks it first). Bots, graft itself, comments on plain issues and on PRs
 /// graft does not own are ignored (nothing is stored for them), and so is
 /// a comment that would take its author over [`RATE_LIMIT`].
 pub async fn on_comment(
@@ -166,6 +192,9 @@ pub async fn on_comment(
     if comment.author.is_bot || actor.is_bot || written_by_graft(&comment.body) {
         debug!(author = %comment.author.login, "comment by a bot or by graft: not read for commands");
         return Ok(());
+    }
+    if provider == Provider::Gitlab {
+        return on_note(state, integration, comment).await;
     }
     let prefix = state.commands.prefix.clone();
     let current = parse(&comment.body, &prefix);
@@ -216,14 +245,11 @@ pub async fn on_comment(
         comment_id: comment.comment_id,
         author: &person,
     };
-    // A GitLab note is re-read by the job before anything shows on it:
-    // the hook may be forged by someone who holds the secret.
-    let acknowledge_now = provider == Provider::Github;
     let chosen = std::sync::Mutex::new(Vec::new());
     let plan = |stored: Option<String>| {
-        // GitHub sends the text before an edit; for GitLab the last text
-        // graft saw stands in. A comment graft has seen before is an edit
-        // whatever the event says (GitLab before 16.11 sends no action).
+        // GitHub sends the text before an edit; when it does not, the last
+        // text graft saw stands in. A comment graft has seen before is an
+        // edit whatever the event says.
         let action = match (&comment.previous_body, &stored) {
             (None, Some(_)) => CommentAction::Edited,
             _ => comment.action,
@@ -274,9 +300,11 @@ pub async fn on_comment(
             written_by: comment.editor.as_ref().map(|_| comment.author.clone()),
             body_hash: Some(text_hash(&comment.body)),
             repo_id: comment.repo.id,
+            version: None,
             prefix: prefix.clone(),
             commands,
-            acknowledged: acknowledge_now,
+            // GitHub signs its deliveries: 👀 right away.
+            acknowledged: true,
         };
         NewJob {
             project_id: Some(project.id),
@@ -297,9 +325,7 @@ pub async fn on_comment(
             info!(job, comment = comment.comment_id, author = %person, "slash commands queued");
             // 👀 before the job may start, so it never lands after the
             // job's final reaction.
-            if acknowledge_now {
-                acknowledge(state, &project, comment).await;
-            }
+            acknowledge(state, &project, comment).await;
             state.job_wake.notify_waiters();
         }
         Accepted::NothingNew => debug!(
@@ -316,6 +342,219 @@ pub async fn on_comment(
         ),
     }
     Ok(())
+}
+
+/// A GitLab note hook: believed only once the job has re-read the note,
+/// so nothing is remembered from it here. A job is queued when the hook
+/// would have new commands (compared with the last text graft verified),
+/// or when a note that had commands now has none (so the job can verify
+/// that and a command written back later counts as new), at most
+/// [`NOTE_JOBS`] per merge request and minute.
+async fn on_note(
+    state: &AppState,
+    integration: Option<i64>,
+    comment: &CommentEvent,
+) -> Result<(), JobError> {
+    let provider = Provider::Gitlab;
+    let prefix = state.commands.prefix.clone();
+    let store = &state.store;
+    let repo = scoped_repo(&comment.repo.path, integration);
+    let current = parse(&comment.body, &prefix);
+    let remembered = store
+        .comment_text(provider.as_str(), &repo, comment.comment_id)
+        .await
+        .map_err(|e| JobError::retry(format!("database: {e}")))?;
+    let worth_checking = match &remembered {
+        None => !current.is_empty(),
+        Some(before) if current.is_empty() => !parse(before, &prefix).is_empty(),
+        Some(before) => !to_run(CommentAction::Edited, &current, Some(before), &prefix).is_empty(),
+    };
+    if !worth_checking {
+        debug!(comment = comment.comment_id, "no new commands in the note");
+        return Ok(());
+    }
+    let project = store
+        .project_by_pull_request(
+            &crate::store::projects::RepoKey {
+                provider: provider.as_str(),
+                integration_id: integration,
+                repo: &comment.repo.path,
+            },
+            comment.number,
+        )
+        .await
+        .map_err(|e| JobError::retry(format!("database: {e}")))?;
+    let Some(project) = project else {
+        debug!(
+            number = comment.number,
+            "commands on a merge request graft does not own: ignored"
+        );
+        return Ok(());
+    };
+    let payload = CommandJob {
+        provider,
+        integration_id: integration,
+        repo: comment.repo.path.clone(),
+        number: comment.number,
+        comment_id: comment.comment_id,
+        author: comment.actor().clone(),
+        written_by: comment.editor.as_ref().map(|_| comment.author.clone()),
+        body_hash: Some(text_hash(&comment.body)),
+        repo_id: comment.repo.id,
+        version: comment.updated_at.clone(),
+        prefix,
+        commands: Vec::new(),
+        acknowledged: false,
+    };
+    // The same hook again (any delivery id) while its job waits: one job.
+    let same = text_hash(&format!(
+        "{repo}\n{}\n{}\n{}",
+        comment.comment_id,
+        comment.updated_at.as_deref().unwrap_or_default(),
+        comment.body
+    ));
+    let now = now_ms();
+    let job = NewJob {
+        project_id: Some(project.id),
+        max_attempts: 5,
+        dedupe_key: Some(format!("command:gitlab:{same}")),
+        ..NewJob::new(
+            JOB_KIND,
+            serde_json::to_value(&payload).unwrap_or_default(),
+            now,
+        )
+    };
+    let queued = store
+        .queue_limited(&job, project.id, NOTE_JOBS, now)
+        .await
+        .map_err(|e| JobError::retry(format!("database: {e}")))?;
+    match queued {
+        Accepted::Queued(job) => {
+            info!(
+                job,
+                note = comment.comment_id,
+                "GitLab note queued for checking"
+            );
+            state.job_wake.notify_waiters();
+        }
+        Accepted::NothingNew => debug!(
+            note = comment.comment_id,
+            "the same note hook is already queued"
+        ),
+        Accepted::RateLimited { recent } => warn!(
+            note = comment.comment_id,
+            number = comment.number,
+            recent,
+            limit = NOTE_JOBS.max_runs,
+            "GitLab note ignored: too many command jobs on this merge request in the last minute"
+        ),
+    }
+    Ok(())
+}
+
+/// In the `command` job of a GitLab note, once [`super::verify`] found the
+/// note as GitLab stores it to be the hook's version: remembers its text
+/// and picks the command lines to run (new since the text graft verified
+/// before; each version at most once), or finds those this job picked
+/// before a retry. Fills `job.commands`; `false` when nothing is to run.
+pub async fn claim_note(
+    state: &AppState,
+    job: &mut CommandJob,
+    job_id: i64,
+    note: &StoredNote,
+    now: i64,
+) -> Result<bool, JobError> {
+    let prefix = job.prefix.clone();
+    let current = parse(&note.body, &prefix);
+    let repo = scoped_repo(&job.repo, job.integration_id);
+    let version = note.updated_at.clone().unwrap_or_default();
+    let recent = note
+        .created_at
+        .as_deref()
+        .and_then(super::verify::gitlab_seconds)
+        .is_some_and(|written| {
+            let age = (now / 1000).saturating_sub(written);
+            age <= i64::try_from(NOTE_MAX_AGE_DAYS * 86_400).unwrap_or(i64::MAX)
+        });
+    let person = person_key(&job.author);
+    let key = CommentKey {
+        provider: Provider::Gitlab.as_str(),
+        repo: &repo,
+        number: job.number,
+        comment_id: job.comment_id,
+        author: &person,
+    };
+    let chosen = std::sync::Mutex::new(Vec::new());
+    let plan = |remembered: Option<String>| {
+        let indexes = match remembered.as_deref() {
+            Some(before) => to_run(CommentAction::Edited, &current, Some(before), &prefix),
+            // Never seen: all of a recent note; nothing of an old one
+            // (graft may have forgotten that it ran it).
+            None if recent => (0..current.len()).collect(),
+            None => Vec::new(),
+        };
+        let runs = indexes
+            .iter()
+            .map(|&i| NewCommandRun {
+                dedupe_key: version_key(&repo, job.comment_id, i, &version),
+                command: current[i].text.clone(),
+            })
+            .collect();
+        *chosen.lock().unwrap_or_else(|e| e.into_inner()) = indexes;
+        runs
+    };
+    let claimed = state
+        .store
+        .accept_verified(&key, &note.body, plan, job_id, RATE_LIMIT, now)
+        .await
+        .map_err(|e| JobError::retry(format!("database: {e}")))?;
+    let commands: Vec<QueuedCommand> = match claimed {
+        Claimed::Runs(accepted) => {
+            let chosen = chosen.lock().unwrap_or_else(|e| e.into_inner());
+            accepted
+                .iter()
+                .map(|&(position, run_id)| {
+                    let invocation = &current[chosen[position]];
+                    QueuedCommand {
+                        run_id,
+                        text: invocation.text.clone(),
+                        result: invocation.result.clone(),
+                    }
+                })
+                .collect()
+        }
+        Claimed::Resumed(rows) => resumed(&rows, &current),
+        Claimed::NothingNew => Vec::new(),
+        Claimed::RateLimited { recent } => {
+            warn!(
+                note = job.comment_id,
+                author = %person,
+                recent,
+                limit = RATE_LIMIT.max_runs,
+                "slash commands ignored: too many runs by this person on this MR in the last minute"
+            );
+            Vec::new()
+        }
+    };
+    job.commands = commands;
+    Ok(!job.commands.is_empty())
+}
+
+/// The commands a retried job recorded, matched in order to the lines of
+/// the (unchanged, verified) note they came from.
+fn resumed(rows: &[CommandRun], current: &[Invocation]) -> Vec<QueuedCommand> {
+    let mut from = 0;
+    rows.iter()
+        .filter_map(|row| {
+            let at = from + current[from..].iter().position(|i| i.text == row.command)?;
+            from = at + 1;
+            Some(QueuedCommand {
+                run_id: row.id,
+                text: row.command.clone(),
+                result: current[at].result.clone(),
+            })
+        })
+        .collect()
 }
 
 /// 👀 on receipt, before the command job runs (it may wait behind a sync

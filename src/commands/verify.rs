@@ -7,14 +7,20 @@
 //! note, have the author the hook named and the very text the commands
 //! were read from.
 //!
+//! The note must also still be the version the hook describes: GitLab's
+//! `updated_at` for it must be the hook's. What a verified version's
+//! commands are measured against (the text graft verified before) and the
+//! once-per-version rule live in the job, never in the unverified hook.
+//!
 //! GitLab's API does not say who edited a note; the hook's `updated_by_id`
 //! is the only word on it. So an edit by someone other than the author
-//! runs only what both of them may run (see [`Verified::also`]).
+//! runs only what both of them may run (see [`Verified::also`]); since each
+//! version runs at most once, naming an editor cannot run a version again.
 
 use crate::events::gitlab::is_bot_username;
 use crate::events::{Actor, Provider};
 use crate::forge::gitlab::StoredNote;
-use crate::forge::{ForgeError, RepoClient};
+use crate::forge::{ForgeError, ForgeKind, RepoClient};
 
 use super::intake::{CommandJob, text_hash};
 
@@ -43,6 +49,13 @@ pub enum Rejection {
     Unverifiable,
     #[error("the hook names user id {0} as the editor, and GitLab has no such user")]
     UnknownEditor(i64),
+    #[error("note {0} is not the version the hook describes (GitLab's updated_at differs)")]
+    OtherVersion(i64),
+    #[error("a {job} job cannot be checked with a {client} client")]
+    WrongForge {
+        job: &'static str,
+        client: &'static str,
+    },
 }
 
 /// Who a verified note's commands are for.
@@ -53,6 +66,36 @@ pub struct Verified {
     /// The note's author, when someone else edited it: they too must be
     /// allowed to run what changes anything.
     pub also: Option<Actor>,
+    /// GitLab: the note as its API returned it.
+    pub note: Option<StoredNote>,
+}
+
+/// A GitLab time in seconds since the epoch. Hooks write
+/// `2026-12-01 10:00:00 UTC`, the API `2026-12-01T10:00:00.000Z`.
+pub fn gitlab_seconds(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(time.timestamp());
+    }
+    if let Ok(time) = chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S %z") {
+        return Some(time.timestamp());
+    }
+    let naive = text.strip_suffix(" UTC")?;
+    chrono::NaiveDateTime::parse_from_str(naive, "%Y-%m-%d %H:%M:%S")
+        .ok()
+        .map(|t| t.and_utc().timestamp())
+}
+
+/// Whether the hook's `updated_at` names the version GitLab stores (to
+/// the second: hooks carry no finer time).
+fn same_version(hook: Option<&str>, stored: Option<&str>) -> bool {
+    match (
+        hook.and_then(gitlab_seconds),
+        stored.and_then(gitlab_seconds),
+    ) {
+        (Some(hook), Some(stored)) => hook == stored,
+        _ => false,
+    }
 }
 
 fn same_person(claimed: &Actor, note: &StoredNote) -> bool {
@@ -111,6 +154,9 @@ pub fn check_note(
         Some(hash) if *hash != text_hash(&note.body) => return Err(Rejection::TextDiffers(id)),
         Some(_) => {}
     }
+    if !same_version(job.version.as_deref(), note.updated_at.as_deref()) {
+        return Err(Rejection::OtherVersion(id));
+    }
     let author = Actor {
         login: note.author.clone(),
         id: Some(note.author_id),
@@ -120,12 +166,31 @@ pub fn check_note(
         Some(_) => Verified {
             actor: job.author.clone(),
             also: Some(author),
+            note: Some(note.clone()),
         },
         None => Verified {
             actor: author,
             also: None,
+            note: Some(note.clone()),
         },
     })
+}
+
+/// Fails closed: a job is only ever checked with its own forge's client
+/// (a GitLab job must never pass as a GitHub one, unread).
+fn pairing(job: Provider, client: ForgeKind) -> Result<(), Rejection> {
+    let client = match client {
+        ForgeKind::Github => Provider::Github,
+        ForgeKind::Gitlab => Provider::Gitlab,
+    };
+    if job == client {
+        Ok(())
+    } else {
+        Err(Rejection::WrongForge {
+            job: job.as_str(),
+            client: client.as_str(),
+        })
+    }
 }
 
 /// Re-reads the job's note through `client` and checks it. GitHub
@@ -135,12 +200,16 @@ pub async fn verify(
     client: &RepoClient,
     job: &CommandJob,
 ) -> Result<Result<Verified, Rejection>, ForgeError> {
-    let gitlab = match (job.provider, client) {
-        (Provider::Gitlab, RepoClient::Gitlab(gitlab)) => gitlab,
-        _ => {
+    if let Err(rejection) = pairing(job.provider, client.forge()) {
+        return Ok(Err(rejection));
+    }
+    let gitlab = match client {
+        RepoClient::Gitlab(gitlab) => gitlab,
+        RepoClient::Github(_) => {
             return Ok(Ok(Verified {
                 actor: job.author.clone(),
                 also: None,
+                note: None,
             }));
         }
     };
@@ -189,6 +258,7 @@ mod tests {
             written_by: None,
             body_hash: Some(text_hash(body)),
             repo_id: Some(11),
+            version: Some("2026-12-01 10:00:00 UTC".into()),
             prefix: "/graft".into(),
             commands: Vec::new(),
             acknowledged: false,
@@ -205,6 +275,8 @@ mod tests {
             project_id: Some(11),
             noteable_type: Some("MergeRequest".into()),
             noteable_iid: Some(4),
+            created_at: Some("2026-12-01T09:00:00.000Z".into()),
+            updated_at: Some("2026-12-01T10:00:00.000Z".into()),
         }
     }
 
@@ -214,6 +286,7 @@ mod tests {
         let verified = check_note(&job(body), 11, Some(&note(body))).unwrap();
         assert_eq!(verified.actor, actor("dev", 7));
         assert_eq!(verified.also, None);
+        assert_eq!(verified.note, Some(note(body)));
 
         let cases: Vec<(CommandJob, Option<StoredNote>, Rejection)> = vec![
             (
@@ -300,6 +373,32 @@ mod tests {
                 }),
                 Rejection::Bot(90),
             ),
+            (
+                // The real text under another time: not the version
+                // GitLab stores (an old text replayed as a new edit).
+                CommandJob {
+                    version: Some("2026-12-01 10:00:05 UTC".into()),
+                    ..job(body)
+                },
+                Some(note(body)),
+                Rejection::OtherVersion(90),
+            ),
+            (
+                CommandJob {
+                    version: None,
+                    ..job(body)
+                },
+                Some(note(body)),
+                Rejection::OtherVersion(90),
+            ),
+            (
+                job(body),
+                Some(StoredNote {
+                    updated_at: None,
+                    ..note(body)
+                }),
+                Rejection::OtherVersion(90),
+            ),
         ];
         for (job, note, expected) in cases {
             assert_eq!(
@@ -326,5 +425,34 @@ mod tests {
         let verified = check_note(&edited, 11, Some(&note(body))).unwrap();
         assert_eq!(verified.actor, editor);
         assert_eq!(verified.also, Some(actor("dev", 7)));
+    }
+
+    #[test]
+    fn hook_and_api_times_compare_to_the_second() {
+        let api = gitlab_seconds("2026-12-01T10:00:00.000Z");
+        assert!(api.is_some());
+        assert_eq!(gitlab_seconds("2026-12-01 10:00:00 UTC"), api);
+        assert_eq!(gitlab_seconds("2026-12-01T11:00:00.000+01:00"), api);
+        assert_eq!(gitlab_seconds("2026-12-01 10:00:00 +0000"), api);
+        assert_eq!(gitlab_seconds("yesterday"), None);
+        assert!(same_version(
+            Some("2026-12-01 10:00:00 UTC"),
+            Some("2026-12-01T10:00:00.456Z")
+        ));
+        assert!(!same_version(Some("nonsense"), Some("nonsense")));
+    }
+
+    #[test]
+    fn a_job_is_checked_only_with_its_own_forge() {
+        assert_eq!(pairing(Provider::Gitlab, ForgeKind::Gitlab), Ok(()));
+        assert_eq!(pairing(Provider::Github, ForgeKind::Github), Ok(()));
+        assert_eq!(
+            pairing(Provider::Gitlab, ForgeKind::Github),
+            Err(Rejection::WrongForge {
+                job: "gitlab",
+                client: "github"
+            })
+        );
+        assert!(pairing(Provider::Github, ForgeKind::Gitlab).is_err());
     }
 }

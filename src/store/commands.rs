@@ -56,6 +56,122 @@ pub enum Accepted {
     RateLimited { recent: i64 },
 }
 
+/// What [`Store::accept_verified`] did with a verified GitLab note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// New command lines were recorded for the job: their positions in
+    /// what `plan` returned, and their row ids.
+    Runs(Vec<(usize, i64)>),
+    /// The job recorded these before (it is being retried).
+    Resumed(Vec<CommandRun>),
+    /// The note's verified text is remembered; nothing in it is new.
+    NothingNew,
+    /// The (verified) author is over the rate limit: nothing recorded.
+    RateLimited { recent: i64 },
+}
+
+enum Recorded {
+    Runs(Vec<(usize, i64)>),
+    RateLimited { recent: i64 },
+}
+
+/// How long one `command.rejected` audit entry gathers the rejections
+/// of a project that follow it.
+pub const REJECTIONS_WINDOW_MS: i64 = 60_000;
+
+/// Reads the comment's last seen text, remembers `body` instead, lets
+/// `plan` pick the command lines to run given the previous text and
+/// stores those whose key is new (for job `job_id`, when known). Nothing
+/// is stored past the author's rate limit (the caller rolls back).
+#[allow(clippy::too_many_arguments)]
+async fn record_runs_in<P>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    comment: &CommentKey<'_>,
+    body: &str,
+    plan: P,
+    job_id: Option<i64>,
+    limit: RateLimit,
+    now: i64,
+) -> Result<Recorded>
+where
+    P: FnOnce(Option<String>) -> Vec<NewCommandRun>,
+{
+    // Postgres: lock the row so two edits of one comment take turns;
+    // SQLite's BEGIN IMMEDIATE already serialises writers.
+    let select = match backend {
+        Backend::Postgres => {
+            "SELECT body FROM comment_texts WHERE provider = $1 AND repo = $2 \
+                 AND comment_id = $3 FOR UPDATE"
+        }
+        Backend::Sqlite => {
+            "SELECT body FROM comment_texts WHERE provider = $1 AND repo = $2 \
+                 AND comment_id = $3"
+        }
+    };
+    let previous: Option<String> = sqlx::query(select)
+        .bind(comment.provider)
+        .bind(comment.repo)
+        .bind(comment.comment_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.get(0));
+    sqlx::query(
+        "INSERT INTO comment_texts (provider, repo, comment_id, body, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (provider, repo, comment_id) \
+             DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+    )
+    .bind(comment.provider)
+    .bind(comment.repo)
+    .bind(comment.comment_id)
+    .bind(body)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let runs = plan(previous);
+    if !runs.is_empty() {
+        let recent: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM command_runs WHERE provider = $1 AND repo = $2 \
+                 AND number = $3 AND author = $4 AND created_at > $5",
+        )
+        .bind(comment.provider)
+        .bind(comment.repo)
+        .bind(comment.number)
+        .bind(comment.author)
+        .bind(now.saturating_sub(limit.window_ms))
+        .fetch_one(&mut **tx)
+        .await?
+        .get(0);
+        if !limit.admits(recent, runs.len()) {
+            return Ok(Recorded::RateLimited { recent });
+        }
+    }
+    let mut accepted = Vec::new();
+    for (index, run) in runs.into_iter().enumerate() {
+        let row = sqlx::query(
+            "INSERT INTO command_runs (dedupe_key, provider, repo, number, comment_id, \
+                 author, command, created_at, job_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+        )
+        .bind(&run.dedupe_key)
+        .bind(comment.provider)
+        .bind(comment.repo)
+        .bind(comment.number)
+        .bind(comment.comment_id)
+        .bind(comment.author)
+        .bind(&run.command)
+        .bind(now)
+        .bind(job_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = row {
+            accepted.push((index, row.get::<i64, _>(0)));
+        }
+    }
+    Ok(Recorded::Runs(accepted))
+}
+
 /// A stored command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandRun {
@@ -64,6 +180,15 @@ pub struct CommandRun {
     /// JSON, once the command ran.
     pub outcome: Option<String>,
     pub replied: bool,
+}
+
+fn run_of_row(r: &sqlx::any::AnyRow) -> CommandRun {
+    CommandRun {
+        id: r.get(0),
+        command: r.get(1),
+        outcome: r.get(2),
+        replied: r.get::<i64, _>(3) != 0,
+    }
 }
 
 impl Store {
@@ -87,78 +212,16 @@ impl Store {
         J: FnOnce(&[(usize, i64)]) -> NewJob,
     {
         let mut tx = self.begin_write().await?;
-        // Postgres: lock the row so two edits of one comment take turns;
-        // SQLite's BEGIN IMMEDIATE already serialises writers.
-        let select = match self.backend {
-            Backend::Postgres => {
-                "SELECT body FROM comment_texts WHERE provider = $1 AND repo = $2 \
-                 AND comment_id = $3 FOR UPDATE"
-            }
-            Backend::Sqlite => {
-                "SELECT body FROM comment_texts WHERE provider = $1 AND repo = $2 \
-                 AND comment_id = $3"
-            }
-        };
-        let previous: Option<String> = sqlx::query(select)
-            .bind(comment.provider)
-            .bind(comment.repo)
-            .bind(comment.comment_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.get(0));
-        sqlx::query(
-            "INSERT INTO comment_texts (provider, repo, comment_id, body, updated_at) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (provider, repo, comment_id) \
-             DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-        )
-        .bind(comment.provider)
-        .bind(comment.repo)
-        .bind(comment.comment_id)
-        .bind(body)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let runs = plan(previous);
-        if !runs.is_empty() {
-            let recent: i64 = sqlx::query(
-                "SELECT COUNT(*) FROM command_runs WHERE provider = $1 AND repo = $2 \
-                 AND number = $3 AND author = $4 AND created_at > $5",
-            )
-            .bind(comment.provider)
-            .bind(comment.repo)
-            .bind(comment.number)
-            .bind(comment.author)
-            .bind(now.saturating_sub(limit.window_ms))
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
-            if !limit.admits(recent, runs.len()) {
-                tx.rollback().await?;
-                return Ok(Accepted::RateLimited { recent });
-            }
-        }
-        let mut accepted = Vec::new();
-        for (index, run) in runs.into_iter().enumerate() {
-            let row = sqlx::query(
-                "INSERT INTO command_runs (dedupe_key, provider, repo, number, comment_id, \
-                 author, command, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-            )
-            .bind(&run.dedupe_key)
-            .bind(comment.provider)
-            .bind(comment.repo)
-            .bind(comment.number)
-            .bind(comment.comment_id)
-            .bind(comment.author)
-            .bind(&run.command)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = row {
-                accepted.push((index, row.get::<i64, _>(0)));
-            }
-        }
+        let accepted =
+            match record_runs_in(&mut tx, self.backend, comment, body, plan, None, limit, now)
+                .await?
+            {
+                Recorded::Runs(accepted) => accepted,
+                Recorded::RateLimited { recent } => {
+                    tx.rollback().await?;
+                    return Ok(Accepted::RateLimited { recent });
+                }
+            };
         if accepted.is_empty() {
             tx.commit().await?;
             return Ok(Accepted::NothingNew);
@@ -175,6 +238,193 @@ impl Store {
         }
         tx.commit().await?;
         Ok(job_id.map_or(Accepted::NothingNew, Accepted::Queued))
+    }
+
+    /// The last text graft remembers of a comment (read only).
+    pub async fn comment_text(
+        &self,
+        provider: &str,
+        repo: &str,
+        comment_id: i64,
+    ) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT body FROM comment_texts WHERE provider = $1 AND repo = $2 \
+             AND comment_id = $3",
+        )
+        .bind(provider)
+        .bind(repo)
+        .bind(comment_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Queues `job` (a `job.kind` job of `project_id`) unless that project
+    /// already had `limit.max_runs` jobs of that kind within the window;
+    /// [`Accepted::NothingNew`] when an identical job is still queued.
+    pub async fn queue_limited(
+        &self,
+        job: &NewJob,
+        project_id: i64,
+        limit: RateLimit,
+        now: i64,
+    ) -> Result<Accepted> {
+        let mut tx = self.begin_write().await?;
+        let recent: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND project_id = $2 AND created_at > $3",
+        )
+        .bind(&job.kind)
+        .bind(project_id)
+        .bind(now.saturating_sub(limit.window_ms))
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        if !limit.admits(recent, 1) {
+            tx.rollback().await?;
+            return Ok(Accepted::RateLimited { recent });
+        }
+        let queued = enqueue_in(&mut tx, job, now).await?;
+        tx.commit().await?;
+        Ok(queued.map_or(Accepted::NothingNew, Accepted::Queued))
+    }
+
+    /// For job `job_id`, which verified `body` with the forge: the runs it
+    /// recorded before, if it is being retried; else, in one transaction,
+    /// remembers `body` as the comment's text and records the command
+    /// lines `plan` picks given the text remembered before, under keys
+    /// that were never taken (see [`Store::accept_commands`]).
+    pub async fn accept_verified<P>(
+        &self,
+        comment: &CommentKey<'_>,
+        body: &str,
+        plan: P,
+        job_id: i64,
+        limit: RateLimit,
+        now: i64,
+    ) -> Result<Claimed>
+    where
+        P: FnOnce(Option<String>) -> Vec<NewCommandRun>,
+    {
+        let mut tx = self.begin_write().await?;
+        let before = sqlx::query(
+            "SELECT id, command, outcome, replied FROM command_runs WHERE job_id = $1 ORDER BY id",
+        )
+        .bind(job_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !before.is_empty() {
+            tx.commit().await?;
+            return Ok(Claimed::Resumed(before.iter().map(run_of_row).collect()));
+        }
+        let recorded = record_runs_in(
+            &mut tx,
+            self.backend,
+            comment,
+            body,
+            plan,
+            Some(job_id),
+            limit,
+            now,
+        )
+        .await?;
+        match recorded {
+            Recorded::RateLimited { recent } => {
+                tx.rollback().await?;
+                Ok(Claimed::RateLimited { recent })
+            }
+            Recorded::Runs(runs) => {
+                tx.commit().await?;
+                Ok(if runs.is_empty() {
+                    Claimed::NothingNew
+                } else {
+                    Claimed::Runs(runs)
+                })
+            }
+        }
+    }
+
+    /// The ids of the command rows job `job_id` recorded.
+    pub async fn command_run_ids_of_job(&self, job_id: i64) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT id FROM command_runs WHERE job_id = $1 ORDER BY id")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Records a `command.rejected` audit event, unless one of `project_id`
+    /// was written within [`REJECTIONS_WINDOW_MS`]: then that one counts
+    /// this rejection too, so a flood of forged hooks writes one entry a
+    /// minute, not one each. `message` says why.
+    pub async fn record_rejection(
+        &self,
+        project_id: i64,
+        pull_request_url: Option<&str>,
+        message: &str,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let recent = sqlx::query(
+            "SELECT id, details FROM events WHERE project_id = $1 AND kind = 'command.rejected' \
+             AND created_at > $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(project_id)
+        .bind(now.saturating_sub(REJECTIONS_WINDOW_MS))
+        .fetch_optional(&mut *tx)
+        .await?;
+        match recent {
+            Some(row) => {
+                let id: i64 = row.get(0);
+                let details: Option<String> = row.get(1);
+                let details = details
+                    .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+                    .unwrap_or_default();
+                let count = details["rejected"].as_i64().unwrap_or(1).saturating_add(1);
+                let first = details["first"].as_str().unwrap_or_default().to_string();
+                let summary = format!(
+                    "{first} (and {} more notes rejected within a minute; graft's log gives \
+                     each reason)",
+                    count - 1
+                );
+                let details = serde_json::json!({ "rejected": count, "first": first });
+                sqlx::query("UPDATE events SET message = $1, details = $2 WHERE id = $3")
+                    .bind(summary)
+                    .bind(details.to_string())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                let details = serde_json::json!({ "rejected": 1, "first": message });
+                super::audit::record_event_in(
+                    &mut tx,
+                    &super::audit::NewEvent {
+                        project_id: Some(project_id),
+                        actor: "graft",
+                        kind: "command.rejected",
+                        message,
+                        pull_request_url,
+                        details: Some(details),
+                        ..Default::default()
+                    },
+                    now,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets what graft remembers of the `provider`'s comments it last
+    /// saw before `before`.
+    pub async fn prune_comment_texts(&self, provider: &str, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM comment_texts WHERE provider = $1 AND updated_at < $2")
+            .bind(provider)
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Remembers the new text of a comment graft has seen before (an edit
@@ -212,12 +462,7 @@ impl Store {
                     .fetch_optional(&self.pool)
                     .await?;
             if let Some(r) = row {
-                out.push(CommandRun {
-                    id: r.get(0),
-                    command: r.get(1),
-                    outcome: r.get(2),
-                    replied: r.get::<i64, _>(3) != 0,
-                });
+                out.push(run_of_row(&r));
             }
         }
         out.sort_by_key(|r| r.id);

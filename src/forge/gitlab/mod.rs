@@ -134,6 +134,10 @@ struct SingleNoteJson {
     noteable_type: Option<String>,
     #[serde(default)]
     noteable_iid: Option<i64>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +158,9 @@ pub struct StoredNote {
     pub project_id: Option<i64>,
     pub noteable_type: Option<String>,
     pub noteable_iid: Option<i64>,
+    /// When the note was written and last edited, as GitLab says.
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
 }
 
 impl From<SingleNoteJson> for StoredNote {
@@ -167,6 +174,8 @@ impl From<SingleNoteJson> for StoredNote {
             project_id: note.project_id,
             noteable_type: note.noteable_type,
             noteable_iid: note.noteable_iid,
+            created_at: note.created_at,
+            updated_at: note.updated_at,
         }
     }
 }
