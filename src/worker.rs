@@ -14,6 +14,7 @@ use crate::store::jobs::Job;
 use crate::store::jobs::NewJob;
 use crate::store::projects::RepoKey;
 use crate::store::{StoreError, now_ms};
+use crate::sync::follow::{self, Follow};
 use crate::sync::schedule::{self, RECONCILE_JOB, SYNC_JOB, SyncRequest};
 use crate::sync::{outcome, reconcile, run};
 
@@ -171,10 +172,10 @@ impl GraftJobs {
         }
     }
 
-    /// A push to a project's target branch that touches its base path
-    /// queues a reconcile; one to graft's own branch by someone else too.
-    /// Pushes elsewhere queue nothing (projects are found by repository and
-    /// branch, then by path prefix).
+    /// A push to a project's target branch moves the head graft has seen:
+    /// at once when it provably left the project's files alone, else
+    /// through a reconcile (see `sync::follow`). A push to graft's own
+    /// branch by someone else queues a reconcile too.
     async fn on_push(
         &self,
         provider: Provider,
@@ -197,7 +198,16 @@ impl GraftJobs {
             .await
             .map_err(store_error)?;
         for project in on_target {
-            if touches(&push.changed_paths, &project.base_path) {
+            let reconcile = match follow::follow(push, &follow::ProjectHead::of(&project)) {
+                Follow::Ignore => false,
+                Follow::Reconcile => true,
+                // Lost the compare-and-set: the reconcile settles it.
+                Follow::Advance => !store
+                    .advance_head(project.id, &push.before, &push.after, now)
+                    .await
+                    .map_err(store_error)?,
+            };
+            if reconcile {
                 schedule::enqueue_reconcile(store, project.id, "push", now)
                     .await
                     .map_err(store_error)?;
@@ -316,21 +326,9 @@ fn merge_sync_payloads(queued: &str, superseded: &str) -> Option<String> {
     serde_json::to_string(&schedule::merge_requests(&superseded, &queued)).ok()
 }
 
-/// Whether a push's changed paths reach into `base_path`. Forges truncate
-/// the list on big pushes; an empty list is taken as "maybe".
-fn touches(changed: &[String], base_path: &str) -> bool {
-    if changed.is_empty() || base_path.is_empty() {
-        return true;
-    }
-    let prefix = format!("{base_path}/");
-    changed
-        .iter()
-        .any(|p| p.starts_with(&prefix) || p == base_path)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{merge_sync_payloads, touches};
+    use super::merge_sync_payloads;
 
     #[test]
     fn a_superseded_sync_keeps_its_force() {
@@ -343,21 +341,5 @@ mod tests {
             serde_json::json!({"scope":"all","force":true,"rebase":false,"actor":"token:gen","automatic":false})
         );
         assert_eq!(merge_sync_payloads("not json", retried), None);
-    }
-
-    #[test]
-    fn pushes_touch_projects_by_path_prefix() {
-        let changed = vec![
-            "apps/web/index.ts".to_string(),
-            "infra/gen/main.tf".to_string(),
-        ];
-        assert!(touches(&changed, "infra/gen"));
-        assert!(!touches(&changed, "infra/other"));
-        assert!(
-            !touches(&changed, "infra/ge"),
-            "prefix of a name is not a folder"
-        );
-        assert!(touches(&changed, ""), "the repository root sees every push");
-        assert!(touches(&[], "infra/other"), "no list: reconcile to be safe");
     }
 }

@@ -507,9 +507,17 @@ async fn a_pr_closed_unmerged_leaves_files_pending_and_holds_auto_sync(db: TestD
 async fn a_push_elsewhere_in_a_monorepo_queues_nothing(db: TestDb) {
     let h = Harness::start(&db).await;
     h.github_repo(REPO, INSTALLATION);
+    let head = h.github.git.head(REPO, "main").unwrap();
     let mut team7 = None;
     for i in 0..50 {
         let p = project(&h, Mode::PullRequest, Kind::Iac, &format!("infra/team{i}")).await;
+        // graft has seen the head (as the poll records it): a push it can
+        // prove harmless then only moves that head.
+        h.app
+            .store
+            .record_pull(p.id, Some(&head), now_ms())
+            .await
+            .unwrap();
         if i == 7 {
             team7 = Some(p.id);
         }

@@ -65,7 +65,19 @@ struct Push {
     commits: Vec<Commit>,
     #[serde(default)]
     deleted: bool,
+    forced: Option<bool>,
     sender: Option<User>,
+}
+
+/// GitHub lists at most this many commits in a push webhook...
+const MAX_LISTED_COMMITS: usize = 2048;
+/// ...and at most this many changed files per commit.
+const MAX_LISTED_FILES: usize = 3000;
+
+impl Commit {
+    fn path_count(&self) -> usize {
+        self.added.len() + self.modified.len() + self.removed.len()
+    }
 }
 
 #[derive(Deserialize)]
@@ -178,6 +190,13 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, ParseError> {
         "ping" => ForgeEvent::Ping,
         "push" => {
             let push: Push = from_json(event, value)?;
+            // A list at a limit may have been cut there.
+            let commit_count = push.commits.len();
+            let paths_complete = commit_count < MAX_LISTED_COMMITS
+                && push
+                    .commits
+                    .iter()
+                    .all(|c| c.path_count() < MAX_LISTED_FILES);
             let mut changed_paths: Vec<String> = push
                 .commits
                 .into_iter()
@@ -193,6 +212,11 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, ParseError> {
                 changed_paths,
                 deleted: push.deleted,
                 pusher: push.sender.map(Actor::from),
+                // GitHub always says; a payload that does not is not
+                // taken for a fast-forward.
+                forced: Some(push.forced.unwrap_or(true)),
+                commit_count,
+                paths_complete,
             })
         }
         "pull_request" => {

@@ -75,6 +75,20 @@ struct Push {
     commits: Vec<Commit>,
     user_id: Option<i64>,
     user_username: Option<String>,
+    /// How many commits the push has; `commits` lists at most 20.
+    total_commits_count: Option<usize>,
+    /// Not in GitLab's documented payload; honoured if it is sent.
+    forced: Option<bool>,
+}
+
+/// Per commit, GitLab's diffs stop at this many files by default: a list
+/// this long may have been cut (conservative: it only costs a reconcile).
+const MAX_LISTED_FILES: usize = 1000;
+
+impl Commit {
+    fn path_count(&self) -> usize {
+        self.added.len() + self.modified.len() + self.removed.len()
+    }
 }
 
 #[derive(Deserialize)]
@@ -149,6 +163,12 @@ pub fn parse(event_header: &str, body: &[u8]) -> Result<Parsed, ParseError> {
     let parsed = match kind.object_kind.as_str() {
         "push" => {
             let push: Push = from_json(event_header, value)?;
+            let commit_count = push.commits.len();
+            let paths_complete = push.total_commits_count == Some(commit_count)
+                && push
+                    .commits
+                    .iter()
+                    .all(|c| c.path_count() < MAX_LISTED_FILES);
             let mut changed_paths: Vec<String> = push
                 .commits
                 .into_iter()
@@ -168,6 +188,9 @@ pub fn parse(event_header: &str, body: &[u8]) -> Result<Parsed, ParseError> {
                     login,
                     id: push.user_id,
                 }),
+                forced: push.forced,
+                commit_count,
+                paths_complete,
             })
         }
         "merge_request" => {

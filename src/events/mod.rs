@@ -58,6 +58,18 @@ pub struct PushEvent {
     pub changed_paths: Vec<String>,
     pub deleted: bool,
     pub pusher: Option<Actor>,
+    /// Whether the push rewrote the branch (`before` is not an ancestor of
+    /// `after`), as the forge says; `None` when the forge does not say
+    /// (GitLab's push hook has no such field).
+    #[serde(default)]
+    pub forced: Option<bool>,
+    /// How many commits the forge listed for the push.
+    #[serde(default)]
+    pub commit_count: usize,
+    /// Whether `changed_paths` holds every path of every commit of the
+    /// push: the forge listed all the commits and all the files of each.
+    #[serde(default)]
+    pub paths_complete: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -137,6 +137,28 @@ impl Store {
         Ok(())
     }
 
+    /// A push that provably left the project's files alone moved its
+    /// target branch from `before` to `after`: record `after` as seen, in
+    /// one compare-and-set. Nothing changes (`false`) when graft's head is
+    /// no longer `before` (it never skips a change it has not read), or
+    /// while a job of the project runs: that job may have read the branch
+    /// before this push and would record its older head over this one.
+    pub async fn advance_head(&self, id: i64, before: &str, after: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE projects SET last_synced_commit_sha = $1, last_pulled_at = $2, \
+             updated_at = $2 WHERE id = $3 AND last_synced_commit_sha = $4 \
+             AND NOT EXISTS (SELECT 1 FROM jobs \
+               WHERE jobs.project_id = projects.id AND jobs.state = 'running')",
+        )
+        .bind(after)
+        .bind(now)
+        .bind(id)
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn set_pull_request(
         &self,
         id: i64,

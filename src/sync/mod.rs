@@ -3,6 +3,7 @@
 //! the PR shows (report).
 
 pub mod errors;
+pub mod follow;
 pub mod intake;
 pub mod ops;
 pub mod outcome;

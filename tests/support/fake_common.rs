@@ -207,19 +207,55 @@ pub fn random_id() -> String {
 
 /// Commits a push of `refname` to `new` brought (oldest first) as push
 /// payload entries: `old..new`, or for a new branch the commits no other
-/// branch has.
+/// branch has; the newest `limit` of them, as the forges cut the list.
 pub fn push_commits(
     repo_dir: &Path,
     refname: &str,
     old: Option<&str>,
     new: &str,
     author: &str,
+    limit: usize,
 ) -> Vec<Value> {
     let mut args: Vec<String> = vec![
         "rev-list".into(),
         "--reverse".into(),
-        "--max-count=20".into(),
+        format!("--max-count={limit}"),
     ];
+    args.extend(pushed_range(repo_dir, refname, old, new));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let list = git(repo_dir, &args);
+    list.lines()
+        .map(|sha| commit_entry(repo_dir, sha, author))
+        .collect()
+}
+
+/// How many commits the push brought, whatever the list shows (GitLab's
+/// `total_commits_count`).
+pub fn pushed_commit_count(repo_dir: &Path, refname: &str, old: Option<&str>, new: &str) -> usize {
+    let mut args: Vec<String> = vec!["rev-list".into(), "--count".into()];
+    args.extend(pushed_range(repo_dir, refname, old, new));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    git(repo_dir, &args).parse().unwrap_or(0)
+}
+
+/// Whether moving a branch from `old` to `new` rewrote it (GitHub's
+/// `forced`): `old` is not an ancestor of `new`.
+pub fn push_forced(repo_dir: &Path, old: Option<&str>, new: Option<&str>) -> bool {
+    let (Some(old), Some(new)) = (old, new) else {
+        return false;
+    };
+    !std::process::Command::new("git")
+        .current_dir(repo_dir)
+        .args(["merge-base", "--is-ancestor", old, new])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .status()
+        .expect("run git")
+        .success()
+}
+
+/// The rev-list arguments naming what a push brought.
+fn pushed_range(repo_dir: &Path, refname: &str, old: Option<&str>, new: &str) -> Vec<String> {
+    let mut args = Vec::new();
     match old {
         Some(old) if !old.chars().all(|c| c == '0') => args.push(format!("{old}..{new}")),
         _ => {
@@ -235,43 +271,42 @@ pub fn push_commits(
             }
         }
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let list = git(repo_dir, &args);
-    list.lines()
-        .map(|sha| {
-            let message = git(repo_dir, &["log", "-1", "--format=%s", sha]);
-            let changes = git(
-                repo_dir,
-                &[
-                    "diff-tree",
-                    "--root",
-                    "--no-commit-id",
-                    "--name-status",
-                    "-r",
-                    sha,
-                ],
-            );
-            let (mut added, mut modified, mut removed) = (vec![], vec![], vec![]);
-            for line in changes.lines() {
-                let Some((kind, path)) = line.split_once('\t') else {
-                    continue;
-                };
-                match kind {
-                    "A" => added.push(path.to_string()),
-                    "D" => removed.push(path.to_string()),
-                    _ => modified.push(path.to_string()),
-                }
-            }
-            json!({
-                "id": sha,
-                "message": message,
-                "author": {"name": author, "email": format!("{author}@example.com")},
-                "added": added,
-                "modified": modified,
-                "removed": removed,
-            })
-        })
-        .collect()
+    args
+}
+
+/// One commit as a push payload lists it, with the paths it changed.
+fn commit_entry(repo_dir: &Path, sha: &str, author: &str) -> Value {
+    let message = git(repo_dir, &["log", "-1", "--format=%s", sha]);
+    let changes = git(
+        repo_dir,
+        &[
+            "diff-tree",
+            "--root",
+            "--no-commit-id",
+            "--name-status",
+            "-r",
+            sha,
+        ],
+    );
+    let (mut added, mut modified, mut removed) = (vec![], vec![], vec![]);
+    for line in changes.lines() {
+        let Some((kind, path)) = line.split_once('\t') else {
+            continue;
+        };
+        match kind {
+            "A" => added.push(path.to_string()),
+            "D" => removed.push(path.to_string()),
+            _ => modified.push(path.to_string()),
+        }
+    }
+    json!({
+        "id": sha,
+        "message": message,
+        "author": {"name": author, "email": format!("{author}@example.com")},
+        "added": added,
+        "modified": modified,
+        "removed": removed,
+    })
 }
 
 /// Merges `head` into `base` in the bare repository (a real merge commit,

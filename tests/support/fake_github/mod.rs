@@ -748,6 +748,7 @@ impl FakeGithub {
                     update.old.as_deref(),
                     new,
                     user,
+                    2048,
                 ),
                 None => Vec::new(),
             };
@@ -760,7 +761,11 @@ impl FakeGithub {
                     "after": after,
                     "created": update.old.is_none(),
                     "deleted": update.new.is_none(),
-                    "forced": false,
+                    "forced": fake_common::push_forced(
+                        &repo_dir,
+                        update.old.as_deref(),
+                        update.new.as_deref(),
+                    ),
                     "commits": commits,
                     "head_commit": commits.last().cloned(),
                     "pusher": {"name": user},

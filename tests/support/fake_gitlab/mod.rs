@@ -626,15 +626,25 @@ impl FakeGitlab {
             let Some(branch) = update.name.strip_prefix("refs/heads/") else {
                 continue;
             };
-            let commits = match &update.new {
-                Some(new) => fake_common::push_commits(
-                    &self.git.repo_dir(path),
-                    &update.name,
-                    update.old.as_deref(),
-                    new,
-                    username,
+            let repo_dir = self.git.repo_dir(path);
+            let (commits, total) = match &update.new {
+                Some(new) => (
+                    fake_common::push_commits(
+                        &repo_dir,
+                        &update.name,
+                        update.old.as_deref(),
+                        new,
+                        username,
+                        20,
+                    ),
+                    fake_common::pushed_commit_count(
+                        &repo_dir,
+                        &update.name,
+                        update.old.as_deref(),
+                        new,
+                    ),
                 ),
-                None => Vec::new(),
+                None => (Vec::new(), 0),
             };
             let user_id = self.add_user(username);
             self.emit(
@@ -650,7 +660,7 @@ impl FakeGitlab {
                     "project_id": project.id,
                     "project": self.project_json(&project),
                     "commits": commits,
-                    "total_commits_count": commits.len(),
+                    "total_commits_count": total,
                 }),
             );
             let Some(new) = &update.new else { continue };
