@@ -44,8 +44,11 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
 const API_TIMEOUT: Duration = Duration::from_secs(300);
 /// Webhook deliveries are checked and stored this many at a time; the rest
 /// wait their turn. Bodies are read whole before a delivery waits here, so
-/// a slow sender never holds one of these.
-const WEBHOOKS_IN_FLIGHT: usize = 16;
+/// a slow sender never holds one of these. Deliveries being stored share
+/// transactions (the store's group commit), so more of them at once make
+/// bigger batches rather than more database work; too few would cap each
+/// batch, and so intake, below what the connections bring.
+const WEBHOOKS_IN_FLIGHT: usize = 128;
 /// Past this many requests in flight, new ones wait instead of exhausting
 /// database connections and memory.
 const REQUESTS_IN_FLIGHT: usize = 512;

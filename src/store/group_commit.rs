@@ -2,18 +2,19 @@
 //! stored, with their processing jobs, in one transaction, and each
 //! request is answered only once the transaction holding it has committed.
 //!
-//! No background task: the first request to find no batch being written
-//! takes the baton, drains every delivery waiting, and writes them in a
-//! spawned task (so the batch completes even if that request goes away);
-//! the others wait for their answer or for the baton, whichever comes
-//! first. The outcome for each delivery is the one storing them one at a
-//! time, in arrival order, would give.
+//! No background task: a request that finds a writer's place free (one on
+//! SQLite, which has a single writer; a few on PostgreSQL, so one batch
+//! fills while another commits) takes it, drains every delivery waiting,
+//! and writes them in a spawned task (so the batch completes even if that
+//! request goes away); the others wait for their answer or for a place,
+//! whichever comes first. The outcome for each delivery is the one storing
+//! them one at a time, in arrival order, would give.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::Row;
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 use super::deliveries::{DeliveryStatus, IncomingDelivery, Intake, processing_job};
 use super::{Result, Store, StoreError};
@@ -65,11 +66,10 @@ impl Owned {
     }
 }
 
-/// Deliveries waiting for the next batch, and the baton of the writer.
-#[derive(Default)]
+/// Deliveries waiting for the next batch, and the writers' places.
 pub(crate) struct IntakeQueue {
     waiting: std::sync::Mutex<Vec<Pending>>,
-    baton: Arc<Mutex<()>>,
+    writers: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for IntakeQueue {
@@ -79,6 +79,14 @@ impl std::fmt::Debug for IntakeQueue {
 }
 
 impl IntakeQueue {
+    /// `writers`: how many batches may be written at once.
+    pub(super) fn new(writers: usize) -> Self {
+        IntakeQueue {
+            waiting: Default::default(),
+            writers: Arc::new(Semaphore::new(writers.max(1))),
+        }
+    }
+
     fn push(&self, pending: Pending) {
         self.waiting
             .lock()
@@ -114,23 +122,30 @@ impl Store {
             now,
             reply,
         });
-        let baton = tokio::select! {
+        let place = tokio::select! {
             result = &mut answer => return result.unwrap_or_else(|_| Err(unanswered())),
-            baton = self.intake.baton.clone().lock_owned() => baton,
+            place = self.intake.writers.clone().acquire_owned() => match place {
+                Ok(place) => place,
+                // Never closed; if it were, nothing could be written.
+                Err(_) => return Err(unanswered()),
+            },
         };
-        // A batch answers all of its deliveries before it lets go of the
-        // baton: unanswered now means still waiting, so in this batch.
         match answer.try_recv() {
             Ok(result) => return result,
             Err(oneshot::error::TryRecvError::Closed) => return Err(unanswered()),
             Err(oneshot::error::TryRecvError::Empty) => {}
         }
         let batch = self.intake.drain();
-        let store = self.clone();
-        tokio::spawn(async move {
-            store.write_and_answer(batch).await;
-            drop(baton);
-        });
+        if batch.is_empty() {
+            // This delivery is in a batch another writer is writing.
+            drop(place);
+        } else {
+            let store = self.clone();
+            tokio::spawn(async move {
+                store.write_and_answer(batch).await;
+                drop(place);
+            });
+        }
         answer.await.unwrap_or_else(|_| Err(unanswered()))
     }
 

@@ -226,7 +226,10 @@ impl Store {
             pool,
             writer,
             backend,
-            intake: Default::default(),
+            intake: std::sync::Arc::new(group_commit::IntakeQueue::new(match backend {
+                Backend::Sqlite => 1,
+                Backend::Postgres => 4,
+            })),
         })
     }
 
