@@ -48,6 +48,23 @@ fn parse_scope(text: &str) -> Result<TokenScope, String> {
         .ok_or_else(|| format!("`{text}` is not a token scope; use `admin` or `generator`"))
 }
 
+/// Job leases in seconds: renewals come every third of one, and each is a
+/// database round trip that must land in time; a day is already longer
+/// than anyone would wait for a dead replica's job.
+pub const JOB_LEASE_SECS: std::ops::RangeInclusive<u64> = 5..=86_400;
+
+fn parse_job_lease(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(secs) if JOB_LEASE_SECS.contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "GRAFT_JOB_LEASE is whole seconds from {} to {} (default 60): how long a job \
+             of a dead replica waits before another replica takes it over",
+            JOB_LEASE_SECS.start(),
+            JOB_LEASE_SECS.end()
+        )),
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// Database: `sqlite://PATH` (embedded, one machine) or
@@ -371,7 +388,7 @@ pub struct ServeArgs {
     #[arg(long, env = "GRAFT_WORKERS", default_value_t = 4)]
     pub workers: usize,
 
-    /// Seconds a running job is leased to its replica (at least 5). The
+    /// Seconds a running job is leased to its replica (5 to 86400). The
     /// replica renews the lease every third of it; when a replica dies
     /// (killed, its machine lost), its jobs wait this long before another
     /// replica takes them over. Shorter recovers sooner; longer rides out
@@ -381,7 +398,7 @@ pub struct ServeArgs {
         long,
         env = "GRAFT_JOB_LEASE",
         default_value_t = 60,
-        value_parser = clap::value_parser!(u64).range(5..)
+        value_parser = parse_job_lease
     )]
     pub job_lease: u64,
 

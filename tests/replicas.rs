@@ -348,6 +348,7 @@ impl Replica {
             // Every sync spends a second in its check: time to be killed in.
             .env("GRAFT_CHECK_COMMAND", "sleep 1")
             .env("GRAFT_CHECK_SANDBOX", "off")
+            .env("GRAFT_CHECK_NETWORK", "open")
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(log("stdout"))
@@ -599,4 +600,42 @@ async fn three_replicas_finish_every_sync_when_two_are_killed_mid_sync() {
 
     drop(replicas);
     cleanup.run().await;
+}
+
+#[test]
+fn the_job_lease_is_a_setting_with_bounds_and_help() {
+    let graft = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_graft"));
+        command.env_remove("GRAFT_JOB_LEASE");
+        command
+    };
+    let help = graft().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    assert!(help.contains("GRAFT_JOB_LEASE"), "{help}");
+    assert!(help.contains("takes them over"), "{help}");
+    for bad in ["4", "0", "86401", "-5", "a minute"] {
+        let dir = tempfile::tempdir().unwrap();
+        let output = graft()
+            .current_dir(dir.path())
+            .arg("serve")
+            .env("GRAFT_JOB_LEASE", bad)
+            .env("DATABASE_URL", "sqlite://graft.db")
+            .env("PORT", "0")
+            .env("GRAFT_BIND", "127.0.0.1")
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "GRAFT_JOB_LEASE={bad} was accepted"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("GRAFT_JOB_LEASE is whole seconds from 5 to 86400"),
+            "GRAFT_JOB_LEASE={bad}: {stderr}"
+        );
+        assert!(
+            !dir.path().join("graft.db").exists(),
+            "refused before opening the database"
+        );
+    }
 }
