@@ -373,6 +373,16 @@ pub struct ServeArgs {
     #[arg(long, env = "GRAFT_CHECK_SANDBOX", default_value_t = crate::git::sandbox::SandboxMode::Required)]
     pub check_sandbox: crate::git::sandbox::SandboxMode,
 
+    /// What the sandboxed check command may reach over the network: `https`
+    /// (TCP connections to ports 443 and 80 only, no listening; Landlock,
+    /// Linux 6.12+), `none` (a network namespace of its own: no network at
+    /// all; recommended when the command downloads nothing) or `open`
+    /// (whatever graft's host can reach, including its database and graft's
+    /// own port). Where the host cannot enforce it the command does not run.
+    /// Ports 80 and 443 still reach cloud metadata services.
+    #[arg(long, env = "GRAFT_CHECK_NETWORK", default_value_t = crate::git::sandbox::NetworkMode::Https)]
+    pub check_network: crate::git::sandbox::NetworkMode,
+
     /// Seconds between safety-net reconciles of every project (±20% jitter),
     /// for webhooks that never arrived; 0 turns polling off.
     #[arg(long, env = "GRAFT_POLL_INTERVAL", default_value_t = 300)]

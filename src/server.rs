@@ -109,6 +109,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
                         command,
                         timeout: Duration::from_secs(args.check_timeout),
                         sandbox: args.check_sandbox,
+                        network: args.check_network,
                     }),
             },
             commands: CommandSettings::new(&args.command_prefix).map_err(anyhow::Error::msg)?,

@@ -2,7 +2,8 @@
 //! treated as hostile: these tests are the attacks the sandbox must stop
 //! (reading graft's environment, database and other mirrors through links
 //! or directly, writing outside its folder, a planted `.gitconfig`), the
-//! redaction of the command line's secrets, and the operator's opt-out.
+//! redaction of the command line's secrets, reaching the host's UNIX
+//! sockets (a database's) and its network, and the operator's opt-outs.
 
 mod support;
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 use graft::git::check::{self, Check};
 use graft::git::overlay::ManagedFile;
 use graft::git::pipeline::{Request, prepare};
-use graft::git::sandbox::SandboxMode;
+use graft::git::sandbox::{NetworkMode, SandboxMode};
 use graft::git::validate::Finding;
 use graft::git::{GitAuth, Identity, mirror::MirrorCache};
 use support::git_host::{GitHost, Special};
@@ -134,10 +135,24 @@ impl World {
     /// Runs `command` as graft's check of the hostile repository; it ends
     /// with `exit 1` so the finding (what the PR shows) carries the output.
     async fn check(&self, command: &str, sandbox: SandboxMode) -> Finding {
+        let network = match sandbox {
+            SandboxMode::Required => NetworkMode::default(),
+            SandboxMode::Off => NetworkMode::Open,
+        };
+        self.check_with(command, sandbox, network).await
+    }
+
+    async fn check_with(
+        &self,
+        command: &str,
+        sandbox: SandboxMode,
+        network: NetworkMode,
+    ) -> Finding {
         let check = Check {
             command: format!("{command}\nexit 1"),
             timeout: Duration::from_secs(30),
             sandbox,
+            network,
         };
         let prepared = self.prepare(REPO, Some(check)).await;
         let findings: Vec<Finding> = prepared
@@ -322,4 +337,181 @@ async fn a_sandbox_that_would_expose_graft_data_fails_closed() {
         message.contains("did not run") && message.contains("/usr"),
         "{message}"
     );
+}
+
+/// A Python script run by the command (`python3` from `/usr`), fed on its
+/// standard input.
+fn python(script: &str, args: &[String]) -> String {
+    format!("python3 - {} <<'EOF'\n{script}\nEOF", args.join(" "))
+}
+
+/// Nobody connected to `listener` (it is non-blocking).
+fn never_accepted(listener: &std::os::unix::net::UnixListener) -> bool {
+    matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// The command cannot connect to a UNIX socket outside its scratch folder
+/// (PostgreSQL's, with peer authentication, is graft's database; Docker's
+/// is root on the host), in every network mode, nor to an abstract one; it
+/// can still use a socket of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_cannot_connect_to_unix_sockets_outside_its_folder() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    let world = World::new().await;
+    let in_tmp = tempfile::tempdir().unwrap();
+    let in_run = tempfile::Builder::new()
+        .prefix("graft-test-")
+        .tempdir_in("/run")
+        .unwrap();
+    let mut paths = Vec::new();
+    let mut listeners = Vec::new();
+    for dir in [in_tmp.path(), in_run.path()] {
+        let path = dir.join("service.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        listeners.push(listener);
+        paths.push(path.display().to_string());
+    }
+    let abstract_name = format!("graft-test-{}", std::process::id());
+    let listener =
+        UnixListener::bind_addr(&SocketAddr::from_abstract_name(&abstract_name).unwrap()).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    listeners.push(listener);
+    paths.push(format!("@{abstract_name}"));
+    // The real database socket, where this host has one: reachable from
+    // here, so its refusal below is the sandbox's doing.
+    let postgres = Path::new("/var/run/postgresql/.s.PGSQL.5432");
+    if std::os::unix::net::UnixStream::connect(postgres).is_ok() {
+        paths.push(postgres.display().to_string());
+    }
+    let script = r#"import os, socket, sys
+def attempt(label, path):
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+        print(f"{label}:reached")
+    except OSError as e:
+        print(f"{label}:denied:{type(e).__name__}")
+own = os.path.join(os.environ["TMPDIR"], "own.sock")
+server = socket.socket(socket.AF_UNIX)
+server.bind(own)
+server.listen(1)
+attempt("own", own)
+for i, path in enumerate(sys.argv[1:]):
+    attempt(f"outside{i}", path)"#;
+    let command = python(script, &paths);
+    for network in [NetworkMode::Https, NetworkMode::None, NetworkMode::Open] {
+        let output = world
+            .check_with(&command, SandboxMode::Required, network)
+            .await
+            .message;
+        assert!(output.contains("own:reached"), "{network}:\n{output}");
+        for (i, path) in paths.iter().enumerate() {
+            // The abstract socket is reachable under `open` on kernels
+            // without Landlock's scope (before 6.12); this one has it.
+            assert!(
+                output.contains(&format!("outside{i}:denied")),
+                "{network}: {path} reached:\n{output}"
+            );
+        }
+    }
+    for listener in &listeners {
+        assert!(never_accepted(listener), "a connection got through");
+    }
+}
+
+/// `GRAFT_CHECK_NETWORK`: under `https` the command reaches TCP ports 443
+/// and 80 only and cannot listen; under `none` it has no network; under
+/// `open` it reaches a local service (graft's port, the database) as
+/// before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_reaches_only_what_the_network_setting_allows() {
+    let world = World::new().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = r#"import socket, sys
+def attempt(label, port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        print(f"{label}:reached")
+    except OSError as e:
+        print(f"{label}:denied:{type(e).__name__}")
+attempt("local", int(sys.argv[1]))
+attempt("postgres", 5432)
+attempt("https", 443)
+try:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    print("bind:ok")
+except OSError as e:
+    print(f"bind:denied:{type(e).__name__}")"#;
+    let command = python(script, &[port.to_string()]);
+    let accepted = |listener: &std::net::TcpListener| {
+        let mut count = 0;
+        while listener.accept().is_ok() {
+            count += 1;
+        }
+        count
+    };
+    let run = |network| world.check_with(&command, SandboxMode::Required, network);
+
+    let output = run(NetworkMode::Https).await.message;
+    for expected in [
+        "local:denied:PermissionError",
+        "postgres:denied:PermissionError",
+        "bind:denied:PermissionError",
+    ] {
+        assert!(output.contains(expected), "https: {expected}\n{output}");
+    }
+    // Port 443 is allowed: nothing listens there, and the kernel says so.
+    assert!(
+        output.contains("https:reached") || output.contains("https:denied:ConnectionRefusedError"),
+        "{output}"
+    );
+    assert_eq!(accepted(&listener), 0);
+
+    let output = run(NetworkMode::None).await.message;
+    for expected in ["local:denied", "postgres:denied", "https:denied"] {
+        assert!(output.contains(expected), "none: {expected}\n{output}");
+    }
+    for reached in ["local:reached", "postgres:reached", "https:reached"] {
+        assert!(!output.contains(reached), "none: {reached}\n{output}");
+    }
+    assert_eq!(accepted(&listener), 0);
+
+    let output = run(NetworkMode::Open).await.message;
+    assert!(
+        output.contains("local:reached") && output.contains("bind:ok"),
+        "open:\n{output}"
+    );
+    assert_eq!(accepted(&listener), 1);
+}
+
+/// Turning the sandbox off cannot silently drop the network limit: the
+/// command does not run until the network is explicitly `open` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_opt_out_does_not_silently_open_the_network() {
+    let workspace = check::Workspace::new().unwrap();
+    let marker = workspace.root().join("ran");
+    for network in [NetworkMode::Https, NetworkMode::None] {
+        let check = Check {
+            command: format!("touch {}", marker.display()),
+            timeout: Duration::from_secs(10),
+            sandbox: SandboxMode::Off,
+            network,
+        };
+        let outcome = check::run(&check, &workspace, "infra", &[]).await.unwrap();
+        assert!(!marker.exists(), "the command ran");
+        let reason = outcome.not_run.unwrap();
+        assert!(
+            reason.contains(&format!("GRAFT_CHECK_NETWORK={network}"))
+                && reason.contains("GRAFT_CHECK_NETWORK=open"),
+            "{reason}"
+        );
+    }
 }

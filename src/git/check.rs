@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use gix::ObjectId;
 use tokio::io::AsyncReadExt;
 
-use super::sandbox::{self, Policy, SandboxMode};
+use super::sandbox::{self, NetworkMode, Policy, SandboxMode};
 use super::validate::{Finding, Severity};
 use super::{GitError, local, missing, paths, scrub};
 
@@ -23,6 +23,7 @@ pub struct Check {
     pub command: String,
     pub timeout: Duration,
     pub sandbox: SandboxMode,
+    pub network: NetworkMode,
 }
 
 /// Settings get logged: the command shows with its secrets redacted.
@@ -32,6 +33,7 @@ impl std::fmt::Debug for Check {
             .field("command", &redact(&self.command, &self.command))
             .field("timeout", &self.timeout)
             .field("sandbox", &self.sandbox)
+            .field("network", &self.network)
             .finish()
     }
 }
@@ -42,6 +44,7 @@ impl Check {
             command: command.into(),
             timeout,
             sandbox: SandboxMode::default(),
+            network: NetworkMode::default(),
         }
     }
 }
@@ -379,23 +382,36 @@ pub async fn run(
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
-    if check.sandbox == SandboxMode::Required {
-        let policy = Policy::for_scratch(workspace.root());
-        let confinement = policy
-            .check_exposure(private)
-            .and_then(|()| sandbox::prepare(&policy));
-        match confinement {
-            Ok(confinement) => confinement.apply_to(&mut command),
-            Err(error) => {
-                tracing::warn!(%error, "the check command was not run");
-                return Ok(CheckOutcome {
-                    exit_code: None,
-                    timed_out: false,
-                    not_run: Some(error.to_string()),
-                    output: redact(&notes, &check.command),
-                    duration: started.elapsed(),
-                });
-            }
+    let confinement = match check.sandbox {
+        SandboxMode::Required => {
+            let policy = Policy::for_scratch(workspace.root());
+            policy
+                .check_exposure(private)
+                .and_then(|()| sandbox::prepare(&policy, check.network, &workspace.tree()))
+                .map(Some)
+                .map_err(|e| e.to_string())
+        }
+        // Without the sandbox nothing limits the network: say so rather
+        // than run with less than the setting promises.
+        SandboxMode::Off if check.network != NetworkMode::Open => Err(format!(
+            "GRAFT_CHECK_NETWORK={} needs the sandbox, which GRAFT_CHECK_SANDBOX=off turns off; \
+             set GRAFT_CHECK_NETWORK=open too",
+            check.network
+        )),
+        SandboxMode::Off => Ok(None),
+    };
+    match confinement {
+        Ok(Some(confinement)) => confinement.apply_to(&mut command),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, "the check command was not run");
+            return Ok(CheckOutcome {
+                exit_code: None,
+                timed_out: false,
+                not_run: Some(error),
+                output: redact(&notes, &check.command),
+                duration: started.elapsed(),
+            });
         }
     }
     let mut child = command.spawn().map_err(|e| {

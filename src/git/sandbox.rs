@@ -10,6 +10,13 @@
 //! - A new user and PID namespace (where the host allows it): the command
 //!   cannot name, signal or ptrace graft, loses every capability on `exec`,
 //!   and everything it started dies with it.
+//! - No UNIX socket outside its scratch folder (a database's, Docker's):
+//!   Landlock from ABI 9, else a mount namespace that covers the socket
+//!   folders ([`mounts`]).
+//! - The network of `GRAFT_CHECK_NETWORK`: TCP to ports 443 and 80 only
+//!   (Landlock), none (a network namespace), or open.
+//! - What the host offers is probed before each run and [`plan::decide`]
+//!   refuses a host that cannot give every guarantee.
 //! - `PR_SET_NO_NEW_PRIVS` (set-uid binaries do not elevate) and no core
 //!   dumps.
 //!
@@ -24,9 +31,15 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use landlock::{
-    ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
+    PathFd, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope,
 };
+
+mod mounts;
+mod plan;
+
+use mounts::Hide;
+pub use plan::{HTTPS_PORTS, Host, NetworkMode, Plan, decide};
 
 /// `GRAFT_CHECK_SANDBOX`: whether the check command must be confined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -135,6 +148,10 @@ pub enum SandboxError {
          data outside the system folders"
     )]
     Exposes { root: PathBuf, private: PathBuf },
+    /// The host lacks a protection the sandbox promises; names the setting
+    /// that opts out.
+    #[error("{0}")]
+    Refused(String),
     #[error("cannot set up the check sandbox: {0}")]
     Setup(String),
 }
@@ -187,6 +204,8 @@ impl Policy {
 pub struct Confinement {
     ruleset: RulesetCreated,
     id_maps: IdMaps,
+    plan: Plan,
+    hide: Hide,
 }
 
 /// The user namespace's `uid_map`/`gid_map` lines, formatted before `fork`.
@@ -195,15 +214,56 @@ struct IdMaps {
     gid: Vec<u8>,
 }
 
-/// Builds the Landlock ruleset for `policy` (in the parent: it opens the
-/// folders). Fails when the kernel cannot enforce the required rights.
-pub fn prepare(policy: &Policy) -> Result<Confinement, SandboxError> {
+/// Probes what the host offers, decides how to confine the command (or
+/// refuses, see [`decide`]) and builds the Landlock ruleset for `policy`
+/// (in the parent: it opens the folders). `cwd` is where the command
+/// starts.
+pub fn prepare(
+    policy: &Policy,
+    network: NetworkMode,
+    cwd: &Path,
+) -> Result<Confinement, SandboxError> {
+    let id_maps = IdMaps::for_this_user();
+    let keep: Vec<PathBuf> = policy.read.iter().chain(&policy.write).cloned().collect();
+    let hide = Hide::new(mounts::SOCKET_FOLDERS, &keep, cwd)?;
+    let host = probe(&id_maps, &hide);
+    let plan = decide(host, network)?;
+    let ruleset = ruleset(policy, &plan)?;
+    Ok(Confinement {
+        ruleset,
+        id_maps,
+        plan,
+        hide,
+    })
+}
+
+fn ruleset(policy: &Policy, plan: &Plan) -> Result<RulesetCreated, SandboxError> {
     let unsupported = |e: landlock::RulesetError| SandboxError::Unsupported(e.to_string());
     let setup = |e: landlock::RulesetError| SandboxError::Setup(e.to_string());
-    let mut ruleset = Ruleset::default()
+    // What the plan relies on Landlock for is a hard requirement; the rest
+    // is taken where the kernel has it.
+    let mut required = Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
         .handle_access(AccessFs::from_all(REQUIRED))
-        .map_err(unsupported)?
+        .map_err(unsupported)?;
+    if plan.resolve_unix {
+        required = required
+            .handle_access(AccessFs::ResolveUnix)
+            .map_err(unsupported)?;
+    }
+    if plan.scopes {
+        required = required
+            .scope(Scope::from_all(ABI::V6))
+            .map_err(unsupported)?;
+    }
+    if plan.tcp_ports.is_some() {
+        // Handling bind and connect with rules for connect only: the
+        // command can listen on no TCP port at all.
+        required = required
+            .handle_access(AccessNet::from_all(ABI::V4))
+            .map_err(unsupported)?;
+    }
+    let mut ruleset = required
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(WANTED))
         .map_err(unsupported)?
@@ -211,6 +271,11 @@ pub fn prepare(policy: &Policy) -> Result<Confinement, SandboxError> {
         .map_err(unsupported)?
         .create()
         .map_err(unsupported)?;
+    for port in plan.tcp_ports.unwrap_or_default() {
+        ruleset = ruleset
+            .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+            .map_err(setup)?;
+    }
     let read_exec = AccessFs::from_read(WANTED);
     for path in &policy.read {
         ruleset = add(ruleset, path, read_exec).map_err(setup)?;
@@ -225,16 +290,106 @@ pub fn prepare(policy: &Policy) -> Result<Confinement, SandboxError> {
     for path in &policy.write {
         ruleset = add(ruleset, path, AccessFs::from_all(WANTED)).map_err(setup)?;
     }
-    // SAFETY: geteuid/getegid cannot fail.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let inner = |outer: u32| if outer == 0 { INNER_ID } else { outer };
-    Ok(Confinement {
-        ruleset,
-        id_maps: IdMaps {
+    Ok(ruleset)
+}
+
+impl IdMaps {
+    /// graft's user and group, as one ordinary user inside.
+    fn for_this_user() -> IdMaps {
+        // SAFETY: geteuid/getegid cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let inner = |outer: u32| if outer == 0 { INNER_ID } else { outer };
+        IdMaps {
             uid: format!("{} {uid} 1\n", inner(uid)).into_bytes(),
             gid: format!("{} {gid} 1\n", inner(gid)).into_bytes(),
-        },
-    })
+        }
+    }
+
+    fn write(&self) -> io::Result<()> {
+        // setgroups must be denied before an unprivileged gid_map can be
+        // written.
+        write_file(c"/proc/self/setgroups", b"deny")?;
+        write_file(c"/proc/self/uid_map", &self.uid)?;
+        write_file(c"/proc/self/gid_map", &self.gid)
+    }
+}
+
+/// The kernel's Landlock ABI version, 0 without Landlock.
+fn landlock_abi() -> i32 {
+    const VERSION: libc::c_uint = 1; // LANDLOCK_CREATE_RULESET_VERSION
+    // SAFETY: the documented version query: no attribute, no size.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            VERSION,
+        )
+    };
+    i32::try_from(abi).unwrap_or(0).max(0)
+}
+
+const PROBE_PID: libc::c_int = 1;
+const PROBE_MOUNT: libc::c_int = 2;
+const PROBE_NET: libc::c_int = 4;
+
+/// What the host offers: Landlock's ABI, and which namespaces a throwaway
+/// child can create and use exactly as the command's will (user namespace,
+/// then PID, network, and a mount namespace with the sockets covered).
+fn probe(maps: &IdMaps, hide: &Hide) -> Host {
+    let mut host = Host {
+        landlock_abi: landlock_abi(),
+        ..Host::default()
+    };
+    // SAFETY: the child makes only raw system calls on data prepared
+    // above, then _exit; it never returns into Rust code that allocates.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return host;
+    }
+    if pid == 0 {
+        let found = probe_namespaces(maps, hide);
+        // SAFETY: ends the probe child without running anything of graft's.
+        unsafe { libc::_exit(found) }
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+            break;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return host;
+        }
+    }
+    if libc::WIFEXITED(status) {
+        let found = libc::WEXITSTATUS(status);
+        host.pid_ns = found & PROBE_PID != 0;
+        host.mount_ns = found & PROBE_MOUNT != 0;
+        host.net_ns = found & PROBE_NET != 0;
+    }
+    host
+}
+
+/// Runs in the probe child.
+fn probe_namespaces(maps: &IdMaps, hide: &Hide) -> libc::c_int {
+    // SAFETY: plain system calls in a single-threaded child.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWUSER) != 0 || maps.write().is_err() {
+            return 0;
+        }
+        let mut found = 0;
+        if libc::unshare(libc::CLONE_NEWPID) == 0 {
+            found |= PROBE_PID;
+        }
+        if libc::unshare(libc::CLONE_NEWNET) == 0 {
+            found |= PROBE_NET;
+        }
+        if libc::unshare(libc::CLONE_NEWNS) == 0 && hide.apply().is_ok() {
+            found |= PROBE_MOUNT;
+        }
+        found
+    }
 }
 
 /// Adds `path` with `access`, narrowed to what applies to a file when it
@@ -259,21 +414,39 @@ impl Confinement {
     /// Makes `command` enter the sandbox between `fork` and `exec`.
     pub fn apply_to(self, command: &mut tokio::process::Command) {
         let mut ruleset = Some(self.ruleset);
-        let maps = self.id_maps;
+        let (maps, plan, hide) = (self.id_maps, self.plan, self.hide);
         // SAFETY: the closure makes only async-signal-safe system calls
-        // (setrlimit, unshare, open/write/close, fork, waitpid, prctl,
-        // landlock_*); nothing in it allocates on its success path.
+        // (setrlimit, unshare, open/write/close, mount, mkdir, chdir, fork,
+        // waitpid, prctl, landlock_*); nothing in it allocates on its
+        // success path.
         unsafe {
-            command.pre_exec(move || enter(&mut ruleset, &maps));
+            command.pre_exec(move || enter(&mut ruleset, &maps, &plan, &hide));
         }
+    }
+
+    /// How the command will be confined.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 }
 
 /// Runs in the child after `fork`.
-fn enter(ruleset: &mut Option<RulesetCreated>, maps: &IdMaps) -> io::Result<()> {
+fn enter(
+    ruleset: &mut Option<RulesetCreated>,
+    maps: &IdMaps,
+    plan: &Plan,
+    hide: &Hide,
+) -> io::Result<()> {
     no_core_dumps()?;
-    if enter_namespaces(maps)? {
-        fork_into_pid_namespace()?;
+    if plan.user_ns() {
+        enter_namespaces(maps, plan)?;
+        // Mounting is over once Landlock is enforced: covers go first.
+        if plan.hide_sockets {
+            hide.apply()?;
+        }
+        if plan.pid_ns {
+            fork_into_pid_namespace()?;
+        }
     }
     let ruleset = ruleset
         .take()
@@ -294,19 +467,24 @@ fn no_core_dumps() -> io::Result<()> {
     check(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) })
 }
 
-/// Enters a new user and PID namespace. `Ok(false)` when the host does not
-/// allow it (containers often do not): Landlock alone then confines.
-fn enter_namespaces(maps: &IdMaps) -> io::Result<bool> {
-    // SAFETY: plain system call; the child is single-threaded.
-    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) } != 0 {
-        return Ok(false);
+/// Enters a new user namespace and the namespaces `plan` asks for (owned
+/// by it). The probe found them available, so a failure here fails the
+/// run: the command never runs with less than the plan.
+fn enter_namespaces(maps: &IdMaps, plan: &Plan) -> io::Result<()> {
+    let mut flags = libc::CLONE_NEWUSER;
+    for (wanted, flag) in [
+        (plan.pid_ns, libc::CLONE_NEWPID),
+        (plan.hide_sockets, libc::CLONE_NEWNS),
+        (plan.net_ns, libc::CLONE_NEWNET),
+    ] {
+        if wanted {
+            flags |= flag;
+        }
     }
-    // Map graft's user (and group) to one ordinary user; setgroups must be
-    // denied before an unprivileged gid_map can be written.
-    write_file(c"/proc/self/setgroups", b"deny")?;
-    write_file(c"/proc/self/uid_map", &maps.uid)?;
-    write_file(c"/proc/self/gid_map", &maps.gid)?;
-    Ok(true)
+    // SAFETY: plain system call; the child is single-threaded.
+    check(unsafe { libc::unshare(flags) })?;
+    // Map graft's user (and group) to one ordinary user.
+    maps.write()
 }
 
 fn write_file(path: &CStr, data: &[u8]) -> io::Result<()> {
