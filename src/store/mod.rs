@@ -89,32 +89,50 @@ pub fn now_ms() -> i64 {
 }
 
 /// Removes any password from a database URL before it is shown: the one
-/// in the user info and `password=` / `sslpassword=` parameters.
+/// in the user info and `password=` / `sslpassword=` parameters. The URL is
+/// parsed as the database driver parses it; one that cannot be parsed, or
+/// that has an `@` anywhere but the user info and a password (a password
+/// written without percent-encoding, split by the parser), shows only its
+/// scheme.
 pub fn redact_url(url: &str) -> String {
-    let (head, rest) = match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            (
-                format!("{}://{user}:***@", &url[..scheme_end]),
-                &url[at + 1..],
-            )
-        }
-        _ => (String::new(), url),
+    let hidden = || match url.split_once("://") {
+        Some((scheme, _)) => format!("{scheme}://***"),
+        None if url.contains(['@', ':']) => "***".to_string(),
+        None => url.to_string(),
     };
-    let Some((path, query)) = rest.split_once('?') else {
-        return format!("{head}{rest}");
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return hidden();
     };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
-                format!("{key}=***")
-            }
-            _ => pair.to_string(),
-        })
+    let is_password = |key: &str| key.to_ascii_lowercase().contains("password");
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
         .collect();
-    format!("{head}{path}?{}", query.join("&"))
+    let stray_at = parsed.path().contains('@')
+        || parsed.fragment().is_some_and(|f| f.contains('@'))
+        || pairs
+            .iter()
+            .any(|(key, value)| key.contains('@') || (value.contains('@') && !is_password(key)));
+    if stray_at {
+        return hidden();
+    }
+    if (!parsed.username().is_empty() || parsed.password().is_some())
+        && parsed.set_password(Some("***")).is_err()
+    {
+        return hidden();
+    }
+    if pairs.iter().any(|(key, _)| is_password(key)) {
+        let redacted = pairs.into_iter().map(|(key, value)| {
+            let value = if is_password(&key) {
+                "***".to_string()
+            } else {
+                value
+            };
+            (key, value)
+        });
+        parsed.query_pairs_mut().clear().extend_pairs(redacted);
+    }
+    parsed.to_string()
 }
 
 fn backend_of(url: &str) -> Result<Backend> {
@@ -314,9 +332,11 @@ mod tests {
             "postgres://app:***@db:5432/graft"
         );
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+        // Written without percent-encoding, '@' and '?' make the password
+        // ambiguous: only the scheme is shown.
         assert_eq!(
             redact_url("postgres://app:p@ss?w0rd@db/graft?sslmode=require"),
-            "postgres://app:***@db/graft?sslmode=require"
+            "postgres://***"
         );
         assert_eq!(
             redact_url("postgres://app@db/graft?password=hunter2&sslpassword=x&application_name=g"),
@@ -326,6 +346,48 @@ mod tests {
             redact_url("sqlite://x.db?mode=rwc"),
             "sqlite://x.db?mode=rwc"
         );
+    }
+
+    #[test]
+    fn an_at_sign_in_a_password_leaks_no_part_of_it() {
+        let cases = [
+            // In the user info: raw (the last '@' ends it) and encoded.
+            (
+                "postgres://app:p@ss@db:5432/graft",
+                "postgres://app:***@db:5432/graft",
+            ),
+            (
+                "postgres://app:p%40ss@db/graft",
+                "postgres://app:***@db/graft",
+            ),
+            // In query values.
+            (
+                "postgres://app@db/graft?password=hun@ter2",
+                "postgres://app:***@db/graft?password=***",
+            ),
+            (
+                "postgres://db/graft?sslmode=require&password=a@b@c&sslpassword=x@y",
+                "postgres://db/graft?sslmode=require&password=***&sslpassword=***",
+            ),
+            (
+                "postgres://db/graft?Password=p%40ss",
+                "postgres://db/graft?Password=***",
+            ),
+            // A raw '/' or '#' in the password: the parser cannot find the
+            // host, or finds a '@' where none belongs.
+            ("postgres://app:12/ss@db/graft", "postgres://***"),
+            ("postgres://app:p#ss@db/graft", "postgres://***"),
+            ("postgres://db/graft?x=p@ss", "postgres://***"),
+        ];
+        for (url, shown) in cases {
+            let redacted = redact_url(url);
+            assert_eq!(redacted, shown, "{url}");
+            for secret in ["ss", "ter2", "hun", "c&", "y"] {
+                if url.contains(secret) && !shown.contains(secret) {
+                    assert!(!redacted.contains(secret), "{url}: {redacted}");
+                }
+            }
+        }
     }
 
     #[test]
