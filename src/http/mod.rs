@@ -50,8 +50,13 @@ const API_TIMEOUT: Duration = Duration::from_secs(300);
 /// batch, and so intake, below what the connections bring.
 const WEBHOOKS_IN_FLIGHT: usize = 128;
 /// Past this many requests in flight, new ones wait instead of exhausting
-/// database connections and memory.
+/// database connections and memory. Webhooks never take one of these:
+/// they have their own permits above, so no API or page traffic can hold
+/// what deliveries need.
 const REQUESTS_IN_FLIGHT: usize = 512;
+/// API bodies (uploads of up to 20 MiB, from CI runners far away) get this
+/// many times the webhook body deadline: 60 s by default.
+const API_BODY_DEADLINE_FACTOR: u32 = 6;
 
 /// A request that ran out of time gets graft's JSON error, not an empty
 /// body.
@@ -74,24 +79,33 @@ fn with_timeout(router: Router<AppState>, after: Duration) -> Router<AppState> {
 }
 
 pub fn router(state: AppState) -> Router {
-    // One count of requests in flight for every route; on the routes anyone
-    // can reach it is taken only once the body is whole (read under the
-    // rules below), so slow clients cannot use it up.
+    // One count of requests in flight for the API and the pages; a body is
+    // read whole (under the rules below) before the request takes it, so
+    // slow clients cannot use it up.
     let in_flight = GlobalConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT);
-    let rules = |limit| intake::BodyRules {
+    let body_timeout = state.http.body_timeout;
+    let rules = |limit, deadline, pool: &intake::Pool| intake::BodyRules {
         limit,
-        deadline: state.http.body_timeout,
-        budget: state.body_budget.clone(),
+        deadline,
+        pool: pool.clone(),
     };
-    // Bearer tokens are checked before the body is read.
-    let api = with_timeout(
-        api::routes().layer(axum::middleware::from_fn_with_state(
+    let budget = &state.body_budget;
+    // Innermost first: the token is checked, then the body read under its
+    // deadline and the API's memory pool, and only then is a permit taken.
+    let api = with_timeout(api::routes(), API_TIMEOUT)
+        .layer(in_flight.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            rules(
+                BODY_LIMIT,
+                body_timeout * API_BODY_DEADLINE_FACTOR,
+                &budget.api,
+            ),
+            intake::read_whole,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
-        )),
-        API_TIMEOUT,
-    )
-    .layer(in_flight.clone());
+        ));
     let pages = ui::routes()
         .merge(setup::routes())
         .layer(axum::middleware::from_fn(ui::page_headers));
@@ -101,21 +115,23 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route(openapi::DOCUMENT_PATH, get(openapi::serve));
     let open = with_timeout(pages.merge(health), PAGE_TIMEOUT)
-        .layer(in_flight.clone())
+        .layer(in_flight)
         .layer(axum::middleware::from_fn_with_state(
-            rules(SMALL_BODY_LIMIT),
-            intake::small_bodies,
+            rules(SMALL_BODY_LIMIT, body_timeout, &budget.forms),
+            intake::read_whole,
         ));
     let webhooks = Router::new()
         .route("/webhooks/github", post(webhooks::github))
         .route("/webhooks/gitlab", post(webhooks::gitlab))
         .layer(GlobalConcurrencyLimitLayer::new(WEBHOOKS_IN_FLIGHT));
-    let webhooks = with_timeout(webhooks, PAGE_TIMEOUT).layer(in_flight).layer(
-        axum::middleware::from_fn_with_state(
-            (state.clone(), rules(BODY_LIMIT)),
+    let webhooks =
+        with_timeout(webhooks, PAGE_TIMEOUT).layer(axum::middleware::from_fn_with_state(
+            (
+                state.clone(),
+                rules(BODY_LIMIT, body_timeout, &budget.webhooks),
+            ),
             webhooks::read_first,
-        ),
-    );
+        ));
     Router::new()
         .merge(open)
         .merge(webhooks)

@@ -51,6 +51,8 @@ fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 /// Reads the whole body before the request may take one of the webhook
 /// permits (see `http::router`): a slow sender waits outside them and is
 /// answered 408 when its time is up, counted like any refused delivery.
+/// What can be checked from the headers is checked first, so a request
+/// that cannot be a delivery is refused before a byte of its body is held.
 pub async fn read_first(
     State((state, rules)): State<(AppState, BodyRules)>,
     request: Request,
@@ -62,7 +64,13 @@ pub async fn read_first(
         "github"
     };
     let (parts, body) = request.into_parts();
-    match intake::read(&parts.headers, body, &rules).await {
+    let read = match check_headers(&state, provider, &parts.headers).await {
+        Ok(()) => intake::read(&parts.headers, body, &rules)
+            .await
+            .map_err(|refusal| refusal.to_error("webhook body")),
+        Err(error) => Err(error),
+    };
+    match read {
         Ok(buffered) => {
             let request = Request::from_parts(parts, Body::from(buffered.bytes.clone()));
             let response = next.run(request).await;
@@ -70,8 +78,7 @@ pub async fn read_first(
             drop(buffered);
             response
         }
-        Err(refusal) => {
-            let error = refusal.to_error("webhook body");
+        Err(error) => {
             let mut response = respond(&state, provider, "-", Err(error));
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
@@ -79,6 +86,66 @@ pub async fn read_first(
             );
             response
         }
+    }
+}
+
+/// The checks that need no body. GitLab's token is a plain secret, checked
+/// here in full (the handler checks it again); GitHub's signature covers
+/// the body, so only its presence and shape can be checked, with the event
+/// headers every delivery carries.
+async fn check_headers(
+    state: &AppState,
+    provider: &str,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    if provider == "gitlab" {
+        let secrets: Vec<SecretString> = gitlab_secrets(state)
+            .await?
+            .into_iter()
+            .map(|(_, secret)| secret)
+            .collect();
+        signature::verify_gitlab_token(header(headers, signature::GITLAB_TOKEN_HEADER), &secrets)
+            .map_err(signature_error)?;
+        well_formed_header(headers, "X-Gitlab-Event")?;
+        return Ok(());
+    }
+    if github_secrets(state).await?.is_empty() {
+        return Err(signature_error(SignatureError::NotConfigured(
+            "set GITHUB_WEBHOOK_SECRET",
+        )));
+    }
+    github_signature_shape(header(headers, signature::GITHUB_SIGNATURE_HEADER))
+        .map_err(signature_error)?;
+    well_formed_header(headers, "X-GitHub-Event")?;
+    well_formed_header(headers, "X-GitHub-Delivery")?;
+    Ok(())
+}
+
+/// `sha256=` and 64 hex characters, as GitHub sends it.
+fn github_signature_shape(value: Option<&str>) -> Result<(), SignatureError> {
+    let name = signature::GITHUB_SIGNATURE_HEADER;
+    let value = value.ok_or(SignatureError::Missing(name))?;
+    let hex_part = value
+        .trim()
+        .strip_prefix("sha256=")
+        .ok_or(SignatureError::Malformed(name))?;
+    if hex_part.len() == 64 && hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(SignatureError::Malformed(name))
+    }
+}
+
+/// Event names ("Push Hook") and delivery ids are short printable text.
+fn well_formed_header(headers: &HeaderMap, name: &'static str) -> Result<(), ApiError> {
+    let value = required_header(headers, name)?;
+    if value.len() <= 128 && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "malformed_header",
+            format!("{name} header must be at most 128 printable ASCII characters"),
+        ))
     }
 }
 
