@@ -103,6 +103,10 @@ pub fn default_worker_prefix() -> String {
     )
 }
 
+/// The longest a worker waits for webhook intake to pause before taking
+/// its next job anyway.
+const INTAKE_FIRST: Duration = Duration::from_millis(50);
+
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
@@ -151,6 +155,8 @@ impl<H: JobHandler> Worker<H> {
 
     async fn run(mut self) {
         while !self.stopping() {
+            // Deliveries being stored go first (see `yield_to_intake`).
+            self.store.yield_to_intake(INTAKE_FIRST).await;
             let claimed = self
                 .store
                 .claim_job(&self.id, now_ms(), millis(self.config.lease))

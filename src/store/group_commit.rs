@@ -12,9 +12,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use sqlx::Row;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 
 use super::deliveries::{DeliveryStatus, IncomingDelivery, Intake, processing_job};
 use super::{Result, Store, StoreError};
@@ -70,6 +72,27 @@ impl Owned {
 pub(crate) struct IntakeQueue {
     waiting: std::sync::Mutex<Vec<Pending>>,
     writers: Arc<Semaphore>,
+    /// Deliveries waiting or being written, and a signal when none are.
+    busy: AtomicUsize,
+    quiet: Notify,
+}
+
+/// Counts one delivery as busy until dropped (answered or abandoned).
+struct Busy<'a>(&'a IntakeQueue);
+
+impl<'a> Busy<'a> {
+    fn new(queue: &'a IntakeQueue) -> Self {
+        queue.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(queue)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.quiet.notify_waiters();
+        }
+    }
 }
 
 impl std::fmt::Debug for IntakeQueue {
@@ -84,6 +107,8 @@ impl IntakeQueue {
         IntakeQueue {
             waiting: Default::default(),
             writers: Arc::new(Semaphore::new(writers.max(1))),
+            busy: AtomicUsize::new(0),
+            quiet: Notify::new(),
         }
     }
 
@@ -116,6 +141,7 @@ impl Store {
         d: &IncomingDelivery<'_>,
         now: i64,
     ) -> Result<Intake> {
+        let _busy = Busy::new(&self.intake);
         let (reply, mut answer) = oneshot::channel();
         self.intake.push(Pending {
             delivery: Owned::of(d),
@@ -147,6 +173,30 @@ impl Store {
             });
         }
         answer.await.unwrap_or_else(|_| Err(unanswered()))
+    }
+
+    /// Waits until no delivery is waiting or being stored by this process,
+    /// or `at_most`. Workers call it before taking a job, so a burst of
+    /// deliveries gets the database first (GitHub waits 10 s for an answer
+    /// and does not retry) and its processing follows; `at_most` keeps
+    /// them taking jobs, more slowly, through an endless burst.
+    pub async fn yield_to_intake(&self, at_most: Duration) {
+        let deadline = tokio::time::sleep(at_most);
+        tokio::pin!(deadline);
+        loop {
+            let quiet = self.intake.quiet.notified();
+            tokio::pin!(quiet);
+            // Registered before the check, so a drop to zero in between
+            // is not missed.
+            quiet.as_mut().enable();
+            if self.intake.busy.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            tokio::select! {
+                () = &mut quiet => {}
+                () = &mut deadline => return,
+            }
+        }
     }
 
     async fn write_and_answer(&self, batch: Vec<Pending>) {
