@@ -7,6 +7,7 @@ pub mod follow;
 pub mod intake;
 pub mod ops;
 pub mod outcome;
+mod ownership;
 pub mod plan;
 pub mod poll;
 pub mod publish;

@@ -126,6 +126,17 @@ pub(super) fn shared_branch_auto_merge_note(branch: &str) -> String {
     )
 }
 
+/// The note when graft's branch moved to `head`, a commit graft did not
+/// push, with no commit of anyone else's on it (reset to an older one).
+pub(super) fn moved_head_auto_merge_note(branch: &str, head: ObjectId) -> String {
+    format!(
+        "Auto-merge is off for this pull request: the head of `{branch}` is `{}`, not the \
+         commit graft pushed, and graft only merges what it built. Merge by hand, or \
+         comment `/graft sync`.",
+        short(&head)
+    )
+}
+
 /// Auto-merge for graft's PR `pr` whose head graft just pushed:
 /// asked only for graft's own commit on a branch nobody else committed to
 /// (then one enabled earlier is turned off: GitHub keeps it through a
@@ -138,22 +149,66 @@ pub(super) async fn ask_to_merge(
     head: ObjectId,
     shared: bool,
 ) -> Result<String, SyncError> {
-    let number = pr.number;
-    let note = if shared {
-        match client.disable_auto_merge(number).await {
-            Err(e) if e.is_retryable() => return Err(e.into()),
-            // Refused (it was not on, or the forge cannot say): the note stands.
-            _ => shared_branch_auto_merge_note(&project.sync_branch),
-        }
-    } else {
-        let result = client.enable_auto_merge(number, &head.to_string()).await;
-        let moved = matches!(result, Ok(AutoMerge::HeadMoved { .. }));
-        let note = auto_merge_note(result)?;
-        if !moved {
-            return Ok(note);
-        }
-        note
+    let withheld = Withheld {
+        number: pr.number,
+        url: Some(&pr.url),
+        head,
+        others_committed: true,
     };
+    if shared {
+        return withhold_auto_merge(state, project, client, &withheld).await;
+    }
+    let result = client.enable_auto_merge(pr.number, &head.to_string()).await;
+    let moved = matches!(result, Ok(AutoMerge::HeadMoved { .. }));
+    let note = auto_merge_note(result)?;
+    if moved {
+        audit_withheld(state, project, &withheld, &note).await?;
+    }
+    Ok(note)
+}
+
+/// Graft's PR whose head is not graft's push: what auto-merge is withheld
+/// from, and why.
+pub(super) struct Withheld<'a> {
+    pub number: i64,
+    pub url: Option<&'a str>,
+    pub head: ObjectId,
+    /// Someone else's commits are on the branch (otherwise its head is
+    /// only not graft's latest push).
+    pub others_committed: bool,
+}
+
+/// Turns auto-merge off on a PR whose head graft did not build (the forge
+/// would merge it once its checks pass: GitHub keeps auto-merge through a
+/// writer's push), audits `auto_merge.withheld` and returns the PR's note.
+/// A refusal (it was not on) leaves the note standing; a transient error
+/// fails the job, which is retried.
+pub(super) async fn withhold_auto_merge(
+    state: &AppState,
+    project: &Project,
+    client: &RepoClient,
+    withheld: &Withheld<'_>,
+) -> Result<String, SyncError> {
+    if let Err(e) = client.disable_auto_merge(withheld.number).await
+        && e.is_retryable()
+    {
+        return Err(e.into());
+    }
+    let note = if withheld.others_committed {
+        shared_branch_auto_merge_note(&project.sync_branch)
+    } else {
+        moved_head_auto_merge_note(&project.sync_branch, withheld.head)
+    };
+    audit_withheld(state, project, withheld, &note).await?;
+    Ok(note)
+}
+
+async fn audit_withheld(
+    state: &AppState,
+    project: &Project,
+    withheld: &Withheld<'_>,
+    note: &str,
+) -> Result<(), SyncError> {
     state
         .store
         .record_event(
@@ -161,15 +216,15 @@ pub(super) async fn ask_to_merge(
                 project_id: Some(project.id),
                 actor: "graft",
                 kind: "auto_merge.withheld",
-                message: &note,
-                commit_sha: Some(&head.to_string()),
-                pull_request_url: Some(&pr.url),
+                message: note,
+                commit_sha: Some(&withheld.head.to_string()),
+                pull_request_url: withheld.url,
                 ..NewEvent::default()
             },
             now_ms(),
         )
         .await?;
-    Ok(note)
+    Ok(())
 }
 
 /// graft's open PR when everything it proposed is on the target branch

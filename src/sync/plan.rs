@@ -91,12 +91,27 @@ pub fn replaced(changes: &[FileChange]) -> Vec<&str> {
         .collect()
 }
 
-/// Graft owns its branch while every commit on it past the target branch
-/// was authored and committed by graft (Renovate's rule).
-pub fn branch_is_shared(commits: &[(String, String)], graft_email: &str) -> bool {
-    commits
+/// Whether someone else committed to graft's branch: then graft stops
+/// rewriting it and merges nothing on it. `beyond` holds the branch's
+/// commits that are on neither the target branch nor below graft's
+/// recorded push (`push_recorded`), with author and committer emails.
+///
+/// graft knows what it pushed: with a recorded push, any such commit is
+/// someone else's, whatever its emails say (anyone can copy graft's from
+/// its commits). Without one (no PR open: a branch left from an earlier
+/// PR, which nothing can merge) only Renovate's rule is left: every commit
+/// authored and committed by graft's email is graft's.
+pub fn branch_is_shared(
+    beyond: &[(ObjectId, String, String)],
+    push_recorded: bool,
+    graft_email: &str,
+) -> bool {
+    if push_recorded {
+        return !beyond.is_empty();
+    }
+    beyond
         .iter()
-        .any(|(author, committer)| author != graft_email || committer != graft_email)
+        .any(|(_, author, committer)| author != graft_email || committer != graft_email)
 }
 
 /// What to do about one managed path that changed upstream.
@@ -228,17 +243,39 @@ mod tests {
         assert_eq!(flagged.managed.len(), 5);
     }
 
+    fn commit(n: &str, author: &str, committer: &str) -> (ObjectId, String, String) {
+        let id = ObjectId::from_hex(n.repeat(40).as_bytes()).unwrap();
+        (id, author.into(), committer.into())
+    }
+
     #[test]
-    fn a_branch_is_shared_once_anyone_else_committed() {
+    fn a_branch_is_shared_once_a_commit_graft_did_not_push_is_on_it() {
         let graft = "graft@x";
-        assert!(!branch_is_shared(&[], graft));
-        assert!(!branch_is_shared(&[(graft.into(), graft.into())], graft));
-        assert!(branch_is_shared(
-            &[(graft.into(), graft.into()), ("h@x".into(), graft.into())],
+        // With graft's push recorded: nothing beyond it is graft's branch,
+        // and any commit beyond it is someone else's, even one claiming
+        // graft's author and committer.
+        assert!(!branch_is_shared(&[], true, graft));
+        assert!(branch_is_shared(&[commit("1", graft, graft)], true, graft));
+        assert!(branch_is_shared(&[commit("1", "h@x", graft)], true, graft));
+    }
+
+    #[test]
+    fn without_a_recorded_push_only_the_emails_tell() {
+        let graft = "graft@x";
+        assert!(!branch_is_shared(&[], false, graft));
+        assert!(!branch_is_shared(
+            &[commit("1", graft, graft)],
+            false,
             graft
         ));
         assert!(branch_is_shared(
-            &[(graft.into(), "web-flow@github".into())],
+            &[commit("1", graft, graft), commit("2", "h@x", graft)],
+            false,
+            graft
+        ));
+        assert!(branch_is_shared(
+            &[commit("1", graft, "web-flow@github")],
+            false,
             graft
         ));
     }

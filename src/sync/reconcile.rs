@@ -18,7 +18,7 @@ use super::publish::{self, CommentContent};
 use super::schedule::{self, Scope, SyncRequest};
 use super::upstream::{apply_upstream, upstream_actions};
 use super::upstream::{fetch_for, fetch_target_listing};
-use super::{outcome, remote};
+use super::{outcome, ownership, remote};
 
 fn parse(sha: Option<&str>) -> Option<ObjectId> {
     sha.and_then(|s| ObjectId::from_hex(s.as_bytes()).ok())
@@ -86,11 +86,8 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
     let mut notes = Vec::new();
     if branch_moved && let (Some(head), Some(base)) = (fetched.head(&project.sync_branch), target) {
         fetched.deepen(&project.sync_branch, &project.branch).await;
-        let commits = fetched
-            .with_repo(move |repo| read::commits_between(repo, base, head))
-            .await?;
-        let emails: Vec<(String, String)> = commits.into_iter().map(|(_, a, c)| (a, c)).collect();
-        if super::plan::branch_is_shared(&emails, &state.git.identity.email) {
+        let others = ownership::others_committed(state, &project, &fetched, base, head).await?;
+        if others {
             let since = parse(project.sync_branch_sha.as_deref()).or(target);
             let actions = upstream_actions(state, &project, &fetched, since, Some(head)).await?;
             conflicts.extend(
@@ -118,16 +115,29 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
                     .await?;
             }
             shared = true;
-            if project.auto_merge
-                && let Some(number) = project.pull_request_number
-            {
-                // GitHub keeps an auto-merge graft enabled through a
-                // writer's push: it would merge commits graft did not build.
-                match remote.client.disable_auto_merge(number).await {
-                    Err(e) if e.is_retryable() => return Err(e.into()),
-                    _ => notes.push(outcome::shared_branch_auto_merge_note(&project.sync_branch)),
-                }
-            }
+        } else {
+            // Moved back onto the target's history: nobody else's commit,
+            // but not graft's push either. Seen, so that the next poll
+            // does not withhold auto-merge again.
+            store
+                .set_sync_branch_state(project_id, Some(&head.to_string()), shared)
+                .await?;
+        }
+        // The head is not graft's push, whatever its commits claim to be
+        // by: an auto-merge graft turned on would merge it (GitHub keeps
+        // auto-merge through a writer's push).
+        if project.auto_merge
+            && let Some(number) = project.pull_request_number
+        {
+            let withheld = outcome::Withheld {
+                number,
+                url: project.pull_request_url.as_deref(),
+                head,
+                others_committed: others,
+            };
+            notes.push(
+                outcome::withhold_auto_merge(state, &project, &remote.client, &withheld).await?,
+            );
         }
     }
     drop(fetched);

@@ -19,6 +19,7 @@ use crate::store::projects::{Mode, Project, SyncStatus};
 
 use super::errors::SyncError;
 use super::outcome::{ask_to_merge, close_landed_pull_request, finish, show_syncing, skip_reason};
+use super::ownership;
 use super::plan;
 use super::publish::{self, CommentContent};
 use super::remote::{Remote, remote_for};
@@ -300,12 +301,9 @@ async fn via_pull_request(
             // The mirror has the branch's head only: who committed below it
             // is read from its whole part that is not on the target.
             fetched.deepen(&project.sync_branch, &project.branch).await;
-            let commits = fetched
-                .with_repo(move |repo| read::commits_between(repo, target, head))
-                .await?;
-            let emails: Vec<(String, String)> =
-                commits.into_iter().map(|(_, a, c)| (a, c)).collect();
-            plan::branch_is_shared(&emails, &state.git.identity.email)
+            // Not graft's push: anyone's commit past it makes the branch
+            // shared, whatever author and committer it names.
+            ownership::others_committed(state, project, fetched, target, head).await?
         }
         _ => project.sync_branch_shared && branch_head.is_some(),
     };
@@ -358,6 +356,13 @@ async fn via_pull_request(
     let head = match built.commit {
         Some(commit) => {
             push_to(remote, fetched, commit, &project.sync_branch, mode).await?;
+            // Recorded at once: what graft pushed is how it tells its own
+            // commits from others' (a failure below must not make its own
+            // push look like someone else's to the next job).
+            state
+                .store
+                .set_sync_branch_state(project.id, Some(&commit.to_string()), shared)
+                .await?;
             Some(commit)
         }
         None if parent == target && !shared => {
