@@ -5,10 +5,14 @@
 
 mod support;
 
+use graft::forge::AutoMerge;
 use graft::store::now_ms;
 use graft::store::projects::{Kind, Mode, Project, SyncStatus};
 use support::TestDb;
 use support::fake_common::PushBefore;
+use support::fake_github::CheckRun;
+use support::fake_gitlab::CommitStatus;
+use support::git_host::RefUpdate;
 use support::harness::Harness;
 use support::sync::{input, put, settled};
 
@@ -193,6 +197,322 @@ async fn gitlab_merges_nothing_a_human_pushed_after_graft(db: TestDb) {
     h.stop().await;
 }
 
+/// A writer's commit on `branch` that names graft as its author and its
+/// committer (name and email copied from graft's own commits), pushed
+/// straight into the bare repository `bare`: no webhook. Returns the
+/// branch's (old head, new head).
+fn commit_as_graft(
+    h: &Harness,
+    bare: &std::path::Path,
+    branch: &str,
+    files: &[(&str, &[u8])],
+) -> (String, String) {
+    let identity = h.app.state.git.identity.clone();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(w)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", &identity.name)
+            .env("GIT_AUTHOR_EMAIL", &identity.email)
+            .env("GIT_COMMITTER_NAME", &identity.name)
+            .env("GIT_COMMITTER_EMAIL", &identity.email)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", w)
+            .env("FAKE_BYPASS_PROTECTION", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let bare = bare.to_str().unwrap();
+    git(&["init", "--quiet", "--initial-branch", branch]);
+    git(&["fetch", "--quiet", bare, branch]);
+    git(&["checkout", "--quiet", "-B", branch, "FETCH_HEAD"]);
+    let old = git(&["rev-parse", "HEAD"]);
+    for (path, content) in files {
+        let file = w.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
+    }
+    git(&["add", "-A"]);
+    git(&["commit", "--quiet", "-m", "sync: update generated files"]);
+    git(&[
+        "push",
+        "--quiet",
+        bare,
+        &format!("HEAD:refs/heads/{branch}"),
+    ]);
+    let new = git(&["rev-parse", "HEAD"]);
+    let log = git(&["log", "-1", "--format=%an <%ae> / %cn <%ce>"]);
+    assert_eq!(
+        log,
+        format!("{0} <{1}> / {0} <{1}>", identity.name, identity.email)
+    );
+    (old, new)
+}
+
+fn ref_update(branch: &str, (old, new): &(String, String)) -> RefUpdate {
+    RefUpdate {
+        name: format!("refs/heads/{branch}"),
+        old: Some(old.clone()),
+        new: Some(new.clone()),
+    }
+}
+
+/// GitHub's side of auto-merge once the required checks pass on `sha`:
+/// every open PR on it with auto-merge on is merged.
+fn github_checks_pass(h: &Harness, sha: &str) {
+    let ready: Vec<i64> = h
+        .github
+        .pulls(REPO)
+        .into_iter()
+        .filter(|p| p.state == "open" && p.auto_merge && p.head_sha == sha)
+        .map(|p| p.number)
+        .collect();
+    for number in ready {
+        h.github.merge_pull(REPO, number, "github").unwrap();
+    }
+}
+
+async fn github_sticky(h: &Harness, number: i64) -> String {
+    h.github
+        .comments(REPO, number)
+        .into_iter()
+        .find(|c| c.body.contains("<!-- graft:status -->"))
+        .expect("a status comment")
+        .body
+}
+
+/// graft's PR with auto-merge turned on by graft (`/graft automerge on`)
+/// while a CI check is still running on graft's commit. Returns the PR
+/// number and graft's commit.
+async fn github_pr_set_to_merge(h: &Harness, project: i64) -> (i64, String) {
+    put(h, project, &[input("a.tf", "# a\n")]).await;
+    let synced = settled(h, project, SyncStatus::Success).await;
+    let number = synced.pull_request_number.expect("a PR");
+    let ours = synced.sync_branch_sha.clone().expect("graft's push");
+    h.github.state.lock().unwrap().check_runs.push(CheckRun {
+        id: 9_000_001,
+        repo: REPO.into(),
+        head_sha: ours.clone(),
+        name: "ci".into(),
+        status: "in_progress".into(),
+        conclusion: None,
+        title: None,
+        summary: None,
+    });
+    h.github.set_role(REPO, "writer", "write");
+    h.comment_on_github(REPO, number, "writer", "/graft automerge on");
+    h.wait_for("graft turned auto-merge on", || async {
+        let pull = h.github.pulls(REPO).into_iter().next()?;
+        (pull.auto_merge && !pull.merged).then_some(())
+    })
+    .await;
+    settled(h, project, SyncStatus::Success).await;
+    (number, ours)
+}
+
+/// The attack: auto-merge is on; a writer pushes a commit that names graft
+/// as author and committer. Its webhook's reconcile turns auto-merge off
+/// (GitHub keeps it through a push) and the PR says why; when CI passes
+/// nothing merges; graft's next sync adds on top of the writer's commit
+/// instead of force-pushing over it, and leaves auto-merge off.
+async fn github_a_writer_posing_as_graft_gets_nothing_merged(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p =
+        support::sync::new_project(&h, "github", REPO, Mode::PullRequest, Kind::Iac, "infra").await;
+    let (number, ours) = github_pr_set_to_merge(&h, p.id).await;
+
+    let pushed = commit_as_graft(
+        &h,
+        &h.github.git.repo_dir(REPO),
+        "graft/infra",
+        &[
+            ("infra/evil.tf", EVIL),
+            ("infra/a.tf", b"# a by the writer\n"),
+        ],
+    );
+    assert_eq!(pushed.0, ours);
+    let theirs = pushed.1.clone();
+    h.github
+        .after_push(REPO, &[ref_update("graft/infra", &pushed)], "mallory");
+    h.wait_for("the reconcile saw the branch shared", || async {
+        let p = h.app.store.require_project(p.id).await.unwrap();
+        p.sync_branch_shared.then_some(())
+    })
+    .await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    let pull = h.github.pulls(REPO).into_iter().next().unwrap();
+    assert!(!pull.auto_merge && !pull.merged, "{pull:?}");
+    let sticky = github_sticky(&h, number).await;
+    assert!(
+        sticky.contains("others committed to `graft/infra`")
+            && sticky.contains("graft only merges what it built"),
+        "{sticky}"
+    );
+    let log = events(&h, p.id).await;
+    assert!(
+        log.iter()
+            .any(|e| e.kind == "auto_merge.withheld"
+                && e.commit_sha.as_deref() == Some(theirs.as_str())),
+        "{log:?}"
+    );
+    // The writer's edit of a managed file is graft's content now.
+    let a = h.app.store.files(p.id).await.unwrap();
+    let a = a.iter().find(|f| f.path == "a.tf").unwrap();
+    assert_eq!(a.content, b"# a by the writer\n");
+
+    github_checks_pass(&h, &theirs);
+    let pull = h.github.pulls(REPO).into_iter().next().unwrap();
+    assert!(pull.state == "open" && !pull.merged, "{pull:?}");
+    let main = h.github.git.head(REPO, "main").unwrap();
+    assert_eq!(h.github.git.file(REPO, &main, "infra/evil.tf"), None);
+
+    // graft's next change goes on top of the writer's commit; its own
+    // passing check merges nothing.
+    put(&h, p.id, &[input("b.tf", "# b\n")]).await;
+    let after = settled(&h, p.id, SyncStatus::Success).await;
+    let branch = h.github.git.log(REPO, "graft/infra");
+    assert_eq!(branch[1].0, theirs, "{branch:?}");
+    assert_eq!(after.sync_branch_sha.as_deref(), Some(branch[0].0.as_str()));
+    assert_eq!(
+        h.github
+            .git
+            .file(REPO, "graft/infra", "infra/a.tf")
+            .unwrap(),
+        b"# a by the writer\n"
+    );
+    let pull = h.github.pulls(REPO).into_iter().next().unwrap();
+    assert!(!pull.auto_merge && !pull.merged, "{pull:?}");
+    github_checks_pass(&h, &branch[0].0);
+    assert!(!h.github.pulls(REPO)[0].merged);
+    assert_eq!(h.github.violations(), Vec::<String>::new());
+    h.stop().await;
+}
+
+/// The same commit, with no webhook about it (missed, or still queued)
+/// when graft's next sync runs: the sync itself finds a head graft did not
+/// push, adds on top of it and turns auto-merge off before its check passes.
+async fn github_a_sync_builds_on_a_writer_commit_posing_as_graft(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p =
+        support::sync::new_project(&h, "github", REPO, Mode::PullRequest, Kind::Iac, "infra").await;
+    let (number, _) = github_pr_set_to_merge(&h, p.id).await;
+    let (_, theirs) = commit_as_graft(
+        &h,
+        &h.github.git.repo_dir(REPO),
+        "graft/infra",
+        &[("infra/evil.tf", EVIL)],
+    );
+    put(&h, p.id, &[input("b.tf", "# b\n")]).await;
+    let after = settled(&h, p.id, SyncStatus::Success).await;
+    assert!(after.sync_branch_shared);
+    let branch = h.github.git.log(REPO, "graft/infra");
+    assert_eq!(branch[1].0, theirs, "{branch:?}");
+    let pull = h.github.pulls(REPO).into_iter().next().unwrap();
+    assert!(!pull.auto_merge && !pull.merged, "{pull:?}");
+    let main = h.github.git.head(REPO, "main").unwrap();
+    assert_eq!(h.github.git.file(REPO, &main, "infra/evil.tf"), None);
+    let sticky = github_sticky(&h, number).await;
+    assert!(
+        sticky.contains("others committed to `graft/infra`"),
+        "{sticky}"
+    );
+    assert!(
+        events(&h, p.id)
+            .await
+            .iter()
+            .any(|e| e.kind == "auto_merge.withheld")
+    );
+    h.stop().await;
+}
+
+/// GitLab: merge when the pipeline succeeds, set by graft, then a writer's
+/// commit naming graft. GitLab itself cancels on a push; graft says why,
+/// adds on top, and does not set it again.
+async fn gitlab_a_writer_posing_as_graft_gets_nothing_merged(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let id = h.gitlab_project(PATH);
+    let p = support::sync::new_project(&h, "gitlab", PATH, Mode::PullRequest, Kind::Iac, "deploy")
+        .await;
+    put(&h, p.id, &[input("a.yaml", "a: 1\n")]).await;
+    let synced = settled(&h, p.id, SyncStatus::Success).await;
+    let iid = synced.pull_request_number.expect("an MR");
+    let ours = synced.sync_branch_sha.clone().expect("graft's push");
+    h.gitlab.state.lock().unwrap().statuses.push(CommitStatus {
+        project_id: id,
+        sha: ours.clone(),
+        name: "ci".into(),
+        state: "running".into(),
+        description: None,
+    });
+    // What `/graft automerge on` does.
+    h.app
+        .store
+        .set_auto_merge(p.id, true, now_ms())
+        .await
+        .unwrap();
+    let client = graft::sync::publish::client_for(&h.app.state, &synced)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.enable_auto_merge(iid, &ours).await.unwrap(),
+        AutoMerge::Enabled
+    );
+    assert!(h.gitlab.merge_requests(id)[0].merge_when_pipeline_succeeds);
+
+    let pushed = commit_as_graft(
+        &h,
+        &h.gitlab.git.repo_dir(PATH),
+        "graft/deploy",
+        &[("deploy/evil.yaml", EVIL)],
+    );
+    let theirs = pushed.1.clone();
+    h.gitlab
+        .after_push(PATH, &[ref_update("graft/deploy", &pushed)], "mallory");
+    h.wait_for("the reconcile saw the branch shared", || async {
+        let p = h.app.store.require_project(p.id).await.unwrap();
+        p.sync_branch_shared.then_some(())
+    })
+    .await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    let sticky = h
+        .gitlab
+        .notes(id, iid)
+        .into_iter()
+        .find(|n| n.body.contains("<!-- graft:status -->"))
+        .expect("a status note");
+    assert!(
+        sticky.body.contains("others committed to `graft/deploy`"),
+        "{}",
+        sticky.body
+    );
+    assert!(events(&h, p.id).await.iter().any(
+        |e| e.kind == "auto_merge.withheld" && e.commit_sha.as_deref() == Some(theirs.as_str())
+    ));
+
+    put(&h, p.id, &[input("b.yaml", "b: 1\n")]).await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    let branch = h.gitlab.git.log(PATH, "graft/deploy");
+    assert_eq!(branch[1].0, theirs, "{branch:?}");
+    let mr = h.gitlab.merge_requests(id).into_iter().next().unwrap();
+    assert!(
+        mr.state == "opened" && !mr.merge_when_pipeline_succeeds,
+        "{mr:?}"
+    );
+    let main = h.gitlab.git.head(PATH, "main").unwrap();
+    assert_eq!(h.gitlab.git.file(PATH, &main, "deploy/evil.yaml"), None);
+    h.stop().await;
+}
+
 /// The repository has `infra/generated/main.tf`, written by hand; a
 /// project newly takes `main.tf` with other content.
 fn hand_written(h: &Harness) {
@@ -366,4 +686,7 @@ both_backends!(
     gitlab_merges_nothing_a_human_pushed_after_graft,
     a_pr_replacing_an_unmanaged_file_lists_it,
     a_direct_sync_replacing_an_unmanaged_file_audits_it,
+    github_a_writer_posing_as_graft_gets_nothing_merged,
+    github_a_sync_builds_on_a_writer_commit_posing_as_graft,
+    gitlab_a_writer_posing_as_graft_gets_nothing_merged,
 );
