@@ -1136,13 +1136,21 @@ async fn nonconforming_graphql_is_flagged() {
             violations[n]
         );
     }
-    for query in [
-        graft::forge::github::ENABLE_AUTO_MERGE,
-        graft::forge::github::DISABLE_AUTO_MERGE,
+    // graft's own mutations conform; enabling auto-merge pins the head.
+    let head = "0123456789abcdef0123456789abcdef01234567";
+    for (query, variables) in [
+        (
+            graft::forge::github::ENABLE_AUTO_MERGE,
+            serde_json::json!({"id": "PR_1_1", "head": head}),
+        ),
+        (
+            graft::forge::github::DISABLE_AUTO_MERGE,
+            serde_json::json!({"id": "PR_1_1"}),
+        ),
     ] {
         assert_eq!(
             support::fake_github::graphql_conformance::check(
-                &serde_json::json!({"query": query, "variables": {"id": "PR_1_1"}})
+                &serde_json::json!({"query": query, "variables": variables})
             ),
             Ok(())
         );
