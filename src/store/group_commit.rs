@@ -19,7 +19,7 @@ use sqlx::Row;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
 use super::deliveries::{DeliveryStatus, IncomingDelivery, Intake, processing_job};
-use super::{Result, Store, StoreError};
+use super::{Backend, Result, Store, StoreError};
 
 /// Rows per INSERT statement (well under both databases' bind limits).
 const ROWS_PER_STATEMENT: usize = 200;
@@ -246,8 +246,19 @@ impl Store {
         let mut fresh: Vec<usize> = (0..items.len()).filter(|&i| twin_of[i].is_none()).collect();
         fresh.sort_by(|&a, &b| items[a].0.key().cmp(&items[b].0.key()));
 
-        let mut tx = self.begin_write().await?;
+        // SQLite: everything in one transaction. PostgreSQL: each chunk is
+        // one statement inserting the deliveries and their jobs (atomic on
+        // its own, committed as it returns), so a batch of new deliveries
+        // costs one round trip; only redeliveries need a transaction.
+        let pg = self.backend == Backend::Postgres;
+        let mut tx = if pg {
+            None
+        } else {
+            Some(self.begin_write().await?)
+        };
         let mut inserted: HashMap<(String, String), i64> = HashMap::new();
+        let mut job_ids: HashMap<i64, i64> = HashMap::new();
+        let job = processing_job(0, 0);
         for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::from(
                 "INSERT INTO webhook_deliveries (provider, delivery_id, event, action, status, \
@@ -267,9 +278,21 @@ impl Store {
                 }
                 sql.push(')');
             }
-            sql.push_str(
-                " ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING id, provider, delivery_id",
-            );
+            sql.push_str(" ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING id, provider, delivery_id");
+            if pg {
+                // The payload is `processing_job`'s, `{"delivery":ID}`.
+                let (kind, max_attempts) = (chunk.len() * 9 + 1, chunk.len() * 9 + 2);
+                sql = format!(
+                    "WITH d AS ({sql}, status, received_at), j AS (INSERT INTO jobs (kind, \
+                     project_id, payload, dedupe_key, state, run_at, attempts, max_attempts, \
+                     created_at, updated_at) SELECT ${kind}, NULL, \
+                     '{{\"delivery\":' || d.id || '}}', NULL, 'queued', d.received_at, 0, \
+                     ${max_attempts}, d.received_at, d.received_at FROM d \
+                     WHERE d.status = 'queued' RETURNING id, payload) \
+                     SELECT d.id, d.provider, d.delivery_id, j.id FROM d LEFT JOIN j \
+                     ON j.payload = '{{\"delivery\":' || d.id || '}}'"
+                );
+            }
             // Placeholders only; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for &i in chunk {
@@ -285,9 +308,30 @@ impl Store {
                     .bind(now)
                     .bind(d.integration_id);
             }
-            for row in query.fetch_all(&mut *tx).await? {
-                inserted.insert((row.get(1), row.get(2)), row.get(0));
+            let rows = match &mut tx {
+                Some(tx) => query.fetch_all(&mut **tx).await?,
+                None => {
+                    query
+                        .bind(job.kind.as_str())
+                        .bind(job.max_attempts)
+                        .fetch_all(&self.writer)
+                        .await?
+                }
+            };
+            for row in rows {
+                let id: i64 = row.get(0);
+                inserted.insert((row.get(1), row.get(2)), id);
+                if pg && let Some(job_id) = row.get::<Option<i64>, _>(3) {
+                    job_ids.insert(id, job_id);
+                }
             }
+        }
+        let conflicts = fresh.iter().any(|&i| {
+            let (d, _) = items[i];
+            !inserted.contains_key(&(d.provider.clone(), d.delivery_id.clone()))
+        });
+        if tx.is_none() && conflicts {
+            tx = Some(self.begin_write().await?);
         }
 
         // What became of each written delivery, before its job.
@@ -304,12 +348,16 @@ impl Store {
                 fate.insert(i, Fate::New(id));
                 continue;
             }
+            let Some(tx) = tx.as_mut() else {
+                // Unreachable: a conflict opened the transaction.
+                return Err(unanswered());
+            };
             let row = sqlx::query(
                 "SELECT id, status FROM webhook_deliveries WHERE provider = $1 AND delivery_id = $2",
             )
             .bind(d.provider.as_str())
             .bind(d.delivery_id.as_str())
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
             let id: i64 = row.get(0);
             let previous = DeliveryStatus::parse(row.get::<String, _>(1).as_str());
@@ -320,7 +368,7 @@ impl Store {
                      WHERE id = $1 AND status = 'failed'",
                 )
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?
                 .rows_affected()
                     == 1;
@@ -338,15 +386,18 @@ impl Store {
         let needs_job: Vec<(i64, i64)> = fresh
             .iter()
             .filter_map(|&i| match fate.get(&i) {
-                Some(Fate::New(id)) if items[i].0.status() == DeliveryStatus::Queued => {
+                // PostgreSQL inserted these with their deliveries.
+                Some(Fate::New(id)) if !pg && items[i].0.status() == DeliveryStatus::Queued => {
                     Some((*id, items[i].1))
                 }
                 Some(Fate::Reopened(id)) => Some((*id, items[i].1)),
                 _ => None,
             })
             .collect();
-        let job_ids = self.enqueue_processing(&mut tx, &needs_job).await?;
-        tx.commit().await?;
+        if let Some(mut tx) = tx {
+            job_ids.extend(self.enqueue_processing(&mut tx, &needs_job).await?);
+            tx.commit().await?;
+        }
 
         let outcome_of = |i: usize| -> Intake {
             match fate.get(&i) {
