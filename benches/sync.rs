@@ -703,6 +703,13 @@ fn main() {
         // SAFETY: no other thread exists yet (the runtime starts below).
         unsafe { std::env::set_var("TMPDIR", "/dev/shm") };
     }
+    if std::env::var_os("RUST_LOG").is_some() {
+        // `RUST_LOG=graft=debug` shows each sync phase and its duration.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -217,8 +217,9 @@ pub fn fetch_path(path: &Path, url: &str, auth: &GitAuth) -> Result<FetchOutcome
 /// What a sync needs in the mirror, and nothing more.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Want {
-    /// Branches to bring up to date, each with its head commit only (a
-    /// shallow fetch: the cost follows the head tree, not the history).
+    /// Branches to bring up to date: the target first. A new mirror gets
+    /// their head commits only (the cost follows the head tree, not the
+    /// history), a kept one the commits since (see [`fetch_wanted`]).
     /// Other branches in the mirror are neither fetched nor trusted.
     pub branches: Vec<String>,
     /// Commits the caller will read (the heads graft saw last time), from
@@ -228,9 +229,18 @@ pub struct Want {
 }
 
 /// Brings the `want`ed branches of the mirror at `path` up to date with
-/// `url`, each to depth 1, plus the wanted commits it lacks; a wanted
-/// branch gone upstream is removed. The outcome's heads are the wanted
-/// branches only. Same locking as [`fetch_path`]. Blocking.
+/// `url`, plus the wanted commits it lacks; a wanted branch gone upstream
+/// is removed. The outcome's heads are the wanted branches only. Same
+/// locking as [`fetch_path`]. Blocking.
+///
+/// A mirror without the first wanted branch (the target) gets each branch
+/// at depth 1: the cost follows the head tree, not the history. One that
+/// has it negotiates from what it holds and receives the commits made
+/// since, without deepening: asking a server to cut history at depth 1
+/// again makes it walk the whole head tree (hundreds of milliseconds on a
+/// 100k-file tree) where the commits since the last sync are a few
+/// objects. A target whose history was rewritten then costs its history
+/// once.
 pub fn fetch_wanted(
     path: &Path,
     url: &str,
@@ -243,8 +253,14 @@ pub fn fetch_wanted(
             .iter()
             .map(|b| format!("+refs/heads/{b}:refs/heads/{b}"))
             .collect();
+        let shallow = match want.branches.first() {
+            Some(target) if !created && heads(path)?.contains_key(target) => {
+                gix::remote::fetch::Shallow::NoChange
+            }
+            _ => depth_one(),
+        };
         let (mut objects_received, remote_refs) =
-            fetch_refspecs(path, url, auth, &refspecs, depth_one())?;
+            fetch_refspecs(path, url, auth, &refspecs, shallow)?;
         let wanted: std::collections::HashSet<String> = want
             .branches
             .iter()
@@ -261,12 +277,13 @@ pub fn fetch_wanted(
                 .map(|id| id.to_string())
                 .collect()
         };
-        if !missing.is_empty() {
-            // A commit the remote no longer has (history rewritten) is not
-            // an error: the reader sees it missing, as before.
-            match fetch_refspecs(path, url, auth, &missing, depth_one()) {
+        // One at a time: a server refuses the whole request for one id it
+        // no longer has (history rewritten), and that one is not an error:
+        // the reader sees it missing, as before.
+        for commit in missing {
+            match fetch_refspecs(path, url, auth, &[commit], depth_one()) {
                 Ok((received, _)) => objects_received += received,
-                Err(e) => tracing::debug!(error = %e, "earlier commits not fetched by id"),
+                Err(e) => tracing::debug!(error = %e, "an earlier commit not fetched by id"),
             }
         }
         let heads = heads(path)?
