@@ -159,13 +159,30 @@ pub async fn hold(h: &Harness, project: i64) -> Hold {
         ..graft::store::jobs::NewJob::new("hold", serde_json::json!({}), later)
     };
     let job = h.app.store.enqueue(&new, later).await.unwrap().unwrap();
-    let claimed = h
-        .app
-        .store
-        .claim_job(HOLDER, later, 3_600_000)
-        .await
-        .unwrap();
-    assert_eq!(claimed.map(|j| j.id), Some(job), "the hold is running");
+    // Start exactly this job (claiming would take any older due job first).
+    // While another job of the project still runs, one running job per
+    // project refuses it: try again until that job ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let started = sqlx::query(
+            "UPDATE jobs SET state = 'running', locked_by = $1, locked_until = $2 \
+             WHERE id = $3 AND state = 'queued'",
+        )
+        .bind(HOLDER)
+        .bind(later + 3_600_000)
+        .bind(job)
+        .execute(h.app.store.pool())
+        .await;
+        match started {
+            Ok(done) if done.rows_affected() == 1 => break,
+            Ok(_) => panic!("the hold job {job} is no longer queued"),
+            Err(error) => assert!(
+                std::time::Instant::now() < deadline,
+                "the hold never started: {error}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     Hold { job }
 }
 
