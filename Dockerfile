@@ -1,6 +1,6 @@
 # graft: multi-stage build.
 #   docker build -t graft .
-#   docker run -p 8080:8080 -v graft-data:/data --stop-timeout 30 -e ENCRYPTION_KEY=... graft
+#   docker run -p 8080:8080 -v graft-data:/data --stop-timeout 40 -e ENCRYPTION_KEY=... graft
 #
 # Stage 1 builds a release binary; dependencies are compiled in their own
 # layer, so editing graft's sources does not rebuild them.
