@@ -211,55 +211,64 @@ async fn deepening_brings_every_commit_on_the_branch_not_on_the_target() {
     assert_eq!(shas, others, "who committed there is read from all of it");
 }
 
+/// A commit on `parent` in the mirror that writes `content` to one file.
+fn generated_commit(world: &World, parent: &str, content: &[u8]) -> ObjectId {
+    let repo = gix::open(world.path()).unwrap();
+    let head = repo.find_commit(id(parent)).unwrap();
+    let mut editor = repo.edit_tree(head.tree_id().unwrap()).unwrap();
+    let blob = repo.write_blob(content).unwrap().detach();
+    editor
+        .upsert(
+            "infra/gen/main.tf",
+            gix::object::tree::EntryKind::Blob,
+            blob,
+        )
+        .unwrap();
+    let tree = editor.write().unwrap().detach();
+    // Dated now, as graft's commits are: after the commits below it.
+    let time = gix::date::Time::now_utc();
+    let mut buf = gix::date::parse::TimeBuf::default();
+    let signature = gix::actor::SignatureRef {
+        name: "graft".into(),
+        email: "graft@example.com".into(),
+        time: time.to_str(&mut buf),
+    };
+    repo.new_commit_as(signature, signature, "generated", tree, Some(head.id))
+        .unwrap()
+        .id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shallow_mirror_pushes_a_commit_the_server_takes_whole() {
+async fn a_shallow_mirror_pushes_commits_the_server_takes_whole() {
     let world = World::new().await;
     world.commits("main", 5, "h");
     world.fetch(want(&["main", "graft/p"], &[])).await;
-    let upstream = world.commits("main", 1, "up");
-    let fetched = world.fetch(want(&["main", "graft/p"], &[])).await;
-    assert_eq!(fetched.heads["main"].to_string(), upstream[0]);
-
-    // A commit on the target head, written in the mirror.
-    let commit = {
-        let repo = gix::open(world.path()).unwrap();
-        let head = repo.find_commit(id(&upstream[0])).unwrap();
-        let mut editor = repo.edit_tree(head.tree_id().unwrap()).unwrap();
-        let blob = repo.write_blob(b"generated\n").unwrap().detach();
-        editor
-            .upsert(
-                "infra/gen/main.tf",
-                gix::object::tree::EntryKind::Blob,
-                blob,
-            )
-            .unwrap();
-        let tree = editor.write().unwrap().detach();
-        let signature = gix::actor::SignatureRef {
-            name: "graft".into(),
-            email: "graft@example.com".into(),
-            time: "1700000000 +0000",
-        };
-        repo.new_commit_as(signature, signature, "generated", tree, Some(head.id))
-            .unwrap()
-            .id
-    };
-    let _mirror = world.cache.lock("test/acme/mono").await;
-    push(PushRequest {
-        mirror: &world.path(),
-        url: &world.host.clone_url(REPO),
-        auth: &World::auth(),
-        commit,
-        branch: "graft/p",
-        mode: PushMode::ForceWithLease { expected: None },
-        timeout: Duration::from_secs(30),
-    })
-    .await
-    .expect("push");
+    let mut expected = None;
+    for round in 0..3 {
+        let upstream = world.commits("main", 1, &format!("up{round}"));
+        let fetched = world.fetch(want(&["main", "graft/p"], &[])).await;
+        assert_eq!(fetched.heads["main"].to_string(), upstream[0]);
+        assert_eq!(fetched.heads.get("graft/p").copied(), expected);
+        let commit = generated_commit(&world, &upstream[0], format!("v{round}\n").as_bytes());
+        let _mirror = world.cache.lock("test/acme/mono").await;
+        push(PushRequest {
+            mirror: &world.path(),
+            url: &world.host.clone_url(REPO),
+            auth: &World::auth(),
+            commit,
+            branch: "graft/p",
+            mode: PushMode::ForceWithLease { expected },
+            timeout: Duration::from_secs(30),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("push {round}: {e}"));
+        assert_eq!(
+            world.host.head(REPO, "graft/p").as_deref(),
+            Some(commit.to_string().as_str())
+        );
+        expected = Some(commit);
+    }
     let server = world.host.repo_dir(REPO);
-    assert_eq!(
-        world.host.head(REPO, "graft/p").as_deref(),
-        Some(commit.to_string().as_str())
-    );
     assert!(
         !server.join("shallow").exists(),
         "the server was not made shallow"
