@@ -246,7 +246,7 @@ impl Store {
             backend,
             intake: std::sync::Arc::new(group_commit::IntakeQueue::new(match backend {
                 Backend::Sqlite => 1,
-                Backend::Postgres => 4,
+                Backend::Postgres => 8,
             })),
         })
     }
