@@ -116,7 +116,7 @@ fn source_content(i: usize, revision: usize) -> Vec<u8> {
 }
 
 fn data(stream: &mut impl Write, content: &[u8]) {
-    write!(stream, "data {}\n", content.len()).expect("write");
+    writeln!(stream, "data {}", content.len()).expect("write");
     stream.write_all(content).expect("write");
     stream.write_all(b"\n").expect("write");
 }
