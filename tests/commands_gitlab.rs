@@ -347,6 +347,17 @@ async fn an_edit_hook_without_an_action_runs_only_new_commands(db: TestDb) {
     };
     send("never mind").await;
     processed(&h, note, 3).await;
+    // Its check must see "never mind" as the note's text: an edit that lands
+    // before the job verified the previous one takes that one's place.
+    h.wait_for("the edit's check ran", || async {
+        let open = count(
+            &h,
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'command' AND state IN ('queued', 'running')",
+        )
+        .await;
+        (open == 0).then_some(())
+    })
+    .await;
     send("/graft pause").await;
     assert!(reply(&h, &s, 3).await.contains("Paused:"));
     h.stop().await;
