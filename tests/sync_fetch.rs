@@ -1,5 +1,5 @@
-//! What a sync fetches into its mirror: the wanted branches' heads only
-//! (depth 1, new mirror or kept), earlier
+//! What a sync fetches into its mirror: the wanted branches only (their
+//! heads into a new mirror, the commits since into a kept one), earlier
 //! commits by id when missing, a branch deepened down to the target when
 //! someone else committed to it, a wanted branch gone upstream removed,
 //! and a push from the shallow mirror that the server takes as complete.
@@ -110,7 +110,7 @@ fn want(branches: &[&str], commits: &[&str]) -> Want {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mirror_gets_the_wanted_heads_only_new_or_kept() {
+async fn a_new_mirror_gets_the_heads_only_and_a_kept_one_the_commits_since() {
     let world = World::new().await;
     let old = world.commits("main", 3, "old");
     world.host.create_branch(REPO, "tool/other", "main");
@@ -127,11 +127,14 @@ async fn a_mirror_gets_the_wanted_heads_only_new_or_kept() {
     let second = world.fetch(want(&["main", "graft/p"], &[])).await;
     assert!(!second.created);
     assert_eq!(second.heads["main"].to_string(), new[1]);
-    assert!(!world.has(&new[0]), "the new head only");
+    assert!(
+        world.has(&new[0]),
+        "a kept mirror gets the commits since, not a new boundary"
+    );
     assert!(!world.has(&old[1]), "still no older history");
     assert!(
         second.objects_received <= 10,
-        "a small commit: {}",
+        "two small commits: {}",
         second.objects_received
     );
 

@@ -36,16 +36,9 @@ pub struct PushRequest<'a> {
 pub async fn push(request: PushRequest<'_>) -> Result<(), GitError> {
     let refname = format!("refs/heads/{}", request.branch);
     let mut command = tokio::process::Command::new("git");
-    // `--shallow-file ""`: the push does not say the mirror is shallow.
-    // Told so, the server works out which of its commits the shallow
-    // boundary cuts off, and git packs without the sparse tree walk:
-    // ~120 ms more per push on a 100k-file tree. Graft always builds on a
-    // commit the server has (the target or its branch's head), so what
-    // lies below the boundary never matters to the push.
     command
         .arg("-C")
         .arg(request.mirror)
-        .args(["--shallow-file", ""])
         .args(["push", "--porcelain", "--no-verify"]);
     if let PushMode::ForceWithLease { expected } = request.mode {
         let expected = expected.map(|id| id.to_string()).unwrap_or_default();
