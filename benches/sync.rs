@@ -27,7 +27,8 @@
 //! `SYNC_BENCH_COLD_ROUNDS` (3), `SYNC_BENCH_SEED`. The generated
 //! repository is cached under `SYNC_BENCH_CACHE` (`/dev/shm/graft-bench-cache`)
 //! and scratch goes to `TMPDIR` (`/dev/shm` when unset): many small files
-//! on a slow disk would measure the disk.
+//! on a slow disk would measure the disk. `RUST_LOG=graft=debug` logs each
+//! sync phase with its duration.
 
 #[path = "../tests/support/mod.rs"]
 #[allow(dead_code, unused_imports, clippy::all)]
