@@ -463,7 +463,10 @@ fn fetch_refspecs(
     let header = format!("http.extraHeader={}", auth.header());
     let repo = gix::open_opts(
         path,
-        gix::open::Options::isolated().config_overrides([header]),
+        // A redirect could point at another host, which would then receive
+        // the token header: graft follows none (the forge gave the clone URL).
+        gix::open::Options::isolated()
+            .config_overrides([header, "http.followRedirects=false".to_string()]),
     )
     .map_err(local)?;
     let remote = repo

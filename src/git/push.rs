@@ -56,9 +56,12 @@ pub async fn push(request: PushRequest<'_>) -> Result<(), GitError> {
         .env("GIT_ASKPASS", "true")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_COUNT", "2")
         .env("GIT_CONFIG_KEY_0", "http.extraHeader")
         .env("GIT_CONFIG_VALUE_0", request.auth.header())
+        // No redirect may carry the token header to another host.
+        .env("GIT_CONFIG_KEY_1", "http.followRedirects")
+        .env("GIT_CONFIG_VALUE_1", "false")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
