@@ -218,23 +218,7 @@ pub async fn on_comment(
             .map_err(|e| JobError::retry(format!("database: {e}")))?;
         return Ok(());
     }
-    let project = store
-        .project_by_pull_request(
-            &crate::store::projects::RepoKey {
-                provider: provider.as_str(),
-                integration_id: integration,
-                repo: &comment.repo.path,
-            },
-            comment.number,
-        )
-        .await
-        .map_err(|e| JobError::retry(format!("database: {e}")))?;
-    let Some(project) = project else {
-        // Not graft's PR: no job and no rows, however many such comments.
-        debug!(
-            number = comment.number,
-            "commands on a PR graft does not own: ignored"
-        );
+    let Some(project) = owning_project(state, provider, integration, comment).await? else {
         return Ok(());
     };
     let person = person_key(actor);
@@ -350,6 +334,35 @@ pub async fn on_comment(
 /// or when a note that had commands now has none (so the job can verify
 /// that and a command written back later counts as new), at most
 /// [`NOTE_JOBS`] per merge request and minute.
+/// The project whose PR/MR the comment is on; `None` (logged) when graft
+/// does not own it: such comments create no job and no rows, however many.
+async fn owning_project(
+    state: &AppState,
+    provider: Provider,
+    integration: Option<i64>,
+    comment: &CommentEvent,
+) -> Result<Option<crate::store::projects::Project>, JobError> {
+    let project = state
+        .store
+        .project_by_pull_request(
+            &crate::store::projects::RepoKey {
+                provider: provider.as_str(),
+                integration_id: integration,
+                repo: &comment.repo.path,
+            },
+            comment.number,
+        )
+        .await
+        .map_err(|e| JobError::retry(format!("database: {e}")))?;
+    if project.is_none() {
+        debug!(
+            number = comment.number,
+            "commands on a pull/merge request graft does not own: ignored"
+        );
+    }
+    Ok(project)
+}
+
 async fn on_note(
     state: &AppState,
     integration: Option<i64>,
@@ -373,22 +386,7 @@ async fn on_note(
         debug!(comment = comment.comment_id, "no new commands in the note");
         return Ok(());
     }
-    let project = store
-        .project_by_pull_request(
-            &crate::store::projects::RepoKey {
-                provider: provider.as_str(),
-                integration_id: integration,
-                repo: &comment.repo.path,
-            },
-            comment.number,
-        )
-        .await
-        .map_err(|e| JobError::retry(format!("database: {e}")))?;
-    let Some(project) = project else {
-        debug!(
-            number = comment.number,
-            "commands on a merge request graft does not own: ignored"
-        );
+    let Some(project) = owning_project(state, provider, integration, comment).await? else {
         return Ok(());
     };
     let payload = CommandJob {
