@@ -387,6 +387,16 @@ impl PushBefore {
         let (m, part) = self.on.split_once(' ').unwrap_or(("", self.on.as_str()));
         (m.is_empty() || m == method) && path.contains(part)
     }
+
+    /// Takes the push out of `slot` when `method path` is the request it
+    /// waits for.
+    pub fn take_due(slot: &mut Option<Self>, method: &str, path: &str) -> Option<Self> {
+        if slot.as_ref().is_some_and(|p| p.matches(method, path)) {
+            slot.take()
+        } else {
+            None
+        }
+    }
 }
 
 /// Faults injected into the next API calls.

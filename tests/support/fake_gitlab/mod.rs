@@ -247,13 +247,11 @@ impl FakeGitlab {
 
     /// The push set up by [`Self::push_before`], if `method path` is due.
     pub(crate) fn due_push(&self, method: &str, path: &str) {
-        let due = {
-            let mut state = self.state.lock().unwrap();
-            match &state.push_before {
-                Some(p) if p.matches(method, path) => state.push_before.take(),
-                _ => None,
-            }
-        };
+        let due = fake_common::PushBefore::take_due(
+            &mut self.state.lock().unwrap().push_before,
+            method,
+            path,
+        );
         if let Some(p) = due {
             self.push_as_human(
                 &p.repo,
