@@ -8,7 +8,6 @@ use secrecy::SecretString;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::commands::CommandSettings;
 use crate::crypto::Keyring;
 use crate::forge::{ForgeError, ForgeSettings, Forges};
 use crate::git::Identity;
@@ -17,6 +16,7 @@ use crate::http::error::ApiError;
 use crate::http::ui::session::SessionKey;
 use crate::jobs::{self, PoolConfig};
 use crate::metrics::Metrics;
+use crate::slash::CommandSettings;
 use crate::store::Store;
 use crate::worker::GraftJobs;
 

@@ -22,6 +22,7 @@ pub mod remote;
 pub mod retention;
 pub mod server;
 pub mod signature;
+pub mod slash;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -9,13 +9,13 @@ use tracing::{info, warn};
 
 use crate::app::{AppSettings, AppState, GitSettings, OperatorSettings};
 use crate::cli::{keyring, open_store};
-use crate::commands::CommandSettings;
 use crate::config::{GlobalArgs, ServeArgs};
 use crate::forge::github::manifest;
 use crate::forge::{ForgeSettings, GithubAppSource};
 use crate::git::Identity;
 use crate::jobs::PoolConfig;
 use crate::signature::split_secrets;
+use crate::slash::CommandSettings;
 use crate::store::operator::StoredGithubApp;
 use crate::store::redact_url;
 

@@ -11,11 +11,11 @@
 use std::path::{Component, Path};
 use std::time::{Duration, Instant};
 
-use graft::commands::parse::{self, MAX_COMMANDS};
 use graft::crypto::Key;
 use graft::events::{github, gitlab};
 use graft::git::paths;
 use graft::git::validate::{self, Severity};
+use graft::slash::parse::{self, MAX_COMMANDS};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use secrecy::{ExposeSecret, SecretString};

@@ -21,9 +21,9 @@ use crate::sync::schedule::{self, RECONCILE_JOB, SYNC_JOB, SyncRequest};
 use crate::sync::{ops, publish, reconcile};
 
 use super::intake::{self, CommandJob, QueuedCommand};
-use super::parse::Command;
 use super::reply::{self, Forge, Outcome, Verdict};
 use super::verify::{self, Rejection};
+use crate::slash::Command;
 
 fn payload(job: &Job) -> Result<CommandJob, JobError> {
     serde_json::from_str(&job.payload)

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::REPLY_MARKER;
-use super::help::{grammar, help_table};
-use super::parse::{Command, CommandError, echo};
+use crate::slash::help::{grammar, help_table};
+use crate::slash::parse::{Command, CommandError, echo};
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,7 +196,7 @@ pub fn all_done(outcomes: &[Outcome]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::parse::parse;
+    use crate::slash::parse::parse;
 
     const P: &str = "/graft";
 

@@ -68,7 +68,7 @@ pub fn skip_reason(project: &Project, request: &SyncRequest) -> Option<&'static 
 
 /// Marks the project failed, writes the audit event and tells the PR.
 pub async fn record_failure(state: &AppState, project_id: i64, message: &str, job_id: Option<i64>) {
-    let message = &crate::commands::help::with_prefix(message, &state.commands.prefix);
+    let message = &crate::slash::help::with_prefix(message, &state.commands.prefix);
     let now = now_ms();
     if let Err(e) = state
         .store

@@ -2,13 +2,13 @@
 //! opening or updating its one PR/MR, the check run, the sticky comment.
 
 use crate::app::AppState;
-use crate::commands::help::with_prefix;
 use crate::forge::{
     CheckConclusion, CheckReport, ForgeError, NewPullRequest, PullRequest, PullRequestUpdate,
     RepoClient,
 };
 use crate::git::read::FileChange;
 use crate::git::validate::{Finding, passed};
+use crate::slash::help::with_prefix;
 use crate::store::projects::{Project, SyncStatus};
 
 use super::errors::SyncError;

@@ -11,7 +11,7 @@ use crate::store::projects::{Project, SyncStatus};
 const FOLD_AFTER: usize = 10;
 
 /// The command table lives with the command parser (one source of truth).
-pub use crate::commands::COMMAND_HELP;
+pub use crate::slash::COMMAND_HELP;
 
 /// Everything the status comment shows.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! The slash-command parser: pure, no I/O. See the module docs of
-//! [`crate::commands`] for the grammar.
+//! [`crate::slash`] for the grammar.
 //!
 //! Markdown structure comes from pulldown-cmark: the byte ranges of
 //! fenced and indented code blocks, block quotes, HTML blocks, HTML

@@ -96,7 +96,7 @@ pub fn suggest(name: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::parse::parse;
+    use crate::slash::parse::parse;
 
     #[test]
     fn suggestions_by_edit_distance() {
