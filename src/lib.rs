@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod crypto;
 pub mod events;
 pub mod forge;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::app::AppState;
+use crate::context::Context;
 use crate::events::{Actor, CommentAction, CommentEvent, Provider, RepoRef};
 use crate::forge::github::deliveries::{HookDelivery, RETENTION_MS};
 use crate::forge::gitlab::GitlabRepo;
@@ -135,7 +135,7 @@ pub fn describe_health(health: &WebhookHealth) -> String {
 }
 
 /// One pass over both forges.
-pub async fn run_once(state: &AppState) -> Recovered {
+pub async fn run_once(state: &Context) -> Recovered {
     let mut done = Recovered::default();
     match recover_github(state, &mut done).await {
         Ok(()) => {}
@@ -157,7 +157,7 @@ pub async fn run_once(state: &AppState) -> Recovered {
     done
 }
 
-async fn recover_github(state: &AppState, done: &mut Recovered) -> Result<(), RecoveryError> {
+async fn recover_github(state: &Context, done: &mut Recovered) -> Result<(), RecoveryError> {
     let Some(app) = state.forges.github_app() else {
         return Ok(());
     };
@@ -195,7 +195,7 @@ async fn recover_github(state: &AppState, done: &mut Recovered) -> Result<(), Re
     Ok(())
 }
 
-async fn recover_gitlab(state: &AppState, done: &mut Recovered) {
+async fn recover_gitlab(state: &Context, done: &mut Recovered) {
     let projects = match state.store.list_projects().await {
         Ok(projects) => projects,
         Err(e) => {
@@ -215,7 +215,7 @@ async fn recover_gitlab(state: &AppState, done: &mut Recovered) {
 }
 
 async fn recover_project(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     checked: &mut HashMap<(Option<i64>, String), HookHealth>,
     done: &mut Recovered,
@@ -258,7 +258,7 @@ async fn recover_project(
 /// reconcile of its projects when one was; returns the health of graft's
 /// hooks afterwards (the worst), `None` when no hook points at graft.
 async fn heal_hooks(
-    state: &AppState,
+    state: &Context,
     repo: &GitlabRepo,
     done: &mut Recovered,
 ) -> Result<Option<HookHealth>, RecoveryError> {
@@ -298,7 +298,7 @@ async fn heal_hooks(
     for project in state.store.list_projects().await? {
         if project.provider == "gitlab" && project.repo == path {
             crate::sync::schedule::enqueue_reconcile(
-                &state.store,
+                &state.jobs,
                 project.id,
                 "webhook re-enabled",
                 now_ms(),
@@ -306,7 +306,6 @@ async fn heal_hooks(
             .await?;
         }
     }
-    state.job_wake.notify_waiters();
     let after = ours(repo.hooks(now_ms()).await?);
     Ok(after.iter().map(|h| h.health).max_by_key(|h| severity(*h)))
 }
@@ -322,7 +321,7 @@ fn severity(health: HookHealth) -> u8 {
 /// Feeds the notes of MR `number` written since the last pass into the
 /// command intake (oldest first, as they were written).
 async fn read_missed_notes(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     repo: &GitlabRepo,
     number: i64,
@@ -388,7 +387,7 @@ pub const TASK: &str = "delivery_recovery";
 /// Runs a pass at start-up, then one per interval across all replicas,
 /// until `shutdown`.
 pub async fn run(
-    state: AppState,
+    state: Context,
     interval: Duration,
     holder: String,
     shutdown: watch::Receiver<bool>,

@@ -147,7 +147,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     );
     let retention = tokio::spawn(crate::retention::run(
         store.clone(),
-        state.mirrors.clone(),
+        state.context.mirrors.clone(),
         args.retention_days,
         crate::retention::EVERY,
         replica.clone(),
@@ -155,7 +155,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     ));
     let poller = (args.poll_interval > 0).then(|| {
         tokio::spawn(crate::sync::poll::run_poller(
-            state.clone(),
+            state.context.clone(),
             Duration::from_secs(args.poll_interval),
             replica.clone(),
             stop_rx_for_poll.clone(),
@@ -163,7 +163,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     });
     let recovery = (args.recovery_interval > 0).then(|| {
         tokio::spawn(crate::recovery::run(
-            state.clone(),
+            state.context.clone(),
             Duration::from_secs(args.recovery_interval),
             replica.clone(),
             stop_rx_for_poll.clone(),
@@ -172,7 +172,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     crate::http::serve::serve(
         listener,
         state.router(),
-        state.http.header_timeout,
+        state.http.timeouts.header_timeout,
         async move {
             stop_signal().await;
             info!("stopping: no new requests or jobs; letting running jobs finish");

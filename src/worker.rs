@@ -2,8 +2,8 @@
 
 use tracing::{Instrument, info, warn};
 
-use crate::app::AppState;
 use crate::commands;
+use crate::context::Context;
 use crate::events::{
     self, ForgeEvent, InstallationAction, InstallationEvent, Parsed, Provider, PullRequestAction,
     PullRequestEvent, PushEvent,
@@ -21,11 +21,11 @@ use crate::sync::{outcome, reconcile, run};
 const PR_CLOSED_JOB: &str = "pull_request_closed";
 
 pub struct GraftJobs {
-    state: AppState,
+    state: Context,
 }
 
 impl GraftJobs {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(state: Context) -> Self {
         GraftJobs { state }
     }
 }
@@ -187,7 +187,7 @@ impl GraftJobs {
         };
         let store = &self.state.store;
         let now = now_ms();
-        let mut queued = 0;
+        let jobs = &self.state.jobs;
         let repo = RepoKey {
             provider: provider.as_str(),
             integration_id: integration,
@@ -208,10 +208,9 @@ impl GraftJobs {
                     .map_err(store_error)?,
             };
             if reconcile {
-                schedule::enqueue_reconcile(store, project.id, "push", now)
+                schedule::enqueue_reconcile(jobs, project.id, "push", now)
                     .await
                     .map_err(store_error)?;
-                queued += 1;
             }
         }
         if let Some(project) = store
@@ -221,13 +220,9 @@ impl GraftJobs {
             && project.sync_branch_sha.as_deref() != Some(push.after.as_str())
             && !push.deleted
         {
-            schedule::enqueue_reconcile(store, project.id, "push to sync branch", now)
+            schedule::enqueue_reconcile(jobs, project.id, "push to sync branch", now)
                 .await
                 .map_err(store_error)?;
-            queued += 1;
-        }
-        if queued > 0 {
-            self.state.job_wake.notify_waiters();
         }
         Ok(())
     }
@@ -277,8 +272,11 @@ impl GraftJobs {
                 now,
             )
         };
-        store.enqueue(&job, now).await.map_err(store_error)?;
-        self.state.job_wake.notify_waiters();
+        self.state
+            .jobs
+            .enqueue(&job, now)
+            .await
+            .map_err(store_error)?;
         Ok(())
     }
 

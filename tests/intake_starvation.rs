@@ -87,7 +87,7 @@ async fn trickling_clients_do_not_delay_a_signed_delivery(db: TestDb) {
     eventually(
         "the slow bodies being read",
         Duration::from_secs(10),
-        || async { (app.state.body_budget.held() >= SLOW_CLIENTS).then_some(()) },
+        || async { (app.state.http.body_budget.held() >= SLOW_CLIENTS).then_some(()) },
     )
     .await;
 
@@ -126,7 +126,7 @@ async fn trickling_clients_do_not_delay_a_signed_delivery(db: TestDb) {
     eventually(
         "the body budget given back",
         Duration::from_secs(5),
-        || async { (app.state.body_budget.held() == 0).then_some(()) },
+        || async { (app.state.http.body_budget.held() == 0).then_some(()) },
     )
     .await;
     let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
@@ -207,7 +207,7 @@ async fn slow_headers_are_cut_off() {
     let server = tokio::spawn(graft::http::serve::serve(
         listener,
         state.router(),
-        state.http.header_timeout,
+        state.http.timeouts.header_timeout,
         async move {
             let _ = stop_rx.await;
         },
@@ -329,13 +329,13 @@ async fn stalled_large_bodies_do_not_delay_a_signed_delivery(db: TestDb) {
         "the stalled bodies holding the large share",
         Duration::from_secs(8),
         || async {
-            (app.state.body_budget.webhooks.held() >= graft::http::intake::LARGE_SHARE - MIB)
+            (app.state.http.body_budget.webhooks.held() >= graft::http::intake::LARGE_SHARE - MIB)
                 .then_some(())
         },
     )
     .await;
     a_signed_delivery_is_answered_promptly(&app).await;
-    assert!(app.state.body_budget.webhooks.held() <= graft::http::intake::LARGE_SHARE);
+    assert!(app.state.http.body_budget.webhooks.held() <= graft::http::intake::LARGE_SHARE);
 
     for (n, (sending, answer)) in stalled.into_iter().enumerate() {
         let answer = tokio::time::timeout(deadline + Duration::from_secs(10), answer)
@@ -350,7 +350,7 @@ async fn stalled_large_bodies_do_not_delay_a_signed_delivery(db: TestDb) {
     eventually(
         "the body budget given back",
         Duration::from_secs(5),
-        || async { (app.state.body_budget.held() == 0).then_some(()) },
+        || async { (app.state.http.body_budget.held() == 0).then_some(()) },
     )
     .await;
     app.stop().await;
@@ -435,7 +435,7 @@ async fn requests_that_cannot_be_deliveries_are_refused_before_their_body() {
         );
         assert!(answer.contains(code), "{head}: {answer}");
         assert!(!answer.contains(support::GITLAB_SECRET), "{answer}");
-        assert_eq!(app.state.body_budget.held(), 0);
+        assert_eq!(app.state.http.body_budget.held(), 0);
         drop(writer);
     }
     assert_eq!(app.store.delivery_count().await.unwrap(), 0);
@@ -483,7 +483,7 @@ async fn slow_api_uploads_do_not_delay_a_signed_delivery(db: TestDb) {
     eventually(
         "the slow uploads being read",
         Duration::from_secs(5),
-        || async { (app.state.body_budget.api.held() >= UPLOADS).then_some(()) },
+        || async { (app.state.http.body_budget.api.held() >= UPLOADS).then_some(()) },
     )
     .await;
     a_signed_delivery_is_answered_promptly(&app).await;
@@ -519,7 +519,7 @@ async fn slow_api_uploads_do_not_delay_a_signed_delivery(db: TestDb) {
     eventually(
         "the body budget given back",
         Duration::from_secs(5),
-        || async { (app.state.body_budget.held() == 0).then_some(()) },
+        || async { (app.state.http.body_budget.held() == 0).then_some(()) },
     )
     .await;
     app.stop().await;

@@ -172,7 +172,7 @@ async fn a_panicking_sync_is_recorded_on_the_project(db: TestDb) {
         .await
         .unwrap();
     schedule::enqueue_sync(
-        &store,
+        app.jobs(),
         project.id,
         &SyncRequest::explicit("test"),
         now_ms() - 10,
@@ -180,7 +180,7 @@ async fn a_panicking_sync_is_recorded_on_the_project(db: TestDb) {
     .await
     .unwrap();
     let after = enqueue(&store, "ping", Some(project.id), now_ms()).await;
-    let handler = Arc::new(PanickingSync(GraftJobs::new(app.state.clone())));
+    let handler = Arc::new(PanickingSync(GraftJobs::new(app.state.context.clone())));
     let (tx, set) = start(&store, handler);
 
     assert_eq!(

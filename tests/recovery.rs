@@ -99,7 +99,7 @@ async fn github_comment_missed_while_down_runs_once(db: TestDb) {
     .await;
 
     // Start-up: the missed delivery is asked for again and runs once.
-    let done = run_once(&h.app.state).await;
+    let done = run_once(&h.app.state.context).await;
     assert_eq!(done.redeliveries, 1, "{done:?}");
     assert_eq!(done.failures, 0, "{done:?}");
     h.wait_for("the command ran", || async {
@@ -132,9 +132,9 @@ async fn github_comment_missed_while_down_runs_once(db: TestDb) {
 
     // A second start-up and a later pass ask for nothing and run nothing.
     let runs = command_runs(&h).await;
-    let again = run_once(&h.app.state).await;
+    let again = run_once(&h.app.state.context).await;
     assert_eq!(again.redeliveries, 0, "{again:?}");
-    run_once(&h.app.state).await;
+    run_once(&h.app.state.context).await;
     assert_eq!(h.github.redeliveries(), 1);
     assert_eq!(command_runs(&h).await, runs);
     assert_eq!(github_replies(&h, REPO, number).len(), 1);
@@ -208,7 +208,7 @@ async fn gitlab_note_missed_while_down_runs_once(db: TestDb) {
     h.gitlab.set_webhook_url(&h.app.url("/webhooks/gitlab"));
     assert!(!project(&h, p.id).await.paused);
 
-    let done = run_once(&h.app.state).await;
+    let done = run_once(&h.app.state.context).await;
     assert!(done.notes >= 1, "{done:?}");
     assert_eq!(done.failures, 0, "{done:?}");
     h.wait_for("the command ran", || async {
@@ -222,8 +222,8 @@ async fn gitlab_note_missed_while_down_runs_once(db: TestDb) {
     .await;
 
     let runs = command_runs(&h).await;
-    run_once(&h.app.state).await;
-    run_once(&h.app.state).await;
+    run_once(&h.app.state.context).await;
+    run_once(&h.app.state.context).await;
     assert_eq!(command_runs(&h).await, runs);
     assert_eq!(gitlab_replies(&h, gitlab_id, iid).len(), 1);
     assert_eq!(thumbs_up(h.gitlab.awards(note), "thumbsup"), 1);
@@ -248,7 +248,7 @@ async fn disabled_gitlab_hook_is_re_enabled_and_shown(db: TestDb) {
     assert!(!html.contains("Webhook"), "{html}");
 
     // No hook points at graft: said so.
-    run_once(&h.app.state).await;
+    run_once(&h.app.state.context).await;
     let (_, html) = support::ui::get_page(&h.app, &page, &cookie).await;
     assert!(
         html.contains("no webhook on the project points at graft"),
@@ -264,7 +264,7 @@ async fn disabled_gitlab_hook_is_re_enabled_and_shown(db: TestDb) {
         .add_hook(gitlab_id, "http://ci.example/hook", "other");
     h.gitlab.disable_hook(hook, None);
     h.gitlab.disable_hook(other, None);
-    let done = run_once(&h.app.state).await;
+    let done = run_once(&h.app.state.context).await;
     assert_eq!(done.hooks_enabled, 0, "{done:?}");
     let (_, html) = support::ui::get_page(&h.app, &page, &cookie).await;
     assert!(html.contains("disabled by GitLab after failures"), "{html}");
@@ -282,7 +282,7 @@ async fn disabled_gitlab_hook_is_re_enabled_and_shown(db: TestDb) {
         .url = h.app.url("/webhooks/gitlab");
     h.gitlab.disable_hook(hook, Some(3600));
     let (_, html) = {
-        run_once(&h.app.state).await;
+        run_once(&h.app.state.context).await;
         support::ui::get_page(&h.app, &page, &cookie).await
     };
     let hooks = h.gitlab.project_hooks(gitlab_id);

@@ -163,14 +163,14 @@ async fn the_poll_and_retention_run_once_per_interval_across_two_replicas(db: Te
     for (i, app) in apps.iter().enumerate() {
         let replica = format!("replica-{i}");
         tasks.spawn(graft::sync::poll::run_poller(
-            app.state.clone(),
+            app.state.context.clone(),
             SHORT,
             replica.clone(),
             stop_rx.clone(),
         ));
         tasks.spawn(graft::retention::run(
             app.store.clone(),
-            app.state.mirrors.clone(),
+            app.state.context.mirrors.clone(),
             30,
             SHORT,
             replica,

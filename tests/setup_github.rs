@@ -181,7 +181,7 @@ async fn manifest_flow_stores_the_app_sealed_and_uses_it(db: TestDb) {
         manifest["redirect_url"],
         "https://graft.example.com/setup/github/callback"
     );
-    assert!(app.state.forges.github_app().is_none());
+    assert!(app.state.context.forges.github_app().is_none());
 
     // The admin confirms on GitHub; GitHub redirects back with a code.
     let code = github.create_app_from_manifest(&manifest);
@@ -218,6 +218,7 @@ async fn manifest_flow_stores_the_app_sealed_and_uses_it(db: TestDb) {
     // graft uses the app at once: it reaches the installation on GitHub…
     let client = app
         .state
+        .context
         .forges
         .github("acme/infra")
         .await
@@ -226,6 +227,7 @@ async fn manifest_flow_stores_the_app_sealed_and_uses_it(db: TestDb) {
     // …and so does the other replica, reading it from the database.
     let client = replica
         .state
+        .context
         .forges
         .github("acme/infra")
         .await

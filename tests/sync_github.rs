@@ -390,9 +390,10 @@ async fn import_takes_the_repository_side_of_a_conflict(db: TestDb) {
         "octocat",
     );
     settled(&h, p.id, SyncStatus::Error).await;
-    let imported = graft::sync::ops::import_upstream(&h.app.state, p.id, "comment:reviewer")
-        .await
-        .unwrap();
+    let imported =
+        graft::sync::ops::import_upstream(&h.app.state.context, p.id, "comment:reviewer")
+            .await
+            .unwrap();
     assert_eq!(imported, vec!["b.tf".to_string()]);
     let after = h.app.store.require_project(p.id).await.unwrap();
     assert_eq!(
@@ -584,7 +585,7 @@ async fn the_poll_catches_a_missed_webhook(db: TestDb) {
         "no webhook",
     );
     assert_eq!(poll_now(&h).await, 1);
-    h.app.state.job_wake.notify_waiters();
+    h.app.jobs().wake();
     h.wait_for("poll reconciled", || async {
         let p = h.app.store.require_project(p.id).await.unwrap();
         (p.last_synced_commit_sha.as_deref() == Some(head.as_str()) && p.last_pulled_at.is_some())
@@ -693,7 +694,7 @@ async fn a_restart_in_the_middle_of_a_sync_still_gives_one_pr(db: TestDb) {
     // Queued for later, so no live worker takes it first; then held by a
     // replica that dies: its lease runs out in a second.
     let later = now_ms() + 3_600_000;
-    let id = schedule::enqueue_sync(&h.app.store, p.id, &SyncRequest::explicit("test"), later)
+    let id = schedule::enqueue_sync(h.app.jobs(), p.id, &SyncRequest::explicit("test"), later)
         .await
         .unwrap();
     let held = sqlx::query(
@@ -707,7 +708,7 @@ async fn a_restart_in_the_middle_of_a_sync_still_gives_one_pr(db: TestDb) {
     .await
     .unwrap();
     assert_eq!(held.rows_affected(), 1);
-    h.app.state.job_wake.notify_waiters();
+    h.app.jobs().wake();
     let recovered = h
         .wait_for("the orphaned job ran again", || async {
             let job = h.app.store.job(id).await.unwrap().unwrap();

@@ -121,10 +121,10 @@ async fn configuration_projects_push_flagged_files_and_hold_the_rest(db: TestDb)
     let quiet = h.app.store.file(p.id, "quiet.yaml").await.unwrap().unwrap();
     assert_eq!(quiet.state, FileState::Pending);
     // The explicit sync carries it.
-    schedule::enqueue_sync(&h.app.store, p.id, &SyncRequest::explicit("api"), now_ms())
+    schedule::enqueue_sync(h.app.jobs(), p.id, &SyncRequest::explicit("api"), now_ms())
         .await
         .unwrap();
-    h.app.state.job_wake.notify_waiters();
+    h.app.jobs().wake();
     h.wait_for("quiet file pushed", || async {
         h.gitlab
             .git

@@ -19,7 +19,7 @@ const INSTALLATION: i64 = 77;
 async fn automatic_sync_queued_earlier(h: &Harness, project: i64, then: impl AsyncFnOnce()) {
     let held = now_ms() + 3_600_000;
     let id = schedule::enqueue_sync(
-        &h.app.store,
+        h.app.jobs(),
         project,
         &SyncRequest::automatic(Scope::All, "test"),
         held,
@@ -33,7 +33,7 @@ async fn automatic_sync_queued_earlier(h: &Harness, project: i64, then: impl Asy
         .execute(h.app.store.pool())
         .await
         .unwrap();
-    h.app.state.job_wake.notify_waiters();
+    h.app.jobs().wake();
     h.wait_for("the queued sync ran", || async {
         let job = h.app.store.job(id).await.unwrap()?;
         (job.state == "done").then_some(())

@@ -207,7 +207,7 @@ fn commit_as_graft(
     branch: &str,
     files: &[(&str, &[u8])],
 ) -> (String, String) {
-    let identity = h.app.state.git.identity.clone();
+    let identity = h.app.state.context.git.identity.clone();
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let git = |args: &[&str]| {
@@ -460,7 +460,7 @@ async fn gitlab_a_writer_posing_as_graft_gets_nothing_merged(db: TestDb) {
         .set_auto_merge(p.id, true, now_ms())
         .await
         .unwrap();
-    let client = graft::sync::publish::client_for(&h.app.state, &synced)
+    let client = graft::sync::publish::client_for(&h.app.state.context, &synced)
         .await
         .unwrap();
     assert_eq!(

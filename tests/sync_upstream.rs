@@ -105,9 +105,10 @@ async fn import_takes_only_what_the_repository_changed(db: TestDb) {
     );
     settled(&h, p.id, SyncStatus::Error).await;
 
-    let imported = graft::sync::ops::import_upstream(&h.app.state, p.id, "comment:reviewer")
-        .await
-        .unwrap();
+    let imported =
+        graft::sync::ops::import_upstream(&h.app.state.context, p.id, "comment:reviewer")
+            .await
+            .unwrap();
     assert_eq!(imported, vec!["b.tf".to_string()]);
     let file = |path: &'static str| {
         let store = h.app.store.clone();
@@ -195,7 +196,7 @@ async fn a_merge_whose_webhooks_were_lost_is_found_by_the_poll(db: TestDb) {
         .merge_pull(REPO, synced.pull_request_number.unwrap(), "octocat")
         .unwrap();
     assert_eq!(poll_now(&h).await, 1);
-    h.app.state.job_wake.notify_waiters();
+    h.app.jobs().wake();
     let merged = h
         .wait_for("merge found by the poll", || async {
             let p = h.app.store.require_project(p.id).await.unwrap();

@@ -6,7 +6,7 @@
 
 use tracing::{info, warn};
 
-use crate::app::AppState;
+use crate::context::Context;
 use crate::events::{Actor, Provider};
 use crate::forge::{AutoMerge, ForgeKind, Permission, Reaction, RepoClient, UserRef};
 use crate::git::validate::{Finding, passed};
@@ -45,7 +45,7 @@ fn forge_of(client: &RepoClient) -> Forge {
 /// a PR graft does not own, the forge's (GitLab: the integration the
 /// comment came through).
 async fn client_for(
-    state: &AppState,
+    state: &Context,
     job: &CommandJob,
     project: Option<&Project>,
 ) -> Result<RepoClient, SyncError> {
@@ -84,7 +84,7 @@ async fn verdict(client: &RepoClient, job: &CommandJob, done: bool) {
 /// The note did not check out: nothing runs and nothing shows on it; the
 /// log and (for a project graft owns) the audit log say why.
 async fn reject(
-    state: &AppState,
+    state: &Context,
     job: &CommandJob,
     project: Option<&Project>,
     ids: &[i64],
@@ -136,7 +136,7 @@ async fn reject(
 /// The command rows of a job: those its payload names (GitHub), or for a
 /// GitLab note those the job recorded once it verified the note.
 async fn run_ids(
-    state: &AppState,
+    state: &Context,
     job: &Job,
     command_job: &CommandJob,
 ) -> Result<Vec<i64>, JobError> {
@@ -150,7 +150,7 @@ async fn run_ids(
     Ok(command_job.commands.iter().map(|c| c.run_id).collect())
 }
 
-pub async fn run(state: &AppState, job: &Job) -> Result<(), JobError> {
+pub async fn run(state: &Context, job: &Job) -> Result<(), JobError> {
     let mut command_job = payload(job)?;
     let store = &state.store;
     let mut ids = run_ids(state, job, &command_job).await?;
@@ -291,7 +291,7 @@ async fn access(client: &RepoClient, people: &[Actor]) -> Result<(Permission, St
 /// Validates, authorizes and runs one command line. `people` must all
 /// have write access for a command that changes anything.
 async fn one(
-    state: &AppState,
+    state: &Context,
     client: &RepoClient,
     project: &Project,
     job: &CommandJob,
@@ -374,7 +374,7 @@ fn request(actor: &str, force: bool, rebase: bool) -> SyncRequest {
 /// change itself is done. Best effort: failing here must not retry the
 /// command (a retried `resume` would find the project resumed and queue
 /// nothing), and the next sync rewrites the comment anyway.
-async fn refresh_sticky(state: &AppState, project_id: i64) {
+async fn refresh_sticky(state: &Context, project_id: i64) {
     if let Err(e) = ops::refresh_status(state, project_id).await {
         warn!(project = project_id, error = %e, "could not refresh the status comment");
     }
@@ -382,7 +382,7 @@ async fn refresh_sticky(state: &AppState, project_id: i64) {
 
 /// The effect of a valid, authorized command.
 async fn act(
-    state: &AppState,
+    state: &Context,
     client: &RepoClient,
     project_id: i64,
     command: Command,
@@ -400,8 +400,8 @@ async fn act(
     };
     let message = match command {
         Command::Sync { force } => {
-            schedule::enqueue_sync(store, project_id, &request(actor, force, false), now).await?;
-            state.job_wake.notify_waiters();
+            let request = request(actor, force, false);
+            schedule::enqueue_sync(&state.jobs, project_id, &request, now).await?;
             let conflicts = project.conflicts.clone().unwrap_or_default();
             match (force, conflicts.is_empty()) {
                 (false, true) => format!(
@@ -462,8 +462,8 @@ async fn act(
                     ),
                 ));
             }
-            schedule::enqueue_sync(store, project_id, &request(actor, false, true), now).await?;
-            state.job_wake.notify_waiters();
+            let request = request(actor, false, true);
+            schedule::enqueue_sync(&state.jobs, project_id, &request, now).await?;
             let mut message = format!(
                 "Rebase queued: graft recreates `{}` from the head of `{}` plus its files.",
                 project.sync_branch, project.branch
@@ -490,25 +490,20 @@ async fn act(
                         let mut again: SyncRequest =
                             serde_json::from_str(&payload).unwrap_or(request(actor, false, false));
                         again.actor = actor.to_string();
-                        schedule::enqueue_sync(store, project_id, &again, now).await?;
+                        schedule::enqueue_sync(&state.jobs, project_id, &again, now).await?;
                     }
                     RECONCILE_JOB => {
-                        schedule::enqueue_reconcile(store, project_id, "retry", now).await?;
+                        schedule::enqueue_reconcile(&state.jobs, project_id, "retry", now).await?;
                     }
                     other => {
                         let payload = serde_json::from_str(&payload).unwrap_or_default();
-                        store
-                            .enqueue(
-                                &NewJob {
-                                    project_id: Some(project_id),
-                                    ..NewJob::new(other, payload, now)
-                                },
-                                now,
-                            )
-                            .await?;
+                        let job = NewJob {
+                            project_id: Some(project_id),
+                            ..NewJob::new(other, payload, now)
+                        };
+                        state.jobs.enqueue(&job, now).await?;
                     }
                 }
-                state.job_wake.notify_waiters();
                 format!(
                     "Re-queued the last failed job ({}). The status comment shows the result.",
                     kind.replace('_', " ")
@@ -556,13 +551,12 @@ async fn act(
                 let answer = match schedule::on_files_changed(&resumed, &waiting) {
                     Some(scope) => {
                         schedule::enqueue_sync(
-                            store,
+                            &state.jobs,
                             project_id,
                             &SyncRequest::automatic(scope, actor),
                             now,
                         )
                         .await?;
-                        state.job_wake.notify_waiters();
                         format!(
                             "Resumed: automatic syncs are on again. {} file(s) changed while \
                              paused, so a sync is queued.",
@@ -657,7 +651,7 @@ async fn act(
 }
 
 /// The job failed for good: say so on the PR (best effort).
-pub async fn gave_up(state: &AppState, job: &Job, error: &str) {
+pub async fn gave_up(state: &Context, job: &Job, error: &str) {
     let Ok(command_job) = payload(job) else {
         return;
     };

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
-use crate::app::AppState;
+use crate::context::Context;
 use crate::events::{Actor, CommentAction, CommentEvent, Provider};
 use crate::forge::STATUS_MARKER;
 use crate::forge::gitlab::StoredNote;
@@ -180,7 +180,7 @@ pub fn to_run(
 /// graft does not own are ignored (nothing is stored for them), and so is
 /// a comment that would take its author over [`RATE_LIMIT`].
 pub async fn on_comment(
-    state: &AppState,
+    state: &Context,
     provider: Provider,
     integration: Option<i64>,
     comment: &CommentEvent,
@@ -308,9 +308,9 @@ pub async fn on_comment(
         Accepted::Queued(job) => {
             info!(job, comment = comment.comment_id, author = %person, "slash commands queued");
             // 👀 before the job may start, so it never lands after the
-            // job's final reaction.
+            // job's final reaction: the workers are woken only now.
             acknowledge(state, &project, comment).await;
-            state.job_wake.notify_waiters();
+            state.jobs.wake();
         }
         Accepted::NothingNew => debug!(
             comment = comment.comment_id,
@@ -337,7 +337,7 @@ pub async fn on_comment(
 /// The project whose PR/MR the comment is on; `None` (logged) when graft
 /// does not own it: such comments create no job and no rows, however many.
 async fn owning_project(
-    state: &AppState,
+    state: &Context,
     provider: Provider,
     integration: Option<i64>,
     comment: &CommentEvent,
@@ -364,7 +364,7 @@ async fn owning_project(
 }
 
 async fn on_note(
-    state: &AppState,
+    state: &Context,
     integration: Option<i64>,
     comment: &CommentEvent,
 ) -> Result<(), JobError> {
@@ -422,8 +422,12 @@ async fn on_note(
             now,
         )
     };
-    let queued = store
-        .queue_limited(&job, project.id, NOTE_JOBS, now)
+    let queued = state
+        .jobs
+        .submit(
+            store.queue_limited(&job, project.id, NOTE_JOBS, now),
+            |queued| matches!(queued, Accepted::Queued(_)),
+        )
         .await
         .map_err(|e| JobError::retry(format!("database: {e}")))?;
     match queued {
@@ -433,7 +437,6 @@ async fn on_note(
                 note = comment.comment_id,
                 "GitLab note queued for checking"
             );
-            state.job_wake.notify_waiters();
         }
         Accepted::NothingNew => debug!(
             note = comment.comment_id,
@@ -456,7 +459,7 @@ async fn on_note(
 /// before; each version at most once), or finds those this job picked
 /// before a retry. Fills `job.commands`; `false` when nothing is to run.
 pub async fn claim_note(
-    state: &AppState,
+    state: &Context,
     job: &mut CommandJob,
     job_id: i64,
     note: &StoredNote,
@@ -558,7 +561,7 @@ fn resumed(rows: &[CommandRun], current: &[Invocation]) -> Vec<QueuedCommand> {
 /// 👀 on receipt, before the command job runs (it may wait behind a sync
 /// of the same project). A courtesy: failures are logged only.
 async fn acknowledge(
-    state: &AppState,
+    state: &Context,
     project: &crate::store::projects::Project,
     comment: &CommentEvent,
 ) {

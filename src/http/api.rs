@@ -12,9 +12,9 @@ use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ErrorBody};
-use crate::app::AppState;
 use crate::events::Provider;
 use crate::forge::gitlab::connect::{self, ConnectError};
+use crate::http::HttpState;
 use crate::store::audit::NewEvent;
 use crate::store::integrations::NewIntegration;
 use crate::store::now_ms;
@@ -22,7 +22,7 @@ use crate::validation;
 use secrecy::SecretString;
 
 /// The routes under `/api/v1` (auth is the caller's layer).
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<HttpState> {
     let (router, _) = described_routes().split_for_parts();
     router.method_not_allowed_fallback(method_not_allowed)
 }
@@ -31,7 +31,7 @@ pub fn routes() -> Router<AppState> {
 /// registered only through `routes!`, from its handler's
 /// `#[utoipa::path]`, so the router and `/api/v1/openapi.json` cannot
 /// disagree.
-pub fn described_routes() -> OpenApiRouter<AppState> {
+pub fn described_routes() -> OpenApiRouter<HttpState> {
     OpenApiRouter::new()
         .routes(routes!(create_gitlab_integration, list_integrations))
         .merge(super::projects::routes())
@@ -157,7 +157,7 @@ fn require_nonempty(value: &str, field: &str) -> Result<(), ApiError> {
 
 /// Where GitLab should send webhooks, and whether that comes from
 /// GRAFT_PUBLIC_URL (else it is the address this request came to).
-fn webhook_url(state: &AppState, headers: &HeaderMap) -> (String, bool) {
+fn webhook_url(state: &HttpState, headers: &HeaderMap) -> (String, bool) {
     let (root, configured) = super::public_url(state, headers);
     (format!("{root}/webhooks/gitlab"), configured)
 }
@@ -196,7 +196,7 @@ fn connect_error(error: ConnectError) -> ApiError {
     )
 )]
 async fn create_gitlab_integration(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<NewGitlabIntegration>,
@@ -228,7 +228,7 @@ async fn create_gitlab_integration(
     let client = connect::probe_client(
         &base_url,
         SecretString::from(body.token.trim().to_string()),
-        state.metrics.clone(),
+        state.ctx.metrics.clone(),
     )
     .map_err(connect_error)?;
     let check = connect::verify_token(&client)
@@ -249,12 +249,14 @@ async fn create_gitlab_integration(
         .name
         .unwrap_or_else(|| format!("{base_url} as @{}", check.username));
     let updating = state
+        .ctx
         .store
         .integration_named("gitlab", &base_url, &name)
         .await?;
     refuse_shared_secret(&state, body.webhook_secret.trim(), updating).await?;
     let now = now_ms();
     let (id, created) = state
+        .ctx
         .store
         .save_integration(
             &NewIntegration {
@@ -276,6 +278,7 @@ async fn create_gitlab_integration(
         )
     };
     state
+        .ctx
         .store
         .record_event(
             &NewEvent {
@@ -321,7 +324,7 @@ async fn create_gitlab_integration(
 /// a secret another integration (or `GITLAB_WEBHOOK_SECRET`) already has
 /// would hand that one this integration's deliveries.
 async fn refuse_shared_secret(
-    state: &AppState,
+    state: &HttpState,
     secret: &str,
     updating: Option<i64>,
 ) -> Result<(), ApiError> {
@@ -357,7 +360,7 @@ async fn refuse_shared_secret(
     tag = "integrations",
     responses((status = 200, description = "Every integration, without its secrets", body = IntegrationList))
 )]
-async fn list_integrations(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let integrations = state.store.list_integrations().await?;
+async fn list_integrations(State(state): State<HttpState>) -> Result<impl IntoResponse, ApiError> {
+    let integrations = state.ctx.store.list_integrations().await?;
     Ok(axum::Json(json!({ "integrations": integrations })))
 }

@@ -12,7 +12,7 @@ use axum::response::Response;
 
 use super::error::ApiError;
 use super::input::project_id;
-use crate::app::AppState;
+use crate::http::HttpState;
 use crate::store::tokens::{ApiToken, TokenAccess};
 use crate::store::{StoreError, now_ms};
 
@@ -44,7 +44,7 @@ pub const GENERATOR_ROUTES: &[(&str, &[Method])] = &[
 const API_PREFIX: &str = "/api/v1";
 
 pub async fn require_token(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     route: Option<MatchedPath>,
     params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     mut request: Request,
@@ -65,7 +65,7 @@ pub async fn require_token(
         .ok_or_else(|| {
             ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
         })?;
-    let found = state.store.authenticate_token(token, now_ms()).await?;
+    let found = state.ctx.store.authenticate_token(token, now_ms()).await?;
     let caller = found
         .ok_or_else(|| ApiError::unauthorized("the API token is not valid (unknown or revoked)"))?;
     let project = params.ok().and_then(|params| {

@@ -18,7 +18,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::input::{Fields, query_flag};
 use super::projects::{actor, load_project};
-use crate::app::AppState;
+use crate::http::HttpState;
 use crate::store::files::{FileInput, FileMeta};
 use crate::store::projects::Project;
 use crate::sync::intake::{ChangeError, FileOp, change_files};
@@ -35,7 +35,7 @@ const MAX_SOURCE_LEN: usize = 200;
 
 /// `{*path}` is axum's catch-all (the path may hold slashes); the OpenAPI
 /// description shows it as `{path}`.
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<HttpState> {
     OpenApiRouter::new()
         .routes(routes!(list_files, put_files))
         .routes(routes!(get_file, put_file, delete_file))
@@ -285,12 +285,12 @@ pub fn parse_files_put(body: Value) -> Result<FilesPut, ApiError> {
     )
 )]
 async fn put_files(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let project = load_project(&state.store, &id).await?;
+    let project = load_project(&state.ctx.store, &id).await?;
     let put = parse_files_put(body)?;
     let op = FileOp::Put {
         files: &put.files,
@@ -303,20 +303,23 @@ async fn put_files(
 /// Applies a change of files (see [`change_files`]) and answers with what
 /// changed and the sync it queued.
 async fn change(
-    state: &AppState,
+    state: &HttpState,
     project: &Project,
     caller: &Caller,
     op: FileOp<'_>,
 ) -> Result<Json<Value>, ApiError> {
-    let applied = change_files(&state.store, project, &actor(caller), op)
+    let ctx = &state.ctx;
+    let applied = ctx
+        .jobs
+        .submit(
+            change_files(&ctx.store, project, &actor(caller), op),
+            |applied| applied.sync_job.is_some(),
+        )
         .await
         .map_err(|e| match e {
             ChangeError::Layout(message) => ApiError::invalid_field(message),
             ChangeError::Store(e) => e.into(),
         })?;
-    if applied.sync_job.is_some() {
-        state.job_wake.notify_waiters();
-    }
     Ok(Json(
         json!({ "changed": applied.changes, "sync_job_id": applied.sync_job }),
     ))
@@ -352,29 +355,33 @@ fn file_json(file: &FileMeta, content: Option<&[u8]>) -> Value {
     )
 )]
 async fn list_files(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let with_content = query_flag(query.get("content"), "content")?;
-    let project = load_project(&state.store, &id).await?;
+    let project = load_project(&state.ctx.store, &id).await?;
     // Contents are read from the database only when asked for.
     let files: Vec<Value> = if with_content {
-        let files = state.store.files(project.id).await?;
+        let files = state.ctx.store.files(project.id).await?;
         files
             .iter()
             .map(|f| file_json(&f.meta(), Some(&f.content)))
             .collect()
     } else {
-        let files = state.store.file_listing(project.id).await?;
+        let files = state.ctx.store.file_listing(project.id).await?;
         files.iter().map(|f| file_json(f, None)).collect()
     };
     Ok(Json(json!({ "files": files })))
 }
 
 /// The project and the checked file path of a single-file route.
-async fn one_file(state: &AppState, id: &str, path: String) -> Result<(Project, String), ApiError> {
-    let project = load_project(&state.store, id).await?;
+async fn one_file(
+    state: &HttpState,
+    id: &str,
+    path: String,
+) -> Result<(Project, String), ApiError> {
+    let project = load_project(&state.ctx.store, id).await?;
     let path = checked_path(path, "")?;
     Ok((project, path))
 }
@@ -401,11 +408,12 @@ fn not_managed(project: &Project, path: &str) -> ApiError {
     )
 )]
 async fn get_file(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     ApiPath((id, path)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (project, path) = one_file(&state, &id, path).await?;
     let file = state
+        .ctx
         .store
         .file(project.id, &path)
         .await?
@@ -431,7 +439,7 @@ async fn get_file(
     )
 )]
 async fn put_file(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
     ApiPath((id, path)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<Value>,
@@ -471,12 +479,12 @@ async fn put_file(
     )
 )]
 async fn delete_file(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
     ApiPath((id, path)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (project, path) = one_file(&state, &id, path).await?;
-    if state.store.file(project.id, &path).await?.is_none() {
+    if state.ctx.store.file(project.id, &path).await?.is_none() {
         return Err(not_managed(&project, &path));
     }
     // Already `deleted_pending`: nothing changes, and the answer says so.

@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod projects;
 pub mod serve;
 pub mod setup;
+pub mod state;
 pub mod ui;
 pub mod webhooks;
 
@@ -28,8 +29,8 @@ use tower::{BoxError, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
 use error::ApiError;
+pub use state::{HttpConfig, HttpSettings, HttpState};
 
 /// Webhook payloads and file uploads may be large, but not unbounded.
 pub const BODY_LIMIT: usize = 25 * 1024 * 1024;
@@ -60,7 +61,7 @@ const API_BODY_DEADLINE_FACTOR: u32 = 6;
 
 /// A request that ran out of time gets graft's JSON error, not an empty
 /// body.
-fn with_timeout(router: Router<AppState>, after: Duration) -> Router<AppState> {
+fn with_timeout(router: Router<HttpState>, after: Duration) -> Router<HttpState> {
     router.layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(move |_: BoxError| async move {
@@ -78,12 +79,12 @@ fn with_timeout(router: Router<AppState>, after: Duration) -> Router<AppState> {
     )
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: HttpState) -> Router {
     // One count of requests in flight for the API and the pages; a body is
     // read whole (under the rules below) before the request takes it, so
     // slow clients cannot use it up.
     let in_flight = GlobalConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT);
-    let body_timeout = state.http.body_timeout;
+    let body_timeout = state.timeouts.body_timeout;
     let rules = |limit, deadline, pool: &intake::Pool| intake::BodyRules {
         limit,
         deadline,
@@ -146,8 +147,8 @@ pub fn router(state: AppState) -> Router {
 /// GRAFT_PUBLIC_URL, or the address this request came to (scheme from
 /// `X-Forwarded-Proto`, as a proxy such as Fly's sets it); the flag says
 /// whether it was configured.
-pub(crate) fn public_url(state: &AppState, headers: &HeaderMap) -> (String, bool) {
-    if let Some(url) = &state.operator.public_url {
+pub(crate) fn public_url(state: &HttpState, headers: &HeaderMap) -> (String, bool) {
+    if let Some(url) = &state.ctx.operator.public_url {
         return (url.clone(), true);
     }
     let host = headers

@@ -15,15 +15,15 @@ use utoipa_axum::routes;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::input::{Fields, project_id};
-use crate::app::AppState;
 use crate::events::Provider;
+use crate::http::HttpState;
 use crate::store::audit::NewEvent;
 use crate::store::projects::{Kind, Mode, NewProject, Project};
 use crate::store::{Store, StoreError, now_ms};
 use crate::sync::schedule::{SyncRequest, enqueue_sync};
 use crate::validation;
 
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<HttpState> {
     OpenApiRouter::new()
         .routes(routes!(create_project, list_projects))
         .routes(routes!(get_project))
@@ -288,13 +288,13 @@ pub fn parse_new_project(body: Value) -> Result<NewProject, ApiError> {
     )
 )]
 async fn create_project(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     let new = parse_new_project(body)?;
     if let Some(id) = new.integration_id {
-        match state.store.integration_credentials(id).await {
+        match state.ctx.store.integration_credentials(id).await {
             Ok(found) if found.provider == new.provider => {}
             Ok(found) => {
                 return Err(ApiError::invalid_field(format!(
@@ -312,8 +312,9 @@ async fn create_project(
         }
     }
     let now = now_ms();
-    let project = state.store.create_project(&new, now).await?;
+    let project = state.ctx.store.create_project(&new, now).await?;
     state
+        .ctx
         .store
         .record_event(
             &NewEvent {
@@ -331,7 +332,7 @@ async fn create_project(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(project_json(&state.store, &project).await?),
+        Json(project_json(&state.ctx.store, &project).await?),
     ))
 }
 
@@ -345,12 +346,13 @@ async fn create_project(
     responses((status = 200, description = "The projects", body = ProjectList))
 )]
 async fn list_projects(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<impl IntoResponse, ApiError> {
     // One count query for the whole list, not one per project.
-    let pending = state.store.pending_counts().await?;
+    let pending = state.ctx.store.pending_counts().await?;
     let projects = state
+        .ctx
         .store
         .list_projects()
         .await?
@@ -374,11 +376,11 @@ async fn list_projects(
     )
 )]
 async fn get_project(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let project = load_project(&state.store, &id).await?;
-    Ok(Json(project_json(&state.store, &project).await?))
+    let project = load_project(&state.ctx.store, &id).await?;
+    Ok(Json(project_json(&state.ctx.store, &project).await?))
 }
 
 /// Queue a sync
@@ -395,17 +397,17 @@ async fn get_project(
     )
 )]
 async fn sync_now(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let project = load_project(&state.store, &id).await?;
+    let project = load_project(&state.ctx.store, &id).await?;
     let now = now_ms();
     let actor = actor(&caller);
     let request = SyncRequest::explicit(&actor);
-    let job_id = enqueue_sync(&state.store, project.id, &request, now).await?;
-    state.job_wake.notify_waiters();
+    let job_id = enqueue_sync(&state.ctx.jobs, project.id, &request, now).await?;
     state
+        .ctx
         .store
         .record_event(
             &NewEvent {
@@ -454,13 +456,13 @@ fn event_limit(query: &HashMap<String, String>) -> Result<i64, ApiError> {
     )
 )]
 async fn list_events(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let limit = event_limit(&query)?;
-    let project = load_project(&state.store, &id).await?;
-    let events = state.store.list_events(Some(project.id), limit).await?;
+    let project = load_project(&state.ctx.store, &id).await?;
+    let events = state.ctx.store.list_events(Some(project.id), limit).await?;
     Ok(Json(json!({ "events": events })))
 }
 

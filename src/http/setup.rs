@@ -24,15 +24,15 @@ use serde::Deserialize;
 
 use super::ui::views::layout;
 use super::ui::{Admin, Page, message_page};
-use crate::app::AppState;
 use crate::forge::GithubAppSource;
 use crate::forge::github::GithubAppConfig;
 use crate::forge::github::manifest::{self, ManifestError};
+use crate::http::HttpState;
 use crate::store::audit::NewEvent;
 use crate::store::now_ms;
 use crate::store::operator::NewGithubApp;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<HttpState> {
     Router::new()
         .route("/setup/github", get(setup_page))
         .route("/setup/github/callback", get(callback))
@@ -57,7 +57,7 @@ fn origin(url: &str) -> String {
 }
 
 async fn setup_page(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     admin: Result<Admin, Response>,
     headers: HeaderMap,
     Query(query): Query<SetupQuery>,
@@ -93,13 +93,14 @@ async fn setup_page(
     };
     let nav = super::ui::views::Nav::of(&admin, &state);
     let (public, configured) = super::public_url(&state, &headers);
-    let web = manifest::web_url(&state.operator.github_api_url);
-    let current = state.forges.github_app_with_source();
+    let web = manifest::web_url(&state.ctx.operator.github_api_url);
+    let current = state.ctx.forges.github_app_with_source();
     let manifest_json = manifest::manifest(&public, query.name.as_deref());
     let issued = match &manifest_json {
-        Ok(_) if state.keyring.is_some() => {
+        Ok(_) if state.ctx.keyring.is_some() => {
             let setup_state = hex::encode(rand::random::<[u8; 24]>());
             match state
+                .ctx
                 .store
                 .create_setup_state("github", &setup_state, now_ms())
                 .await
@@ -136,7 +137,7 @@ async fn setup_page(
                 code { (public) } ", the address this page was opened at. GitHub must be able to reach it; "
                 "set GRAFT_PUBLIC_URL to the public address and restart otherwise." }
         }
-        @if state.keyring.is_none() {
+        @if state.ctx.keyring.is_none() {
             div.box.error { "ENCRYPTION_KEY is not set, so graft cannot store the app's private key. "
                 "Generate one with " code { "graft keys generate" } ", set ENCRYPTION_KEY and restart graft." }
         }
@@ -187,7 +188,7 @@ fn refused(status: StatusCode, title: &str, message: &str) -> Response {
     message_page(status, Page::error(title, message))
 }
 
-async fn callback(State(state): State<AppState>, Query(query): Query<CallbackQuery>) -> Response {
+async fn callback(State(state): State<HttpState>, Query(query): Query<CallbackQuery>) -> Response {
     let Some(setup_state) = query.state.as_deref().filter(|s| !s.is_empty()) else {
         return refused(
             StatusCode::BAD_REQUEST,
@@ -197,6 +198,7 @@ async fn callback(State(state): State<AppState>, Query(query): Query<CallbackQue
         );
     };
     match state
+        .ctx
         .store
         .take_setup_state("github", setup_state, now_ms())
         .await
@@ -226,7 +228,7 @@ async fn callback(State(state): State<AppState>, Query(query): Query<CallbackQue
             "GitHub sent no `code`. Start again at /setup/github.",
         );
     };
-    let Some(keyring) = state.keyring.clone() else {
+    let Some(keyring) = state.ctx.keyring.clone() else {
         return refused(
             StatusCode::SERVICE_UNAVAILABLE,
             "ENCRYPTION_KEY is not set",
@@ -234,7 +236,7 @@ async fn callback(State(state): State<AppState>, Query(query): Query<CallbackQue
              (`graft keys generate`), restart graft and start again at /setup/github.",
         );
     };
-    let api_url = state.operator.github_api_url.clone();
+    let api_url = state.ctx.operator.github_api_url.clone();
     let conversion = match manifest::convert(&api_url, code).await {
         Ok(conversion) => conversion,
         Err(e) => {
@@ -278,6 +280,7 @@ async fn callback(State(state): State<AppState>, Query(query): Query<CallbackQue
     };
     let now = now_ms();
     let saved = state
+        .ctx
         .store
         .save_github_app(
             &NewGithubApp {
@@ -303,6 +306,7 @@ async fn callback(State(state): State<AppState>, Query(query): Query<CallbackQue
         conversion.slug, app_id
     );
     if let Err(e) = state
+        .ctx
         .store
         .record_event(
             &NewEvent {
@@ -317,7 +321,7 @@ async fn callback(State(state): State<AppState>, Query(query): Query<CallbackQue
     {
         tracing::warn!(error = %e, "cannot record the registration event");
     }
-    let active = match state.forges.use_stored_github_app(config) {
+    let active = match state.ctx.forges.use_stored_github_app(config) {
         Ok(active) => active,
         Err(e) => {
             tracing::warn!(error = %e, "the stored GitHub App cannot be used yet");

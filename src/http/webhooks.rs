@@ -16,8 +16,8 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::error::ApiError;
 use super::intake::{self, BodyRules};
-use crate::app::AppState;
 use crate::events::{self, ParseError, Parsed, Provider};
+use crate::http::HttpState;
 use crate::signature::{self, SignatureError};
 use crate::store::deliveries::{IncomingDelivery, Intake};
 use crate::store::now_ms;
@@ -54,7 +54,7 @@ fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 /// What can be checked from the headers is checked first, so a request
 /// that cannot be a delivery is refused before a byte of its body is held.
 pub async fn read_first(
-    State((state, rules)): State<(AppState, BodyRules)>,
+    State((state, rules)): State<(HttpState, BodyRules)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -94,7 +94,7 @@ pub async fn read_first(
 /// the body, so only its presence and shape can be checked, with the event
 /// headers every delivery carries.
 async fn check_headers(
-    state: &AppState,
+    state: &HttpState,
     provider: &str,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
@@ -187,7 +187,7 @@ struct Verified<'a> {
 }
 
 pub async fn github(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -229,7 +229,7 @@ pub async fn github(
 }
 
 pub async fn gitlab(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -278,11 +278,12 @@ pub async fn gitlab(
 
 /// GITHUB_WEBHOOK_SECRET when set (the environment overrides), else the
 /// secret of the GitHub App registered through /setup/github.
-async fn github_secrets(state: &AppState) -> Result<Vec<SecretString>, ApiError> {
+async fn github_secrets(state: &HttpState) -> Result<Vec<SecretString>, ApiError> {
     if !state.github_webhook_secrets.is_empty() {
         return Ok(state.github_webhook_secrets.clone());
     }
-    let (Some(keyring), Some(app)) = (&state.keyring, state.store.github_app().await?) else {
+    let (Some(keyring), Some(app)) = (&state.ctx.keyring, state.ctx.store.github_app().await?)
+    else {
         return Ok(Vec::new());
     };
     let Some(sealed) = app.webhook_secret_sealed else {
@@ -300,17 +301,17 @@ async fn github_secrets(state: &AppState) -> Result<Vec<SecretString>, ApiError>
 /// The configured secrets (the default integration: `None`) plus those of
 /// stored GitLab integrations, each with the integration it belongs to.
 pub(crate) async fn gitlab_secrets(
-    state: &AppState,
+    state: &HttpState,
 ) -> Result<Vec<(Option<i64>, SecretString)>, ApiError> {
     let mut secrets: Vec<(Option<i64>, SecretString)> = state
         .gitlab_webhook_secrets
         .iter()
         .map(|s| (None, s.clone()))
         .collect();
-    let Some(keyring) = &state.keyring else {
+    let Some(keyring) = &state.ctx.keyring else {
         return Ok(secrets);
     };
-    let fields = state.store.sealed_fields(Some("gitlab")).await?;
+    let fields = state.ctx.store.sealed_fields(Some("gitlab")).await?;
     for field in fields {
         if field.column != crate::store::integrations::SealedColumn::WebhookSecret {
             continue;
@@ -328,31 +329,28 @@ pub(crate) async fn gitlab_secrets(
 /// What became of an accepted delivery, as answered and counted.
 type Accepted = (Response, &'static str);
 
-async fn accept(state: &AppState, delivery: Verified<'_>) -> Result<Accepted, ApiError> {
+async fn accept(state: &HttpState, delivery: Verified<'_>) -> Result<Accepted, ApiError> {
     let (action, ignored) = match &delivery.parsed {
         Parsed::Event(event) => (event.action(), None),
         Parsed::Ignored { reason } => (None, Some(reason.as_str())),
     };
+    let incoming = IncomingDelivery {
+        provider: delivery.provider.as_str(),
+        delivery_id: &delivery.delivery_id,
+        event: delivery.event,
+        action,
+        payload: delivery.body,
+        ignored,
+        integration_id: delivery.integration_id,
+    };
+    let record = state.ctx.store.record_delivery(&incoming, now_ms());
     let intake = state
-        .store
-        .record_delivery(
-            &IncomingDelivery {
-                provider: delivery.provider.as_str(),
-                delivery_id: &delivery.delivery_id,
-                event: delivery.event,
-                action,
-                payload: delivery.body,
-                ignored,
-                integration_id: delivery.integration_id,
-            },
-            now_ms(),
-        )
+        .ctx
+        .jobs
+        .submit(record, |intake| intake.queued_job().is_some())
         .await?;
     let (status, id) = match intake {
-        Intake::Accepted { id, job_id } | Intake::Requeued { id, job_id } => {
-            if job_id.is_some() {
-                state.job_wake.notify_waiters();
-            }
+        Intake::Accepted { id, .. } | Intake::Requeued { id, .. } => {
             let status = match (ignored, matches!(intake, Intake::Requeued { .. })) {
                 (Some(_), _) => "ignored",
                 (None, true) => "requeued",
@@ -385,7 +383,7 @@ const UNAUTHENTICATED: [&str; 5] = [
 ];
 
 fn respond(
-    state: &AppState,
+    state: &HttpState,
     provider: &str,
     event: &str,
     result: Result<Accepted, ApiError>,
@@ -406,7 +404,7 @@ fn respond(
         Err(e) if UNAUTHENTICATED.contains(&e.code) => "-",
         _ => event,
     };
-    state.metrics.delivery(provider, event_label, outcome);
+    state.ctx.metrics.delivery(provider, event_label, outcome);
     match result {
         Ok((response, _)) => response,
         Err(e) => {

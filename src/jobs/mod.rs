@@ -6,6 +6,7 @@
 //! with the panic's message; the worker goes on to the next job.
 
 pub mod backoff;
+pub mod queue;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -18,6 +19,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
 pub use backoff::Backoff;
+pub use queue::JobQueue;
 
 use crate::metrics::Metrics;
 use crate::store::jobs::Job;

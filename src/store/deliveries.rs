@@ -60,6 +60,16 @@ pub enum Intake {
     Duplicate { id: i64, status: DeliveryStatus },
 }
 
+impl Intake {
+    /// The processing job this intake queued, if any.
+    pub fn queued_job(&self) -> Option<i64> {
+        match self {
+            Intake::Accepted { job_id, .. } | Intake::Requeued { job_id, .. } => *job_id,
+            Intake::Duplicate { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub id: i64,

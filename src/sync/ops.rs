@@ -2,7 +2,7 @@
 //! plain sync: take the repository's side of a conflict, refresh the
 //! status comment.
 
-use crate::app::AppState;
+use crate::context::Context;
 use crate::git::read;
 use crate::store::audit::NewEvent;
 use crate::store::now_ms;
@@ -21,7 +21,7 @@ use super::upstream::{apply_upstream, fetch_target_listing, upstream_actions};
 /// else from the target). Pending files the repository did not touch keep
 /// graft's content. Returns the imported paths.
 pub async fn import_upstream(
-    state: &AppState,
+    state: &Context,
     project_id: i64,
     actor: &str,
 ) -> Result<Vec<String>, SyncError> {
@@ -102,14 +102,13 @@ pub async fn import_upstream(
         .await?;
     if project.pull_request_number.is_some() {
         // The PR branch should now match the database again.
-        schedule::enqueue_sync(store, project_id, &SyncRequest::explicit(actor), now).await?;
-        state.job_wake.notify_waiters();
+        schedule::enqueue_sync(&state.jobs, project_id, &SyncRequest::explicit(actor), now).await?;
     }
     Ok(imported)
 }
 
 /// `/graft status`: rewrite the sticky comment from the current state.
-pub async fn refresh_status(state: &AppState, project_id: i64) -> Result<(), SyncError> {
+pub async fn refresh_status(state: &Context, project_id: i64) -> Result<(), SyncError> {
     let project = state.store.require_project(project_id).await?;
     let client = publish::client_for(state, &project).await?;
     publish::update_comment(

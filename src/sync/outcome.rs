@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use gix::ObjectId;
 
-use crate::app::AppState;
+use crate::context::Context;
 use crate::forge::{AutoMerge, ForgeError, PullRequest, RepoClient};
 use crate::git::pipeline::Built;
 use crate::git::read;
@@ -23,7 +23,7 @@ use super::schedule::SyncRequest;
 
 /// The open PR's status comment says a sync is under way (every state
 /// change shows there). Best effort: the sync's outcome rewrites it.
-pub(super) async fn show_syncing(state: &AppState, project_id: i64) {
+pub(super) async fn show_syncing(state: &Context, project_id: i64) {
     let Ok(project) = state.store.require_project(project_id).await else {
         return;
     };
@@ -67,7 +67,7 @@ pub fn skip_reason(project: &Project, request: &SyncRequest) -> Option<&'static 
 }
 
 /// Marks the project failed, writes the audit event and tells the PR.
-pub async fn record_failure(state: &AppState, project_id: i64, message: &str, job_id: Option<i64>) {
+pub async fn record_failure(state: &Context, project_id: i64, message: &str, job_id: Option<i64>) {
     let message = &crate::slash::help::with_prefix(message, &state.commands.prefix);
     let now = now_ms();
     if let Err(e) = state
@@ -142,7 +142,7 @@ pub(super) fn moved_head_auto_merge_note(branch: &str, head: ObjectId) -> String
 /// (then one enabled earlier is turned off: GitHub keeps it through a
 /// writer's push). Returns the note for the PR; a refusal is audited.
 pub(super) async fn ask_to_merge(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     client: &RepoClient,
     pr: &PullRequest,
@@ -184,7 +184,7 @@ pub(super) struct Withheld<'a> {
 /// A refusal (it was not on) leaves the note standing; a transient error
 /// fails the job, which is retried.
 pub(super) async fn withhold_auto_merge(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     client: &RepoClient,
     withheld: &Withheld<'_>,
@@ -204,7 +204,7 @@ pub(super) async fn withhold_auto_merge(
 }
 
 async fn audit_withheld(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     withheld: &Withheld<'_>,
     note: &str,
@@ -231,7 +231,7 @@ async fn audit_withheld(
 /// (someone landed the same content another way): closed, with a comment,
 /// and forgotten.
 pub(super) async fn close_landed_pull_request(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     client: &RepoClient,
 ) -> Result<(), SyncError> {
@@ -270,7 +270,7 @@ pub(super) async fn close_landed_pull_request(
 /// Records a successful sync: state fields, synced files, audit event.
 /// In PR mode deletions stay pending until the PR merges.
 pub(super) async fn finish(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     built: &Built,
     files: &plan::FilePlan,

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use gix::ObjectId;
 
-use crate::app::AppState;
+use crate::context::Context;
 use crate::git::pipeline::Fetched;
 use crate::git::read;
 use crate::store::projects::Project;
@@ -18,7 +18,7 @@ use super::plan;
 /// or below it, or on the target branch at `target`. Emails count only
 /// when graft has no push recorded.
 pub(super) async fn others_committed(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     fetched: &Fetched,
     target: ObjectId,

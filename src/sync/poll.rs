@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::app::AppState;
+use crate::context::Context;
+use crate::jobs::JobQueue;
 use crate::periodic::{self, Periodic};
-use crate::store::{Result, Store, now_ms};
+use crate::store::{Result, now_ms};
 
 use super::schedule;
 
@@ -17,11 +18,11 @@ use super::schedule;
 pub const TASK: &str = "poll";
 
 /// Queues a reconcile for every project (coalesced with queued ones).
-pub async fn enqueue_all(store: &Store) -> Result<usize> {
+pub async fn enqueue_all(jobs: &JobQueue) -> Result<usize> {
     let now = now_ms();
     let mut queued = 0;
-    for project in store.list_projects().await? {
-        if schedule::enqueue_reconcile(store, project.id, "poll", now)
+    for project in jobs.store().list_projects().await? {
+        if schedule::enqueue_reconcile(jobs, project.id, "poll", now)
             .await?
             .is_some()
         {
@@ -34,7 +35,7 @@ pub async fn enqueue_all(store: &Store) -> Result<usize> {
 /// Queues the reconciles whenever this replica (`replica` names it) wins
 /// an interval's run, until `shutdown` turns true.
 pub async fn run_poller(
-    state: AppState,
+    state: Context,
     interval: Duration,
     replica: String,
     shutdown: watch::Receiver<bool>,
@@ -45,11 +46,8 @@ pub async fn run_poller(
         holder: replica,
     };
     periodic::run(state.store.clone(), task, shutdown, || async {
-        match enqueue_all(&state.store).await {
-            Ok(n) if n > 0 => {
-                tracing::debug!(queued = n, "poll: reconciles queued");
-                state.job_wake.notify_waiters();
-            }
+        match enqueue_all(&state.jobs).await {
+            Ok(n) if n > 0 => tracing::debug!(queued = n, "poll: reconciles queued"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "poll: could not queue reconciles"),
         }

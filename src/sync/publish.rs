@@ -1,7 +1,7 @@
 //! Talking to the forge about a project: the client for its repository,
 //! opening or updating its one PR/MR, the check run, the sticky comment.
 
-use crate::app::AppState;
+use crate::context::Context;
 use crate::forge::{
     CheckConclusion, CheckReport, ForgeError, NewPullRequest, PullRequest, PullRequestUpdate,
     RepoClient,
@@ -14,7 +14,7 @@ use crate::store::projects::{Project, SyncStatus};
 use super::errors::SyncError;
 use super::report::{self, StatusView};
 
-pub async fn client_for(state: &AppState, project: &Project) -> Result<RepoClient, SyncError> {
+pub async fn client_for(state: &Context, project: &Project) -> Result<RepoClient, SyncError> {
     let client = match project.provider.as_str() {
         "github" => state.forges.github(&project.repo).await,
         "gitlab" => {
@@ -115,7 +115,7 @@ impl CommentContent {
 
 /// Creates or edits the sticky comment on the project's PR, if it has one.
 pub async fn update_comment(
-    state: &AppState,
+    state: &Context,
     client: &RepoClient,
     project: &Project,
     status: SyncStatus,
@@ -145,7 +145,7 @@ pub async fn update_comment(
 
 /// Best effort after a failure: the PR says what went wrong. A failure to
 /// say it is logged, not raised over the original error.
-pub async fn comment_failure(state: &AppState, project_id: i64, message: &str) {
+pub async fn comment_failure(state: &Context, project_id: i64, message: &str) {
     let Ok(Some(project)) = state.store.project(project_id).await else {
         return;
     };

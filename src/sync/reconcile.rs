@@ -5,7 +5,7 @@
 
 use gix::ObjectId;
 
-use crate::app::AppState;
+use crate::context::Context;
 use crate::forge::{ForgeError, PullRequestState};
 use crate::git::read;
 use crate::store::audit::NewEvent;
@@ -24,7 +24,7 @@ fn parse(sha: Option<&str>) -> Option<ObjectId> {
     sha.and_then(|s| ObjectId::from_hex(s.as_bytes()).ok())
 }
 
-pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncError> {
+pub async fn reconcile(state: &Context, project_id: i64) -> Result<(), SyncError> {
     let store = &state.store;
     let project = store.require_project(project_id).await?;
     let remote = remote::remote_for(state, &project).await?;
@@ -157,13 +157,12 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
         if target_moved && subtree_moved && !shared && !held {
             // Rebuild the PR on the new target head.
             schedule::enqueue_sync(
-                store,
+                &state.jobs,
                 project_id,
                 &SyncRequest::automatic(Scope::All, "reconcile"),
                 now,
             )
             .await?;
-            state.job_wake.notify_waiters();
         } else if branch_moved {
             // Someone else's commits on graft's branch: the comment says
             // the branch is shared now.
@@ -189,7 +188,7 @@ pub async fn reconcile(state: &AppState, project_id: i64) -> Result<(), SyncErro
 /// asked first: nothing changes unless it says the PR is no longer open and
 /// comes from graft's branch, and what it says is recorded, not the hook.
 pub async fn pull_request_closed(
-    state: &AppState,
+    state: &Context,
     project_id: i64,
     number: i64,
     merged: bool,
@@ -249,7 +248,7 @@ pub async fn pull_request_closed(
 /// Graft's PR `number` was merged or closed, as the forge says. Anything
 /// else (an older PR of graft's, one already settled) changes nothing.
 async fn settle_pull_request(
-    state: &AppState,
+    state: &Context,
     project_id: i64,
     number: i64,
     merged: bool,
@@ -269,25 +268,20 @@ async fn settle_pull_request(
         // The merge moved the target: a reconcile brings the recorded head
         // up to date.
         let reconcile = schedule::reconcile_job(project_id, "pull request merged", now);
-        store
-            .record_pull_request_end(
-                project_id,
-                PullRequestEnd::Merged {
-                    reconcile: &reconcile,
-                },
-                &NewEvent {
-                    project_id: Some(project_id),
-                    actor: "forge",
-                    kind: "pull_request.merged",
-                    message: "graft's pull request was merged",
-                    commit_sha: merge_commit,
-                    pull_request_url: url.as_deref(),
-                    ..NewEvent::default()
-                },
-                now,
-            )
-            .await?;
-        state.job_wake.notify_waiters();
+        let event = NewEvent {
+            project_id: Some(project_id),
+            actor: "forge",
+            kind: "pull_request.merged",
+            message: "graft's pull request was merged",
+            commit_sha: merge_commit,
+            pull_request_url: url.as_deref(),
+            ..NewEvent::default()
+        };
+        let end = PullRequestEnd::Merged {
+            reconcile: &reconcile,
+        };
+        let recorded = store.record_pull_request_end(project_id, end, &event, now);
+        state.jobs.submit(recorded, |_| true).await?;
         return Ok(());
     }
     // Closed unmerged: what graft pushed did not land. Files that differ

@@ -1,7 +1,7 @@
 //! The forge side of a project's git access: the client, the clone URL,
 //! the credentials, and which mirror holds the repository.
 
-use crate::app::AppState;
+use crate::context::Context;
 use crate::forge::RepoClient;
 use crate::git::GitAuth;
 use crate::store::projects::Project;
@@ -17,7 +17,7 @@ pub struct Remote {
     pub key: String,
 }
 
-pub async fn remote_for(state: &AppState, project: &Project) -> Result<Remote, SyncError> {
+pub async fn remote_for(state: &Context, project: &Project) -> Result<Remote, SyncError> {
     let client = publish::client_for(state, project).await?;
     let info = client.repo_info().await?;
     let credentials = client.git_credentials().await?;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use gix::ObjectId;
 
-use crate::app::AppState;
+use crate::context::Context;
 use crate::git::GitError;
 use crate::git::pipeline::{self, BuildSpec, Fetched};
 use crate::git::push::{PushMode, PushRequest, push};
@@ -33,11 +33,7 @@ const PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// The sync job's entry point. A failure is recorded on the project once,
 /// by the worker when it gives up (at once for a fatal error, after the
 /// retries for a transient one): see `GraftJobs::gave_up`.
-pub async fn run(
-    state: &AppState,
-    project_id: i64,
-    request: &SyncRequest,
-) -> Result<(), SyncError> {
+pub async fn run(state: &Context, project_id: i64, request: &SyncRequest) -> Result<(), SyncError> {
     let store = &state.store;
     let project = store.require_project(project_id).await?;
     if let Some(why) = skip_reason(&project, request) {
@@ -61,7 +57,7 @@ pub async fn run(
     sync(state, &project, request).await
 }
 
-async fn sync(state: &AppState, project: &Project, request: &SyncRequest) -> Result<(), SyncError> {
+async fn sync(state: &Context, project: &Project, request: &SyncRequest) -> Result<(), SyncError> {
     // "Syncing" goes on the PR while the repository is fetched, not before:
     // the comment is done before anything below publishes.
     // Boxed: both halves at once would make the job's future too big for
@@ -101,7 +97,7 @@ async fn sync(state: &AppState, project: &Project, request: &SyncRequest) -> Res
 }
 
 async fn attempt(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     request: &SyncRequest,
     remote: &Remote,
@@ -121,7 +117,7 @@ async fn attempt(
 /// files graft has nothing pending for; stop on files changed on both
 /// sides unless the reviewer forced graft's version.
 async fn catch_up_with_target(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     request: &SyncRequest,
     fetched: &Fetched,
@@ -149,7 +145,7 @@ async fn catch_up_with_target(
 }
 
 fn spec(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     parent: Option<ObjectId>,
     files: plan::FilePlan,
@@ -178,7 +174,7 @@ fn spec(
 }
 
 async fn planned_files(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     request: &SyncRequest,
 ) -> Result<plan::FilePlan, SyncError> {
@@ -225,7 +221,7 @@ async fn push_to(
 /// Direct mode: fast-forward the target branch, unless validation fails;
 /// a protected branch falls back to a PR for this sync.
 async fn direct(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     request: &SyncRequest,
     remote: &Remote,
@@ -286,7 +282,7 @@ async fn direct(
 /// PR mode (and the direct-mode fallback): push the sync branch, open or
 /// update the PR, report the check and the status comment.
 async fn via_pull_request(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     request: &SyncRequest,
     remote: &Remote,

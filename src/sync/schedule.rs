@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 use crate::store::files::ChangedPath;
 use sqlx::AnyConnection;
 
+use crate::jobs::JobQueue;
+use crate::store::Result;
 use crate::store::jobs::{NewJob, enqueue_in, merge_into_queued_in};
 use crate::store::projects::{Kind, Project};
-use crate::store::{Result, Store};
 
 pub const SYNC_JOB: &str = "sync";
 pub const RECONCILE_JOB: &str = "reconcile";
@@ -84,15 +85,18 @@ fn dedupe_key(project: i64) -> String {
 /// Queues a sync, or folds it into the one already queued for the project
 /// (widening its scope if needed). Returns the id of the queued job.
 pub async fn enqueue_sync(
-    store: &Store,
+    jobs: &JobQueue,
     project: i64,
     request: &SyncRequest,
     now: i64,
 ) -> Result<i64> {
-    let mut tx = store.begin_write().await?;
-    let id = enqueue_sync_in(&mut tx, project, request, now).await?;
-    tx.commit().await?;
-    Ok(id)
+    let queue = async {
+        let mut tx = jobs.store().begin_write().await?;
+        let id = enqueue_sync_in(&mut tx, project, request, now).await?;
+        tx.commit().await?;
+        Ok(id)
+    };
+    jobs.submit(queue, |_| true).await
 }
 
 /// [`enqueue_sync`] inside the caller's transaction, so the change that
@@ -143,13 +147,12 @@ pub fn reconcile_job(project: i64, reason: &str, now: i64) -> NewJob {
 
 /// Queues a reconcile of one project (coalesced like syncs).
 pub async fn enqueue_reconcile(
-    store: &Store,
+    jobs: &JobQueue,
     project: i64,
     reason: &str,
     now: i64,
 ) -> Result<Option<i64>> {
-    store
-        .enqueue(&reconcile_job(project, reason, now), now)
+    jobs.enqueue(&reconcile_job(project, reason, now), now)
         .await
 }
 

@@ -4,7 +4,7 @@
 
 use gix::ObjectId;
 
-use crate::app::AppState;
+use crate::context::Context;
 use std::collections::BTreeMap;
 
 use crate::git::mirror::Want;
@@ -21,7 +21,7 @@ use super::plan::{self, UpstreamAction};
 /// What the repository did to each managed file between `old` (the tree
 /// graft last saw) and `new` (see [`plan::upstream_actions`]).
 pub async fn upstream_actions(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     fetched: &Fetched,
     old: Option<ObjectId>,
@@ -54,7 +54,7 @@ pub async fn upstream_actions(
 
 /// Applies imports; returns the conflicting paths.
 pub async fn apply_upstream(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     fetched: &Fetched,
     actions: &[UpstreamAction],
@@ -124,7 +124,7 @@ pub async fn apply_upstream(
 /// Fetches the project's repository and lists the managed subtree at the
 /// target branch head.
 pub async fn fetch_target_listing(
-    state: &AppState,
+    state: &Context,
     project: &Project,
 ) -> Result<(Fetched, Option<ObjectId>, BTreeMap<String, TreeFile>), SyncError> {
     let remote = super::remote::remote_for(state, project).await?;
@@ -160,7 +160,7 @@ pub fn want_for(project: &Project) -> Want {
 
 /// Fetches what a job on `project` needs ([`want_for`]) into its mirror.
 pub async fn fetch_for(
-    state: &AppState,
+    state: &Context,
     project: &Project,
     remote: &super::remote::Remote,
 ) -> Result<Fetched, SyncError> {

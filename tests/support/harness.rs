@@ -94,7 +94,7 @@ impl Harness {
     }
 
     pub fn forges(&self) -> &Forges {
-        &self.app.state.forges
+        &self.app.state.context.forges
     }
 
     /// A GitHub repository with one commit on `main`, with the app installed.

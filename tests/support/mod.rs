@@ -17,7 +17,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use graft::app::{AppSettings, AppState};
-use graft::jobs::PoolConfig;
+use graft::jobs::{JobQueue, PoolConfig};
 use graft::store::Store;
 use sqlx::Executor;
 use tokio::sync::watch;
@@ -191,6 +191,11 @@ pub fn fast_pool() -> PoolConfig {
 }
 
 impl TestApp {
+    /// The job queue: queueing through it wakes the workers.
+    pub fn jobs(&self) -> &JobQueue {
+        &self.state.context.jobs
+    }
+
     pub async fn start(db: &TestDb, settings: AppSettings, pool: Option<PoolConfig>) -> TestApp {
         let store = db.store().await;
         let state = AppState::new(store.clone(), settings);

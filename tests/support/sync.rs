@@ -29,7 +29,7 @@ pub async fn put(h: &Harness, project: i64, files: &[FileInput]) -> usize {
     };
     let applied = change_files(&h.app.store, &p, "test", op).await.unwrap();
     if applied.sync_job.is_some() {
-        h.app.state.job_wake.notify_waiters();
+        h.app.jobs().wake();
     }
     applied.changes.len()
 }
@@ -40,10 +40,10 @@ pub async fn sync_now(h: &Harness, project: i64, force: bool) {
         force,
         ..SyncRequest::explicit("test")
     };
-    schedule::enqueue_sync(&h.app.store, project, &request, now_ms())
+    schedule::enqueue_sync(h.app.jobs(), project, &request, now_ms())
         .await
         .unwrap();
-    h.app.state.job_wake.notify_waiters();
+    h.app.jobs().wake();
 }
 
 /// Waits until the project is in `status` with no job queued or running.
@@ -196,7 +196,7 @@ impl Hold {
                 .await
                 .unwrap()
         );
-        h.app.state.job_wake.notify_waiters();
+        h.app.jobs().wake();
     }
 }
 
@@ -211,7 +211,7 @@ pub async fn last_failed_job(h: &Harness, failed: &Project) -> graft::store::job
 /// Runs the safety-net poll now, as its timer would: one reconcile job
 /// per project. Returns how many were queued.
 pub async fn poll_now(h: &Harness) -> usize {
-    let queued = graft::sync::poll::enqueue_all(&h.app.store).await.unwrap();
-    h.app.state.job_wake.notify_waiters();
+    let queued = graft::sync::poll::enqueue_all(h.app.jobs()).await.unwrap();
+    h.app.jobs().wake();
     queued
 }

@@ -18,16 +18,16 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::forge::GithubAppSource;
 use crate::forge::github::manifest;
+use crate::http::HttpState;
 use crate::store::now_ms;
 use crate::store::projects::Project;
 use crate::store::tokens::ApiToken;
 use session::{LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL_MS, Session};
 pub(crate) use views::{Page, message_page};
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<HttpState> {
     Router::new()
         .route("/", get(dashboard))
         .route("/projects/{id}", get(project_page))
@@ -80,14 +80,14 @@ pub struct Admin {
 
 impl Admin {
     /// The CSRF token for this admin's forms (empty for bearer callers).
-    pub fn csrf(&self, state: &AppState) -> String {
+    pub fn csrf(&self, state: &HttpState) -> String {
         self.session
             .as_ref()
             .map(|s| state.sessions.csrf_token(s))
             .unwrap_or_default()
     }
 
-    pub fn check_csrf(&self, state: &AppState, given: &str) -> bool {
+    pub fn check_csrf(&self, state: &HttpState, given: &str) -> bool {
         self.session
             .as_ref()
             .is_some_and(|s| state.sessions.check_csrf(s, given))
@@ -105,10 +105,10 @@ fn login_redirect(parts: &Parts) -> Response {
     Redirect::to(&format!("/login?next={next}")).into_response()
 }
 
-impl FromRequestParts<AppState> for Admin {
+impl FromRequestParts<HttpState> for Admin {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+    async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, Response> {
         let now = now_ms();
         let internal = |e| {
             tracing::error!(error = %e, "store error while checking a dashboard login");
@@ -123,7 +123,7 @@ impl FromRequestParts<AppState> for Admin {
                 .ok()
                 .and_then(super::auth::bearer_token)
                 .unwrap_or("");
-            return match state.store.authenticate_token(token, now).await {
+            return match state.ctx.store.authenticate_token(token, now).await {
                 Ok(Some(token)) if !token.access.is_admin() => Err(not_an_admin(&token)),
                 Ok(Some(token)) => Ok(Admin {
                     token,
@@ -145,7 +145,7 @@ impl FromRequestParts<AppState> for Admin {
         else {
             return Err(login_redirect(parts));
         };
-        match state.store.active_token(session.token_id).await {
+        match state.ctx.store.active_token(session.token_id).await {
             Ok(Some(token)) if !token.access.is_admin() => Err(not_an_admin(&token)),
             Ok(Some(token)) => Ok(Admin {
                 token,
@@ -174,8 +174,9 @@ fn not_an_admin(token: &ApiToken) -> Response {
     )
 }
 
-fn secure_cookies(state: &AppState) -> bool {
+fn secure_cookies(state: &HttpState) -> bool {
     state
+        .ctx
         .operator
         .public_url
         .as_deref()
@@ -213,12 +214,12 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-async fn login_form(State(state): State<AppState>, Query(query): Query<LoginQuery>) -> Response {
+async fn login_form(State(state): State<HttpState>, Query(query): Query<LoginQuery>) -> Response {
     login_page(&state, query.next.as_deref(), None, StatusCode::OK)
 }
 
 fn login_page(
-    state: &AppState,
+    state: &HttpState,
     next: Option<&str>,
     error: Option<&str>,
     status: StatusCode,
@@ -244,7 +245,7 @@ struct LoginForm {
 }
 
 async fn login(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     headers: axum::http::HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -260,7 +261,7 @@ async fn login(
         );
     }
     let token = form.token.trim();
-    let found = match state.store.authenticate_token(token, now_ms()).await {
+    let found = match state.ctx.store.authenticate_token(token, now_ms()).await {
         Ok(found) => found,
         Err(e) => {
             tracing::error!(error = %e, "store error during login");
@@ -313,7 +314,7 @@ struct CsrfForm {
 }
 
 async fn logout(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     admin: Admin,
     Form(form): Form<CsrfForm>,
 ) -> Response {
@@ -339,16 +340,16 @@ async fn logout(
 
 /// Web links of a project's repository, when graft knows the forge's host.
 fn repo_web_url(
-    state: &AppState,
+    state: &HttpState,
     project: &Project,
     gitlab_hosts: &HashMap<i64, String>,
 ) -> Option<String> {
     let root = match project.provider.as_str() {
-        "github" => manifest::web_url(&state.operator.github_api_url),
+        "github" => manifest::web_url(&state.ctx.operator.github_api_url),
         "gitlab" => project
             .integration_id
             .and_then(|id| gitlab_hosts.get(&id).cloned())
-            .or_else(|| state.forges.gitlab_default_url().map(str::to_string))?,
+            .or_else(|| state.ctx.forges.gitlab_default_url().map(str::to_string))?,
         _ => return None,
     };
     Some(format!("{}/{}", root.trim_end_matches('/'), project.repo))
@@ -379,11 +380,11 @@ fn gitlab_hosts(integrations: &[crate::store::integrations::Integration]) -> Has
 }
 
 fn overview(
-    state: &AppState,
+    state: &HttpState,
     integrations: &[crate::store::integrations::Integration],
 ) -> views::Overview {
     views::Overview {
-        github_app: match state.forges.github_app_with_source() {
+        github_app: match state.ctx.forges.github_app_with_source() {
             Some((app, GithubAppSource::Environment)) => {
                 Some(format!("app {} (from GITHUB_APP_ID)", app.app_id()))
             }
@@ -397,20 +398,20 @@ fn overview(
             .iter()
             .filter(|i| i.provider == "gitlab")
             .count()
-            + usize::from(state.forges.gitlab_default_url().is_some()),
-        encryption_key: state.keyring.is_some(),
+            + usize::from(state.ctx.forges.gitlab_default_url().is_some()),
+        encryption_key: state.ctx.keyring.is_some(),
         durable_sessions: state.sessions.durable,
-        public_url: state.operator.public_url.clone(),
+        public_url: state.ctx.operator.public_url.clone(),
     }
 }
 
-async fn dashboard(State(state): State<AppState>, admin: Admin) -> Response {
+async fn dashboard(State(state): State<HttpState>, admin: Admin) -> Response {
     let result = async {
-        let integrations = state.store.list_integrations().await?;
+        let integrations = state.ctx.store.list_integrations().await?;
         let hosts = gitlab_hosts(&integrations);
-        let pending = state.store.pending_counts().await?;
+        let pending = state.ctx.store.pending_counts().await?;
         let mut rows = Vec::new();
-        for project in state.store.list_projects().await? {
+        for project in state.ctx.store.list_projects().await? {
             let pending = pending.get(&project.id).copied().unwrap_or(0);
             let repo_url = repo_web_url(&state, &project, &hosts);
             let commit = project
@@ -423,7 +424,7 @@ async fn dashboard(State(state): State<AppState>, admin: Admin) -> Response {
                 commit_url: commit,
             });
         }
-        let events = state.store.recent_events(20).await?;
+        let events = state.ctx.store.recent_events(20).await?;
         let overview = overview(&state, &integrations);
         Ok::<_, crate::store::StoreError>((rows, events, overview))
     }
@@ -445,7 +446,7 @@ async fn dashboard(State(state): State<AppState>, admin: Admin) -> Response {
 }
 
 async fn project_page(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     admin: Admin,
     Path(id): Path<String>,
 ) -> Response {
@@ -459,14 +460,15 @@ async fn project_page(
         );
     };
     let result = async {
-        let Some(project) = state.store.project(id).await? else {
+        let Some(project) = state.ctx.store.project(id).await? else {
             return Ok(None);
         };
-        let hosts = gitlab_hosts(&state.store.list_integrations().await?);
-        let files = state.store.file_listing(id).await?;
-        let events = state.store.list_events(Some(id), 100).await?;
+        let hosts = gitlab_hosts(&state.ctx.store.list_integrations().await?);
+        let files = state.ctx.store.file_listing(id).await?;
+        let events = state.ctx.store.list_events(Some(id), 100).await?;
         let repo_url = repo_web_url(&state, &project, &hosts);
         let webhook = state
+            .ctx
             .store
             .webhook_health(id)
             .await?

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::{Admin, AppState};
+use super::{Admin, HttpState};
 use crate::store::audit::AuditEvent;
 use crate::store::files::FileMeta;
 use crate::store::projects::{Project, SyncStatus};
@@ -68,7 +68,7 @@ pub struct Nav {
 }
 
 impl Nav {
-    pub fn of(admin: &Admin, state: &AppState) -> Self {
+    pub fn of(admin: &Admin, state: &HttpState) -> Self {
         Nav {
             user: admin.token.name.clone(),
             csrf: admin.session.as_ref().map(|_| admin.csrf(state)),
