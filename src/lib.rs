@@ -10,6 +10,7 @@ pub mod config;
 pub mod context;
 pub mod crypto;
 pub mod events;
+pub mod file_set;
 pub mod forge;
 pub mod git;
 pub mod http;

@@ -18,7 +18,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::config::PushArgs;
-use crate::http::files::{MAX_FILE_BYTES, content_json};
+use crate::file_set::{MAX_FILE_BYTES, content_json};
 use crate::remote::Remote;
 use crate::store::files::{Change, Stored, change_for};
 

@@ -18,18 +18,13 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::input::{Fields, query_flag};
 use super::projects::{actor, load_project};
+use crate::file_set::{MAX_FILE_BYTES, MAX_FILES, MAX_REQUEST_BYTES, content_json};
 use crate::http::HttpState;
 use crate::store::files::{FileInput, FileMeta};
 use crate::store::projects::Project;
 use crate::sync::intake::{ChangeError, FileOp, change_files};
 use crate::validation;
 
-/// Largest file graft accepts (decoded bytes).
-pub const MAX_FILE_BYTES: usize = 1024 * 1024;
-/// Largest sum of decoded file contents in one request.
-pub const MAX_REQUEST_BYTES: usize = 20 * 1024 * 1024;
-/// Most files in one request.
-pub const MAX_FILES: usize = 10_000;
 /// Longest `source` (generator name).
 const MAX_SOURCE_LEN: usize = 200;
 
@@ -145,14 +140,6 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
-
-/// File content in a response: the text when it is UTF-8, else base64.
-pub fn content_json(content: &[u8]) -> Value {
-    match std::str::from_utf8(content) {
-        Ok(text) => Value::String(text.to_string()),
-        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(content) }),
-    }
-}
 
 /// File content in a request: a JSON string (UTF-8 text) or
 /// `{"base64": "..."}`. `context` names the file in errors.
