@@ -11,7 +11,7 @@ use crate::app::{AppSettings, AppState, GitSettings, OperatorSettings};
 use crate::cli::{keyring, open_store};
 use crate::config::{GlobalArgs, ServeArgs};
 use crate::forge::github::manifest;
-use crate::forge::{ForgeSettings, GithubAppSource};
+use crate::forge::GithubAppSource;
 use crate::git::Identity;
 use crate::jobs::PoolConfig;
 use crate::signature::split_secrets;
@@ -72,7 +72,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         .filter(|u| !u.trim().is_empty())
         .map(manifest::normalize_public_url)
         .transpose()?;
-    let mut forge_settings = ForgeSettings::from_args(&args)?;
+    let mut forge_settings = args.forge_settings()?;
     let stored_app = store.github_app().await?;
     if forge_settings.github.is_none()
         && let Some(stored) = &stored_app

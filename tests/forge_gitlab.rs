@@ -723,12 +723,16 @@ fn bad_gitlab_settings_name_the_setting() {
             _ => unreachable!(),
         }
     };
-    let error = ForgeSettings::from_args(&args(Some("https://gitlab.com"), None)).unwrap_err();
+    let error = args(Some("https://gitlab.com"), None)
+        .forge_settings()
+        .unwrap_err();
     assert!(error.to_string().contains("GITLAB_TOKEN is not"), "{error}");
-    let error = ForgeSettings::from_args(&args(None, Some("glpat-x"))).unwrap_err();
+    let error = args(None, Some("glpat-x")).forge_settings().unwrap_err();
     assert!(error.to_string().contains("GITLAB_URL is not"), "{error}");
     assert!(!error.to_string().contains("glpat-x"));
-    let settings = ForgeSettings::from_args(&args(Some("gitlab.example.com"), Some("t"))).unwrap();
+    let settings = args(Some("gitlab.example.com"), Some("t"))
+        .forge_settings()
+        .unwrap();
     let error = Forges::new(settings, futures_store(), None, Arc::new(Metrics::new())).unwrap_err();
     assert!(
         error
@@ -911,15 +915,13 @@ fn a_plain_http_gitlab_url_needs_the_operators_leave() {
             _ => unreachable!(),
         }
     };
-    let error = ForgeSettings::from_args(&args(&[]))
-        .unwrap_err()
-        .to_string();
+    let error = args(&[]).forge_settings().unwrap_err().to_string();
     assert!(
         error.contains("GITLAB_URL") && error.contains("GRAFT_ALLOW_HTTP_GITLAB=true"),
         "{error}"
     );
     assert!(!error.contains("glpat-cleartext"), "{error}");
-    let allowed = ForgeSettings::from_args(&args(&["--allow-http-gitlab"])).unwrap();
+    let allowed = args(&["--allow-http-gitlab"]).forge_settings().unwrap();
     assert_eq!(
         allowed.gitlab.map(|g| g.base_url).as_deref(),
         Some("http://gitlab.internal")

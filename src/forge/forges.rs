@@ -13,7 +13,6 @@ use super::gitlab::{GitlabClient, GitlabRepo, GitlabToken};
 use super::retry::{Retrier, RetryPolicy, Sleeper, TokioSleeper};
 use super::sticky::KeyedLocks;
 use super::{RepoClient, Result};
-use crate::config::ServeArgs;
 use crate::crypto::Keyring;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -54,65 +53,6 @@ impl Default for ForgeSettings {
             retry: RetryPolicy::default(),
             sleeper: Arc::new(TokioSleeper),
         }
-    }
-}
-
-impl ForgeSettings {
-    /// From `graft serve`'s flags; errors name the setting and the fix.
-    pub fn from_args(args: &ServeArgs) -> Result<Self> {
-        let github = match (&args.github_app_id, &args.github_app_private_key) {
-            (Some(id), Some(key)) => Some(GithubAppConfig::new(id, key, &args.github_api_url)?),
-            (Some(_), None) => {
-                return Err(ForgeError::Config(
-                    "GITHUB_APP_ID is set but GITHUB_APP_PRIVATE_KEY is not; set it to the \
-                     app's .pem contents or its path"
-                        .into(),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ForgeError::Config(
-                    "GITHUB_APP_PRIVATE_KEY is set but GITHUB_APP_ID is not; set it to the \
-                     numeric App ID from the app's settings page"
-                        .into(),
-                ));
-            }
-            (None, None) => None,
-        };
-        if let Some(url) = &args.gitlab_url
-            && super::gitlab::client::plain_http_refused(url, args.allow_http_gitlab)
-        {
-            return Err(ForgeError::Config(format!(
-                "GITLAB_URL `{}` is plain http, so the GitLab token would cross the network \
-                 in clear; use its https:// URL, or set GRAFT_ALLOW_HTTP_GITLAB=true for a \
-                 GitLab on a trusted private network",
-                short(url)
-            )));
-        }
-        let gitlab = match (&args.gitlab_url, &args.gitlab_token) {
-            (Some(url), Some(token)) => Some(GitlabConfig {
-                base_url: url.clone(),
-                token: token.clone(),
-            }),
-            (Some(_), None) => {
-                return Err(ForgeError::Config(
-                    "GITLAB_URL is set but GITLAB_TOKEN is not; create an access token with the \
-                     `api` scope and set GITLAB_TOKEN"
-                        .into(),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ForgeError::Config(
-                    "GITLAB_TOKEN is set but GITLAB_URL is not; set GITLAB_URL, e.g. https://gitlab.com"
-                        .into(),
-                ));
-            }
-            (None, None) => None,
-        };
-        Ok(ForgeSettings {
-            github,
-            gitlab,
-            ..ForgeSettings::default()
-        })
     }
 }
 
