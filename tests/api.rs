@@ -306,7 +306,7 @@ async fn key_rotation_is_all_or_nothing(db: TestDb) {
     }
     let before = store.sealed_fields(None).await.unwrap();
 
-    let wrong = graft::keys::rotate(&store, &stranger, &new, 2)
+    let wrong = graft::cli::keys::rotate(&store, &stranger, &new, 2)
         .await
         .unwrap_err();
     assert!(wrong.to_string().contains("Nothing was changed"), "{wrong}");
@@ -316,7 +316,9 @@ async fn key_rotation_is_all_or_nothing(db: TestDb) {
         "a wrong old key changes nothing"
     );
 
-    let report = graft::keys::rotate(&store, &old, &new, 3).await.unwrap();
+    let report = graft::cli::keys::rotate(&store, &old, &new, 3)
+        .await
+        .unwrap();
     assert_eq!((report.resealed, report.already_current), (4, 0));
     let after = store.sealed_fields(None).await.unwrap();
     assert_eq!(
@@ -325,7 +327,9 @@ async fn key_rotation_is_all_or_nothing(db: TestDb) {
     );
     assert!(old.open(&after[0].sealed).is_err());
 
-    let again = graft::keys::rotate(&store, &old, &new, 4).await.unwrap();
+    let again = graft::cli::keys::rotate(&store, &old, &new, 4)
+        .await
+        .unwrap();
     assert_eq!(
         (again.resealed, again.already_current),
         (0, 4),
@@ -343,7 +347,7 @@ async fn a_rotation_that_fails_part_way_changes_nothing(db: TestDb) {
     store_sealed(&store, "a", &old).await;
     store_sealed(&store, "b", &stranger).await;
     let before = store.sealed_fields(None).await.unwrap();
-    let error = graft::keys::rotate(&store, &old, &new, 2)
+    let error = graft::cli::keys::rotate(&store, &old, &new, 2)
         .await
         .unwrap_err();
     assert!(error.to_string().contains("Nothing was changed"), "{error}");

@@ -717,9 +717,9 @@ fn bad_gitlab_settings_name_the_setting() {
         if let Some(token) = token {
             argv.extend(["--gitlab-token", token]);
         }
-        let cli = <graft::config::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        let cli = <graft::cli::config::Cli as clap::Parser>::try_parse_from(argv).unwrap();
         match cli.command {
-            graft::config::Command::Serve(args) => *args,
+            graft::cli::config::Command::Serve(args) => *args,
             _ => unreachable!(),
         }
     };
@@ -909,9 +909,9 @@ fn a_plain_http_gitlab_url_needs_the_operators_leave() {
             "glpat-cleartext",
         ];
         argv.extend(extra);
-        let cli = <graft::config::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        let cli = <graft::cli::config::Cli as clap::Parser>::try_parse_from(argv).unwrap();
         match cli.command {
-            graft::config::Command::Serve(args) => *args,
+            graft::cli::config::Command::Serve(args) => *args,
             _ => unreachable!(),
         }
     };

@@ -7,7 +7,7 @@ use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::config::{GitlabConnectArgs, ManifestArgs, RemoteArgs};
+use crate::cli::config::{GitlabConnectArgs, ManifestArgs, RemoteArgs};
 use crate::forge::github::manifest;
 
 /// A client of graft's `/api/v1`.

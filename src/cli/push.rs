@@ -17,9 +17,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::config::PushArgs;
+use crate::cli::config::PushArgs;
+use crate::cli::remote::Remote;
 use crate::file_set::{MAX_FILE_BYTES, content_json};
-use crate::remote::Remote;
 use crate::store::files::{Change, Stored, change_for};
 
 /// Ignore files with gitignore syntax that graft push honours.

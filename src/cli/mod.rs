@@ -1,16 +1,22 @@
 //! The `graft` command: parses arguments and runs a subcommand. This is the
 //! edge of the program, so errors here are `anyhow` with a readable message.
+//! Its settings ([`config`]), the server's wiring ([`server`]) and the
+//! other subcommands live beside it; nothing else in graft imports them.
+
+pub mod config;
+pub mod keys;
+pub mod push;
+pub mod remote;
+pub mod server;
+pub mod telemetry;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{CommandFactory, Parser};
 
-use crate::config::{
-    Cli, Command, GithubCommand, GitlabCommand, GlobalArgs, KeysCommand, TokenCommand,
-};
 use crate::crypto::{self, Key, Keyring};
 use crate::store::tokens::{TokenAccess, TokenScope};
 use crate::store::{Store, StoreError, now_ms, redact_url};
-use crate::{keys, push, remote, server, telemetry};
+use config::{Cli, Command, GithubCommand, GitlabCommand, GlobalArgs, KeysCommand, TokenCommand};
 
 pub async fn main() -> Result<()> {
     let cli = Cli::parse();

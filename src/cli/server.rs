@@ -8,10 +8,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::app::{AppSettings, AppState, GitSettings, OperatorSettings};
+use crate::cli::config::{GlobalArgs, ServeArgs};
 use crate::cli::{keyring, open_store};
-use crate::config::{GlobalArgs, ServeArgs};
-use crate::forge::github::manifest;
 use crate::forge::GithubAppSource;
+use crate::forge::github::manifest;
 use crate::git::Identity;
 use crate::jobs::PoolConfig;
 use crate::signature::split_secrets;
