@@ -135,16 +135,16 @@ pub fn describe_health(health: &WebhookHealth) -> String {
 }
 
 /// One pass over both forges.
-pub async fn run_once(state: &Context) -> Recovered {
+pub async fn run_once(ctx: &Context) -> Recovered {
     let mut done = Recovered::default();
-    match recover_github(state, &mut done).await {
+    match recover_github(ctx, &mut done).await {
         Ok(()) => {}
         Err(e) => {
             done.failures += 1;
             warn!(error = %e, "recovery: could not check GitHub's webhook deliveries");
         }
     }
-    recover_gitlab(state, &mut done).await;
+    recover_gitlab(ctx, &mut done).await;
     if done != Recovered::default() {
         info!(
             redeliveries = done.redeliveries,
@@ -157,11 +157,11 @@ pub async fn run_once(state: &Context) -> Recovered {
     done
 }
 
-async fn recover_github(state: &Context, done: &mut Recovered) -> Result<(), RecoveryError> {
-    let Some(app) = state.forges.github_app() else {
+async fn recover_github(ctx: &Context, done: &mut Recovered) -> Result<(), RecoveryError> {
+    let Some(app) = ctx.forges.github_app() else {
         return Ok(());
     };
-    let store = &state.store;
+    let store = &ctx.store;
     let now = now_ms();
     let since = scan_start(now, store.recovery_mark(GITHUB_MARK).await?, RETENTION_MS);
     let deliveries = app.hook_deliveries_since(since).await?;
@@ -195,8 +195,8 @@ async fn recover_github(state: &Context, done: &mut Recovered) -> Result<(), Rec
     Ok(())
 }
 
-async fn recover_gitlab(state: &Context, done: &mut Recovered) {
-    let projects = match state.store.list_projects().await {
+async fn recover_gitlab(ctx: &Context, done: &mut Recovered) {
+    let projects = match ctx.store.list_projects().await {
         Ok(projects) => projects,
         Err(e) => {
             done.failures += 1;
@@ -207,7 +207,7 @@ async fn recover_gitlab(state: &Context, done: &mut Recovered) {
     // Several projects may share a repository (and so its hooks).
     let mut checked: HashMap<(Option<i64>, String), HookHealth> = HashMap::new();
     for project in projects.iter().filter(|p| p.provider == "gitlab") {
-        if let Err(e) = recover_project(state, project, &mut checked, done).await {
+        if let Err(e) = recover_project(ctx, project, &mut checked, done).await {
             done.failures += 1;
             warn!(project = project.id, error = %e, "recovery: could not check the GitLab project");
         }
@@ -215,24 +215,24 @@ async fn recover_gitlab(state: &Context, done: &mut Recovered) {
 }
 
 async fn recover_project(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     checked: &mut HashMap<(Option<i64>, String), HookHealth>,
     done: &mut Recovered,
 ) -> Result<(), RecoveryError> {
-    let RepoClient::Gitlab(repo) = state
+    let RepoClient::Gitlab(repo) = ctx
         .forges
         .gitlab(project.integration_id, &project.repo)
         .await?
     else {
         return Ok(());
     };
-    let store = &state.store;
+    let store = &ctx.store;
     let key = (project.integration_id, project.repo.clone());
     let health = match checked.get(&key) {
         Some(health) => Some(*health),
         None => {
-            let health = heal_hooks(state, &repo, done).await?;
+            let health = heal_hooks(ctx, &repo, done).await?;
             if let Some(h) = health {
                 checked.insert(key, h);
             }
@@ -249,7 +249,7 @@ async fn recover_project(
         .set_webhook_health(project.id, name, until, now)
         .await?;
     if let Some(number) = project.pull_request_number {
-        read_missed_notes(state, project, &repo, number, done).await?;
+        read_missed_notes(ctx, project, &repo, number, done).await?;
     }
     Ok(())
 }
@@ -258,11 +258,11 @@ async fn recover_project(
 /// reconcile of its projects when one was; returns the health of graft's
 /// hooks afterwards (the worst), `None` when no hook points at graft.
 async fn heal_hooks(
-    state: &Context,
+    ctx: &Context,
     repo: &GitlabRepo,
     done: &mut Recovered,
 ) -> Result<Option<HookHealth>, RecoveryError> {
-    let public_url = state.operator.public_url.as_deref();
+    let public_url = ctx.operator.public_url.as_deref();
     let ours = |hooks: Vec<ProjectHook>| -> Vec<ProjectHook> {
         hooks
             .into_iter()
@@ -295,10 +295,10 @@ async fn heal_hooks(
     }
     // Pushes and MR changes GitLab held back: a reconcile reads them.
     let path = repo.path().to_string();
-    for project in state.store.list_projects().await? {
+    for project in ctx.store.list_projects().await? {
         if project.provider == "gitlab" && project.repo == path {
             crate::sync::schedule::enqueue_reconcile(
-                &state.jobs,
+                &ctx.jobs,
                 project.id,
                 "webhook re-enabled",
                 now_ms(),
@@ -321,13 +321,13 @@ fn severity(health: HookHealth) -> u8 {
 /// Feeds the notes of MR `number` written since the last pass into the
 /// command intake (oldest first, as they were written).
 async fn read_missed_notes(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     repo: &GitlabRepo,
     number: i64,
     done: &mut Recovered,
 ) -> Result<(), RecoveryError> {
-    let store = &state.store;
+    let store = &ctx.store;
     let mark_name = format!("gitlab_notes:{}:{number}", project.id);
     let since = scan_start(
         now_ms(),
@@ -362,19 +362,14 @@ async fn read_missed_notes(
             body: note.body,
             editor: None,
         };
-        crate::commands::intake::on_comment(
-            state,
-            Provider::Gitlab,
-            project.integration_id,
-            &event,
-        )
-        .await
-        .map_err(|e| {
-            RecoveryError::Forge(ForgeError::Config(format!(
-                "note {} could not be read for commands: {e}",
-                event.comment_id
-            )))
-        })?;
+        crate::commands::intake::on_comment(ctx, Provider::Gitlab, project.integration_id, &event)
+            .await
+            .map_err(|e| {
+                RecoveryError::Forge(ForgeError::Config(format!(
+                    "note {} could not be read for commands: {e}",
+                    event.comment_id
+                )))
+            })?;
         done.notes += 1;
     }
     store.advance_recovery_mark(&mark_name, newest).await?;
@@ -387,7 +382,7 @@ pub const TASK: &str = "delivery_recovery";
 /// Runs a pass at start-up, then one per interval across all replicas,
 /// until `shutdown`.
 pub async fn run(
-    state: Context,
+    ctx: Context,
     interval: Duration,
     holder: String,
     shutdown: watch::Receiver<bool>,
@@ -396,20 +391,20 @@ pub async fn run(
     // process was down are what recovery is for. Replicas starting
     // together may each run it; they ask for each redelivery once.
     let now = now_ms();
-    if let Err(e) = state.store.claim_periodic(TASK, &holder, now, 0).await {
+    if let Err(e) = ctx.store.claim_periodic(TASK, &holder, now, 0).await {
         warn!(error = %e, "recovery: could not record the start-up pass");
     }
-    run_once(&state).await;
+    run_once(&ctx).await;
     let task = crate::periodic::Periodic {
         name: TASK,
         interval,
         holder,
     };
-    let store = state.store.clone();
+    let store = ctx.store.clone();
     crate::periodic::run(store, task, shutdown, || {
-        let state = state.clone();
+        let ctx = ctx.clone();
         async move {
-            run_once(&state).await;
+            run_once(&ctx).await;
         }
     })
     .await;

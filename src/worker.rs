@@ -21,12 +21,12 @@ use crate::sync::{outcome, reconcile, run};
 const PR_CLOSED_JOB: &str = "pull_request_closed";
 
 pub struct GraftJobs {
-    state: Context,
+    ctx: Context,
 }
 
 impl GraftJobs {
-    pub fn new(state: Context) -> Self {
-        GraftJobs { state }
+    pub fn new(ctx: Context) -> Self {
+        GraftJobs { ctx }
     }
 }
 
@@ -53,11 +53,11 @@ impl JobHandler for GraftJobs {
             SYNC_JOB => {
                 let request: SyncRequest = serde_json::from_str(&job.payload)
                     .map_err(|e| JobError::Fatal(format!("bad sync request: {e}")))?;
-                run::run(&self.state, project()?, &request)
+                run::run(&self.ctx, project()?, &request)
                     .await
                     .map_err(|e| e.into_job_error())
             }
-            RECONCILE_JOB => reconcile::reconcile(&self.state, project()?)
+            RECONCILE_JOB => reconcile::reconcile(&self.ctx, project()?)
                 .await
                 .map_err(|e| e.into_job_error()),
             PR_CLOSED_JOB => {
@@ -67,7 +67,7 @@ impl JobHandler for GraftJobs {
                     JobError::Fatal(format!("job {} names no pull request", job.id))
                 })?;
                 reconcile::pull_request_closed(
-                    &self.state,
+                    &self.ctx,
                     project()?,
                     number,
                     payload["merged"].as_bool().unwrap_or(false),
@@ -76,7 +76,7 @@ impl JobHandler for GraftJobs {
                 .await
                 .map_err(|e| e.into_job_error())
             }
-            commands::JOB_KIND => commands::execute::run(&self.state, job).await,
+            commands::JOB_KIND => commands::execute::run(&self.ctx, job).await,
             other => Err(JobError::Fatal(format!("unknown job kind `{other}`"))),
         }
     }
@@ -89,19 +89,19 @@ impl JobHandler for GraftJobs {
 
     async fn gave_up(&self, job: &Job, error: &str) {
         if job.kind == commands::JOB_KIND {
-            commands::execute::gave_up(&self.state, job, error).await;
+            commands::execute::gave_up(&self.ctx, job, error).await;
             return;
         }
         if matches!(job.kind.as_str(), SYNC_JOB | RECONCILE_JOB | PR_CLOSED_JOB)
             && let Some(project) = job.project_id
         {
-            outcome::record_failure(&self.state, project, error, Some(job.id)).await;
+            outcome::record_failure(&self.ctx, project, error, Some(job.id)).await;
             return;
         }
         if job.kind == deliveries::JOB_KIND
             && let Ok(id) = delivery_id_of(job)
             && let Err(e) = self
-                .state
+                .ctx
                 .store
                 .finish_delivery(id, DeliveryStatus::Failed, Some(error), now_ms())
                 .await
@@ -113,7 +113,7 @@ impl JobHandler for GraftJobs {
 
 impl GraftJobs {
     async fn process_delivery(&self, id: i64) -> Result<(), JobError> {
-        let store = &self.state.store;
+        let store = &self.ctx.store;
         let delivery = store
             .delivery(id)
             .await
@@ -163,7 +163,7 @@ impl GraftJobs {
             ForgeEvent::Push(push) => self.on_push(provider, integration, push).await,
             ForgeEvent::PullRequest(pr) => self.on_pull_request(provider, integration, pr).await,
             ForgeEvent::Comment(comment) => {
-                commands::intake::on_comment(&self.state, provider, integration, comment).await
+                commands::intake::on_comment(&self.ctx, provider, integration, comment).await
             }
             other => {
                 info!(event = other.kind(), "event recorded");
@@ -185,9 +185,9 @@ impl GraftJobs {
         let Some(branch) = &push.branch else {
             return Ok(());
         };
-        let store = &self.state.store;
+        let store = &self.ctx.store;
         let now = now_ms();
-        let jobs = &self.state.jobs;
+        let jobs = &self.ctx.jobs;
         let repo = RepoKey {
             provider: provider.as_str(),
             integration_id: integration,
@@ -239,7 +239,7 @@ impl GraftJobs {
         ) {
             return Ok(());
         }
-        let store = &self.state.store;
+        let store = &self.ctx.store;
         let Some(project) = store
             .project_by_sync_branch(
                 &RepoKey {
@@ -272,7 +272,7 @@ impl GraftJobs {
                 now,
             )
         };
-        self.state
+        self.ctx
             .jobs
             .enqueue(&job, now)
             .await
@@ -281,7 +281,7 @@ impl GraftJobs {
     }
 
     async fn track_installation(&self, event: &InstallationEvent) -> Result<(), JobError> {
-        let store = &self.state.store;
+        let store = &self.ctx.store;
         let now = now_ms();
         let id = event.installation_id;
         let tracked = async {

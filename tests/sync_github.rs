@@ -585,7 +585,6 @@ async fn the_poll_catches_a_missed_webhook(db: TestDb) {
         "no webhook",
     );
     assert_eq!(poll_now(&h).await, 1);
-    h.app.jobs().wake();
     h.wait_for("poll reconciled", || async {
         let p = h.app.store.require_project(p.id).await.unwrap();
         (p.last_synced_commit_sha.as_deref() == Some(head.as_str()) && p.last_pulled_at.is_some())

@@ -124,7 +124,6 @@ async fn configuration_projects_push_flagged_files_and_hold_the_rest(db: TestDb)
     schedule::enqueue_sync(h.app.jobs(), p.id, &SyncRequest::explicit("api"), now_ms())
         .await
         .unwrap();
-    h.app.jobs().wake();
     h.wait_for("quiet file pushed", || async {
         h.gitlab
             .git

@@ -599,7 +599,6 @@ async fn the_poll_catches_a_missed_webhook(db: TestDb) {
         Some(head.as_str())
     );
     assert_eq!(poll_now(&h).await, 1);
-    h.app.jobs().wake();
     let polled = h
         .wait_for("poll reconciled", || async {
             let p = reload(&h, p.id).await;

@@ -196,7 +196,6 @@ async fn a_merge_whose_webhooks_were_lost_is_found_by_the_poll(db: TestDb) {
         .merge_pull(REPO, synced.pull_request_number.unwrap(), "octocat")
         .unwrap();
     assert_eq!(poll_now(&h).await, 1);
-    h.app.jobs().wake();
     let merged = h
         .wait_for("merge found by the poll", || async {
             let p = h.app.store.require_project(p.id).await.unwrap();

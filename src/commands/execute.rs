@@ -45,16 +45,16 @@ fn forge_of(client: &RepoClient) -> Forge {
 /// a PR graft does not own, the forge's (GitLab: the integration the
 /// comment came through).
 async fn client_for(
-    state: &Context,
+    ctx: &Context,
     job: &CommandJob,
     project: Option<&Project>,
 ) -> Result<RepoClient, SyncError> {
     if let Some(project) = project {
-        return publish::client_for(state, project).await;
+        return publish::client_for(ctx, project).await;
     }
     let client = match job.provider {
-        Provider::Github => state.forges.github(&job.repo).await?,
-        Provider::Gitlab => state.forges.gitlab(job.integration_id, &job.repo).await?,
+        Provider::Github => ctx.forges.github(&job.repo).await?,
+        Provider::Gitlab => ctx.forges.gitlab(job.integration_id, &job.repo).await?,
     };
     Ok(client)
 }
@@ -84,13 +84,13 @@ async fn verdict(client: &RepoClient, job: &CommandJob, done: bool) {
 /// The note did not check out: nothing runs and nothing shows on it; the
 /// log and (for a project graft owns) the audit log say why.
 async fn reject(
-    state: &Context,
+    ctx: &Context,
     job: &CommandJob,
     project: Option<&Project>,
     ids: &[i64],
     rejection: &Rejection,
 ) -> Result<(), JobError> {
-    let store = &state.store;
+    let store = &ctx.store;
     warn!(
         comment = job.comment_id,
         number = job.number,
@@ -135,13 +135,9 @@ async fn reject(
 
 /// The command rows of a job: those its payload names (GitHub), or for a
 /// GitLab note those the job recorded once it verified the note.
-async fn run_ids(
-    state: &Context,
-    job: &Job,
-    command_job: &CommandJob,
-) -> Result<Vec<i64>, JobError> {
+async fn run_ids(ctx: &Context, job: &Job, command_job: &CommandJob) -> Result<Vec<i64>, JobError> {
     if command_job.provider == Provider::Gitlab {
-        return state
+        return ctx
             .store
             .command_run_ids_of_job(job.id)
             .await
@@ -150,10 +146,10 @@ async fn run_ids(
     Ok(command_job.commands.iter().map(|c| c.run_id).collect())
 }
 
-pub async fn run(state: &Context, job: &Job) -> Result<(), JobError> {
+pub async fn run(ctx: &Context, job: &Job) -> Result<(), JobError> {
     let mut command_job = payload(job)?;
-    let store = &state.store;
-    let mut ids = run_ids(state, job, &command_job).await?;
+    let store = &ctx.store;
+    let mut ids = run_ids(ctx, job, &command_job).await?;
     let rows = store.command_runs(&ids).await.map_err(store_error)?;
     if !rows.is_empty() && rows.iter().all(|r| r.replied) {
         return Ok(()); // answered before a crash; nothing left to do
@@ -164,7 +160,7 @@ pub async fn run(state: &Context, job: &Job) -> Result<(), JobError> {
     };
     // The project may have moved on to another PR since the comment.
     let project = project.filter(|p| p.pull_request_number == Some(command_job.number));
-    let client = client_for(state, &command_job, project.as_ref())
+    let client = client_for(ctx, &command_job, project.as_ref())
         .await
         .map_err(SyncError::into_job_error)?;
     // Believe the forge, not the webhook, before anything runs or shows.
@@ -177,13 +173,13 @@ pub async fn run(state: &Context, job: &Job) -> Result<(), JobError> {
             (verified.also, verified.note)
         }
         Err(rejection) => {
-            return reject(state, &command_job, project.as_ref(), &ids, &rejection).await;
+            return reject(ctx, &command_job, project.as_ref(), &ids, &rejection).await;
         }
     };
     // A GitLab note's commands are picked only now, from the verified text.
     let rows = match (command_job.provider, note) {
         (Provider::Gitlab, Some(note)) => {
-            let any = intake::claim_note(state, &mut command_job, job.id, &note, now_ms()).await?;
+            let any = intake::claim_note(ctx, &mut command_job, job.id, &note, now_ms()).await?;
             if !any {
                 return Ok(());
             }
@@ -196,7 +192,7 @@ pub async fn run(state: &Context, job: &Job) -> Result<(), JobError> {
         }
         (Provider::Gitlab, None) => {
             let rejection = Rejection::Unverifiable;
-            return reject(state, &command_job, project.as_ref(), &ids, &rejection).await;
+            return reject(ctx, &command_job, project.as_ref(), &ids, &rejection).await;
         }
         (Provider::Github, _) => rows,
     };
@@ -231,7 +227,7 @@ pub async fn run(state: &Context, job: &Job) -> Result<(), JobError> {
             continue;
         }
         let outcome = one(
-            state,
+            ctx,
             &client,
             &project,
             &command_job,
@@ -291,7 +287,7 @@ async fn access(client: &RepoClient, people: &[Actor]) -> Result<(Permission, St
 /// Validates, authorizes and runs one command line. `people` must all
 /// have write access for a command that changes anything.
 async fn one(
-    state: &Context,
+    ctx: &Context,
     client: &RepoClient,
     project: &Project,
     job: &CommandJob,
@@ -321,7 +317,7 @@ async fn one(
         }
     }
     let usage = command.usage(prefix);
-    let outcome = match act(state, client, project.id, command, job).await {
+    let outcome = match act(ctx, client, project.id, command, job).await {
         Ok(outcome) => outcome,
         Err(error) if error.retry().is_some() => return Err(error.into_job_error()),
         Err(error) => Outcome::failed(
@@ -330,7 +326,7 @@ async fn one(
         ),
     };
     if outcome.verdict == Verdict::Done && command.changes_anything() {
-        let _ = state
+        let _ = ctx
             .store
             .record_event(
                 &NewEvent {
@@ -374,21 +370,21 @@ fn request(actor: &str, force: bool, rebase: bool) -> SyncRequest {
 /// change itself is done. Best effort: failing here must not retry the
 /// command (a retried `resume` would find the project resumed and queue
 /// nothing), and the next sync rewrites the comment anyway.
-async fn refresh_sticky(state: &Context, project_id: i64) {
-    if let Err(e) = ops::refresh_status(state, project_id).await {
+async fn refresh_sticky(ctx: &Context, project_id: i64) {
+    if let Err(e) = ops::refresh_status(ctx, project_id).await {
         warn!(project = project_id, error = %e, "could not refresh the status comment");
     }
 }
 
 /// The effect of a valid, authorized command.
 async fn act(
-    state: &Context,
+    ctx: &Context,
     client: &RepoClient,
     project_id: i64,
     command: Command,
     job: &CommandJob,
 ) -> Result<Outcome, SyncError> {
-    let store = &state.store;
+    let store = &ctx.store;
     let prefix = &job.prefix;
     let usage = command.usage(prefix);
     let actor = job.author.login.as_str();
@@ -401,7 +397,7 @@ async fn act(
     let message = match command {
         Command::Sync { force } => {
             let request = request(actor, force, false);
-            schedule::enqueue_sync(&state.jobs, project_id, &request, now).await?;
+            schedule::enqueue_sync(&ctx.jobs, project_id, &request, now).await?;
             let conflicts = project.conflicts.clone().unwrap_or_default();
             match (force, conflicts.is_empty()) {
                 (false, true) => format!(
@@ -426,7 +422,7 @@ async fn act(
             }
         }
         Command::Import => {
-            let imported = ops::import_upstream(state, project_id, actor).await?;
+            let imported = ops::import_upstream(ctx, project_id, actor).await?;
             if project.paused {
                 // Importing sets the status to idle; a paused project stays paused.
                 store.set_paused(project_id, true, now_ms()).await?;
@@ -448,7 +444,7 @@ async fn act(
         Command::Rebase => {
             // Bring in anything someone pushed to the branch first, so
             // their edits of managed files survive the rewrite.
-            reconcile::reconcile(state, project_id).await?;
+            reconcile::reconcile(ctx, project_id).await?;
             let project = store.require_project(project_id).await?;
             let conflicts = project.conflicts.clone().unwrap_or_default();
             if !conflicts.is_empty() {
@@ -463,7 +459,7 @@ async fn act(
                 ));
             }
             let request = request(actor, false, true);
-            schedule::enqueue_sync(&state.jobs, project_id, &request, now).await?;
+            schedule::enqueue_sync(&ctx.jobs, project_id, &request, now).await?;
             let mut message = format!(
                 "Rebase queued: graft recreates `{}` from the head of `{}` plus its files.",
                 project.sync_branch, project.branch
@@ -490,10 +486,10 @@ async fn act(
                         let mut again: SyncRequest =
                             serde_json::from_str(&payload).unwrap_or(request(actor, false, false));
                         again.actor = actor.to_string();
-                        schedule::enqueue_sync(&state.jobs, project_id, &again, now).await?;
+                        schedule::enqueue_sync(&ctx.jobs, project_id, &again, now).await?;
                     }
                     RECONCILE_JOB => {
-                        schedule::enqueue_reconcile(&state.jobs, project_id, "retry", now).await?;
+                        schedule::enqueue_reconcile(&ctx.jobs, project_id, "retry", now).await?;
                     }
                     other => {
                         let payload = serde_json::from_str(&payload).unwrap_or_default();
@@ -501,7 +497,7 @@ async fn act(
                             project_id: Some(project_id),
                             ..NewJob::new(other, payload, now)
                         };
-                        state.jobs.enqueue(&job, now).await?;
+                        ctx.jobs.enqueue(&job, now).await?;
                     }
                 }
                 format!(
@@ -520,7 +516,7 @@ async fn act(
                 format!("Automatic syncs are already paused. `{prefix} resume` turns them back on.")
             } else {
                 store.set_paused(project_id, true, now).await?;
-                refresh_sticky(state, project_id).await;
+                refresh_sticky(ctx, project_id).await;
                 format!(
                     "Paused: graft no longer syncs this project on its own. `{prefix} sync` \
                      still syncs on request; `{prefix} resume` turns automatic syncs back on."
@@ -551,7 +547,7 @@ async fn act(
                 let answer = match schedule::on_files_changed(&resumed, &waiting) {
                     Some(scope) => {
                         schedule::enqueue_sync(
-                            &state.jobs,
+                            &ctx.jobs,
                             project_id,
                             &SyncRequest::automatic(scope, actor),
                             now,
@@ -565,7 +561,7 @@ async fn act(
                     }
                     None => "Resumed: automatic syncs are on again.".to_string(),
                 };
-                refresh_sticky(state, project_id).await;
+                refresh_sticky(ctx, project_id).await;
                 answer
             }
         }
@@ -639,7 +635,7 @@ async fn act(
             }
         }
         Command::Status => {
-            ops::refresh_status(state, project_id).await?;
+            ops::refresh_status(ctx, project_id).await?;
             return Ok(Outcome {
                 reply: false,
                 ..Outcome::done(&usage, "Refreshed the status comment.".to_string())
@@ -651,15 +647,15 @@ async fn act(
 }
 
 /// The job failed for good: say so on the PR (best effort).
-pub async fn gave_up(state: &Context, job: &Job, error: &str) {
+pub async fn gave_up(ctx: &Context, job: &Job, error: &str) {
     let Ok(command_job) = payload(job) else {
         return;
     };
     if command_job.provider == Provider::Gitlab {
         // Until a run has an outcome the note was never verified: a forged
         // hook must not get graft to write on the MR.
-        let ids = run_ids(state, job, &command_job).await.unwrap_or_default();
-        let runs = state.store.command_runs(&ids).await.unwrap_or_default();
+        let ids = run_ids(ctx, job, &command_job).await.unwrap_or_default();
+        let runs = ctx.store.command_runs(&ids).await.unwrap_or_default();
         if runs.iter().all(|r| r.outcome.is_none()) {
             warn!(
                 comment = command_job.comment_id,
@@ -669,10 +665,10 @@ pub async fn gave_up(state: &Context, job: &Job, error: &str) {
         }
     }
     let project = match job.project_id {
-        Some(id) => state.store.project(id).await.ok().flatten(),
+        Some(id) => ctx.store.project(id).await.ok().flatten(),
         None => None,
     };
-    let Ok(client) = client_for(state, &command_job, project.as_ref()).await else {
+    let Ok(client) = client_for(ctx, &command_job, project.as_ref()).await else {
         return;
     };
     let body = format!(

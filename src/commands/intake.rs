@@ -180,7 +180,7 @@ pub fn to_run(
 /// graft does not own are ignored (nothing is stored for them), and so is
 /// a comment that would take its author over [`RATE_LIMIT`].
 pub async fn on_comment(
-    state: &Context,
+    ctx: &Context,
     provider: Provider,
     integration: Option<i64>,
     comment: &CommentEvent,
@@ -194,11 +194,11 @@ pub async fn on_comment(
         return Ok(());
     }
     if provider == Provider::Gitlab {
-        return on_note(state, integration, comment).await;
+        return on_note(ctx, integration, comment).await;
     }
-    let prefix = state.commands.prefix.clone();
+    let prefix = ctx.commands.prefix.clone();
     let current = parse(&comment.body, &prefix);
-    let store = &state.store;
+    let store = &ctx.store;
     // Comment ids are per forge instance: what graft remembers of a comment
     // is kept under the integration it came through.
     let repo = scoped_repo(&comment.repo.path, integration);
@@ -218,7 +218,7 @@ pub async fn on_comment(
             .map_err(|e| JobError::retry(format!("database: {e}")))?;
         return Ok(());
     }
-    let Some(project) = owning_project(state, provider, integration, comment).await? else {
+    let Some(project) = owning_project(ctx, provider, integration, comment).await? else {
         return Ok(());
     };
     let person = person_key(actor);
@@ -309,8 +309,8 @@ pub async fn on_comment(
             info!(job, comment = comment.comment_id, author = %person, "slash commands queued");
             // 👀 before the job may start, so it never lands after the
             // job's final reaction: the workers are woken only now.
-            acknowledge(state, &project, comment).await;
-            state.jobs.wake();
+            acknowledge(ctx, &project, comment).await;
+            ctx.jobs.wake();
         }
         Accepted::NothingNew => debug!(
             comment = comment.comment_id,
@@ -337,12 +337,12 @@ pub async fn on_comment(
 /// The project whose PR/MR the comment is on; `None` (logged) when graft
 /// does not own it: such comments create no job and no rows, however many.
 async fn owning_project(
-    state: &Context,
+    ctx: &Context,
     provider: Provider,
     integration: Option<i64>,
     comment: &CommentEvent,
 ) -> Result<Option<crate::store::projects::Project>, JobError> {
-    let project = state
+    let project = ctx
         .store
         .project_by_pull_request(
             &crate::store::projects::RepoKey {
@@ -364,13 +364,13 @@ async fn owning_project(
 }
 
 async fn on_note(
-    state: &Context,
+    ctx: &Context,
     integration: Option<i64>,
     comment: &CommentEvent,
 ) -> Result<(), JobError> {
     let provider = Provider::Gitlab;
-    let prefix = state.commands.prefix.clone();
-    let store = &state.store;
+    let prefix = ctx.commands.prefix.clone();
+    let store = &ctx.store;
     let repo = scoped_repo(&comment.repo.path, integration);
     let current = parse(&comment.body, &prefix);
     let remembered = store
@@ -386,7 +386,7 @@ async fn on_note(
         debug!(comment = comment.comment_id, "no new commands in the note");
         return Ok(());
     }
-    let Some(project) = owning_project(state, provider, integration, comment).await? else {
+    let Some(project) = owning_project(ctx, provider, integration, comment).await? else {
         return Ok(());
     };
     let payload = CommandJob {
@@ -422,7 +422,7 @@ async fn on_note(
             now,
         )
     };
-    let queued = state
+    let queued = ctx
         .jobs
         .submit(
             store.queue_limited(&job, project.id, NOTE_JOBS, now),
@@ -459,7 +459,7 @@ async fn on_note(
 /// before; each version at most once), or finds those this job picked
 /// before a retry. Fills `job.commands`; `false` when nothing is to run.
 pub async fn claim_note(
-    state: &Context,
+    ctx: &Context,
     job: &mut CommandJob,
     job_id: i64,
     note: &StoredNote,
@@ -504,7 +504,7 @@ pub async fn claim_note(
         *chosen.lock().unwrap_or_else(|e| e.into_inner()) = indexes;
         runs
     };
-    let claimed = state
+    let claimed = ctx
         .store
         .accept_verified(&key, &note.body, plan, job_id, RATE_LIMIT, now)
         .await
@@ -561,12 +561,12 @@ fn resumed(rows: &[CommandRun], current: &[Invocation]) -> Vec<QueuedCommand> {
 /// 👀 on receipt, before the command job runs (it may wait behind a sync
 /// of the same project). A courtesy: failures are logged only.
 async fn acknowledge(
-    state: &Context,
+    ctx: &Context,
     project: &crate::store::projects::Project,
     comment: &CommentEvent,
 ) {
     let reacted = async {
-        let client = crate::sync::publish::client_for(state, project).await?;
+        let client = crate::sync::publish::client_for(ctx, project).await?;
         client
             .react(
                 comment.number,

@@ -21,20 +21,20 @@ use super::upstream::{apply_upstream, fetch_target_listing, upstream_actions};
 /// else from the target). Pending files the repository did not touch keep
 /// graft's content. Returns the imported paths.
 pub async fn import_upstream(
-    state: &Context,
+    ctx: &Context,
     project_id: i64,
     actor: &str,
 ) -> Result<Vec<String>, SyncError> {
-    let store = &state.store;
+    let store = &ctx.store;
     let project = store.require_project(project_id).await?;
-    let (fetched, target, listing) = fetch_target_listing(state, &project).await?;
+    let (fetched, target, listing) = fetch_target_listing(ctx, &project).await?;
     let last_seen = project
         .last_synced_commit_sha
         .as_deref()
         .and_then(|s| gix::ObjectId::from_hex(s.as_bytes()).ok());
-    let actions = upstream_actions(state, &project, &fetched, last_seen, target).await?;
+    let actions = upstream_actions(ctx, &project, &fetched, last_seen, target).await?;
     let mut conflicts = project.conflicts.clone().unwrap_or_default();
-    conflicts.extend(apply_upstream(state, &project, &fetched, &actions, actor).await?);
+    conflicts.extend(apply_upstream(ctx, &project, &fetched, &actions, actor).await?);
     let branch_listing = match fetched.head(&project.sync_branch) {
         Some(head) if project.sync_branch_shared => {
             let base_path = project.base_path.clone();
@@ -102,17 +102,17 @@ pub async fn import_upstream(
         .await?;
     if project.pull_request_number.is_some() {
         // The PR branch should now match the database again.
-        schedule::enqueue_sync(&state.jobs, project_id, &SyncRequest::explicit(actor), now).await?;
+        schedule::enqueue_sync(&ctx.jobs, project_id, &SyncRequest::explicit(actor), now).await?;
     }
     Ok(imported)
 }
 
 /// `/graft status`: rewrite the sticky comment from the current state.
-pub async fn refresh_status(state: &Context, project_id: i64) -> Result<(), SyncError> {
-    let project = state.store.require_project(project_id).await?;
-    let client = publish::client_for(state, &project).await?;
+pub async fn refresh_status(ctx: &Context, project_id: i64) -> Result<(), SyncError> {
+    let project = ctx.store.require_project(project_id).await?;
+    let client = publish::client_for(ctx, &project).await?;
     publish::update_comment(
-        state,
+        ctx,
         &client,
         &project,
         project.sync_status,

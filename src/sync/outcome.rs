@@ -23,17 +23,17 @@ use super::schedule::SyncRequest;
 
 /// The open PR's status comment says a sync is under way (every state
 /// change shows there). Best effort: the sync's outcome rewrites it.
-pub(super) async fn show_syncing(state: &Context, project_id: i64) {
-    let Ok(project) = state.store.require_project(project_id).await else {
+pub(super) async fn show_syncing(ctx: &Context, project_id: i64) {
+    let Ok(project) = ctx.store.require_project(project_id).await else {
         return;
     };
     if project.pull_request_number.is_none() {
         return;
     }
     let shown = async {
-        let client = publish::client_for(state, &project).await?;
+        let client = publish::client_for(ctx, &project).await?;
         publish::update_comment(
-            state,
+            ctx,
             &client,
             &project,
             SyncStatus::Syncing,
@@ -67,17 +67,17 @@ pub fn skip_reason(project: &Project, request: &SyncRequest) -> Option<&'static 
 }
 
 /// Marks the project failed, writes the audit event and tells the PR.
-pub async fn record_failure(state: &Context, project_id: i64, message: &str, job_id: Option<i64>) {
-    let message = &crate::slash::help::with_prefix(message, &state.commands.prefix);
+pub async fn record_failure(ctx: &Context, project_id: i64, message: &str, job_id: Option<i64>) {
+    let message = &crate::slash::help::with_prefix(message, &ctx.commands.prefix);
     let now = now_ms();
-    if let Err(e) = state
+    if let Err(e) = ctx
         .store
         .record_sync_error(project_id, message, job_id, now)
         .await
     {
         tracing::error!(project = project_id, error = %e, "could not record the sync failure");
     }
-    let _ = state
+    let _ = ctx
         .store
         .record_event(
             &NewEvent {
@@ -90,7 +90,7 @@ pub async fn record_failure(state: &Context, project_id: i64, message: &str, job
             now,
         )
         .await;
-    publish::comment_failure(state, project_id, message).await;
+    publish::comment_failure(ctx, project_id, message).await;
 }
 
 /// What the PR says about auto-merge. A forge that refuses it (not enabled
@@ -142,7 +142,7 @@ pub(super) fn moved_head_auto_merge_note(branch: &str, head: ObjectId) -> String
 /// (then one enabled earlier is turned off: GitHub keeps it through a
 /// writer's push). Returns the note for the PR; a refusal is audited.
 pub(super) async fn ask_to_merge(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     client: &RepoClient,
     pr: &PullRequest,
@@ -156,13 +156,13 @@ pub(super) async fn ask_to_merge(
         others_committed: true,
     };
     if shared {
-        return withhold_auto_merge(state, project, client, &withheld).await;
+        return withhold_auto_merge(ctx, project, client, &withheld).await;
     }
     let result = client.enable_auto_merge(pr.number, &head.to_string()).await;
     let moved = matches!(result, Ok(AutoMerge::HeadMoved { .. }));
     let note = auto_merge_note(result)?;
     if moved {
-        audit_withheld(state, project, &withheld, &note).await?;
+        audit_withheld(ctx, project, &withheld, &note).await?;
     }
     Ok(note)
 }
@@ -184,7 +184,7 @@ pub(super) struct Withheld<'a> {
 /// A refusal (it was not on) leaves the note standing; a transient error
 /// fails the job, which is retried.
 pub(super) async fn withhold_auto_merge(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     client: &RepoClient,
     withheld: &Withheld<'_>,
@@ -199,18 +199,17 @@ pub(super) async fn withhold_auto_merge(
     } else {
         moved_head_auto_merge_note(&project.sync_branch, withheld.head)
     };
-    audit_withheld(state, project, withheld, &note).await?;
+    audit_withheld(ctx, project, withheld, &note).await?;
     Ok(note)
 }
 
 async fn audit_withheld(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     withheld: &Withheld<'_>,
     note: &str,
 ) -> Result<(), SyncError> {
-    state
-        .store
+    ctx.store
         .record_event(
             &NewEvent {
                 project_id: Some(project.id),
@@ -231,7 +230,7 @@ async fn audit_withheld(
 /// (someone landed the same content another way): closed, with a comment,
 /// and forgotten.
 pub(super) async fn close_landed_pull_request(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     client: &RepoClient,
 ) -> Result<(), SyncError> {
@@ -249,9 +248,8 @@ pub(super) async fn close_landed_pull_request(
         .await?;
     client.close_pull_request(number).await?;
     let now = now_ms();
-    state.store.forget_pull_request(project.id, now).await?;
-    state
-        .store
+    ctx.store.forget_pull_request(project.id, now).await?;
+    ctx.store
         .record_event(
             &NewEvent {
                 project_id: Some(project.id),
@@ -270,7 +268,7 @@ pub(super) async fn close_landed_pull_request(
 /// Records a successful sync: state fields, synced files, audit event.
 /// In PR mode deletions stay pending until the PR merges.
 pub(super) async fn finish(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     built: &Built,
     files: &plan::FilePlan,
@@ -279,7 +277,7 @@ pub(super) async fn finish(
     landed: bool,
 ) -> Result<(), SyncError> {
     let now = now_ms();
-    let store = &state.store;
+    let store = &ctx.store;
     let blobs: BTreeMap<&str, String> = files
         .write
         .iter()

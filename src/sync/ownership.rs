@@ -18,7 +18,7 @@ use super::plan;
 /// or below it, or on the target branch at `target`. Emails count only
 /// when graft has no push recorded.
 pub(super) async fn others_committed(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     fetched: &Fetched,
     target: ObjectId,
@@ -47,6 +47,6 @@ pub(super) async fn others_committed(
     Ok(plan::branch_is_shared(
         &beyond,
         pushed.is_some(),
-        &state.git.identity.email,
+        &ctx.git.identity.email,
     ))
 }

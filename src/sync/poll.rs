@@ -35,7 +35,7 @@ pub async fn enqueue_all(jobs: &JobQueue) -> Result<usize> {
 /// Queues the reconciles whenever this replica (`replica` names it) wins
 /// an interval's run, until `shutdown` turns true.
 pub async fn run_poller(
-    state: Context,
+    ctx: Context,
     interval: Duration,
     replica: String,
     shutdown: watch::Receiver<bool>,
@@ -45,8 +45,8 @@ pub async fn run_poller(
         interval,
         holder: replica,
     };
-    periodic::run(state.store.clone(), task, shutdown, || async {
-        match enqueue_all(&state.jobs).await {
+    periodic::run(ctx.store.clone(), task, shutdown, || async {
+        match enqueue_all(&ctx.jobs).await {
             Ok(n) if n > 0 => tracing::debug!(queued = n, "poll: reconciles queued"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "poll: could not queue reconciles"),

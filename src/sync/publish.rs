@@ -14,12 +14,11 @@ use crate::store::projects::{Project, SyncStatus};
 use super::errors::SyncError;
 use super::report::{self, StatusView};
 
-pub async fn client_for(state: &Context, project: &Project) -> Result<RepoClient, SyncError> {
+pub async fn client_for(ctx: &Context, project: &Project) -> Result<RepoClient, SyncError> {
     let client = match project.provider.as_str() {
-        "github" => state.forges.github(&project.repo).await,
+        "github" => ctx.forges.github(&project.repo).await,
         "gitlab" => {
-            state
-                .forges
+            ctx.forges
                 .gitlab(project.integration_id, &project.repo)
                 .await
         }
@@ -115,7 +114,7 @@ impl CommentContent {
 
 /// Creates or edits the sticky comment on the project's PR, if it has one.
 pub async fn update_comment(
-    state: &Context,
+    ctx: &Context,
     client: &RepoClient,
     project: &Project,
     status: SyncStatus,
@@ -134,10 +133,9 @@ pub async fn update_comment(
         shared_branch: project.sync_branch_shared,
         notes: &content.notes,
     });
-    let body = with_prefix(&body, &state.commands.prefix);
+    let body = with_prefix(&body, &ctx.commands.prefix);
     let comment = client.upsert_status_comment(number, &body).await?;
-    state
-        .store
+    ctx.store
         .set_status_comment(project.id, Some(comment.id))
         .await?;
     Ok(())
@@ -145,17 +143,17 @@ pub async fn update_comment(
 
 /// Best effort after a failure: the PR says what went wrong. A failure to
 /// say it is logged, not raised over the original error.
-pub async fn comment_failure(state: &Context, project_id: i64, message: &str) {
-    let Ok(Some(project)) = state.store.project(project_id).await else {
+pub async fn comment_failure(ctx: &Context, project_id: i64, message: &str) {
+    let Ok(Some(project)) = ctx.store.project(project_id).await else {
         return;
     };
     if project.pull_request_number.is_none() {
         return;
     }
     let result = async {
-        let client = client_for(state, &project).await?;
+        let client = client_for(ctx, &project).await?;
         update_comment(
-            state,
+            ctx,
             &client,
             &project,
             SyncStatus::Error,

@@ -24,10 +24,10 @@ fn parse(sha: Option<&str>) -> Option<ObjectId> {
     sha.and_then(|s| ObjectId::from_hex(s.as_bytes()).ok())
 }
 
-pub async fn reconcile(state: &Context, project_id: i64) -> Result<(), SyncError> {
-    let store = &state.store;
+pub async fn reconcile(ctx: &Context, project_id: i64) -> Result<(), SyncError> {
+    let store = &ctx.store;
     let project = store.require_project(project_id).await?;
-    let remote = remote::remote_for(state, &project).await?;
+    let remote = remote::remote_for(ctx, &project).await?;
     let now = now_ms();
     // The PR graft recorded may have merged or closed without graft
     // hearing of it (a missed webhook, or that webhook still queued behind
@@ -42,7 +42,7 @@ pub async fn reconcile(state: &Context, project_id: i64) -> Result<(), SyncError
         };
         if state_of != PullRequestState::Open {
             let merged = state_of == PullRequestState::Merged;
-            return settle_pull_request(state, project_id, number, merged, None).await;
+            return settle_pull_request(ctx, project_id, number, merged, None).await;
         }
     }
     // Cheap look first: most polls find nothing new.
@@ -59,7 +59,7 @@ pub async fn reconcile(state: &Context, project_id: i64) -> Result<(), SyncError
         store.record_pull(project_id, None, now).await?;
         return Ok(());
     }
-    let fetched = fetch_for(state, &project, &remote).await?;
+    let fetched = fetch_for(ctx, &project, &remote).await?;
     let target = fetched.head(&project.branch);
     let mut conflicts = project.conflicts.clone().unwrap_or_default();
     let last_seen = parse(project.last_synced_commit_sha.as_deref());
@@ -75,9 +75,8 @@ pub async fn reconcile(state: &Context, project_id: i64) -> Result<(), SyncError
             .await?
     };
     if target_moved {
-        let actions = upstream_actions(state, &project, &fetched, last_seen, target).await?;
-        conflicts
-            .extend(apply_upstream(state, &project, &fetched, &actions, "target branch").await?);
+        let actions = upstream_actions(ctx, &project, &fetched, last_seen, target).await?;
+        conflicts.extend(apply_upstream(ctx, &project, &fetched, &actions, "target branch").await?);
     }
     store
         .record_pull(project_id, target.map(|t| t.to_string()).as_deref(), now)
@@ -86,12 +85,12 @@ pub async fn reconcile(state: &Context, project_id: i64) -> Result<(), SyncError
     let mut notes = Vec::new();
     if branch_moved && let (Some(head), Some(base)) = (fetched.head(&project.sync_branch), target) {
         fetched.deepen(&project.sync_branch, &project.branch).await;
-        let others = ownership::others_committed(state, &project, &fetched, base, head).await?;
+        let others = ownership::others_committed(ctx, &project, &fetched, base, head).await?;
         if others {
             let since = parse(project.sync_branch_sha.as_deref()).or(target);
-            let actions = upstream_actions(state, &project, &fetched, since, Some(head)).await?;
+            let actions = upstream_actions(ctx, &project, &fetched, since, Some(head)).await?;
             conflicts.extend(
-                apply_upstream(state, &project, &fetched, &actions, "pull request branch").await?,
+                apply_upstream(ctx, &project, &fetched, &actions, "pull request branch").await?,
             );
             store
                 .set_sync_branch_state(project_id, Some(&head.to_string()), true)
@@ -136,7 +135,7 @@ pub async fn reconcile(state: &Context, project_id: i64) -> Result<(), SyncError
                 others_committed: others,
             };
             notes.push(
-                outcome::withhold_auto_merge(state, &project, &remote.client, &withheld).await?,
+                outcome::withhold_auto_merge(ctx, &project, &remote.client, &withheld).await?,
             );
         }
     }
@@ -149,7 +148,7 @@ pub async fn reconcile(state: &Context, project_id: i64) -> Result<(), SyncError
             .set_conflicts(project_id, Some(&conflicts), now)
             .await?;
         let message = SyncError::Conflict(conflicts).describe();
-        outcome::record_failure(state, project_id, &message, None).await;
+        outcome::record_failure(ctx, project_id, &message, None).await;
         return Ok(());
     }
     if pr_open && (target_moved || branch_moved) {
@@ -157,7 +156,7 @@ pub async fn reconcile(state: &Context, project_id: i64) -> Result<(), SyncError
         if target_moved && subtree_moved && !shared && !held {
             // Rebuild the PR on the new target head.
             schedule::enqueue_sync(
-                &state.jobs,
+                &ctx.jobs,
                 project_id,
                 &SyncRequest::automatic(Scope::All, "reconcile"),
                 now,
@@ -167,7 +166,7 @@ pub async fn reconcile(state: &Context, project_id: i64) -> Result<(), SyncError
             // Someone else's commits on graft's branch: the comment says
             // the branch is shared now.
             publish::update_comment(
-                state,
+                ctx,
                 &remote.client,
                 &project,
                 project.sync_status,
@@ -188,17 +187,17 @@ pub async fn reconcile(state: &Context, project_id: i64) -> Result<(), SyncError
 /// asked first: nothing changes unless it says the PR is no longer open and
 /// comes from graft's branch, and what it says is recorded, not the hook.
 pub async fn pull_request_closed(
-    state: &Context,
+    ctx: &Context,
     project_id: i64,
     number: i64,
     merged: bool,
     merge_commit: Option<&str>,
 ) -> Result<(), SyncError> {
-    let project = state.store.require_project(project_id).await?;
+    let project = ctx.store.require_project(project_id).await?;
     if project.pull_request_number != Some(number) {
         return Ok(());
     }
-    let client = publish::client_for(state, &project).await?;
+    let client = publish::client_for(ctx, &project).await?;
     let pr = match client.pull_request(number).await {
         Ok(pr) => Some(pr),
         // Deleted (GitLab lets maintainers): closed unmerged, as reconcile has it.
@@ -236,7 +235,7 @@ pub async fn pull_request_closed(
         );
     }
     settle_pull_request(
-        state,
+        ctx,
         project_id,
         number,
         really_merged,
@@ -248,13 +247,13 @@ pub async fn pull_request_closed(
 /// Graft's PR `number` was merged or closed, as the forge says. Anything
 /// else (an older PR of graft's, one already settled) changes nothing.
 async fn settle_pull_request(
-    state: &Context,
+    ctx: &Context,
     project_id: i64,
     number: i64,
     merged: bool,
     merge_commit: Option<&str>,
 ) -> Result<(), SyncError> {
-    let store = &state.store;
+    let store = &ctx.store;
     let project = store.require_project(project_id).await?;
     if project.pull_request_number != Some(number) {
         return Ok(());
@@ -281,12 +280,12 @@ async fn settle_pull_request(
             reconcile: &reconcile,
         };
         let recorded = store.record_pull_request_end(project_id, end, &event, now);
-        state.jobs.submit(recorded, |_| true).await?;
+        ctx.jobs.submit(recorded, |_| true).await?;
         return Ok(());
     }
     // Closed unmerged: what graft pushed did not land. Files that differ
     // from the target branch are pending again.
-    let (fetched, _target, listing) = fetch_target_listing(state, &project).await?;
+    let (fetched, _target, listing) = fetch_target_listing(ctx, &project).await?;
     drop(fetched);
     let rows = store.files(project_id).await?;
     let in_repository: Vec<(String, Option<String>)> = rows

@@ -17,8 +17,8 @@ pub struct Remote {
     pub key: String,
 }
 
-pub async fn remote_for(state: &Context, project: &Project) -> Result<Remote, SyncError> {
-    let client = publish::client_for(state, project).await?;
+pub async fn remote_for(ctx: &Context, project: &Project) -> Result<Remote, SyncError> {
+    let client = publish::client_for(ctx, project).await?;
     let info = client.repo_info().await?;
     let credentials = client.git_credentials().await?;
     Ok(Remote {

@@ -33,8 +33,8 @@ const PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// The sync job's entry point. A failure is recorded on the project once,
 /// by the worker when it gives up (at once for a fatal error, after the
 /// retries for a transient one): see `GraftJobs::gave_up`.
-pub async fn run(state: &Context, project_id: i64, request: &SyncRequest) -> Result<(), SyncError> {
-    let store = &state.store;
+pub async fn run(ctx: &Context, project_id: i64, request: &SyncRequest) -> Result<(), SyncError> {
+    let store = &ctx.store;
     let project = store.require_project(project_id).await?;
     if let Some(why) = skip_reason(&project, request) {
         store
@@ -54,19 +54,19 @@ pub async fn run(state: &Context, project_id: i64, request: &SyncRequest) -> Res
     store
         .set_sync_status(project_id, SyncStatus::Syncing, None, now_ms())
         .await?;
-    sync(state, &project, request).await
+    sync(ctx, &project, request).await
 }
 
-async fn sync(state: &Context, project: &Project, request: &SyncRequest) -> Result<(), SyncError> {
+async fn sync(ctx: &Context, project: &Project, request: &SyncRequest) -> Result<(), SyncError> {
     // "Syncing" goes on the PR while the repository is fetched, not before:
     // the comment is done before anything below publishes.
     // Boxed: both halves at once would make the job's future too big for
     // a worker thread's stack.
     let (_, first) = tokio::join!(
-        Box::pin(show_syncing(state, project.id)),
+        Box::pin(show_syncing(ctx, project.id)),
         Box::pin(async {
-            let remote = pipeline::phase("forge_setup", remote_for(state, project)).await?;
-            let fetched = fetch_for(state, project, &remote).await?;
+            let remote = pipeline::phase("forge_setup", remote_for(ctx, project)).await?;
+            let fetched = fetch_for(ctx, project, &remote).await?;
             Ok::<_, SyncError>((remote, fetched))
         })
     );
@@ -76,11 +76,11 @@ async fn sync(state: &Context, project: &Project, request: &SyncRequest) -> Resu
     for _ in 0..ATTEMPTS {
         let fetched = match next.take() {
             Some(fetched) => fetched,
-            None => fetch_for(state, project, &remote).await?,
+            None => fetch_for(ctx, project, &remote).await?,
         };
         // Re-read: imports and concurrent puts may have changed things.
-        let project = state.store.require_project(project.id).await?;
-        match Box::pin(attempt(state, &project, request, &remote, &fetched)).await {
+        let project = ctx.store.require_project(project.id).await?;
+        match Box::pin(attempt(ctx, &project, request, &remote, &fetched)).await {
             Err(SyncError::Git(GitError::NonFastForward(message))) => {
                 tracing::info!(
                     project = project.id,
@@ -97,18 +97,18 @@ async fn sync(state: &Context, project: &Project, request: &SyncRequest) -> Resu
 }
 
 async fn attempt(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     request: &SyncRequest,
     remote: &Remote,
     fetched: &Fetched,
 ) -> Result<(), SyncError> {
     let target = fetched.head(&project.branch);
-    catch_up_with_target(state, project, request, fetched, target).await?;
+    catch_up_with_target(ctx, project, request, fetched, target).await?;
     match project.mode {
-        Mode::Direct => direct(state, project, request, remote, fetched, target).await,
+        Mode::Direct => direct(ctx, project, request, remote, fetched, target).await,
         Mode::PullRequest => {
-            via_pull_request(state, project, request, remote, fetched, target, Vec::new()).await
+            via_pull_request(ctx, project, request, remote, fetched, target, Vec::new()).await
         }
     }
 }
@@ -117,7 +117,7 @@ async fn attempt(
 /// files graft has nothing pending for; stop on files changed on both
 /// sides unless the reviewer forced graft's version.
 async fn catch_up_with_target(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     request: &SyncRequest,
     fetched: &Fetched,
@@ -129,14 +129,13 @@ async fn catch_up_with_target(
         .and_then(|s| ObjectId::from_hex(s.as_bytes()).ok());
     let mut conflicts = project.conflicts.clone().unwrap_or_default();
     if since.is_some() && since != target {
-        let actions = upstream_actions(state, project, fetched, since, target).await?;
-        conflicts.extend(apply_upstream(state, project, fetched, &actions, "upstream").await?);
+        let actions = upstream_actions(ctx, project, fetched, since, target).await?;
+        conflicts.extend(apply_upstream(ctx, project, fetched, &actions, "upstream").await?);
     }
     conflicts.sort();
     conflicts.dedup();
     if !conflicts.is_empty() && !request.force {
-        state
-            .store
+        ctx.store
             .set_conflicts(project.id, Some(&conflicts), now_ms())
             .await?;
         return Err(SyncError::Conflict(conflicts));
@@ -145,7 +144,7 @@ async fn catch_up_with_target(
 }
 
 fn spec(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     parent: Option<ObjectId>,
     files: plan::FilePlan,
@@ -157,7 +156,7 @@ fn spec(
         files: files.write,
         deletions: files.delete,
         previously_managed: files.managed,
-        identity: state.git.identity.clone(),
+        identity: ctx.git.identity.clone(),
         project: format!(
             "{}:{}",
             project.repo,
@@ -169,16 +168,16 @@ fn spec(
         ),
         source: project.source.clone(),
         note,
-        check: state.git.check.clone(),
+        check: ctx.git.check.clone(),
     }
 }
 
 async fn planned_files(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     request: &SyncRequest,
 ) -> Result<plan::FilePlan, SyncError> {
-    let rows = state.store.files(project.id).await?;
+    let rows = ctx.store.files(project.id).await?;
     Ok(plan::files_for(&rows, request.scope))
 }
 
@@ -221,28 +220,28 @@ async fn push_to(
 /// Direct mode: fast-forward the target branch, unless validation fails;
 /// a protected branch falls back to a PR for this sync.
 async fn direct(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     request: &SyncRequest,
     remote: &Remote,
     fetched: &Fetched,
     target: Option<ObjectId>,
 ) -> Result<(), SyncError> {
-    let files = planned_files(state, project, request).await?;
+    let files = planned_files(ctx, project, request).await?;
     let mut built = pipeline::phase(
         "build",
-        pipeline::build(fetched, spec(state, project, target, files.clone(), None)),
+        pipeline::build(fetched, spec(ctx, project, target, files.clone(), None)),
     )
     .await?;
     let listing = target_listing(fetched, project, target).await?;
     plan::mark_replaced(&mut built.overlay.changes, &listing, &files);
     if !passed(&built.findings) {
         let findings = serde_json::to_value(&built.findings).unwrap_or_default();
-        state.store.set_findings(project.id, &findings).await?;
+        ctx.store.set_findings(project.id, &findings).await?;
         return Err(SyncError::Validation(built.findings));
     }
     let Some(commit) = built.commit else {
-        return finish(state, project, &built, &files, target, None, true).await;
+        return finish(ctx, project, &built, &files, target, None, true).await;
     };
     match push_to(
         remote,
@@ -253,15 +252,14 @@ async fn direct(
     )
     .await
     {
-        Ok(()) => finish(state, project, &built, &files, Some(commit), None, true).await,
+        Ok(()) => finish(ctx, project, &built, &files, Some(commit), None, true).await,
         Err(GitError::ProtectedBranch(message)) => {
             let note = format!(
                 "Direct push to `{}` was refused by branch protection ({}); graft opened a pull request for this sync instead.",
                 project.branch,
                 message.lines().next().unwrap_or_default()
             );
-            state
-                .store
+            ctx.store
                 .record_event(
                     &NewEvent {
                         project_id: Some(project.id),
@@ -273,7 +271,7 @@ async fn direct(
                     now_ms(),
                 )
                 .await?;
-            via_pull_request(state, project, request, remote, fetched, target, vec![note]).await
+            via_pull_request(ctx, project, request, remote, fetched, target, vec![note]).await
         }
         Err(other) => Err(other.into()),
     }
@@ -282,7 +280,7 @@ async fn direct(
 /// PR mode (and the direct-mode fallback): push the sync branch, open or
 /// update the PR, report the check and the status comment.
 async fn via_pull_request(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     request: &SyncRequest,
     remote: &Remote,
@@ -299,7 +297,7 @@ async fn via_pull_request(
             fetched.deepen(&project.sync_branch, &project.branch).await;
             // Not graft's push: anyone's commit past it makes the branch
             // shared, whatever author and committer it names.
-            ownership::others_committed(state, project, fetched, target, head).await?
+            ownership::others_committed(ctx, project, fetched, target, head).await?
         }
         _ => project.sync_branch_shared && branch_head.is_some(),
     };
@@ -313,12 +311,11 @@ async fn via_pull_request(
             .as_deref()
             .and_then(|s| ObjectId::from_hex(s.as_bytes()).ok())
             .or(target);
-        let actions = upstream_actions(state, project, fetched, since, branch_head).await?;
+        let actions = upstream_actions(ctx, project, fetched, since, branch_head).await?;
         let conflicts =
-            apply_upstream(state, project, fetched, &actions, "pull request branch").await?;
+            apply_upstream(ctx, project, fetched, &actions, "pull request branch").await?;
         if !conflicts.is_empty() && !request.force {
-            state
-                .store
+            ctx.store
                 .set_conflicts(project.id, Some(&conflicts), now_ms())
                 .await?;
             return Err(SyncError::Conflict(conflicts));
@@ -331,7 +328,7 @@ async fn via_pull_request(
             project.branch
         ));
     }
-    let files = planned_files(state, project, request).await?;
+    let files = planned_files(ctx, project, request).await?;
     let (parent, mode) = if shared {
         (branch_head, PushMode::FastForward)
     } else {
@@ -344,7 +341,7 @@ async fn via_pull_request(
     };
     let mut built = pipeline::phase(
         "build",
-        pipeline::build(fetched, spec(state, project, parent, files.clone(), None)),
+        pipeline::build(fetched, spec(ctx, project, parent, files.clone(), None)),
     )
     .await?;
     let listing = target_listing(fetched, project, target).await?;
@@ -355,8 +352,7 @@ async fn via_pull_request(
             // Recorded at once: what graft pushed is how it tells its own
             // commits from others' (a failure below must not make its own
             // push look like someone else's to the next job).
-            state
-                .store
+            ctx.store
                 .set_sync_branch_state(project.id, Some(&commit.to_string()), shared)
                 .await?;
             Some(commit)
@@ -364,15 +360,15 @@ async fn via_pull_request(
         None if parent == target && !shared => {
             // Everything is on the target branch already: no PR needed,
             // and an open one of graft's only proposes what is there.
-            close_landed_pull_request(state, project, &remote.client).await?;
-            let project = state.store.require_project(project.id).await?;
+            close_landed_pull_request(ctx, project, &remote.client).await?;
+            let project = ctx.store.require_project(project.id).await?;
             // What the database holds is the target: deletions included.
-            return finish(state, &project, &built, &files, target, None, true).await;
+            return finish(ctx, &project, &built, &files, target, None, true).await;
         }
         None => branch_head,
     };
     let Some(head) = head else {
-        return finish(state, project, &built, &files, target, None, false).await;
+        return finish(ctx, project, &built, &files, target, None, false).await;
     };
     let client = &remote.client;
     let mut changes = {
@@ -385,13 +381,12 @@ async fn via_pull_request(
     plan::mark_replaced(&mut changes, &listing, &files);
     let pr = pipeline::phase(
         "publish",
-        publish::open_or_update(client, project, &changes, &state.commands.prefix),
+        publish::open_or_update(client, project, &changes, &ctx.commands.prefix),
     )
     .await?;
     // Recorded at once: a failure below must not leave the PR unknown
     // (the failure comment goes on it, the next sync updates it).
-    state
-        .store
+    ctx.store
         .record_pull_request_open(
             project.id,
             pr.number,
@@ -405,14 +400,14 @@ async fn via_pull_request(
     // On a shared branch an auto-merge left on would merge others' commits
     // as soon as this check passes: it goes off first.
     if project.auto_merge && shared {
-        notes.push(ask_to_merge(state, project, client, &pr, head, shared).await?);
+        notes.push(ask_to_merge(ctx, project, client, &pr, head, shared).await?);
     }
     publish::report_check(client, &head.to_string(), &built.findings).await?;
     if project.auto_merge && !shared && passed(&built.findings) {
-        notes.push(ask_to_merge(state, project, client, &pr, head, shared).await?);
+        notes.push(ask_to_merge(ctx, project, client, &pr, head, shared).await?);
     }
     finish(
-        state,
+        ctx,
         project,
         &built,
         &files,
@@ -421,14 +416,14 @@ async fn via_pull_request(
         false,
     )
     .await?;
-    let project = state.store.require_project(project.id).await?;
+    let project = ctx.store.require_project(project.id).await?;
     let status = if passed(&built.findings) {
         SyncStatus::Success
     } else {
         SyncStatus::Error
     };
     publish::update_comment(
-        state,
+        ctx,
         client,
         &project,
         status,

@@ -21,13 +21,13 @@ use super::plan::{self, UpstreamAction};
 /// What the repository did to each managed file between `old` (the tree
 /// graft last saw) and `new` (see [`plan::upstream_actions`]).
 pub async fn upstream_actions(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     fetched: &Fetched,
     old: Option<ObjectId>,
     new: Option<ObjectId>,
 ) -> Result<Vec<UpstreamAction>, SyncError> {
-    let rows = state.store.files(project.id).await?;
+    let rows = ctx.store.files(project.id).await?;
     let base_path = project.base_path.clone();
     let (old_listing, new_listing) = fetched
         .with_repo(move |repo| {
@@ -54,7 +54,7 @@ pub async fn upstream_actions(
 
 /// Applies imports; returns the conflicting paths.
 pub async fn apply_upstream(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     fetched: &Fetched,
     actions: &[UpstreamAction],
@@ -78,19 +78,17 @@ pub async fn apply_upstream(
                     None => None,
                 };
                 let executable = blob.is_some_and(|b| b.executable);
-                state
-                    .store
+                ctx.store
                     .import_file(project.id, path, content.as_deref(), executable, now)
                     .await?;
                 imported.push(path.clone());
             }
             UpstreamAction::AlreadyThere { path } => {
-                let row = state.store.file(project.id, path).await?;
+                let row = ctx.store.file(project.id, path).await?;
                 if let Some(row) = row {
                     let blob =
                         (row.state != FileState::DeletedPending).then(|| row.blob_sha.clone());
-                    state
-                        .store
+                    ctx.store
                         .mark_synced(project.id, &[(path.clone(), blob)], now)
                         .await?;
                 }
@@ -99,8 +97,7 @@ pub async fn apply_upstream(
         }
     }
     if !imported.is_empty() {
-        state
-            .store
+        ctx.store
             .record_event(
                 &NewEvent {
                     project_id: Some(project.id),
@@ -124,11 +121,11 @@ pub async fn apply_upstream(
 /// Fetches the project's repository and lists the managed subtree at the
 /// target branch head.
 pub async fn fetch_target_listing(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
 ) -> Result<(Fetched, Option<ObjectId>, BTreeMap<String, TreeFile>), SyncError> {
-    let remote = super::remote::remote_for(state, project).await?;
-    let fetched = fetch_for(state, project, &remote).await?;
+    let remote = super::remote::remote_for(ctx, project).await?;
+    let fetched = fetch_for(ctx, project, &remote).await?;
     let target = fetched.head(&project.branch);
     let base_path = project.base_path.clone();
     let listing = fetched
@@ -160,12 +157,12 @@ pub fn want_for(project: &Project) -> Want {
 
 /// Fetches what a job on `project` needs ([`want_for`]) into its mirror.
 pub async fn fetch_for(
-    state: &Context,
+    ctx: &Context,
     project: &Project,
     remote: &super::remote::Remote,
 ) -> Result<Fetched, SyncError> {
     Ok(pipeline::fetch_wanted(
-        &state.mirrors,
+        &ctx.mirrors,
         &remote.key,
         &remote.url,
         &remote.auth,

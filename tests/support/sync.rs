@@ -27,10 +27,13 @@ pub async fn put(h: &Harness, project: i64, files: &[FileInput]) -> usize {
         delete_missing: false,
         source: None,
     };
-    let applied = change_files(&h.app.store, &p, "test", op).await.unwrap();
-    if applied.sync_job.is_some() {
-        h.app.jobs().wake();
-    }
+    let change = change_files(&h.app.store, &p, "test", op);
+    let applied = h
+        .app
+        .jobs()
+        .submit(change, |applied| applied.sync_job.is_some())
+        .await
+        .unwrap();
     applied.changes.len()
 }
 
@@ -43,7 +46,6 @@ pub async fn sync_now(h: &Harness, project: i64, force: bool) {
     schedule::enqueue_sync(h.app.jobs(), project, &request, now_ms())
         .await
         .unwrap();
-    h.app.jobs().wake();
 }
 
 /// Waits until the project is in `status` with no job queued or running.
@@ -211,7 +213,5 @@ pub async fn last_failed_job(h: &Harness, failed: &Project) -> graft::store::job
 /// Runs the safety-net poll now, as its timer would: one reconcile job
 /// per project. Returns how many were queued.
 pub async fn poll_now(h: &Harness) -> usize {
-    let queued = graft::sync::poll::enqueue_all(h.app.jobs()).await.unwrap();
-    h.app.jobs().wake();
-    queued
+    graft::sync::poll::enqueue_all(h.app.jobs()).await.unwrap()
 }
