@@ -1,4 +1,4 @@
-//! Sealing of stored secrets (SPEC §7): AES-256-GCM with a random 12-byte IV,
+//! Sealing of stored secrets: AES-256-GCM with a random 12-byte IV,
 //! stored as `v1:iv:authTag:ciphertext` with hex parts. `v1` names the format
 //! version; rotation tells old from new by trying the keys, so a half-finished
 //! rotation is impossible (it runs in one transaction) and a re-run is harmless.

@@ -1,4 +1,4 @@
-//! The generator/admin API for projects and managed files (SPEC §3), on
+//! The generator/admin API for projects and managed files, on
 //! both backends. No workers run, so queued jobs stay visible.
 
 mod support;

@@ -1,4 +1,4 @@
-//! The sync engine's edge cases and failure classes (SPEC §2, §6) end to
+//! The sync engine's edge cases, failure classes and branch ownership end to
 //! end against the fake GitLab: no-op puts, coalescing, conflicts, human
 //! commits on graft's MR branch, closed MRs, lost permissions, rate
 //! limits and 5xx, validation failures, monorepo pushes and the poll.

@@ -1,4 +1,4 @@
-//! Webhook intake (SPEC §3): authentication before parsing, dedupe,
+//! Webhook intake: authentication before parsing, dedupe,
 //! persistence with the processing job, 202, and what bad input gets.
 
 mod support;

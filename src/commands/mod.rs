@@ -1,5 +1,4 @@
-//! Slash commands: reviewers steer graft from the PR/MR conversation
-//! (SPEC §5).
+//! Slash commands: reviewers steer graft from the PR/MR conversation.
 //!
 //! The language itself (grammar, parser, help table) is the leaf
 //! [`crate::slash`]; this module runs what it reads.

@@ -1,5 +1,7 @@
-//! The HTTP surface (SPEC §3): webhooks, the JSON API, health and metrics,
-//! the dashboard and the GitHub App set-up pages.
+//! The HTTP surface (the README's "HTTP surface" table): webhooks, the
+//! JSON API, health and metrics, the dashboard and the GitHub App set-up
+//! pages. Handlers share [`HttpState`]: the domain context plus what only
+//! requests need.
 
 pub mod api;
 pub mod auth;

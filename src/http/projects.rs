@@ -1,5 +1,6 @@
 //! `/api/v1/projects`: create, read and list projects with their sync
-//! state (SPEC §2), schedule a sync, read the audit log.
+//! state (status, error, last synced commit, the PR), schedule a sync,
+//! read the audit log.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! How a project's sync state changes (SPEC §2's fields): status and
+//! How a project's sync state (the fields users see) changes: status and
 //! error, what a successful sync recorded, the PR it has, the pause and
 //! the hold on auto-sync. Every change is one statement.
 

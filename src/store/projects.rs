@@ -1,5 +1,6 @@
 //! Projects: one mapping from graft to a folder of a branch of a
-//! repository, with the sync state users see (SPEC §2).
+//! repository, with the sync state users see (status, error, last synced
+//! commit, the PR/MR).
 
 use serde::Serialize;
 use sqlx::any::AnyRow;

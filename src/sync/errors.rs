@@ -1,6 +1,7 @@
-//! Why a sync or reconcile failed, in SPEC §2's classes, each with the
-//! message users see in `sync_error` and on the PR, and whether the job
-//! should be retried.
+//! Why a sync or reconcile failed, in graft's failure classes (lost
+//! permission, protected branch, upstream moved, conflict, rate limit or
+//! outage, validation), each with the message users see in `sync_error`
+//! and on the PR, and whether the job should be retried.
 
 use std::time::Duration;
 

@@ -1,7 +1,8 @@
 //! A change of a project's managed set and what follows from it, as one
 //! transaction: the files, the source, the lifted hold on auto-sync, the
-//! sync it schedules (SPEC §1 kinds; coalesced with one already queued)
-//! and the audit event. A failure anywhere leaves nothing behind, so a
+//! sync it schedules (per project kind: `iac` with auto-sync, or flagged
+//! `configuration` files; coalesced with one already queued) and the
+//! audit event. A failure anywhere leaves nothing behind, so a
 //! retried request is never mistaken for "no change". The API and
 //! `graft push` come through here.
 

@@ -321,7 +321,7 @@ pub(super) async fn finish(
         store
             .record_sync_error(project.id, &error, None, now)
             .await?;
-        // A failure is never silent (SPEC §2): the audit log says so too,
+        // A failure is never silent: the audit log says so too,
         // not only "pushed".
         store
             .record_event(

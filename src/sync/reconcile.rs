@@ -1,4 +1,4 @@
-//! Following the repository (SPEC §1 reconcile): when the target branch
+//! Following the repository (reconcile): when the target branch
 //! moved, import upstream edits of managed files or flag conflicts; when
 //! someone else pushed to graft's branch, import their edits and stop
 //! rewriting it; when graft's PR closed, record what landed.

@@ -1,5 +1,7 @@
-//! When a change of files schedules a sync (SPEC §1 kinds), as a pure
-//! decision, and the enqueueing that coalesces rapid changes into one job.
+//! When a change of files schedules a sync (`iac` projects with auto-sync:
+//! the whole project; `configuration` projects: files flagged
+//! `sync_on_change`), as a pure decision, and the enqueueing that
+//! coalesces rapid changes into one job.
 
 use serde::{Deserialize, Serialize};
 
