@@ -89,7 +89,7 @@ fn fly_keeps_the_worker_machine_running_and_checks_health() {
 
 #[test]
 fn the_readme_configuration_table_names_every_setting() {
-    let config = read("src/config.rs");
+    let config = read("src/cli/config.rs");
     let readme = read("README.md");
     let mut missing = Vec::new();
     for (at, _) in config.match_indices("env = \"") {
@@ -101,6 +101,6 @@ fn the_readme_configuration_table_names_every_setting() {
     }
     assert!(
         missing.is_empty(),
-        "settings in src/config.rs missing from the README's configuration table: {missing:?}"
+        "settings in src/cli/config.rs missing from the README's configuration table: {missing:?}"
     );
 }
