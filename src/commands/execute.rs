@@ -11,6 +11,7 @@ use crate::events::{Actor, Provider};
 use crate::forge::{AutoMerge, ForgeKind, Permission, Reaction, RepoClient, UserRef};
 use crate::git::validate::{Finding, passed};
 use crate::jobs::JobError;
+use crate::slash::Command;
 use crate::store::audit::NewEvent;
 use crate::store::files::{Change, ChangedPath, FileState};
 use crate::store::jobs::{Job, NewJob};
@@ -23,7 +24,6 @@ use crate::sync::{ops, publish, reconcile};
 use super::intake::{self, CommandJob, QueuedCommand};
 use super::reply::{self, Forge, Outcome, Verdict};
 use super::verify::{self, Rejection};
-use crate::slash::Command;
 
 fn payload(job: &Job) -> Result<CommandJob, JobError> {
     serde_json::from_str(&job.payload)

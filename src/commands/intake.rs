@@ -10,12 +10,12 @@ use crate::events::{Actor, CommentAction, CommentEvent, Provider};
 use crate::forge::STATUS_MARKER;
 use crate::forge::gitlab::StoredNote;
 use crate::jobs::JobError;
+use crate::slash::parse::{Command, CommandError, Invocation, MAX_COMMANDS, new_since, parse};
 use crate::store::commands::{Accepted, Claimed, CommandRun, CommentKey, NewCommandRun, RateLimit};
 use crate::store::jobs::NewJob;
 use crate::store::now_ms;
 
 use super::{JOB_KIND, REPLY_MARKER};
-use crate::slash::parse::{Command, CommandError, Invocation, new_since, parse};
 
 /// One accepted command line, as the job runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,13 +88,13 @@ pub fn text_hash(body: &str) -> String {
 }
 
 /// At most this many command runs per person and PR per minute: room for
-/// one full comment and some more ([`crate::slash::parse::MAX_COMMANDS`] lines and
-/// the line saying the rest did not run).
+/// one full comment and some more ([`MAX_COMMANDS`] lines and the line
+/// saying the rest did not run).
 pub const RATE_LIMIT: RateLimit = RateLimit {
     max_runs: 20,
     window_ms: 60_000,
 };
-const _: () = assert!(RATE_LIMIT.max_runs > crate::slash::parse::MAX_COMMANDS as i64 + 1);
+const _: () = assert!(RATE_LIMIT.max_runs > MAX_COMMANDS as i64 + 1);
 
 /// At most this many GitLab command jobs per merge request (graft owns
 /// one per project) per minute, whoever the hooks claim wrote the notes:

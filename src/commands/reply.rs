@@ -3,9 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::REPLY_MARKER;
 use crate::slash::help::{grammar, help_table};
 use crate::slash::parse::{Command, CommandError, echo};
+
+use super::REPLY_MARKER;
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
