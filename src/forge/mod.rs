@@ -11,6 +11,7 @@ pub mod forges;
 pub mod github;
 pub mod gitlab;
 pub mod http;
+mod pages;
 pub mod retry;
 pub mod sticky;
 

@@ -29,6 +29,7 @@ pub use app::{GithubApp, GithubAppConfig};
 
 use super::error::{ForgeError, ForgeKind, short};
 use super::http::{RawResponse, foreign_next_page, next_link_within};
+use super::pages::Pages;
 use super::sticky::{self, CommentInfo};
 use super::{
     AutoMerge, CHECK_NAME, CheckConclusion, CheckReport, CommentRef, GitCredentials,
@@ -228,31 +229,6 @@ impl GithubRepo {
     async fn get<T: serde::de::DeserializeOwned>(&self, what: &str, uri: &str) -> Result<T> {
         let response = self.call(what, Method::GET, uri, None).await?;
         decode(&response, what)
-    }
-
-    /// Every item of a list, following `Link: rel="next"`.
-    async fn get_all<T: serde::de::DeserializeOwned>(
-        &self,
-        what: &str,
-        first: &str,
-    ) -> Result<Vec<T>> {
-        let mut items = Vec::new();
-        let mut next = Some(first.to_string());
-        // A bound against a forge that links pages in a circle.
-        for _ in 0..1000 {
-            let Some(uri) = next.take() else {
-                return Ok(items);
-            };
-            let response = self.call(what, Method::GET, &uri, None).await?;
-            let page: Vec<T> = decode(&response, what)?;
-            items.extend(page);
-            next = next_link_within(&response.headers, self.app.api_url())
-                .map_err(|origin| foreign_next_page(GITHUB, what, &origin))?;
-        }
-        Err(ForgeError::Unexpected {
-            forge: GITHUB,
-            message: format!("more than 1000 pages while {what}"),
-        })
     }
 
     pub async fn repo_info(&self) -> Result<RepoInfo> {
@@ -606,6 +582,29 @@ impl GithubRepo {
             username: "x-access-token".into(),
             token,
         })
+    }
+}
+
+/// GitHub lists: pages linked by `Link: rel="next"`, followed only on the
+/// API's own host.
+impl Pages for GithubRepo {
+    const FORGE: ForgeKind = GITHUB;
+
+    async fn fetch(&self, what: &str, uri: &str) -> Result<RawResponse> {
+        self.call(what, Method::GET, uri, None).await
+    }
+
+    fn items<T: serde::de::DeserializeOwned>(
+        &self,
+        response: &RawResponse,
+        what: &str,
+    ) -> Result<Vec<T>> {
+        decode(response, what)
+    }
+
+    fn next_page(&self, _uri: &str, response: &RawResponse, what: &str) -> Result<Option<String>> {
+        next_link_within(&response.headers, self.app.api_url())
+            .map_err(|origin| foreign_next_page(GITHUB, what, &origin))
     }
 }
 

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::{GithubRepo, UserJson};
 use crate::forge::error::ForgeError;
+use crate::forge::pages::Pages;
 use crate::forge::{Reaction, Result};
 
 /// GitHub's name for a reaction (`content`).

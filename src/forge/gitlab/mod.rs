@@ -18,6 +18,7 @@ pub use client::{CurrentUser, GitlabClient, GitlabToken};
 
 use super::error::{ForgeError, ForgeKind};
 use super::http::encode;
+use super::pages::Pages;
 use super::sticky::{self, CommentInfo};
 use super::{
     AutoMerge, CHECK_NAME, CheckConclusion, CheckReport, CommentRef, GitCredentials,
