@@ -86,6 +86,24 @@ pub struct PullRequestUpdate {
     pub base_branch: Option<String>,
 }
 
+impl PullRequestUpdate {
+    /// The fields to change as a JSON body, under the forge's names for
+    /// the title, the description and the base branch.
+    pub(crate) fn body_as(&self, [title, text, base]: [&str; 3]) -> serde_json::Value {
+        let mut body = serde_json::Map::new();
+        for (name, value) in [
+            (title, &self.title),
+            (text, &self.body),
+            (base, &self.base_branch),
+        ] {
+            if let Some(value) = value {
+                body.insert(name.to_string(), value.clone().into());
+            }
+        }
+        serde_json::Value::Object(body)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AutoMerge {
     /// The forge will merge once checks pass.
@@ -194,6 +212,23 @@ mod tests {
         assert!(Permission::Admin > Permission::Write);
         assert!(Permission::Write > Permission::Read);
         assert!(Permission::Read > Permission::None);
+    }
+
+    #[test]
+    fn an_update_sends_only_what_changes_under_the_forges_names() {
+        let update = PullRequestUpdate {
+            title: Some("t".into()),
+            body: None,
+            base_branch: Some("main".into()),
+        };
+        assert_eq!(
+            update.body_as(["title", "description", "target_branch"]),
+            serde_json::json!({"title": "t", "target_branch": "main"})
+        );
+        assert_eq!(
+            PullRequestUpdate::default().body_as(["a", "b", "c"]),
+            serde_json::json!({})
+        );
     }
 
     #[test]

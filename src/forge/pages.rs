@@ -23,7 +23,9 @@ pub(crate) trait Pages: Sync {
     fn fetch(&self, what: &str, uri: &str) -> impl Future<Output = Result<RawResponse>> + Send;
 
     /// A page's items.
-    fn items<T: DeserializeOwned>(&self, response: &RawResponse, what: &str) -> Result<Vec<T>>;
+    fn items<T: DeserializeOwned>(&self, response: &RawResponse, what: &str) -> Result<Vec<T>> {
+        response.json(Self::FORGE, what)
+    }
 
     /// Where the page after `uri` is, read from its answer; `None` on the
     /// last page.
@@ -104,10 +106,6 @@ mod tests {
                 headers: Default::default(),
                 body: format!("[{page}]"),
             })
-        }
-
-        fn items<T: DeserializeOwned>(&self, response: &RawResponse, _: &str) -> Result<Vec<T>> {
-            Ok(serde_json::from_str(&response.body).expect("test pages are JSON"))
         }
 
         fn next_page(&self, uri: &str, _: &RawResponse, _: &str) -> Result<Option<String>> {

@@ -230,17 +230,7 @@ impl RepoForge for GithubRepo {
         update: &PullRequestUpdate,
     ) -> Result<PullRequest> {
         let what = "updating a pull request";
-        let mut body = serde_json::Map::new();
-        if let Some(title) = &update.title {
-            body.insert("title".into(), json!(title));
-        }
-        if let Some(text) = &update.body {
-            body.insert("body".into(), json!(text));
-        }
-        if let Some(base) = &update.base_branch {
-            body.insert("base".into(), json!(base));
-        }
-        let body = Value::Object(body);
+        let body = update.body_as(["title", "body", "base"]);
         let uri = self.path(&format!("/pulls/{number}"));
         let response = self.call(what, Method::PATCH, &uri, Some(&body)).await?;
         decode::<PullJson>(&response, what).map(PullRequest::from)
@@ -469,14 +459,6 @@ impl Pages for GithubRepo {
 
     async fn fetch(&self, what: &str, uri: &str) -> Result<RawResponse> {
         self.call(what, Method::GET, uri, None).await
-    }
-
-    fn items<T: serde::de::DeserializeOwned>(
-        &self,
-        response: &RawResponse,
-        what: &str,
-    ) -> Result<Vec<T>> {
-        decode(response, what)
     }
 
     fn next_page(&self, _uri: &str, response: &RawResponse, what: &str) -> Result<Option<String>> {

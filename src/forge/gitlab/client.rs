@@ -213,10 +213,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     response: &RawResponse,
     what: &str,
 ) -> Result<T> {
-    serde_json::from_str(&response.body).map_err(|e| ForgeError::Unexpected {
-        forge: GITLAB,
-        message: format!("cannot read the answer to {what}: {e}"),
-    })
+    response.json(GITLAB, what)
 }
 
 impl GitlabClient {
@@ -436,18 +433,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-
-    fn response(status: u16, headers: &[(&'static str, &str)], body: &str) -> RawResponse {
-        let mut map = http::HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(*name, value.parse().unwrap());
-        }
-        RawResponse {
-            status,
-            headers: map,
-            body: body.to_string(),
-        }
-    }
+    use crate::forge::http::test_response as response;
 
     #[test]
     fn classifies_gitlab_errors() {
@@ -519,14 +505,6 @@ mod tests {
             r#"{"message":"404 Award Emoji Name has already been taken Not Found"}"#,
         );
         assert_eq!(classify(&taken, "x").class(), "validation");
-        assert_eq!(
-            classify(
-                &response(404, &[], r#"{"message":"404 Project Not Found"}"#),
-                "x"
-            )
-            .class(),
-            "not_found"
-        );
         let conflicts = response(406, &[], r#"{"message":"Branch cannot be merged"}"#);
         assert_eq!(classify(&conflicts, "x").class(), "validation");
     }

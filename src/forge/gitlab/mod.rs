@@ -225,22 +225,13 @@ impl RepoForge for GitlabRepo {
         update: &PullRequestUpdate,
     ) -> Result<PullRequest> {
         let what = "updating a merge request";
-        let mut body = serde_json::Map::new();
-        if let Some(title) = &update.title {
-            body.insert("title".into(), json!(title));
-        }
-        if let Some(text) = &update.body {
-            body.insert("description".into(), json!(text));
-        }
-        if let Some(base) = &update.base_branch {
-            body.insert("target_branch".into(), json!(base));
-        }
+        let body = update.body_as(["title", "description", "target_branch"]);
         let response = self
             .call(
                 what,
                 Method::PUT,
                 &format!("/merge_requests/{number}"),
-                Some(&Value::Object(body)),
+                Some(&body),
             )
             .await?;
         decode::<MergeRequestJson>(&response, what).map(PullRequest::from)
