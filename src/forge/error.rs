@@ -1,4 +1,5 @@
-//! Forge failures sorted into graft's failure classes (SPEC §2). Each
+//! Forge failures sorted into graft's failure classes (retried, or reported
+//! with what to do). Each
 //! message says how to recover; none ever contains a token.
 
 use std::time::Duration;

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::forge::{Permission, PullRequest, PullRequestState, Reaction};
 
 /// GitHub's collaborator role → graft's level. `maintain` may run
-/// commands (SPEC §5) but is not an admin, so it maps to Write; `triage`
+/// commands but is not an admin, so it maps to Write; `triage`
 /// cannot push, so it is Read. Custom roles fall back to the base
 /// `permission` field.
 pub fn permission_from_github(role_name: Option<&str>, permission: &str) -> Permission {

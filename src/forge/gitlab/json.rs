@@ -5,8 +5,8 @@ use serde::Deserialize;
 use crate::forge::{Permission, PullRequest, PullRequestState, Reaction};
 
 /// GitLab access level → graft's level: Guest(10), Planner(15) and
-/// Reporter(20) can read; Developer(30) and Maintainer(40) can write (SPEC
-/// §5: ≥ Developer may run commands); Owner(50) is admin. No access (0) and
+/// Reporter(20) can read; Developer(30) and Maintainer(40) can write (so
+/// Developer and up may run commands); Owner(50) is admin. No access (0) and
 /// Minimal access (5) are none.
 pub fn permission_from_access_level(level: i64) -> Permission {
     match level {
