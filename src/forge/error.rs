@@ -1,6 +1,6 @@
 //! Forge failures sorted into graft's failure classes (retried, or reported
-//! with what to do). Each
-//! message says how to recover; none ever contains a token.
+//! with what to do). Each message says how to recover; none ever contains
+//! a token.
 
 use std::time::Duration;
 
