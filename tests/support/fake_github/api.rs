@@ -4,7 +4,6 @@
 // in a test fake.
 #![allow(clippy::result_large_err)]
 
-use axum::body::to_bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::super::fake_common::{
     Recorded, decode_segment, iso, json_response, merge_in_bare, now_secs, paginate, parse_query,
-    pass_gate, random_id,
+    pass_gate, random_id, read_body,
 };
 use super::super::git_host::{RefUpdate, TokenScope, git};
 use super::{
@@ -133,7 +132,10 @@ fn convert_manifest(fake: &FakeGithub, code: &str) -> Response {
 
 pub(super) async fn handle(State(fake): State<FakeGithub>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let bytes = to_bytes(body, 10 << 20).await.unwrap_or_default();
+    let bytes = match read_body(body).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
     let body: Option<Value> = if bytes.is_empty() {
         None
     } else {
