@@ -154,6 +154,7 @@ pub(super) async fn handle(State(fake): State<FakeGitlab>, request: Request) -> 
                 None => message(StatusCode::NOT_FOUND, "404 User Not Found"),
             }
         }
+        ("GET", ["projects"]) => super::repository::list_projects(&fake, &user, &query),
         (_, ["projects", id, rest @ ..]) => {
             let (project, level) = {
                 let state = fake.state.lock().unwrap();
@@ -301,6 +302,13 @@ fn project_route(
             ),
             None => message(StatusCode::NOT_FOUND, "404 Branch Not Found"),
         },
+        ("GET", ["repository", "tree"]) => super::repository::tree(fake, project, query),
+        ("GET", ["repository", "files", file_path]) => {
+            super::repository::file(fake, project, file_path, query)
+        }
+        ("POST", ["repository", "commits"]) => {
+            super::repository::create_commit(fake, project, body, user)
+        }
         ("GET", ["merge_requests"]) => {
             let items: Vec<Value> = fake
                 .merge_requests(project.id)
