@@ -1,5 +1,5 @@
 //! The slash-command language, pure and without I/O: the grammar
-//! ([`parse`]), the command table and suggestions ([`help`]) and the
+//! ([`parse`](mod@parse)), the command table and suggestions ([`help`]) and the
 //! prefix setting. Commands (which run what is read) and sync (which
 //! quotes commands in PR texts) both build on it.
 //!
