@@ -46,35 +46,24 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// A fake GitHub with `acme/infra` (README on `main`) installed in
-/// installation 1, and a token of it.
-struct Github {
-    fake: FakeGithub,
-    token: String,
+/// A client of one fake's REST API: its base URL and the header that
+/// carries the token.
+struct Api {
+    base: String,
+    auth: (&'static str, String),
     http: reqwest::Client,
 }
 
-impl Github {
-    async fn start() -> Github {
-        let fake = FakeGithub::start().await;
-        fake.create_repo(REPO, INSTALLATION);
-        let token = fake.installation_token(INSTALLATION);
-        Github {
-            fake,
-            token,
-            http: reqwest::Client::new(),
-        }
-    }
-
+impl Api {
     fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
         let url = if path.starts_with("http") {
             path.to_string()
         } else {
-            format!("{}{path}", self.fake.api_url)
+            format!("{}{path}", self.base)
         };
         self.http
             .request(method.parse().unwrap(), url)
-            .bearer_auth(&self.token)
+            .header(self.auth.0, &self.auth.1)
     }
 
     async fn get(&self, path: &str) -> (u16, HeaderMap, Value) {
@@ -91,6 +80,41 @@ impl Github {
         let response = self.request(method, path).json(&body).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A fake GitHub with `acme/infra` (README on `main`) installed in
+/// installation 1, and a token of it.
+struct Github {
+    fake: FakeGithub,
+    token: String,
+    api: Api,
+}
+
+impl std::ops::Deref for Github {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Github {
+    async fn start() -> Github {
+        let fake = FakeGithub::start().await;
+        fake.create_repo(REPO, INSTALLATION);
+        Github::on(fake)
+    }
+
+    /// A client of `fake` holding a token of installation 1.
+    fn on(fake: FakeGithub) -> Github {
+        let token = fake.installation_token(INSTALLATION);
+        let api = Api {
+            base: fake.api_url.clone(),
+            auth: ("Authorization", format!("Bearer {token}")),
+            http: reqwest::Client::new(),
+        };
+        Github { fake, token, api }
     }
 
     async fn graphql(&self, query: &str, variables: Value) -> (u16, HeaderMap, Value) {
@@ -133,11 +157,7 @@ async fn installation_repositories_come_in_linked_pages() {
     }
     fake.create_repo("other/d", 2);
     fake.set_private("acme/b", false);
-    let gh = Github {
-        token: fake.installation_token(INSTALLATION),
-        fake,
-        http: reqwest::Client::new(),
-    };
+    let gh = Github::on(fake);
 
     let (status, headers, first) = gh.get("/installation/repositories?per_page=2").await;
     assert_eq!(status, 200);
@@ -807,51 +827,32 @@ async fn the_new_github_endpoints_take_faults_after_credentials() {
 struct Gitlab {
     fake: FakeGitlab,
     project: i64,
-    http: reqwest::Client,
+    api: Api,
+}
+
+impl std::ops::Deref for Gitlab {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Gitlab {
     async fn start() -> Gitlab {
         let fake = FakeGitlab::start().await;
         let project = fake.create_project(REPO);
-        Gitlab {
-            fake,
-            project,
+        let api = Api {
+            base: format!("{}/api/v4", fake.url),
+            auth: ("PRIVATE-TOKEN", BOT_TOKEN.to_string()),
             http: reqwest::Client::new(),
-        }
-    }
-
-    fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
-        let url = if path.starts_with("http") {
-            path.to_string()
-        } else {
-            format!("{}/api/v4{path}", self.fake.url)
         };
-        self.http
-            .request(method.parse().unwrap(), url)
-            .header("PRIVATE-TOKEN", BOT_TOKEN)
-    }
-
-    async fn get(&self, path: &str) -> (u16, HeaderMap, Value) {
-        let response = self.request("GET", path).send().await.unwrap();
-        let (status, headers) = (response.status().as_u16(), response.headers().clone());
-        (
-            status,
-            headers,
-            response.json().await.unwrap_or(Value::Null),
-        )
+        Gitlab { fake, project, api }
     }
 
     async fn commit(&self, body: Value) -> (u16, Value) {
         let path = format!("/projects/{}/repository/commits", self.project);
-        let response = self
-            .request("POST", &path)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.send("POST", &path, body).await
     }
 
     fn head(&self, branch: &str) -> Option<String> {

@@ -74,25 +74,19 @@ pub fn paginate(
     max_per_page: usize,
     gitlab_headers: bool,
 ) -> Response {
-    let (slice, headers) = page_of(
-        items,
-        query,
-        url,
-        default_per_page,
-        max_per_page,
-        gitlab_headers,
-    );
+    let per_page = (default_per_page, max_per_page);
+    let (slice, headers) = page_of(items, query, url, per_page, gitlab_headers);
     (StatusCode::OK, headers, axum::Json(Value::Array(slice))).into_response()
 }
 
-/// The page `query` asks for and its pagination headers, for lists that
-/// come wrapped in an object (GitHub's `{"total_count", "repositories"}`).
+/// The page `query` asks for and its pagination headers (`per_page`: the
+/// default page size and the largest), for lists that come wrapped in an
+/// object (GitHub's `{"total_count", "repositories"}`).
 pub fn page_of(
     items: Vec<Value>,
     query: &BTreeMap<String, String>,
     url: &str,
-    default_per_page: usize,
-    max_per_page: usize,
+    (default_per_page, max_per_page): (usize, usize),
     gitlab_headers: bool,
 ) -> (Vec<Value>, HeaderMap) {
     let per_page = query

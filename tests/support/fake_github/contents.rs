@@ -71,7 +71,7 @@ pub(super) fn installation_repositories(
     let total = repos.len();
     let origin = state.link_origin.as_deref().unwrap_or(&fake.api_url);
     let url = format!("{origin}/installation/repositories");
-    let (page, headers) = page_of(repos, query, &url, 30, state.max_per_page, false);
+    let (page, headers) = page_of(repos, query, &url, (30, state.max_per_page), false);
     let body = json!({"total_count": total, "repository_selection": "selected",
                       "repositories": page});
     (StatusCode::OK, headers, axum::Json(body)).into_response()

@@ -12,12 +12,12 @@
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::super::fake_common::{json_response, page_of};
+use super::super::fake_common::{json_response, paginate};
 use super::super::git_host::{Change, Identity, NewCommit, RefUpdate};
 use super::{FakeGitlab, Project};
 
@@ -72,8 +72,7 @@ pub(super) fn list_projects(
     };
     let items = projects.iter().map(|p| fake.project_json(p)).collect();
     let url = format!("{}/api/v4/projects", fake.url);
-    let (page, headers) = page_of(items, query, &url, 20, max, true);
-    (StatusCode::OK, headers, axum::Json(Value::Array(page))).into_response()
+    paginate(items, query, &url, 20, max, true)
 }
 
 /// `GET /projects/:id/repository/tree?ref=&path=&recursive=`: entries
@@ -129,8 +128,7 @@ pub(super) fn tree(
         "{}/api/v4/projects/{}/repository/tree",
         fake.url, project.id
     );
-    let (page, headers) = page_of(items, query, &url, 20, max, true);
-    (StatusCode::OK, headers, axum::Json(Value::Array(page))).into_response()
+    paginate(items, query, &url, 20, max, true)
 }
 
 /// `GET /projects/:id/repository/files/:file_path?ref=` (the path comes
