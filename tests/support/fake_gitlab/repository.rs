@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
