@@ -21,10 +21,10 @@ use tracing::{debug, info, warn};
 
 use crate::context::Context;
 use crate::events::{Actor, CommentAction, CommentEvent, Provider, RepoRef};
+use crate::forge::ForgeError;
 use crate::forge::github::deliveries::{HookDelivery, RETENTION_MS};
 use crate::forge::gitlab::GitlabRepo;
 use crate::forge::gitlab::hooks::{HookHealth, ProjectHook};
-use crate::forge::{ForgeError, RepoClient};
 use crate::store::deliveries::WebhookHealth;
 use crate::store::projects::Project;
 use crate::store::{StoreError, now_ms};
@@ -220,13 +220,10 @@ async fn recover_project(
     checked: &mut HashMap<(Option<i64>, String), HookHealth>,
     done: &mut Recovered,
 ) -> Result<(), RecoveryError> {
-    let RepoClient::Gitlab(repo) = ctx
+    let repo = ctx
         .forges
-        .gitlab(project.integration_id, &project.repo)
-        .await?
-    else {
-        return Ok(());
-    };
+        .gitlab_repo(project.integration_id, &project.repo)
+        .await?;
     let store = &ctx.store;
     let key = (project.integration_id, project.repo.clone());
     let health = match checked.get(&key) {

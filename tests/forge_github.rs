@@ -17,6 +17,7 @@ use graft::forge::{
 };
 use graft::jobs::JobError;
 use graft::metrics::Metrics;
+use graft::sync::errors::SyncError;
 use secrecy::{ExposeSecret, SecretString};
 use support::TestDb;
 use support::fake_common::PushBefore;
@@ -378,7 +379,7 @@ async fn not_installed_and_removed_installation(db: TestDb) {
     assert_eq!(error.class(), "not_installed", "{error}");
     assert!(error.to_string().contains("re-install the app"), "{error}");
     assert!(
-        matches!(JobError::from(error), JobError::Fatal(_)),
+        matches!(SyncError::from(error).into_job_error(), JobError::Fatal(_)),
         "no retry storm"
     );
     s.assert_conformant();
@@ -452,7 +453,7 @@ async fn rate_limits_are_waited_out_up_to_the_ceiling(db: TestDb) {
     let after = error.retry_after().unwrap();
     assert!(after > Duration::from_secs(3500), "{after:?}");
     assert!(matches!(
-        JobError::from(error),
+        SyncError::from(error).into_job_error(),
         JobError::Retry { after: Some(_), .. }
     ));
     let metrics = s.metrics.render();

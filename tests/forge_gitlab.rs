@@ -17,6 +17,7 @@ use graft::forge::{
 use graft::jobs::JobError;
 use graft::metrics::Metrics;
 use graft::store::integrations::NewIntegration;
+use graft::sync::errors::SyncError;
 use secrecy::{ExposeSecret, SecretString};
 use support::TestDb;
 use support::fake_common::PushBefore;
@@ -559,7 +560,7 @@ async fn failure_classes(db: TestDb) {
         "{error:?}"
     );
     assert!(matches!(
-        JobError::from(error),
+        SyncError::from(error).into_job_error(),
         JobError::Retry { after: Some(_), .. }
     ));
 

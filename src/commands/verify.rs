@@ -203,9 +203,9 @@ pub async fn verify(
     if let Err(rejection) = pairing(job.provider, client.forge()) {
         return Ok(Err(rejection));
     }
-    let gitlab = match client {
-        RepoClient::Gitlab(gitlab) => gitlab,
-        RepoClient::Github(_) => {
+    let gitlab = match client.as_gitlab() {
+        Some(gitlab) => gitlab,
+        None => {
             return Ok(Ok(Verified {
                 actor: job.author.clone(),
                 also: None,

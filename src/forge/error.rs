@@ -1,9 +1,8 @@
-//! Forge failures sorted into graft's failure classes (SPEC §2). Each
-//! message says how to recover; none ever contains a token.
+//! Forge failures sorted into graft's failure classes (retried, or reported
+//! with what to do). Each message says how to recover; none ever contains
+//! a token.
 
 use std::time::Duration;
-
-use crate::jobs::JobError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ForgeKind {
@@ -139,21 +138,6 @@ impl ForgeError {
     }
 }
 
-/// Retryable forge errors go back to the queue (honouring the forge's wait);
-/// the rest fail the job with the recovery hint.
-impl From<ForgeError> for JobError {
-    fn from(error: ForgeError) -> Self {
-        if error.is_retryable() {
-            JobError::Retry {
-                after: error.retry_after(),
-                message: error.to_string(),
-            }
-        } else {
-            JobError::Fatal(error.to_string())
-        }
-    }
-}
-
 /// Cuts a forge's error text to something fit for a log line or a comment.
 pub(crate) fn short(text: &str) -> String {
     const MAX: usize = 300;
@@ -214,15 +198,7 @@ mod tests {
         ];
         for error in &fatal {
             assert!(!error.is_retryable(), "{error}");
-            assert!(matches!(JobError::from(error.clone()), JobError::Fatal(_)));
         }
-        assert_eq!(
-            JobError::from(retryable[0].clone()),
-            JobError::Retry {
-                message: retryable[0].to_string(),
-                after: Some(Duration::from_secs(3)),
-            }
-        );
         assert_eq!(retryable[0].retry_after(), Some(Duration::from_secs(3)));
         assert!(retryable[0].to_string().contains("retry after 3s"));
     }

@@ -239,16 +239,18 @@ impl Forges {
             )
         })?;
         let installation = app.installation_for(repo).await?;
-        Ok(RepoClient::Github(GithubRepo::new(
-            app,
-            installation,
-            repo,
-        )?))
+        Ok(Arc::new(GithubRepo::new(app, installation, repo)?))
     }
 
     /// A client for GitLab project `path`, through stored integration
     /// `integration`, or the default one from GITLAB_URL / GITLAB_TOKEN.
     pub async fn gitlab(&self, integration: Option<i64>, path: &str) -> Result<RepoClient> {
+        Ok(Arc::new(self.gitlab_repo(integration, path).await?))
+    }
+
+    /// [`Forges::gitlab`] as the GitLab client itself, for what only GitLab
+    /// has (webhook health).
+    pub async fn gitlab_repo(&self, integration: Option<i64>, path: &str) -> Result<GitlabRepo> {
         let client = match integration {
             None => self.gitlab_default.clone().ok_or_else(|| {
                 ForgeError::Config(
@@ -259,7 +261,7 @@ impl Forges {
             })?,
             Some(id) => self.stored_gitlab(id).await?,
         };
-        Ok(RepoClient::Gitlab(GitlabRepo::new(client, path)))
+        Ok(GitlabRepo::new(client, path))
     }
 
     async fn stored_gitlab(&self, id: i64) -> Result<Arc<GitlabClient>> {

@@ -24,6 +24,37 @@ impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
         header(&self.headers, name)
     }
+
+    /// The body as JSON of type `T`; what does not parse is `forge`
+    /// answering unexpectedly while `what`.
+    pub fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        forge: ForgeKind,
+        what: &str,
+    ) -> Result<T, ForgeError> {
+        serde_json::from_str(&self.body).map_err(|e| ForgeError::Unexpected {
+            forge,
+            message: format!("cannot read the answer to {what}: {e}"),
+        })
+    }
+}
+
+/// A response as a test writes it.
+#[cfg(test)]
+pub(crate) fn test_response(
+    status: u16,
+    headers: &[(&'static str, &str)],
+    body: &str,
+) -> RawResponse {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(*name, value.parse().expect("a test header value"));
+    }
+    RawResponse {
+        status,
+        headers: map,
+        body: body.to_string(),
+    }
 }
 
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -1,6 +1,8 @@
 //! Forges: one client per forge behind one small interface the sync engine
-//! uses. [`RepoClient`] is scoped to one repository and dispatches to the
-//! GitHub App client or the GitLab client; [`Forges`] makes them.
+//! uses. [`RepoForge`] is that interface, scoped to one repository: the
+//! GitHub App client and the GitLab client implement its primitive calls,
+//! and what graft builds from them is written once in the trait. [`Forges`]
+//! makes the clients ([`RepoClient`]).
 //!
 //! Every call goes through one retry policy ([`retry`]) and maps failures
 //! to graft's failure classes ([`ForgeError`]). Tokens stay in
@@ -11,14 +13,19 @@ pub mod forges;
 pub mod github;
 pub mod gitlab;
 pub mod http;
+mod pages;
+pub mod repo;
 pub mod retry;
 pub mod sticky;
+
+use std::sync::Arc;
 
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use error::{ForgeError, ForgeKind};
 pub use forges::{ForgeSettings, Forges, GithubAppSource, GitlabConfig};
+pub use repo::{ReactionInfo, RepoForge};
 pub use sticky::STATUS_MARKER;
 
 pub type Result<T, E = ForgeError> = std::result::Result<T, E>;
@@ -77,6 +84,24 @@ pub struct PullRequestUpdate {
     pub title: Option<String>,
     pub body: Option<String>,
     pub base_branch: Option<String>,
+}
+
+impl PullRequestUpdate {
+    /// The fields to change as a JSON body, under the forge's names for
+    /// the title, the description and the base branch.
+    pub(crate) fn body_as(&self, [title, text, base]: [&str; 3]) -> serde_json::Value {
+        let mut body = serde_json::Map::new();
+        for (name, value) in [
+            (title, &self.title),
+            (text, &self.body),
+            (base, &self.base_branch),
+        ] {
+            if let Some(value) = value {
+                body.insert(name.to_string(), value.clone().into());
+            }
+        }
+        serde_json::Value::Object(body)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,107 +190,9 @@ pub struct UserRef {
     pub id: Option<i64>,
 }
 
-/// A client for one repository on one forge.
-#[derive(Debug, Clone)]
-pub enum RepoClient {
-    Github(github::GithubRepo),
-    Gitlab(gitlab::GitlabRepo),
-}
-
-macro_rules! dispatch {
-    ($self:ident, $client:ident => $call:expr) => {
-        match $self {
-            RepoClient::Github($client) => $call,
-            RepoClient::Gitlab($client) => $call,
-        }
-    };
-}
-
-impl RepoClient {
-    pub fn forge(&self) -> ForgeKind {
-        match self {
-            RepoClient::Github(_) => ForgeKind::Github,
-            RepoClient::Gitlab(_) => ForgeKind::Gitlab,
-        }
-    }
-
-    pub async fn repo_info(&self) -> Result<RepoInfo> {
-        dispatch!(self, c => c.repo_info().await)
-    }
-
-    /// The head SHA of `branch`, or `None` when the branch does not exist.
-    pub async fn branch_head(&self, branch: &str) -> Result<Option<String>> {
-        dispatch!(self, c => c.branch_head(branch).await)
-    }
-
-    /// The open PR/MR whose head is `head_branch` in this repository.
-    pub async fn find_open_pull_request(&self, head_branch: &str) -> Result<Option<PullRequest>> {
-        dispatch!(self, c => c.find_open_pull_request(head_branch).await)
-    }
-
-    pub async fn pull_request(&self, number: i64) -> Result<PullRequest> {
-        dispatch!(self, c => c.pull_request(number).await)
-    }
-
-    pub async fn open_pull_request(&self, new: &NewPullRequest) -> Result<PullRequest> {
-        dispatch!(self, c => c.open_pull_request(new).await)
-    }
-
-    pub async fn update_pull_request(
-        &self,
-        number: i64,
-        update: &PullRequestUpdate,
-    ) -> Result<PullRequest> {
-        dispatch!(self, c => c.update_pull_request(number, update).await)
-    }
-
-    pub async fn close_pull_request(&self, number: i64) -> Result<()> {
-        dispatch!(self, c => c.close_pull_request(number).await)
-    }
-
-    /// Asks the forge to merge PR `number` once its checks pass, only as
-    /// long as its head is `expected_head` (graft's own commit): the forge
-    /// is told the SHA too, so a push landing in between merges nothing.
-    pub async fn enable_auto_merge(&self, number: i64, expected_head: &str) -> Result<AutoMerge> {
-        dispatch!(self, c => c.enable_auto_merge(number, expected_head).await)
-    }
-
-    pub async fn disable_auto_merge(&self, number: i64) -> Result<()> {
-        dispatch!(self, c => c.disable_auto_merge(number).await)
-    }
-
-    /// Edits graft's status comment (found by [`STATUS_MARKER`]) in place,
-    /// or creates it. The marker is added to `body` if missing.
-    pub async fn upsert_status_comment(&self, number: i64, body: &str) -> Result<CommentRef> {
-        dispatch!(self, c => c.upsert_status_comment(number, body).await)
-    }
-
-    pub async fn reply(&self, number: i64, body: &str) -> Result<CommentRef> {
-        dispatch!(self, c => c.reply(number, body).await)
-    }
-
-    /// Reacts to comment `comment_id` on PR/MR `number`.
-    pub async fn react(&self, number: i64, comment_id: i64, reaction: Reaction) -> Result<()> {
-        dispatch!(self, c => c.react(number, comment_id, reaction).await)
-    }
-
-    /// Takes back graft's own `reaction` on comment `comment_id`.
-    pub async fn unreact(&self, number: i64, comment_id: i64, reaction: Reaction) -> Result<()> {
-        dispatch!(self, c => c.unreact(number, comment_id, reaction).await)
-    }
-
-    pub async fn report_check(&self, report: &CheckReport) -> Result<()> {
-        dispatch!(self, c => c.report_check(report).await)
-    }
-
-    pub async fn permission(&self, user: &UserRef) -> Result<Permission> {
-        dispatch!(self, c => c.permission(user).await)
-    }
-
-    pub async fn git_credentials(&self) -> Result<GitCredentials> {
-        dispatch!(self, c => c.git_credentials().await)
-    }
-}
+/// A client for one repository on one forge, shared by the tasks working
+/// on it.
+pub type RepoClient = Arc<dyn RepoForge>;
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs) once.
 pub fn install_crypto_provider() {
@@ -285,6 +212,23 @@ mod tests {
         assert!(Permission::Admin > Permission::Write);
         assert!(Permission::Write > Permission::Read);
         assert!(Permission::Read > Permission::None);
+    }
+
+    #[test]
+    fn an_update_sends_only_what_changes_under_the_forges_names() {
+        let update = PullRequestUpdate {
+            title: Some("t".into()),
+            body: None,
+            base_branch: Some("main".into()),
+        };
+        assert_eq!(
+            update.body_as(["title", "description", "target_branch"]),
+            serde_json::json!({"title": "t", "target_branch": "main"})
+        );
+        assert_eq!(
+            PullRequestUpdate::default().body_as(["a", "b", "c"]),
+            serde_json::json!({})
+        );
     }
 
     #[test]

@@ -172,4 +172,27 @@ mod tests {
         assert!(SyncError::Git(GitError::Auth("x".into())).retry().is_none());
         assert!(SyncError::Conflict(vec![]).retry().is_none());
     }
+
+    /// Which forge failures go back to the queue is decided here, not in
+    /// the forge: transient ones wait as long as the forge asked.
+    #[test]
+    fn forge_failures_retry_only_when_transient() {
+        let forge = crate::forge::ForgeKind::Github;
+        let limited = SyncError::Forge(ForgeError::RateLimited {
+            forge,
+            primary: true,
+            retry_after: Some(Duration::from_secs(3)),
+        });
+        assert!(matches!(
+            limited.into_job_error(),
+            JobError::Retry { after: Some(after), .. } if after == Duration::from_secs(3)
+        ));
+        let denied = SyncError::Forge(ForgeError::NoPermission {
+            forge,
+            message: "no".into(),
+            permission: None,
+            hint: String::new(),
+        });
+        assert!(matches!(denied.into_job_error(), JobError::Fatal(_)));
+    }
 }

@@ -46,6 +46,23 @@ pub fn json_response(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// The most a fake reads of a request body: room for a commit carrying a
+/// file at GitHub's 100 MiB limit, base64-encoded.
+pub const MAX_REQUEST_BYTES: usize = 256 << 20;
+
+/// A request's body; a 413 naming the limit when it is larger, so that an
+/// oversized body is never taken for an empty one.
+pub async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
+    axum::body::to_bytes(body, MAX_REQUEST_BYTES)
+        .await
+        .map_err(|_| {
+            json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"message": format!("fake forge: request body over {MAX_REQUEST_BYTES} bytes")}),
+            )
+        })
+}
+
 /// Cuts `items` into the page the query asks for and builds the `Link`
 /// header (`next`, `last`, `first`, `prev`) pointing at `url` (absolute,
 /// without query). GitLab also gets `x-next-page`, `x-total`, ….
@@ -57,6 +74,21 @@ pub fn paginate(
     max_per_page: usize,
     gitlab_headers: bool,
 ) -> Response {
+    let per_page = (default_per_page, max_per_page);
+    let (slice, headers) = page_of(items, query, url, per_page, gitlab_headers);
+    (StatusCode::OK, headers, axum::Json(Value::Array(slice))).into_response()
+}
+
+/// The page `query` asks for and its pagination headers (`per_page`: the
+/// default page size and the largest), for lists that come wrapped in an
+/// object (GitHub's `{"total_count", "repositories"}`).
+pub fn page_of(
+    items: Vec<Value>,
+    query: &BTreeMap<String, String>,
+    url: &str,
+    (default_per_page, max_per_page): (usize, usize),
+    gitlab_headers: bool,
+) -> (Vec<Value>, HeaderMap) {
     let per_page = query
         .get("per_page")
         .and_then(|p| p.parse::<usize>().ok())
@@ -103,8 +135,14 @@ pub fn paginate(
         } else {
             String::new()
         };
+        let prev = if page > 1 {
+            (page - 1).to_string()
+        } else {
+            String::new()
+        };
         for (name, value) in [
             ("x-next-page", next),
+            ("x-prev-page", prev),
             ("x-page", page.to_string()),
             ("x-per-page", per_page.to_string()),
             ("x-total", total.to_string()),
@@ -113,7 +151,7 @@ pub fn paginate(
             headers.insert(name, HeaderValue::from_str(&value).unwrap());
         }
     }
-    (StatusCode::OK, headers, axum::Json(Value::Array(slice))).into_response()
+    (slice, headers)
 }
 
 /// A webhook the fake sent.

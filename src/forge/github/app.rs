@@ -209,10 +209,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     response: &RawResponse,
     what: &str,
 ) -> Result<T> {
-    serde_json::from_str(&response.body).map_err(|e| ForgeError::Unexpected {
-        forge: GITHUB,
-        message: format!("cannot read the answer to {what}: {e}"),
-    })
+    response.json(GITHUB, what)
 }
 
 impl GithubApp {

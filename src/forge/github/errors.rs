@@ -136,18 +136,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-
-    fn response(status: u16, headers: &[(&'static str, &str)], body: &str) -> RawResponse {
-        let mut map = http::HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(*name, value.parse().unwrap());
-        }
-        RawResponse {
-            status,
-            headers: map,
-            body: body.to_string(),
-        }
-    }
+    use crate::forge::http::test_response as response;
 
     #[test]
     fn primary_rate_limit_waits_until_reset() {

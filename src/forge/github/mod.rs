@@ -15,24 +15,30 @@
 pub mod app;
 pub mod deliveries;
 mod errors;
+mod json;
 pub mod manifest;
-pub mod reactions;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use http::Method;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use app::{Api, decode, split_repo};
 pub use app::{GithubApp, GithubAppConfig};
+use json::{
+    BranchJson, CommentJson, GraphqlResponse, PermissionJson, PullJson, ReactionJson, RepoJson,
+};
+pub use json::{permission_from_github, reaction_content};
 
 use super::error::{ForgeError, ForgeKind, short};
 use super::http::{RawResponse, foreign_next_page, next_link_within};
-use super::sticky::{self, CommentInfo};
+use super::pages::Pages;
+use super::repo::{ReactionInfo, RepoForge, moved_or};
+use super::sticky::{CommentInfo, KeyedLocks};
 use super::{
     AutoMerge, CHECK_NAME, CheckConclusion, CheckReport, CommentRef, GitCredentials,
-    NewPullRequest, Permission, PullRequest, PullRequestState, PullRequestUpdate, RepoInfo, Result,
+    NewPullRequest, Permission, PullRequest, PullRequestUpdate, Reaction, RepoInfo, Result,
     UserRef,
 };
 
@@ -41,135 +47,6 @@ const GITHUB: ForgeKind = ForgeKind::Github;
 /// One path segment, encoded (a branch `graft/x` becomes `graft%2Fx`).
 pub(crate) fn segment(text: &str) -> String {
     super::http::encode(text)
-}
-
-/// GitHub's collaborator role → graft's level. `maintain` may run
-/// commands (SPEC §5) but is not an admin, so it maps to Write; `triage`
-/// cannot push, so it is Read. Custom roles fall back to the base
-/// `permission` field.
-pub fn permission_from_github(role_name: Option<&str>, permission: &str) -> Permission {
-    let level = |name: &str| match name {
-        "admin" => Some(Permission::Admin),
-        "maintain" | "write" => Some(Permission::Write),
-        "triage" | "read" => Some(Permission::Read),
-        "none" => Some(Permission::None),
-        _ => None,
-    };
-    role_name
-        .and_then(level)
-        .or_else(|| level(permission))
-        .unwrap_or(Permission::None)
-}
-
-#[derive(Deserialize)]
-struct RepoJson {
-    default_branch: String,
-    clone_url: String,
-    html_url: String,
-}
-
-#[derive(Deserialize)]
-struct BranchJson {
-    commit: CommitJson,
-}
-
-#[derive(Deserialize)]
-struct CommitJson {
-    sha: String,
-}
-
-#[derive(Deserialize)]
-struct RefJson {
-    #[serde(rename = "ref")]
-    name: String,
-    #[serde(default)]
-    sha: String,
-}
-
-#[derive(Deserialize)]
-struct PullJson {
-    number: i64,
-    html_url: String,
-    #[serde(default)]
-    title: String,
-    state: String,
-    #[serde(default)]
-    merged: Option<bool>,
-    #[serde(default)]
-    merged_at: Option<String>,
-    head: RefJson,
-    base: RefJson,
-    #[serde(default)]
-    node_id: Option<String>,
-    #[serde(default)]
-    merge_commit_sha: Option<String>,
-}
-
-impl From<PullJson> for PullRequest {
-    fn from(pr: PullJson) -> Self {
-        let merged = pr.merged.unwrap_or(false) || pr.merged_at.is_some();
-        PullRequest {
-            number: pr.number,
-            url: pr.html_url,
-            title: pr.title,
-            head_branch: pr.head.name,
-            base_branch: pr.base.name,
-            head_sha: pr.head.sha,
-            state: match (pr.state.as_str(), merged) {
-                (_, true) => PullRequestState::Merged,
-                ("open", _) => PullRequestState::Open,
-                _ => PullRequestState::Closed,
-            },
-            // GitHub fills it for open PRs too (a test merge): only a merge's counts.
-            merge_commit_sha: pr.merge_commit_sha.filter(|_| merged),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct UserJson {
-    login: String,
-}
-
-#[derive(Deserialize)]
-struct CommentJson {
-    id: i64,
-    #[serde(default)]
-    body: String,
-    user: Option<UserJson>,
-    #[serde(default)]
-    html_url: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct PermissionJson {
-    permission: String,
-    #[serde(default)]
-    role_name: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct GraphqlResponse {
-    #[serde(default)]
-    data: Option<Value>,
-    #[serde(default)]
-    errors: Vec<GraphqlError>,
-}
-
-#[derive(Deserialize)]
-struct GraphqlError {
-    message: String,
-}
-
-impl GraphqlResponse {
-    /// Every error message, joined.
-    fn messages(&self) -> String {
-        self.errors
-            .iter()
-            .map(|e| e.message.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
 }
 
 /// The GraphQL mutations (REST has no auto-merge); public so the tests can
@@ -230,196 +107,12 @@ impl GithubRepo {
         decode(&response, what)
     }
 
-    /// Every item of a list, following `Link: rel="next"`.
-    async fn get_all<T: serde::de::DeserializeOwned>(
-        &self,
-        what: &str,
-        first: &str,
-    ) -> Result<Vec<T>> {
-        let mut items = Vec::new();
-        let mut next = Some(first.to_string());
-        // A bound against a forge that links pages in a circle.
-        for _ in 0..1000 {
-            let Some(uri) = next.take() else {
-                return Ok(items);
-            };
-            let response = self.call(what, Method::GET, &uri, None).await?;
-            let page: Vec<T> = decode(&response, what)?;
-            items.extend(page);
-            next = next_link_within(&response.headers, self.app.api_url())
-                .map_err(|origin| foreign_next_page(GITHUB, what, &origin))?;
-        }
-        Err(ForgeError::Unexpected {
-            forge: GITHUB,
-            message: format!("more than 1000 pages while {what}"),
-        })
-    }
-
-    pub async fn repo_info(&self) -> Result<RepoInfo> {
-        let what = "reading the repository";
-        let repo: RepoJson = self.get(what, &self.path("")).await.map_err(|e| match e {
-            ForgeError::NotFound { .. } => ForgeError::NotInstalled {
-                forge: GITHUB,
-                repo: self.repo.clone(),
-                hint: format!("the repository does not exist or the GitHub App cannot see it; add {} to the app's installation", self.repo),
-            },
-            other => other,
-        })?;
-        Ok(RepoInfo {
-            default_branch: repo.default_branch,
-            clone_url: repo.clone_url,
-            web_url: repo.html_url,
-        })
-    }
-
-    pub async fn branch_head(&self, branch: &str) -> Result<Option<String>> {
-        let uri = self.path(&format!("/branches/{}", segment(branch)));
-        match self.get::<BranchJson>("reading a branch", &uri).await {
-            Ok(found) => Ok(Some(found.commit.sha)),
-            Err(ForgeError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    pub async fn find_open_pull_request(&self, head_branch: &str) -> Result<Option<PullRequest>> {
-        let head = segment(&format!("{}:{head_branch}", self.owner));
-        let uri = self.path(&format!("/pulls?state=open&head={head}&per_page=100"));
-        let pulls: Vec<PullJson> = self.get_all("listing pull requests", &uri).await?;
-        Ok(pulls
-            .into_iter()
-            .map(PullRequest::from)
-            .find(|pr| pr.head_branch == head_branch))
-    }
-
     async fn pull_json(&self, number: i64) -> Result<PullJson> {
         self.get(
             "reading a pull request",
             &self.path(&format!("/pulls/{number}")),
         )
         .await
-    }
-
-    pub async fn pull_request(&self, number: i64) -> Result<PullRequest> {
-        self.pull_json(number).await.map(PullRequest::from)
-    }
-
-    pub async fn open_pull_request(&self, new: &NewPullRequest) -> Result<PullRequest> {
-        let what = "opening a pull request";
-        let body = json!({
-            "title": new.title,
-            "head": new.head_branch,
-            "base": new.base_branch,
-            "body": new.body,
-            "maintainer_can_modify": false,
-        });
-        let response = self
-            .call(what, Method::POST, &self.path("/pulls"), Some(&body))
-            .await?;
-        decode::<PullJson>(&response, what).map(PullRequest::from)
-    }
-
-    pub async fn update_pull_request(
-        &self,
-        number: i64,
-        update: &PullRequestUpdate,
-    ) -> Result<PullRequest> {
-        let what = "updating a pull request";
-        let mut body = serde_json::Map::new();
-        if let Some(title) = &update.title {
-            body.insert("title".into(), json!(title));
-        }
-        if let Some(text) = &update.body {
-            body.insert("body".into(), json!(text));
-        }
-        if let Some(base) = &update.base_branch {
-            body.insert("base".into(), json!(base));
-        }
-        let body = Value::Object(body);
-        let uri = self.path(&format!("/pulls/{number}"));
-        let response = self.call(what, Method::PATCH, &uri, Some(&body)).await?;
-        decode::<PullJson>(&response, what).map(PullRequest::from)
-    }
-
-    pub async fn close_pull_request(&self, number: i64) -> Result<()> {
-        let uri = self.path(&format!("/pulls/{number}"));
-        let body = json!({"state": "closed"});
-        self.call("closing a pull request", Method::PATCH, &uri, Some(&body))
-            .await
-            .map(|_| ())
-    }
-
-    /// Auto-merge for PR `number`, only while its head is `expected`
-    /// (graft's commit): checked first, then sent as `expectedHeadOid` /
-    /// the merge's `sha` so GitHub itself refuses a head that moved.
-    pub async fn enable_auto_merge(&self, number: i64, expected: &str) -> Result<AutoMerge> {
-        let pr = self.pull_json(number).await?;
-        if pr.head.sha != expected {
-            return Ok(AutoMerge::HeadMoved { head: pr.head.sha });
-        }
-        let variables = json!({"head": expected});
-        let answer = self
-            .mutate_pull("enabling auto-merge", ENABLE_AUTO_MERGE, &pr, variables)
-            .await?;
-        let enabled = answer
-            .data
-            .as_ref()
-            .and_then(|d| d.get("enablePullRequestAutoMerge"))
-            .is_some_and(|v| !v.is_null());
-        if enabled && answer.errors.is_empty() {
-            return Ok(AutoMerge::Enabled);
-        }
-        let message = answer.messages();
-        if message.to_lowercase().contains("clean status") {
-            // Nothing to wait for: merge now, still only graft's commit.
-            let uri = self.path(&format!("/pulls/{number}/merge"));
-            let body = json!({"merge_method": "merge", "sha": expected});
-            return match self
-                .call("merging a pull request", Method::PUT, &uri, Some(&body))
-                .await
-            {
-                Ok(_) => Ok(AutoMerge::Merged),
-                Err(e @ ForgeError::Validation { .. }) => self.moved_or(number, expected, e).await,
-                Err(e) => Err(e),
-            };
-        }
-        let hint = if message.to_lowercase().contains("not allowed") {
-            " (turn on \"Allow auto-merge\" in the repository settings)"
-        } else {
-            ""
-        };
-        let refused = ForgeError::Validation {
-            forge: GITHUB,
-            message: format!("auto-merge refused: {}{hint}", short(&message)),
-        };
-        self.moved_or(number, expected, refused).await
-    }
-
-    /// After a refusal: `HeadMoved` when the PR's head is no longer
-    /// `expected` (GitHub's wording for it is not a contract), else `error`.
-    async fn moved_or(&self, number: i64, expected: &str, error: ForgeError) -> Result<AutoMerge> {
-        let now = self.pull_json(number).await?;
-        if now.head.sha != expected {
-            return Ok(AutoMerge::HeadMoved { head: now.head.sha });
-        }
-        Err(error)
-    }
-
-    /// Turns off auto-merge on an open pull request (a no-op if it was off).
-    pub async fn disable_auto_merge(&self, number: i64) -> Result<()> {
-        let pr = self.pull_json(number).await?;
-        let answer = self
-            .mutate_pull("disabling auto-merge", DISABLE_AUTO_MERGE, &pr, json!({}))
-            .await?;
-        if answer.errors.is_empty() {
-            return Ok(());
-        }
-        Err(ForgeError::Validation {
-            forge: GITHUB,
-            message: format!(
-                "disabling auto-merge refused: {}",
-                short(&answer.messages())
-            ),
-        })
     }
 
     /// Runs a GraphQL mutation on the PR's node (`$id`) with `variables`
@@ -451,16 +144,16 @@ impl GithubRepo {
         decode(&response, what)
     }
 
-    async fn comments(&self, number: i64) -> Result<Vec<CommentJson>> {
-        let uri = self.path(&format!("/issues/{number}/comments?per_page=100"));
-        self.get_all("listing comments", &uri).await
-    }
-
-    async fn create_comment(&self, number: i64, body: &str) -> Result<CommentRef> {
-        let what = "posting a comment";
-        let uri = self.path(&format!("/issues/{number}/comments"));
+    /// Sends `body` as a comment's text (`POST` a new one, `PATCH` one).
+    async fn write_comment(
+        &self,
+        what: &str,
+        method: Method,
+        uri: &str,
+        body: &str,
+    ) -> Result<CommentRef> {
         let response = self
-            .call(what, Method::POST, &uri, Some(&json!({"body": body})))
+            .call(what, method, uri, Some(&json!({"body": body})))
             .await?;
         let comment: CommentJson = decode(&response, what)?;
         Ok(CommentRef {
@@ -468,80 +161,230 @@ impl GithubRepo {
             url: comment.html_url,
         })
     }
+}
 
-    async fn edit_comment(&self, id: i64, body: &str) -> Result<CommentRef> {
-        let what = "editing a comment";
-        let uri = self.path(&format!("/issues/comments/{id}"));
-        let response = self
-            .call(what, Method::PATCH, &uri, Some(&json!({"body": body})))
-            .await?;
-        let comment: CommentJson = decode(&response, what)?;
-        Ok(CommentRef {
-            id: comment.id,
-            url: comment.html_url,
+#[async_trait]
+impl RepoForge for GithubRepo {
+    fn forge(&self) -> ForgeKind {
+        GITHUB
+    }
+
+    async fn repo_info(&self) -> Result<RepoInfo> {
+        let what = "reading the repository";
+        let repo: RepoJson = self.get(what, &self.path("")).await.map_err(|e| match e {
+            ForgeError::NotFound { .. } => ForgeError::NotInstalled {
+                forge: GITHUB,
+                repo: self.repo.clone(),
+                hint: format!("the repository does not exist or the GitHub App cannot see it; add {} to the app's installation", self.repo),
+            },
+            other => other,
+        })?;
+        Ok(RepoInfo {
+            default_branch: repo.default_branch,
+            clone_url: repo.clone_url,
+            web_url: repo.html_url,
         })
     }
 
-    async fn delete_comment(&self, id: i64) -> Result<()> {
-        let uri = self.path(&format!("/issues/comments/{id}"));
-        match self
-            .call("deleting a comment", Method::DELETE, &uri, None)
-            .await
-        {
-            Ok(_) | Err(ForgeError::NotFound { .. }) => Ok(()),
+    async fn branch_head(&self, branch: &str) -> Result<Option<String>> {
+        let uri = self.path(&format!("/branches/{}", segment(branch)));
+        match self.get::<BranchJson>("reading a branch", &uri).await {
+            Ok(found) => Ok(Some(found.commit.sha)),
+            Err(ForgeError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn status_comment_ids(&self, number: i64, bot: &str) -> Result<Vec<i64>> {
-        let comments: Vec<CommentInfo> = self
-            .comments(number)
-            .await?
+    async fn find_open_pull_request(&self, head_branch: &str) -> Result<Option<PullRequest>> {
+        let head = segment(&format!("{}:{head_branch}", self.owner));
+        let uri = self.path(&format!("/pulls?state=open&head={head}&per_page=100"));
+        let pulls: Vec<PullJson> = self.get_all("listing pull requests", &uri).await?;
+        Ok(pulls
+            .into_iter()
+            .map(PullRequest::from)
+            .find(|pr| pr.head_branch == head_branch))
+    }
+
+    async fn pull_request(&self, number: i64) -> Result<PullRequest> {
+        self.pull_json(number).await.map(PullRequest::from)
+    }
+
+    async fn open_pull_request(&self, new: &NewPullRequest) -> Result<PullRequest> {
+        let what = "opening a pull request";
+        let body = json!({
+            "title": new.title,
+            "head": new.head_branch,
+            "base": new.base_branch,
+            "body": new.body,
+            "maintainer_can_modify": false,
+        });
+        let response = self
+            .call(what, Method::POST, &self.path("/pulls"), Some(&body))
+            .await?;
+        decode::<PullJson>(&response, what).map(PullRequest::from)
+    }
+
+    async fn update_pull_request(
+        &self,
+        number: i64,
+        update: &PullRequestUpdate,
+    ) -> Result<PullRequest> {
+        let what = "updating a pull request";
+        let body = update.body_as(["title", "body", "base"]);
+        let uri = self.path(&format!("/pulls/{number}"));
+        let response = self.call(what, Method::PATCH, &uri, Some(&body)).await?;
+        decode::<PullJson>(&response, what).map(PullRequest::from)
+    }
+
+    async fn close_pull_request(&self, number: i64) -> Result<()> {
+        let uri = self.path(&format!("/pulls/{number}"));
+        let body = json!({"state": "closed"});
+        self.call("closing a pull request", Method::PATCH, &uri, Some(&body))
+            .await
+            .map(|_| ())
+    }
+
+    /// Auto-merge for PR `number`, only while its head is `expected`
+    /// (graft's commit): checked first, then sent as `expectedHeadOid` /
+    /// the merge's `sha` so GitHub itself refuses a head that moved.
+    async fn enable_auto_merge(&self, number: i64, expected: &str) -> Result<AutoMerge> {
+        let pr = self.pull_json(number).await?;
+        if pr.head.sha != expected {
+            return Ok(AutoMerge::HeadMoved { head: pr.head.sha });
+        }
+        let variables = json!({"head": expected});
+        let answer = self
+            .mutate_pull("enabling auto-merge", ENABLE_AUTO_MERGE, &pr, variables)
+            .await?;
+        let enabled = answer
+            .data
+            .as_ref()
+            .and_then(|d| d.get("enablePullRequestAutoMerge"))
+            .is_some_and(|v| !v.is_null());
+        if enabled && answer.errors.is_empty() {
+            return Ok(AutoMerge::Enabled);
+        }
+        let message = answer.messages();
+        if message.to_lowercase().contains("clean status") {
+            // Nothing to wait for: merge now, still only graft's commit.
+            let uri = self.path(&format!("/pulls/{number}/merge"));
+            let body = json!({"merge_method": "merge", "sha": expected});
+            return match self
+                .call("merging a pull request", Method::PUT, &uri, Some(&body))
+                .await
+            {
+                Ok(_) => Ok(AutoMerge::Merged),
+                Err(e @ ForgeError::Validation { .. }) => moved_or(self, number, expected, e).await,
+                Err(e) => Err(e),
+            };
+        }
+        let hint = if message.to_lowercase().contains("not allowed") {
+            " (turn on \"Allow auto-merge\" in the repository settings)"
+        } else {
+            ""
+        };
+        let refused = ForgeError::Validation {
+            forge: GITHUB,
+            message: format!("auto-merge refused: {}{hint}", short(&message)),
+        };
+        moved_or(self, number, expected, refused).await
+    }
+
+    /// Turns off auto-merge on an open pull request (a no-op if it was off).
+    async fn disable_auto_merge(&self, number: i64) -> Result<()> {
+        let pr = self.pull_json(number).await?;
+        let answer = self
+            .mutate_pull("disabling auto-merge", DISABLE_AUTO_MERGE, &pr, json!({}))
+            .await?;
+        if answer.errors.is_empty() {
+            return Ok(());
+        }
+        Err(ForgeError::Validation {
+            forge: GITHUB,
+            message: format!(
+                "disabling auto-merge refused: {}",
+                short(&answer.messages())
+            ),
+        })
+    }
+
+    async fn bot_login(&self) -> Result<String> {
+        self.app.bot_login().await
+    }
+
+    async fn comments(&self, number: i64) -> Result<Vec<CommentInfo>> {
+        let uri = self.path(&format!("/issues/{number}/comments?per_page=100"));
+        let comments: Vec<CommentJson> = self.get_all("listing comments", &uri).await?;
+        Ok(comments
             .into_iter()
             .map(|c| CommentInfo {
                 id: c.id,
                 author: c.user.map(|u| u.login).unwrap_or_default(),
                 body: c.body,
             })
-            .collect();
-        Ok(sticky::status_comments(&comments, bot))
+            .collect())
     }
 
-    pub async fn upsert_status_comment(&self, number: i64, body: &str) -> Result<CommentRef> {
-        let body = sticky::with_marker(body);
-        let _serialised = self
-            .app
-            .locks
-            .lock(&format!("github:{}#{number}", self.repo))
-            .await;
-        let bot = self.app.bot_login().await?;
-        let existing = self.status_comment_ids(number, &bot).await?;
-        if let Some((keep, extra)) = sticky::resolve(&existing) {
-            for id in extra {
-                self.delete_comment(id).await?;
-            }
-            return self.edit_comment(keep, &body).await;
-        }
-        let created = self.create_comment(number, &body).await?;
-        // Another process may have created one at the same moment: keep the
-        // oldest, with our text, and delete the rest.
-        let after = self.status_comment_ids(number, &bot).await?;
-        match sticky::resolve(&after) {
-            Some((keep, extra)) if keep != created.id || !extra.is_empty() => {
-                for id in extra {
-                    self.delete_comment(id).await?;
-                }
-                self.edit_comment(keep, &body).await
-            }
-            _ => Ok(created),
-        }
+    async fn create_comment(&self, number: i64, body: &str) -> Result<CommentRef> {
+        let uri = self.path(&format!("/issues/{number}/comments"));
+        self.write_comment("posting a comment", Method::POST, &uri, body)
+            .await
     }
 
-    pub async fn reply(&self, number: i64, body: &str) -> Result<CommentRef> {
-        self.create_comment(number, body).await
+    async fn edit_comment(&self, _number: i64, id: i64, body: &str) -> Result<CommentRef> {
+        let uri = self.path(&format!("/issues/comments/{id}"));
+        self.write_comment("editing a comment", Method::PATCH, &uri, body)
+            .await
     }
 
-    pub async fn report_check(&self, report: &CheckReport) -> Result<()> {
+    async fn delete_comment(&self, _number: i64, id: i64) -> Result<()> {
+        let uri = self.path(&format!("/issues/comments/{id}"));
+        self.call("deleting a comment", Method::DELETE, &uri, None)
+            .await
+            .map(|_| ())
+    }
+
+    fn comment_lock(&self, number: i64) -> (&KeyedLocks, String) {
+        (&self.app.locks, format!("github:{}#{number}", self.repo))
+    }
+
+    /// Adds `reaction` (GitHub answers 200 when it is there already).
+    async fn react(&self, _number: i64, comment_id: i64, reaction: Reaction) -> Result<()> {
+        let uri = self.path(&format!("/issues/comments/{comment_id}/reactions"));
+        let body = json!({"content": reaction_content(reaction)});
+        self.call("adding a reaction", Method::POST, &uri, Some(&body))
+            .await
+            .map(|_| ())
+    }
+
+    async fn reactions(
+        &self,
+        _number: i64,
+        comment_id: i64,
+        reaction: Reaction,
+    ) -> Result<Vec<ReactionInfo>> {
+        let uri = self.path(&format!(
+            "/issues/comments/{comment_id}/reactions?content={}&per_page=100",
+            segment(reaction_content(reaction))
+        ));
+        let reactions: Vec<ReactionJson> = self.get_all("listing reactions", &uri).await?;
+        Ok(reactions
+            .into_iter()
+            .map(|r| ReactionInfo {
+                id: r.id,
+                author: r.user.map(|u| u.login).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn delete_reaction(&self, _number: i64, comment_id: i64, id: i64) -> Result<()> {
+        let uri = self.path(&format!("/issues/comments/{comment_id}/reactions/{id}"));
+        self.call("removing a reaction", Method::DELETE, &uri, None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn report_check(&self, report: &CheckReport) -> Result<()> {
         let mut body = json!({
             "name": CHECK_NAME,
             "head_sha": report.sha,
@@ -574,7 +417,7 @@ impl GithubRepo {
         .map(|_| ())
     }
 
-    pub async fn permission(&self, user: &UserRef) -> Result<Permission> {
+    async fn permission(&self, user: &UserRef) -> Result<Permission> {
         let uri = self.path(&format!(
             "/collaborators/{}/permission",
             segment(&user.login)
@@ -592,7 +435,7 @@ impl GithubRepo {
         }
     }
 
-    pub async fn git_credentials(&self) -> Result<super::GitCredentials> {
+    async fn git_credentials(&self) -> Result<GitCredentials> {
         // Minting is one attempt of its own; here no call wraps it in the
         // retry policy, so this does.
         let token = self
@@ -609,32 +452,24 @@ impl GithubRepo {
     }
 }
 
+/// GitHub lists: pages linked by `Link: rel="next"`, followed only on the
+/// API's own host.
+impl Pages for GithubRepo {
+    const FORGE: ForgeKind = GITHUB;
+
+    async fn fetch(&self, what: &str, uri: &str) -> Result<RawResponse> {
+        self.call(what, Method::GET, uri, None).await
+    }
+
+    fn next_page(&self, _uri: &str, response: &RawResponse, what: &str) -> Result<Option<String>> {
+        next_link_within(&response.headers, self.app.api_url())
+            .map_err(|origin| foreign_next_page(GITHUB, what, &origin))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_github_role_maps() {
-        let cases = [
-            (Some("admin"), "admin", Permission::Admin),
-            (Some("maintain"), "write", Permission::Write),
-            (Some("write"), "write", Permission::Write),
-            (Some("triage"), "read", Permission::Read),
-            (Some("read"), "read", Permission::Read),
-            (Some("none"), "none", Permission::None),
-            (Some("security-reviewer"), "read", Permission::Read),
-            (Some("custom-deployer"), "write", Permission::Write),
-            (None, "admin", Permission::Admin),
-            (None, "garbage", Permission::None),
-        ];
-        for (role, base, expected) in cases {
-            assert_eq!(
-                permission_from_github(role, base),
-                expected,
-                "{role:?}/{base}"
-            );
-        }
-    }
 
     #[test]
     fn graphql_sits_beside_the_rest_base() {

@@ -11,7 +11,10 @@ use serde_json::{Value, json};
 
 use crate::crypto::Keyring;
 use crate::forge::error::{ForgeError, ForgeKind, short};
-use crate::forge::http::{RawResponse, retry_after, until_reset};
+use crate::forge::http::{
+    RawResponse, foreign_next_page, next_link_within, retry_after, until_reset,
+};
+use crate::forge::pages::Pages;
 use crate::forge::retry::Retrier;
 use crate::forge::sticky::KeyedLocks;
 use crate::forge::{Result, install_crypto_provider};
@@ -210,10 +213,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     response: &RawResponse,
     what: &str,
 ) -> Result<T> {
-    serde_json::from_str(&response.body).map_err(|e| ForgeError::Unexpected {
-        forge: GITLAB,
-        message: format!("cannot read the answer to {what}: {e}"),
-    })
+    response.json(GITLAB, what)
 }
 
 impl GitlabClient {
@@ -371,42 +371,6 @@ impl GitlabClient {
         self.decode(&response, what)
     }
 
-    /// Every item of a list: `Link: rel="next"`, or `x-next-page` when a
-    /// proxy dropped the `Link` header.
-    pub(crate) async fn get_all<T: serde::de::DeserializeOwned>(
-        &self,
-        what: &str,
-        first: &str,
-    ) -> Result<Vec<T>> {
-        let mut items = Vec::new();
-        let mut next = Some(first.to_string());
-        for _ in 0..1000 {
-            let Some(path) = next.take() else {
-                return Ok(items);
-            };
-            let response = self.call(what, Method::GET, &path, None).await?;
-            let page: Vec<T> = self.decode(&response, what)?;
-            items.extend(page);
-            // `x-next-page` stays on this host: the fallback for a `Link`
-            // a proxy dropped or pointed elsewhere.
-            let header_page = response
-                .header("x-next-page")
-                .filter(|p| !p.is_empty())
-                .map(|page| with_page(&path, page));
-            next =
-                match crate::forge::http::next_link_within(&response.headers, &self.base_url) {
-                    Ok(link) => link.or(header_page),
-                    Err(origin) => Some(header_page.ok_or_else(|| {
-                        crate::forge::http::foreign_next_page(GITLAB, what, &origin)
-                    })?),
-                };
-        }
-        Err(ForgeError::Unexpected {
-            forge: GITLAB,
-            message: format!("more than 1000 pages while {what}"),
-        })
-    }
-
     /// The user the token belongs to (graft's own identity on GitLab).
     pub async fn current_user(&self) -> Result<CurrentUser> {
         self.user
@@ -417,6 +381,38 @@ impl GitlabClient {
 
     pub(crate) fn token(&self) -> Result<SecretString> {
         self.token.reveal()
+    }
+}
+
+/// GitLab lists: `Link: rel="next"`, or `x-next-page` when a proxy dropped
+/// the `Link` header (or pointed it at another host).
+impl Pages for GitlabClient {
+    const FORGE: ForgeKind = GITLAB;
+
+    async fn fetch(&self, what: &str, uri: &str) -> Result<RawResponse> {
+        self.call(what, Method::GET, uri, None).await
+    }
+
+    fn items<T: serde::de::DeserializeOwned>(
+        &self,
+        response: &RawResponse,
+        what: &str,
+    ) -> Result<Vec<T>> {
+        self.decode(response, what)
+    }
+
+    fn next_page(&self, uri: &str, response: &RawResponse, what: &str) -> Result<Option<String>> {
+        // `x-next-page` stays on this host.
+        let header_page = response
+            .header("x-next-page")
+            .filter(|p| !p.is_empty())
+            .map(|page| with_page(uri, page));
+        match next_link_within(&response.headers, &self.base_url) {
+            Ok(link) => Ok(link.or(header_page)),
+            Err(origin) => header_page
+                .map(Some)
+                .ok_or_else(|| foreign_next_page(GITLAB, what, &origin)),
+        }
     }
 }
 
@@ -437,18 +433,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-
-    fn response(status: u16, headers: &[(&'static str, &str)], body: &str) -> RawResponse {
-        let mut map = http::HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(*name, value.parse().unwrap());
-        }
-        RawResponse {
-            status,
-            headers: map,
-            body: body.to_string(),
-        }
-    }
+    use crate::forge::http::test_response as response;
 
     #[test]
     fn classifies_gitlab_errors() {
@@ -520,14 +505,6 @@ mod tests {
             r#"{"message":"404 Award Emoji Name has already been taken Not Found"}"#,
         );
         assert_eq!(classify(&taken, "x").class(), "validation");
-        assert_eq!(
-            classify(
-                &response(404, &[], r#"{"message":"404 Project Not Found"}"#),
-                "x"
-            )
-            .class(),
-            "not_found"
-        );
         let conflicts = response(406, &[], r#"{"message":"Branch cannot be merged"}"#);
         assert_eq!(classify(&conflicts, "x").class(), "validation");
     }

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::client::{GitlabClient, GitlabToken};
 use crate::forge::error::{ForgeError, short};
 use crate::forge::http::encode;
+use crate::forge::pages::Pages;
 use crate::forge::retry::{Retrier, RetryPolicy, TokioSleeper};
 use crate::forge::sticky::KeyedLocks;
 use crate::metrics::Metrics;

@@ -6,9 +6,9 @@
 use reqwest::Method;
 use serde::Deserialize;
 
-use super::{GITLAB, GitlabRepo};
+use super::GitlabRepo;
 use crate::forge::Result;
-use crate::forge::http::{foreign_next_page, next_link_within};
+use crate::forge::pages::Pages;
 
 /// A project hook's health as GitLab reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,45 +148,44 @@ impl GitlabRepo {
     /// The non-system notes of MR `number` updated at or after `since`
     /// (Unix ms), newest first.
     pub async fn notes_since(&self, number: i64, since: i64) -> Result<Vec<ListedNote>> {
-        let what = "listing recent notes";
-        let mut next = Some(
-            self.url(&format!(
+        let first = self
+            .url(&format!(
                 "/merge_requests/{number}/notes?sort=desc&order_by=updated_at&per_page=100"
             ))
-            .await?,
-        );
+            .await?;
         let mut notes = Vec::new();
-        for _ in 0..MAX_NOTE_PAGES {
-            let Some(uri) = next.take() else { break };
-            let response = self.client.call(what, Method::GET, &uri, None).await?;
-            let page: Vec<NoteJson> = self.client.decode(&response, what)?;
-            let mut reached = page.is_empty();
-            for note in page {
-                let Some(updated_at) = parse_ms(&note.updated_at) else {
-                    continue;
-                };
-                if updated_at < since {
-                    reached = true;
-                    continue;
-                }
-                if note.system {
-                    continue;
-                }
-                notes.push(ListedNote {
-                    id: note.id,
-                    body: note.body,
-                    author_id: note.author.id,
-                    author_username: note.author.username,
-                    updated_at,
-                    updated_at_text: note.updated_at,
-                });
-            }
-            if reached {
-                break;
-            }
-            next = next_link_within(&response.headers, &self.client.base_url)
-                .map_err(|origin| foreign_next_page(GITLAB, what, &origin))?;
-        }
+        self.client
+            .each_page(
+                "listing recent notes",
+                &first,
+                MAX_NOTE_PAGES,
+                |page: Vec<NoteJson>| {
+                    // Newest first: a note older than `since` ends the walk.
+                    let mut reached = page.is_empty();
+                    for note in page {
+                        let Some(updated_at) = parse_ms(&note.updated_at) else {
+                            continue;
+                        };
+                        if updated_at < since {
+                            reached = true;
+                            continue;
+                        }
+                        if note.system {
+                            continue;
+                        }
+                        notes.push(ListedNote {
+                            id: note.id,
+                            body: note.body,
+                            author_id: note.author.id,
+                            author_username: note.author.username,
+                            updated_at,
+                            updated_at_text: note.updated_at,
+                        });
+                    }
+                    !reached
+                },
+            )
+            .await?;
         Ok(notes)
     }
 }

@@ -6,196 +6,34 @@
 pub mod client;
 pub mod connect;
 pub mod hooks;
+mod json;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use reqwest::Method;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use client::decode;
 pub use client::{CurrentUser, GitlabClient, GitlabToken};
+use json::{
+    AwardJson, BranchJson, MemberJson, MergeRequestJson, NoteJson, ProjectJson, SingleNoteJson,
+    UserJson, UserRefJson,
+};
+pub use json::{StoredNote, award_name, permission_from_access_level};
 
-use super::error::{ForgeError, ForgeKind};
+use super::error::{ForgeError, ForgeKind, short};
 use super::http::encode;
-use super::sticky::{self, CommentInfo};
+use super::pages::Pages;
+use super::repo::{ReactionInfo, RepoForge, moved_or};
+use super::sticky::{CommentInfo, KeyedLocks};
 use super::{
     AutoMerge, CHECK_NAME, CheckConclusion, CheckReport, CommentRef, GitCredentials,
-    NewPullRequest, Permission, PullRequest, PullRequestState, PullRequestUpdate, Reaction,
-    RepoInfo, Result, UserRef,
+    NewPullRequest, Permission, PullRequest, PullRequestUpdate, Reaction, RepoInfo, Result,
+    UserRef,
 };
 
 const GITLAB: ForgeKind = ForgeKind::Gitlab;
-
-/// GitLab access level → graft's level: Guest(10), Planner(15) and
-/// Reporter(20) can read; Developer(30) and Maintainer(40) can write (SPEC
-/// §5: ≥ Developer may run commands); Owner(50) is admin. No access (0) and
-/// Minimal access (5) are none.
-pub fn permission_from_access_level(level: i64) -> Permission {
-    match level {
-        i64::MIN..=9 => Permission::None,
-        10..=29 => Permission::Read,
-        30..=49 => Permission::Write,
-        _ => Permission::Admin,
-    }
-}
-
-pub fn award_name(reaction: Reaction) -> &'static str {
-    match reaction {
-        Reaction::Eyes => "eyes",
-        Reaction::ThumbsUp => "thumbsup",
-        Reaction::ThumbsDown => "thumbsdown",
-        Reaction::Confused => "confused",
-        Reaction::Rocket => "rocket",
-        Reaction::Heart => "heart",
-        Reaction::Hooray => "tada",
-        Reaction::Laugh => "laughing",
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct ProjectJson {
-    id: i64,
-    #[serde(default)]
-    default_branch: Option<String>,
-    http_url_to_repo: String,
-    web_url: String,
-}
-
-#[derive(Deserialize)]
-struct BranchJson {
-    commit: CommitJson,
-}
-
-#[derive(Deserialize)]
-struct CommitJson {
-    id: String,
-}
-
-#[derive(Deserialize)]
-struct MergeRequestJson {
-    iid: i64,
-    web_url: String,
-    #[serde(default)]
-    title: String,
-    state: String,
-    source_branch: String,
-    target_branch: String,
-    #[serde(default)]
-    sha: Option<String>,
-    #[serde(default)]
-    merge_commit_sha: Option<String>,
-}
-
-impl From<MergeRequestJson> for PullRequest {
-    fn from(mr: MergeRequestJson) -> Self {
-        PullRequest {
-            number: mr.iid,
-            url: mr.web_url,
-            title: mr.title,
-            head_branch: mr.source_branch,
-            base_branch: mr.target_branch,
-            head_sha: mr.sha.unwrap_or_default(),
-            state: match mr.state.as_str() {
-                "opened" | "locked" => PullRequestState::Open,
-                "merged" => PullRequestState::Merged,
-                _ => PullRequestState::Closed,
-            },
-            merge_commit_sha: mr.merge_commit_sha.filter(|_| mr.state == "merged"),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct NoteJson {
-    id: i64,
-    #[serde(default)]
-    body: String,
-    author: Option<AuthorJson>,
-}
-
-#[derive(Deserialize)]
-struct AuthorJson {
-    username: String,
-}
-
-/// One note as `GET …/merge_requests/:iid/notes/:id` returns it.
-#[derive(Deserialize)]
-struct SingleNoteJson {
-    id: i64,
-    #[serde(default)]
-    body: String,
-    author: UserRefJson,
-    #[serde(default)]
-    system: bool,
-    #[serde(default)]
-    project_id: Option<i64>,
-    #[serde(default)]
-    noteable_type: Option<String>,
-    #[serde(default)]
-    noteable_iid: Option<i64>,
-    #[serde(default)]
-    created_at: Option<String>,
-    #[serde(default)]
-    updated_at: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct UserRefJson {
-    id: i64,
-    username: String,
-}
-
-/// A merge request note as GitLab stores it: what graft believes about a
-/// comment, whatever a webhook said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredNote {
-    pub id: i64,
-    pub body: String,
-    pub author_id: i64,
-    pub author: String,
-    pub system: bool,
-    pub project_id: Option<i64>,
-    pub noteable_type: Option<String>,
-    pub noteable_iid: Option<i64>,
-    /// When the note was written and last edited, as GitLab says.
-    pub created_at: Option<String>,
-    pub updated_at: Option<String>,
-}
-
-impl From<SingleNoteJson> for StoredNote {
-    fn from(note: SingleNoteJson) -> Self {
-        StoredNote {
-            id: note.id,
-            body: note.body,
-            author_id: note.author.id,
-            author: note.author.username,
-            system: note.system,
-            project_id: note.project_id,
-            noteable_type: note.noteable_type,
-            noteable_iid: note.noteable_iid,
-            created_at: note.created_at,
-            updated_at: note.updated_at,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct AwardJson {
-    id: i64,
-    name: String,
-    user: Option<AuthorJson>,
-}
-
-#[derive(Deserialize)]
-struct MemberJson {
-    access_level: i64,
-}
-
-#[derive(Deserialize)]
-struct UserJson {
-    id: i64,
-}
 
 /// A GitLab project reached with an integration's token.
 #[derive(Clone, Debug)]
@@ -252,18 +90,6 @@ impl GitlabRepo {
         self.client.call(what, method, &uri, body).await
     }
 
-    pub async fn repo_info(&self) -> Result<RepoInfo> {
-        let project = self.project().await?;
-        Ok(RepoInfo {
-            default_branch: project
-                .default_branch
-                .clone()
-                .unwrap_or_else(|| "main".into()),
-            clone_url: project.http_url_to_repo.clone(),
-            web_url: project.web_url.clone(),
-        })
-    }
-
     /// The project's numeric id, as the integration's token resolves its path.
     pub async fn project_id(&self) -> Result<i64> {
         Ok(self.project().await?.id)
@@ -299,7 +125,48 @@ impl GitlabRepo {
         }
     }
 
-    pub async fn branch_head(&self, branch: &str) -> Result<Option<String>> {
+    /// Sends `body` as a note's text (`POST` a new one, `PUT` one).
+    async fn write_note(
+        &self,
+        what: &str,
+        method: Method,
+        rest: &str,
+        body: &str,
+    ) -> Result<CommentRef> {
+        let response = self
+            .call(what, method, rest, Some(&json!({"body": body})))
+            .await?;
+        let note: NoteJson = decode(&response, what)?;
+        Ok(CommentRef {
+            id: note.id,
+            url: None,
+        })
+    }
+}
+
+#[async_trait]
+impl RepoForge for GitlabRepo {
+    fn forge(&self) -> ForgeKind {
+        GITLAB
+    }
+
+    fn as_gitlab(&self) -> Option<&GitlabRepo> {
+        Some(self)
+    }
+
+    async fn repo_info(&self) -> Result<RepoInfo> {
+        let project = self.project().await?;
+        Ok(RepoInfo {
+            default_branch: project
+                .default_branch
+                .clone()
+                .unwrap_or_else(|| "main".into()),
+            clone_url: project.http_url_to_repo.clone(),
+            web_url: project.web_url.clone(),
+        })
+    }
+
+    async fn branch_head(&self, branch: &str) -> Result<Option<String>> {
         let uri = self
             .url(&format!("/repository/branches/{}", encode(branch)))
             .await?;
@@ -314,7 +181,7 @@ impl GitlabRepo {
         }
     }
 
-    pub async fn find_open_pull_request(&self, head_branch: &str) -> Result<Option<PullRequest>> {
+    async fn find_open_pull_request(&self, head_branch: &str) -> Result<Option<PullRequest>> {
         let uri = self
             .url(&format!(
                 "/merge_requests?state=opened&source_branch={}&per_page=100",
@@ -329,7 +196,7 @@ impl GitlabRepo {
             .find(|mr| mr.head_branch == head_branch))
     }
 
-    pub async fn pull_request(&self, number: i64) -> Result<PullRequest> {
+    async fn pull_request(&self, number: i64) -> Result<PullRequest> {
         let uri = self.url(&format!("/merge_requests/{number}")).await?;
         self.client
             .get::<MergeRequestJson>("reading a merge request", &uri)
@@ -337,7 +204,7 @@ impl GitlabRepo {
             .map(PullRequest::from)
     }
 
-    pub async fn open_pull_request(&self, new: &NewPullRequest) -> Result<PullRequest> {
+    async fn open_pull_request(&self, new: &NewPullRequest) -> Result<PullRequest> {
         let what = "opening a merge request";
         let body = json!({
             "source_branch": new.head_branch,
@@ -352,34 +219,25 @@ impl GitlabRepo {
         decode::<MergeRequestJson>(&response, what).map(PullRequest::from)
     }
 
-    pub async fn update_pull_request(
+    async fn update_pull_request(
         &self,
         number: i64,
         update: &PullRequestUpdate,
     ) -> Result<PullRequest> {
         let what = "updating a merge request";
-        let mut body = serde_json::Map::new();
-        if let Some(title) = &update.title {
-            body.insert("title".into(), json!(title));
-        }
-        if let Some(text) = &update.body {
-            body.insert("description".into(), json!(text));
-        }
-        if let Some(base) = &update.base_branch {
-            body.insert("target_branch".into(), json!(base));
-        }
+        let body = update.body_as(["title", "description", "target_branch"]);
         let response = self
             .call(
                 what,
                 Method::PUT,
                 &format!("/merge_requests/{number}"),
-                Some(&Value::Object(body)),
+                Some(&body),
             )
             .await?;
         decode::<MergeRequestJson>(&response, what).map(PullRequest::from)
     }
 
-    pub async fn close_pull_request(&self, number: i64) -> Result<()> {
+    async fn close_pull_request(&self, number: i64) -> Result<()> {
         let body = json!({"state_event": "close"});
         self.call(
             "closing a merge request",
@@ -394,7 +252,7 @@ impl GitlabRepo {
     /// Merge when the pipeline succeeds, only while the MR's head is
     /// `expected` (graft's commit): checked first, then sent as `sha` so
     /// GitLab itself refuses a head that moved (409).
-    pub async fn enable_auto_merge(&self, number: i64, expected: &str) -> Result<AutoMerge> {
+    async fn enable_auto_merge(&self, number: i64, expected: &str) -> Result<AutoMerge> {
         let what = "enabling merge when the pipeline succeeds";
         let current = self.pull_request(number).await?;
         if current.head_sha != expected {
@@ -416,14 +274,10 @@ impl GitlabRepo {
             .await
         {
             Ok(response) => response,
+            // "SHA does not match HEAD of source branch", or another
+            // refusal: which one, the head tells.
             Err(e @ ForgeError::Validation { .. }) => {
-                // "SHA does not match HEAD of source branch", or another
-                // refusal: which one, the head tells.
-                let now = self.pull_request(number).await?;
-                if now.head_sha != expected {
-                    return Ok(AutoMerge::HeadMoved { head: now.head_sha });
-                }
-                return Err(e);
+                return moved_or(self, number, expected, e).await;
             }
             Err(e) => return Err(e),
         };
@@ -436,7 +290,7 @@ impl GitlabRepo {
     }
 
     /// Cancels "merge when the pipeline succeeds" on an open MR.
-    pub async fn disable_auto_merge(&self, number: i64) -> Result<()> {
+    async fn disable_auto_merge(&self, number: i64) -> Result<()> {
         self.call(
             "cancelling merge when the pipeline succeeds",
             Method::POST,
@@ -447,107 +301,52 @@ impl GitlabRepo {
         .map(|_| ())
     }
 
-    async fn status_note_ids(&self, number: i64, bot: &str) -> Result<Vec<i64>> {
+    async fn bot_login(&self) -> Result<String> {
+        Ok(self.client.current_user().await?.username)
+    }
+
+    async fn comments(&self, number: i64) -> Result<Vec<CommentInfo>> {
         let uri = self
             .url(&format!(
                 "/merge_requests/{number}/notes?sort=asc&order_by=created_at&per_page=100"
             ))
             .await?;
         let notes: Vec<NoteJson> = self.client.get_all("listing notes", &uri).await?;
-        let notes: Vec<CommentInfo> = notes
+        Ok(notes
             .into_iter()
             .map(|n| CommentInfo {
                 id: n.id,
                 author: n.author.map(|a| a.username).unwrap_or_default(),
                 body: n.body,
             })
-            .collect();
-        Ok(sticky::status_comments(&notes, bot))
+            .collect())
     }
 
-    async fn create_note(&self, number: i64, body: &str) -> Result<CommentRef> {
-        let what = "posting a note";
-        let response = self
-            .call(
-                what,
-                Method::POST,
-                &format!("/merge_requests/{number}/notes"),
-                Some(&json!({"body": body})),
-            )
-            .await?;
-        let note: NoteJson = decode(&response, what)?;
-        Ok(CommentRef {
-            id: note.id,
-            url: None,
-        })
-    }
-
-    async fn edit_note(&self, number: i64, id: i64, body: &str) -> Result<CommentRef> {
-        let what = "editing a note";
-        let response = self
-            .call(
-                what,
-                Method::PUT,
-                &format!("/merge_requests/{number}/notes/{id}"),
-                Some(&json!({"body": body})),
-            )
-            .await?;
-        let note: NoteJson = decode(&response, what)?;
-        Ok(CommentRef {
-            id: note.id,
-            url: None,
-        })
-    }
-
-    async fn delete_note(&self, number: i64, id: i64) -> Result<()> {
-        match self
-            .call(
-                "deleting a note",
-                Method::DELETE,
-                &format!("/merge_requests/{number}/notes/{id}"),
-                None,
-            )
+    async fn create_comment(&self, number: i64, body: &str) -> Result<CommentRef> {
+        let rest = format!("/merge_requests/{number}/notes");
+        self.write_note("posting a note", Method::POST, &rest, body)
             .await
-        {
-            Ok(_) | Err(ForgeError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
-    pub async fn upsert_status_comment(&self, number: i64, body: &str) -> Result<CommentRef> {
-        let body = sticky::with_marker(body);
-        let _serialised = self
-            .client
-            .locks
-            .lock(&format!(
-                "gitlab:{}:{}#{number}",
-                self.client.base_url, self.path
-            ))
-            .await;
-        let bot = self.client.current_user().await?.username;
-        if let Some((keep, extra)) = sticky::resolve(&self.status_note_ids(number, &bot).await?) {
-            for id in extra {
-                self.delete_note(number, id).await?;
-            }
-            return self.edit_note(number, keep, &body).await;
-        }
-        let created = self.create_note(number, &body).await?;
-        match sticky::resolve(&self.status_note_ids(number, &bot).await?) {
-            Some((keep, extra)) if keep != created.id || !extra.is_empty() => {
-                for id in extra {
-                    self.delete_note(number, id).await?;
-                }
-                self.edit_note(number, keep, &body).await
-            }
-            _ => Ok(created),
-        }
+    async fn edit_comment(&self, number: i64, id: i64, body: &str) -> Result<CommentRef> {
+        let rest = format!("/merge_requests/{number}/notes/{id}");
+        self.write_note("editing a note", Method::PUT, &rest, body)
+            .await
     }
 
-    pub async fn reply(&self, number: i64, body: &str) -> Result<CommentRef> {
-        self.create_note(number, body).await
+    async fn delete_comment(&self, number: i64, id: i64) -> Result<()> {
+        let rest = format!("/merge_requests/{number}/notes/{id}");
+        self.call("deleting a note", Method::DELETE, &rest, None)
+            .await
+            .map(|_| ())
     }
 
-    pub async fn react(&self, number: i64, comment_id: i64, reaction: Reaction) -> Result<()> {
+    fn comment_lock(&self, number: i64) -> (&KeyedLocks, String) {
+        let key = format!("gitlab:{}:{}#{number}", self.client.base_url, self.path);
+        (&self.client.locks, key)
+    }
+
+    async fn react(&self, number: i64, comment_id: i64, reaction: Reaction) -> Result<()> {
         let body = json!({"name": award_name(reaction)});
         let rest = format!("/merge_requests/{number}/notes/{comment_id}/award_emoji");
         match self
@@ -562,35 +361,37 @@ impl GitlabRepo {
         }
     }
 
-    /// Takes back graft's own award `reaction` on the note; others' stay,
-    /// and none there is nothing to do.
-    pub async fn unreact(&self, number: i64, comment_id: i64, reaction: Reaction) -> Result<()> {
-        let bot = self.client.current_user().await?.username;
-        let rest = format!("/merge_requests/{number}/notes/{comment_id}/award_emoji");
-        let uri = self.url(&format!("{rest}?per_page=100")).await?;
+    async fn reactions(
+        &self,
+        number: i64,
+        comment_id: i64,
+        reaction: Reaction,
+    ) -> Result<Vec<ReactionInfo>> {
+        let uri = self
+            .url(&format!(
+                "/merge_requests/{number}/notes/{comment_id}/award_emoji?per_page=100"
+            ))
+            .await?;
         let awards: Vec<AwardJson> = self.client.get_all("listing award emoji", &uri).await?;
         let name = award_name(reaction);
-        let own = awards
-            .iter()
-            .filter(|a| a.name == name && a.user.as_ref().is_some_and(|u| u.username == bot));
-        for award in own {
-            match self
-                .call(
-                    "removing an award emoji",
-                    Method::DELETE,
-                    &format!("{rest}/{}", award.id),
-                    None,
-                )
-                .await
-            {
-                Ok(_) | Err(ForgeError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        Ok(awards
+            .into_iter()
+            .filter(|a| a.name == name)
+            .map(|a| ReactionInfo {
+                id: a.id,
+                author: a.user.map(|u| u.username).unwrap_or_default(),
+            })
+            .collect())
     }
 
-    pub async fn report_check(&self, report: &CheckReport) -> Result<()> {
+    async fn delete_reaction(&self, number: i64, comment_id: i64, id: i64) -> Result<()> {
+        let rest = format!("/merge_requests/{number}/notes/{comment_id}/award_emoji/{id}");
+        self.call("removing an award emoji", Method::DELETE, &rest, None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn report_check(&self, report: &CheckReport) -> Result<()> {
         let state = match report.conclusion {
             CheckConclusion::Pending => "running",
             CheckConclusion::Success | CheckConclusion::Neutral => "success",
@@ -599,7 +400,7 @@ impl GitlabRepo {
         let mut body = json!({
             "state": state,
             "name": CHECK_NAME,
-            "description": super::error::short(&format!("{}: {}", report.title, report.summary)),
+            "description": short(&format!("{}: {}", report.title, report.summary)),
         });
         if let Some(url) = &report.details_url {
             body["target_url"] = json!(url);
@@ -610,7 +411,7 @@ impl GitlabRepo {
             .map(|_| ())
     }
 
-    pub async fn permission(&self, user: &UserRef) -> Result<Permission> {
+    async fn permission(&self, user: &UserRef) -> Result<Permission> {
         let id = match user.id {
             Some(id) => id,
             None => {
@@ -639,34 +440,10 @@ impl GitlabRepo {
         }
     }
 
-    pub async fn git_credentials(&self) -> Result<GitCredentials> {
+    async fn git_credentials(&self) -> Result<GitCredentials> {
         Ok(GitCredentials {
             username: "oauth2".into(),
             token: self.client.token()?,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_access_level_maps() {
-        let cases = [
-            (0, Permission::None),
-            (5, Permission::None),
-            (10, Permission::Read),
-            (15, Permission::Read),
-            (20, Permission::Read),
-            (30, Permission::Write),
-            (40, Permission::Write),
-            (50, Permission::Admin),
-            (60, Permission::Admin),
-            (-1, Permission::None),
-        ];
-        for (level, expected) in cases {
-            assert_eq!(permission_from_access_level(level), expected, "{level}");
-        }
     }
 }

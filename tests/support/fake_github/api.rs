@@ -4,7 +4,6 @@
 // in a test fake.
 #![allow(clippy::result_large_err)]
 
-use axum::body::to_bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::super::fake_common::{
     Recorded, decode_segment, iso, json_response, merge_in_bare, now_secs, paginate, parse_query,
-    pass_gate, random_id,
+    pass_gate, random_id, read_body,
 };
 use super::super::git_host::{RefUpdate, TokenScope, git};
 use super::{
@@ -28,7 +27,7 @@ pub(super) fn gh_error(status: StatusCode, message: &str) -> Response {
     )
 }
 
-fn not_found() -> Response {
+pub(super) fn not_found() -> Response {
     gh_error(StatusCode::NOT_FOUND, "Not Found")
 }
 
@@ -133,7 +132,10 @@ fn convert_manifest(fake: &FakeGithub, code: &str) -> Response {
 
 pub(super) async fn handle(State(fake): State<FakeGithub>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let bytes = to_bytes(body, 10 << 20).await.unwrap_or_default();
+    let bytes = match read_body(body).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
     let body: Option<Value> = if bytes.is_empty() {
         None
     } else {
@@ -243,6 +245,15 @@ pub(super) async fn handle(State(fake): State<FakeGithub>, request: Request) -> 
                 None => not_found(),
             }
         }
+        ("GET", ["installation", "repositories"]) => {
+            let installation = token_installation(&fake.state.lock().unwrap(), headers);
+            match installation {
+                Ok(installation) => {
+                    super::contents::installation_repositories(&fake, installation, &query)
+                }
+                Err(r) => r,
+            }
+        }
         (_, ["repos", owner, name, rest @ ..]) => {
             let repo = format!("{owner}/{name}");
             {
@@ -260,7 +271,7 @@ pub(super) async fn handle(State(fake): State<FakeGithub>, request: Request) -> 
                     return not_found();
                 }
             }
-            repo_route(&fake, &method, &repo, rest, &query, body)
+            repo_route(&fake, &method, &repo, rest, &query, headers, body)
         }
         _ => not_found(),
     }
@@ -277,7 +288,7 @@ fn authenticate(state: &FakeState, segs: &[&str], headers: &HeaderMap) -> Result
     }
 }
 
-fn injected_fault(fake: &FakeGithub, path: &str) -> Option<Response> {
+pub(super) fn injected_fault(fake: &FakeGithub, path: &str) -> Option<Response> {
     let mut state = fake.state.lock().unwrap();
     let faults = &mut state.faults;
     if let Some((_, permission)) = faults
@@ -333,9 +344,24 @@ fn injected_fault(fake: &FakeGithub, path: &str) -> Option<Response> {
 }
 
 fn mint(fake: &FakeGithub, installation: i64) -> Response {
+    let Some((token, expires_at)) = issue_token(fake, installation) else {
+        return not_found();
+    };
+    json_response(
+        StatusCode::CREATED,
+        json!({"token": token, "expires_at": iso(expires_at),
+               "permissions": {"contents": "write", "pull_requests": "write", "issues": "write",
+                               "checks": "write", "metadata": "read"},
+               "repository_selection": "selected"}),
+    )
+}
+
+/// A new token of `installation` and when it expires; `None` when there
+/// is no such installation.
+pub(super) fn issue_token(fake: &FakeGithub, installation: i64) -> Option<(String, u64)> {
     let mut state = fake.state.lock().unwrap();
     if !state.installations.contains_key(&installation) {
-        return not_found();
+        return None;
     }
     let token = format!("ghs_{}", random_id());
     let expires_at = token_expiry(&state);
@@ -368,13 +394,7 @@ fn mint(fake: &FakeGithub, installation: i64) -> Response {
             expires_at,
         },
     );
-    json_response(
-        StatusCode::CREATED,
-        json!({"token": token, "expires_at": iso(expires_at),
-               "permissions": {"contents": "write", "pull_requests": "write", "issues": "write",
-                               "checks": "write", "metadata": "read"},
-               "repository_selection": "selected"}),
-    )
+    Some((token, expires_at))
 }
 
 pub(crate) fn pull_json(fake: &FakeGithub, state: &FakeState, pull: &Pull) -> Value {
@@ -436,6 +456,7 @@ fn repo_route(
     repo: &str,
     rest: &[&str],
     query: &std::collections::BTreeMap<String, String>,
+    headers: &HeaderMap,
     body: Value,
 ) -> Response {
     let (root, api_url) = (fake.root.as_str(), fake.api_url.as_str());
@@ -452,13 +473,32 @@ fn repo_route(
                 repo_json(&state, root, api_url, &fake.git, repo),
             )
         }
-        ("GET", ["branches", branch]) => match fake.git.head(repo, branch) {
-            Some(sha) => json_response(
-                StatusCode::OK,
-                json!({"name": branch, "commit": {"sha": sha}, "protected": false}),
-            ),
-            None => gh_error(StatusCode::NOT_FOUND, "Branch not found"),
-        },
+        // Branch names and paths may hold `/`, sent encoded or not.
+        ("GET", ["branches", branch @ ..]) => {
+            let branch = branch.join("/");
+            match fake.git.head(repo, &branch) {
+                Some(sha) => json_response(
+                    StatusCode::OK,
+                    json!({"name": branch, "commit": {"sha": sha},
+                           "protected": fake.git.is_protected(repo, &branch)}),
+                ),
+                None => gh_error(StatusCode::NOT_FOUND, "Branch not found"),
+            }
+        }
+        ("GET", ["git", "trees", tree @ ..]) => {
+            super::contents::tree(fake, repo, &tree.join("/"), query)
+        }
+        ("GET", ["contents", path @ ..]) => {
+            super::contents::contents(fake, repo, &path.join("/"), query, headers)
+        }
+        ("GET", ["git", "blobs", sha]) => super::contents::blob(fake, repo, sha, headers),
+        ("POST", ["git", "refs"]) => super::refs::create(fake, repo, &body),
+        ("PATCH", ["git", "refs", reference @ ..]) => {
+            super::refs::update(fake, repo, &reference.join("/"), &body)
+        }
+        ("DELETE", ["git", "refs", reference @ ..]) => {
+            super::refs::delete(fake, repo, &reference.join("/"))
+        }
         ("GET", ["pulls"]) => {
             let state = fake.state.lock().unwrap();
             let wanted = query.get("state").map(String::as_str).unwrap_or("open");
@@ -683,6 +723,9 @@ fn repo_route(
                 StatusCode::OK,
                 json!({"total_count": runs.len(), "check_runs": runs}),
             )
+        }
+        ("GET", ["commits", reference @ ..]) => {
+            super::contents::commit(fake, repo, &reference.join("/"))
         }
         ("POST", ["statuses", sha]) => {
             let state_name = str_field(&body, "state").unwrap_or_default().to_string();

@@ -1,7 +1,10 @@
 //! Checks requests against the trimmed GitHub OpenAPI description in
 //! `tests/fixtures/openapi/github-operations.json` (made by `trim.py`):
 //! the method + path template exists, query parameters are known, required
-//! body fields are present and no unknown top-level fields are sent.
+//! body fields are present and no unknown top-level fields are sent. A path
+//! parameter GitHub marks `x-multi-segment` (a branch, a file path) may
+//! span several segments; the most specific template wins, so
+//! `commits/{ref}/check-runs` is not taken for `commits/{ref}`.
 
 use std::sync::LazyLock;
 
@@ -13,6 +16,9 @@ pub struct Operation {
     pub method: String,
     pub path: String,
     pub query: Vec<String>,
+    /// Path parameters that may hold `/`.
+    #[serde(default)]
+    pub multi_segment: Vec<String>,
     pub body: Option<BodySpec>,
 }
 
@@ -38,13 +44,34 @@ pub static OPERATIONS: LazyLock<Vec<Operation>> = LazyLock::new(|| {
         .operations
 });
 
-fn matches(template: &str, path: &str) -> bool {
-    let t: Vec<&str> = template.trim_start_matches('/').split('/').collect();
-    let p: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    t.len() == p.len()
-        && t.iter()
-            .zip(&p)
-            .all(|(t, p)| (t.starts_with('{') && t.ends_with('}') && !p.is_empty()) || t == p)
+fn param(segment: &str) -> Option<&str> {
+    segment.strip_prefix('{')?.strip_suffix('}')
+}
+
+fn matches(template: &[&str], path: &[&str], multi: &[String]) -> bool {
+    match (template.split_first(), path.split_first()) {
+        (None, None) => true,
+        (Some((t, rest)), Some((p, _))) => match param(t) {
+            Some(name) if multi.iter().any(|m| m == name) => (1..=path.len()).any(|n| {
+                path[..n].iter().all(|s| !s.is_empty()) && matches(rest, &path[n..], multi)
+            }),
+            Some(_) => !p.is_empty() && matches(rest, &path[1..], multi),
+            None => t == p && matches(rest, &path[1..], multi),
+        },
+        _ => false,
+    }
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.trim_start_matches('/').split('/').collect()
+}
+
+/// Fixed segments of a template: the more, the more specific.
+fn literals(template: &str) -> usize {
+    segments(template)
+        .iter()
+        .filter(|s| !s.starts_with('{'))
+        .count()
 }
 
 /// The operation a request hits, or why it does not conform.
@@ -54,9 +81,11 @@ pub fn check<'a>(
     query: impl Iterator<Item = &'a String>,
     body: Option<&Value>,
 ) -> Result<&'static Operation, String> {
+    let path = segments(raw_path);
     let operation = OPERATIONS
         .iter()
-        .find(|op| op.method == method && matches(&op.path, raw_path))
+        .filter(|op| op.method == method && matches(&segments(&op.path), &path, &op.multi_segment))
+        .max_by_key(|op| literals(&op.path))
         .ok_or_else(|| {
             format!("{method} {raw_path}: no such operation in GitHub's OpenAPI description")
         })?;

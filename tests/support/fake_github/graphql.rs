@@ -1,17 +1,18 @@
 //! The GraphQL mutations graft sends: `enablePullRequestAutoMerge` and
-//! `disablePullRequestAutoMerge`, checked against GitHub's schema first
-//! (`graphql_conformance`).
+//! `disablePullRequestAutoMerge` here, `createCommitOnBranch` in
+//! `commit_mutation`; each checked against GitHub's schema first
+//! (`graphql_conformance`), then the token, then injected faults.
 //! Like GitHub, it refuses a PR with nothing pending ("clean status"), a
 //! repository without "Allow auto-merge" and an `expectedHeadOid` that is
 //! not the PR's head.
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::super::fake_common::json_response;
+use super::super::fake_common::{json_response, now_secs};
 use super::FakeGithub;
-use super::api::{gh_error, token_installation};
+use super::api::{gh_error, injected_fault, token_installation};
 
 fn graphql_error(message: &str) -> Response {
     json_response(
@@ -36,12 +37,23 @@ pub(super) fn handle(fake: &FakeGithub, headers: &HeaderMap, body: Option<Value>
             json!({"errors": [{"message": format!("fake GitHub: {violation}")}]}),
         );
     }
+    let installation = match token_installation(&fake.state.lock().unwrap(), headers) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    if let Some(response) = graphql_fault(fake) {
+        return response;
+    }
+    if let Some(field) = super::graphql_conformance::root_field(&body, "createCommitOnBranch") {
+        return super::commit_mutation::handle(fake, installation, field);
+    }
     let query = body["query"].as_str().unwrap_or_default();
     let disable = query.contains("disablePullRequestAutoMerge");
     if !disable && !query.contains("enablePullRequestAutoMerge") {
         return gh_error(
             StatusCode::BAD_REQUEST,
-            "fake GitHub: only enable/disablePullRequestAutoMerge are supported",
+            "fake GitHub: only createCommitOnBranch and enable/disablePullRequestAutoMerge \
+             are supported",
         );
     }
     let node = body["variables"]["id"]
@@ -49,10 +61,6 @@ pub(super) fn handle(fake: &FakeGithub, headers: &HeaderMap, body: Option<Value>
         .unwrap_or_default()
         .to_string();
     let mut state = fake.state.lock().unwrap();
-    let installation = match token_installation(&state, headers) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let Some((repo_id, number)) = node
         .strip_prefix("PR_")
         .and_then(|rest| rest.split_once('_'))
@@ -122,6 +130,41 @@ pub(super) fn handle(fake: &FakeGithub, headers: &HeaderMap, body: Option<Value>
         StatusCode::OK,
         json!({"data": {"enablePullRequestAutoMerge": {"pullRequest": {"number": number}}}}),
     )
+}
+
+/// An injected fault as GraphQL answers it: the primary rate limit is an
+/// HTTP 200 with a `RATE_LIMITED` error and `x-ratelimit-remaining: 0`;
+/// the others (forbidden, secondary limit, 5xx) as for REST.
+fn graphql_fault(fake: &FakeGithub) -> Option<Response> {
+    let reset = {
+        let mut state = fake.state.lock().unwrap();
+        let faults = &mut state.faults;
+        (faults.rate_limit > 0).then(|| {
+            faults.rate_limit -= 1;
+            now_secs() + faults.reset_in_secs
+        })
+    };
+    let Some(reset) = reset else {
+        return injected_fault(fake, "/graphql");
+    };
+    let mut response = json_response(
+        StatusCode::OK,
+        json!({"errors": [{"type": "RATE_LIMITED",
+                           "message": "API rate limit already exceeded for installation ID 1."}]}),
+    );
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-ratelimit-limit", "5000".to_string()),
+        ("x-ratelimit-remaining", "0".to_string()),
+        ("x-ratelimit-used", "5000".to_string()),
+        ("x-ratelimit-resource", "graphql".to_string()),
+        ("x-ratelimit-reset", reset.to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    Some(response)
 }
 
 /// The value of input field `name` in the query: a `$variable` (read from

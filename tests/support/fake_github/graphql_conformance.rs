@@ -59,3 +59,96 @@ pub fn check(body: &Value) -> Result<(), String> {
         .map_err(|e| format!("GraphQL variables: {}", e.message()))?;
     Ok(())
 }
+
+/// A root field of the request's operation: its arguments as JSON (the
+/// request's variables put in) and what it selects, so that a mutation
+/// handler reads its input however the client wrote it and answers only
+/// the fields asked for, as GitHub does.
+pub struct RootField {
+    pub arguments: serde_json::Map<String, Value>,
+    pub selection: Vec<Selected>,
+}
+
+/// One selected field: its response key (alias or name), its name and
+/// what it selects in turn.
+pub struct Selected {
+    pub key: String,
+    pub name: String,
+    pub selection: Vec<Selected>,
+}
+
+/// Root field `name` of a request that passed [`check`].
+pub fn root_field(body: &Value, name: &str) -> Option<RootField> {
+    let query = body["query"].as_str()?;
+    let document = ExecutableDocument::parse(&SCHEMA, query, "request.graphql").ok()?;
+    let operation = document
+        .operations
+        .get(body["operationName"].as_str())
+        .ok()?;
+    let field = operation
+        .selection_set
+        .selections
+        .iter()
+        .filter_map(|s| s.as_field())
+        .find(|f| f.name.as_str() == name)?;
+    let variables = &body["variables"];
+    let arguments = field
+        .arguments
+        .iter()
+        .map(|a| (a.name.to_string(), to_json(&a.value, variables)))
+        .collect();
+    Some(RootField {
+        arguments,
+        selection: selected(&field.selection_set),
+    })
+}
+
+fn selected(set: &apollo_compiler::executable::SelectionSet) -> Vec<Selected> {
+    set.selections
+        .iter()
+        .filter_map(|s| s.as_field())
+        .map(|f| Selected {
+            key: f.response_key().to_string(),
+            name: f.name.to_string(),
+            selection: selected(&f.selection_set),
+        })
+        .collect()
+}
+
+fn to_json(value: &apollo_compiler::ast::Value, variables: &Value) -> Value {
+    use apollo_compiler::ast::Value as V;
+    match value {
+        V::Null => Value::Null,
+        V::Enum(name) => Value::String(name.to_string()),
+        V::Variable(name) => variables[name.as_str()].clone(),
+        V::String(text) => Value::String(text.clone()),
+        V::Float(f) => f.as_str().parse::<f64>().map_or(Value::Null, Value::from),
+        V::Int(i) => i.as_str().parse::<i64>().map_or(Value::Null, Value::from),
+        V::Boolean(b) => Value::Bool(*b),
+        V::List(items) => Value::Array(items.iter().map(|v| to_json(v, variables)).collect()),
+        V::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), to_json(v, variables)))
+                .collect(),
+        ),
+    }
+}
+
+/// The part of `value` that `selection` asks for, under its response
+/// keys (leaves are taken whole).
+pub fn project(value: &Value, selection: &[Selected]) -> Value {
+    match value {
+        Value::Object(fields) if !selection.is_empty() => Value::Object(
+            selection
+                .iter()
+                .map(|s| {
+                    let inner = fields.get(&s.name).cloned().unwrap_or(Value::Null);
+                    (s.key.clone(), project(&inner, &s.selection))
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| project(v, selection)).collect()),
+        other => other.clone(),
+    }
+}

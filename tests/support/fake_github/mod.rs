@@ -7,10 +7,13 @@
 //! description (see `conformance`).
 
 mod api;
+mod commit_mutation;
 pub mod conformance;
+mod contents;
 mod deliveries;
 mod graphql;
 pub mod graphql_conformance;
+mod refs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,11 +22,16 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::fake_common::{self, Faults, HookSender, Recorded, SentHook, now_secs};
-use super::git_host::{GitHost, RefUpdate};
+use super::git_host::{GitHost, RefUpdate, SignatureRefusal};
 
 pub const APP_ID: u64 = 4242;
 pub const APP_SLUG: &str = "graft-test";
 pub const BOT_LOGIN: &str = "graft-test[bot]";
+/// The bot's user id (its noreply address starts with it).
+pub const BOT_ID: i64 = 9000;
+/// GitHub's largest file: a push or an API commit with a bigger one is
+/// refused (GH001).
+pub const MAX_FILE_BYTES: usize = 100 << 20;
 
 pub fn app_private_key() -> String {
     std::fs::read_to_string(concat!(
@@ -69,6 +77,7 @@ pub struct Repo {
     pub full_name: String,
     pub default_branch: String,
     pub allow_auto_merge: bool,
+    pub private: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +162,11 @@ pub struct State {
     pub push_before: Option<fake_common::PushBefore>,
     /// Redeliveries asked for through `POST /app/hook/deliveries/{id}/attempts`.
     pub redeliveries: u32,
+    /// Entries a tree listing holds before it says `truncated` (GitHub:
+    /// 100,000).
+    pub max_tree_entries: usize,
+    /// The largest file an API commit may carry.
+    pub max_file_bytes: usize,
 }
 
 impl State {
@@ -204,7 +218,7 @@ impl FakeGithub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let root = format!("http://{}", listener.local_addr().unwrap());
         let mut users = BTreeMap::new();
-        users.insert(BOT_LOGIN.to_string(), (9000, "Bot".to_string()));
+        users.insert(BOT_LOGIN.to_string(), (BOT_ID, "Bot".to_string()));
         let fake = FakeGithub {
             api_url: format!("{root}{prefix}"),
             root,
@@ -234,6 +248,8 @@ impl FakeGithub {
                 push_before: None,
                 manifest_codes: HashMap::new(),
                 redeliveries: 0,
+                max_tree_entries: 100_000,
+                max_file_bytes: MAX_FILE_BYTES,
             })),
             hooks,
             webhook_secret: secret,
@@ -293,6 +309,7 @@ impl FakeGithub {
                 full_name: full_name.to_string(),
                 default_branch: "main".to_string(),
                 allow_auto_merge: true,
+                private: true,
             },
         );
         state
@@ -382,6 +399,14 @@ impl FakeGithub {
         self.state.lock().unwrap().token_lifetime = lifetime;
     }
 
+    /// An installation token minted directly (as if through the app's JWT),
+    /// for tests that call the API themselves.
+    pub fn installation_token(&self, installation: i64) -> String {
+        api::issue_token(self, installation)
+            .expect("the installation exists")
+            .0
+    }
+
     pub fn tokens_minted(&self) -> u32 {
         self.state.lock().unwrap().tokens_minted
     }
@@ -444,6 +469,51 @@ impl FakeGithub {
 
     pub fn protect_branch(&self, repo: &str, branch: &str) {
         self.git.protect_branch(repo, branch);
+    }
+
+    /// A ruleset "Require signed commits" on branches matching `pattern`
+    /// (`*` for all): a push bringing an unsigned commit is refused with
+    /// GH013, as is a REST ref update to one; API commits pass (GitHub
+    /// signs them).
+    pub fn require_signed_commits(&self, repo: &str, pattern: &str) {
+        let rules = format!("{}/{repo}/rules", self.root);
+        self.git.require_signed_commits(
+            repo,
+            pattern,
+            SignatureRefusal::GithubRuleset,
+            Some(&rules),
+        );
+    }
+
+    /// The same rule as classic branch protection ("Require signed
+    /// commits" on `branch`): refused with GH006.
+    pub fn require_signed_commits_by_protection(&self, repo: &str, branch: &str) {
+        self.git
+            .require_signed_commits(repo, branch, SignatureRefusal::GithubProtection, None);
+    }
+
+    /// Whether GitHub shows commit `sha` as Verified (it made it through
+    /// its API).
+    pub fn commit_is_verified(&self, repo: &str, sha: &str) -> bool {
+        self.git.is_verified(repo, sha)
+    }
+
+    pub fn set_private(&self, repo: &str, private: bool) {
+        if let Some(r) = self.state.lock().unwrap().repos.get_mut(repo) {
+            r.private = private;
+        }
+    }
+
+    /// Tree listings longer than `max` entries are cut and say
+    /// `truncated` (GitHub cuts at 100,000 entries or 7 MB).
+    pub fn set_max_tree_entries(&self, max: usize) {
+        self.state.lock().unwrap().max_tree_entries = max;
+    }
+
+    /// API commits carrying a file over `max` bytes are refused (GitHub:
+    /// 100 MiB), so the limit can be tested with small files.
+    pub fn set_max_file_bytes(&self, max: usize) {
+        self.state.lock().unwrap().max_file_bytes = max;
     }
 
     pub fn set_allow_auto_merge(&self, repo: &str, allowed: bool) {
@@ -811,7 +881,8 @@ pub(crate) fn repo_json(
         "node_id": format!("R_{}", record.map(|r| r.id).unwrap_or_default()),
         "name": repo.split('/').nth(1),
         "full_name": repo,
-        "private": true,
+        "private": record.is_none_or(|r| r.private),
+        "visibility": if record.is_none_or(|r| r.private) { "private" } else { "public" },
         "owner": state.user_json(owner),
         "html_url": format!("{root}/{repo}"),
         "url": format!("{api_url}/repos/{repo}"),

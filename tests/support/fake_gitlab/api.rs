@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::to_bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::super::fake_common::{
     Recorded, decode_segment, json_response, merge_in_bare, now_secs, paginate, parse_query,
-    pass_gate, random_id,
+    pass_gate, random_id, read_body,
 };
 use super::super::git_host::{RefUpdate, git};
 use super::{
@@ -56,7 +55,10 @@ fn insufficient_scope() -> Response {
 
 pub(super) async fn handle(State(fake): State<FakeGitlab>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let bytes = to_bytes(body, 10 << 20).await.unwrap_or_default();
+    let bytes = match read_body(body).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
     let body: Value = if bytes.is_empty() {
         Value::Null
     } else {
@@ -152,6 +154,7 @@ pub(super) async fn handle(State(fake): State<FakeGitlab>, request: Request) -> 
                 None => message(StatusCode::NOT_FOUND, "404 User Not Found"),
             }
         }
+        ("GET", ["projects"]) => super::repository::list_projects(&fake, &user, &query),
         (_, ["projects", id, rest @ ..]) => {
             let (project, level) = {
                 let state = fake.state.lock().unwrap();
@@ -299,6 +302,13 @@ fn project_route(
             ),
             None => message(StatusCode::NOT_FOUND, "404 Branch Not Found"),
         },
+        ("GET", ["repository", "tree"]) => super::repository::tree(fake, project, query),
+        ("GET", ["repository", "files", file_path]) => {
+            super::repository::file(fake, project, file_path, query)
+        }
+        ("POST", ["repository", "commits"]) => {
+            super::repository::create_commit(fake, project, body, user)
+        }
         ("GET", ["merge_requests"]) => {
             let items: Vec<Value> = fake
                 .merge_requests(project.id)

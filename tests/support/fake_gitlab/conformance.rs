@@ -3,8 +3,8 @@
 //! the routes the fake serves are written down here, each with its
 //! documented query parameters and body attributes (from the REST API
 //! pages: users, personal access tokens, projects, branches, merge
-//! requests, notes, emoji reactions, commits (statuses), members, project
-//! webhooks). A request outside the table is a violation: the fake refuses
+//! requests, notes, emoji reactions, commits (statuses and creation),
+//! repositories (tree), repository files, members, project webhooks). A request outside the table is a violation: the fake refuses
 //! it and the test fails, as the GitHub fake does with GitHub's OpenAPI.
 
 use std::collections::BTreeMap;
@@ -122,6 +122,83 @@ pub const ROUTES: &[Route] = &[
         path: "/projects/{id}",
         query: &["license", "statistics", "with_custom_attributes"],
         body: None,
+    },
+    Route {
+        method: "GET",
+        path: "/projects",
+        query: &[
+            "active",
+            "archived",
+            "id_after",
+            "id_before",
+            "imported",
+            "include_hidden",
+            "include_pending_delete",
+            "last_activity_after",
+            "last_activity_before",
+            "membership",
+            "min_access_level",
+            "order_by",
+            "owned",
+            "repository_checksum_failed",
+            "repository_storage",
+            "search",
+            "search_namespaces",
+            "simple",
+            "sort",
+            "starred",
+            "statistics",
+            "topic",
+            "topic_id",
+            "updated_after",
+            "updated_before",
+            "visibility",
+            "wiki_checksum_failed",
+            "with_custom_attributes",
+            "with_issues_enabled",
+            "with_merge_requests_enabled",
+            "with_programming_language",
+            "page",
+            "per_page",
+        ],
+        body: None,
+    },
+    Route {
+        method: "GET",
+        path: "/projects/{id}/repository/tree",
+        query: &[
+            "ref",
+            "path",
+            "recursive",
+            "pagination",
+            "page_token",
+            "page",
+            "per_page",
+        ],
+        body: None,
+    },
+    Route {
+        method: "GET",
+        path: "/projects/{id}/repository/files/{file_path}",
+        query: &["ref"],
+        body: None,
+    },
+    Route {
+        method: "POST",
+        path: "/projects/{id}/repository/commits",
+        query: NO_QUERY,
+        body: Some(Body {
+            required: &["branch", "commit_message", "actions"],
+            optional: &[
+                "start_branch",
+                "start_sha",
+                "start_project",
+                "author_email",
+                "author_name",
+                "stats",
+                "force",
+            ],
+        }),
     },
     Route {
         method: "GET",

@@ -6,6 +6,7 @@
 
 mod api;
 mod conformance;
+mod repository;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use super::fake_common::{self, Faults, HookSender, Recorded, SentHook};
-use super::git_host::{GitHost, RefUpdate};
+use super::git_host::{GitHost, RefUpdate, SignatureRefusal};
 
 pub const BOT_USERNAME: &str = "project_1_bot_graft";
 pub const BOT_TOKEN: &str = "glpat-graft-test-token";
@@ -26,6 +27,8 @@ pub struct Project {
     pub id: i64,
     pub path: String,
     pub default_branch: String,
+    /// `private`, `internal` or `public`.
+    pub visibility: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -224,6 +227,7 @@ impl FakeGitlab {
                 id,
                 path: path.to_string(),
                 default_branch: "main".to_string(),
+                visibility: "private".to_string(),
             },
         );
         state.members.insert((id, 1), 40);
@@ -350,6 +354,26 @@ impl FakeGitlab {
 
     pub fn unprotect_branch(&self, path: &str, branch: &str) {
         self.git.unprotect_branch(path, branch);
+    }
+
+    /// The push rule "Reject unsigned commits" (`reject_unsigned_commits`)
+    /// on project `path`: a push bringing an unsigned commit is refused
+    /// with GitLab's pre-receive message; commits made through the API
+    /// pass (GitLab signs them).
+    pub fn reject_unsigned_commits(&self, path: &str) {
+        self.git
+            .require_signed_commits(path, "*", SignatureRefusal::Gitlab, None);
+    }
+
+    /// Whether GitLab made (and signed) commit `sha` through its API.
+    pub fn commit_is_verified(&self, path: &str, sha: &str) -> bool {
+        self.git.is_verified(path, sha)
+    }
+
+    pub fn set_visibility(&self, project: i64, visibility: &str) {
+        if let Some(p) = self.state.lock().unwrap().projects.get_mut(&project) {
+            p.visibility = visibility.to_string();
+        }
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -520,10 +544,14 @@ impl FakeGitlab {
     }
 
     pub(crate) fn project_json(&self, project: &Project) -> Value {
+        let (namespace, name) = project.path.rsplit_once('/').unwrap_or(("", &project.path));
         json!({
             "id": project.id,
-            "name": project.path.rsplit('/').next(),
+            "name": name,
+            "path": name,
             "path_with_namespace": project.path,
+            "namespace": {"full_path": namespace},
+            "visibility": project.visibility,
             "default_branch": project.default_branch,
             "web_url": format!("{}/{}", self.url, project.path),
             "http_url_to_repo": self.git.clone_url(&project.path),
