@@ -13,6 +13,7 @@ mod contents;
 mod deliveries;
 mod graphql;
 pub mod graphql_conformance;
+mod pulls;
 mod refs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -693,7 +694,7 @@ impl FakeGithub {
 
     /// Merges PR `number` as `user` (the button on the website).
     pub fn merge_pull(&self, repo: &str, number: i64, user: &str) -> Result<String, String> {
-        api::merge(self, repo, number, user)
+        pulls::merge(self, repo, number, user)
     }
 
     fn installation_of(&self, repo: &str) -> Option<i64> {
@@ -730,7 +731,10 @@ impl FakeGithub {
     pub(crate) fn emit_pull(&self, pull: &Pull, action: &str, sender: &str) {
         let (pr, sender) = {
             let state = self.state.lock().unwrap();
-            (api::pull_json(self, &state, pull), state.user_json(sender))
+            (
+                pulls::pull_json(self, &state, pull),
+                state.user_json(sender),
+            )
         };
         let repository = self.repo_json(&pull.repo);
         self.emit(
