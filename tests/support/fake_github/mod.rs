@@ -30,8 +30,8 @@ pub const APP_SLUG: &str = "graft-test";
 pub const BOT_LOGIN: &str = "graft-test[bot]";
 /// The bot's user id (its noreply address starts with it).
 pub const BOT_ID: i64 = 9000;
-/// GitHub's largest file: a push or an API commit with a bigger one is
-/// refused (GH001).
+/// GitHub's largest file (GH001 on a push): an API commit carrying a
+/// bigger one is refused. The fake's git pushes do not check it.
 pub const MAX_FILE_BYTES: usize = 100 << 20;
 
 pub fn app_private_key() -> String {
