@@ -113,7 +113,7 @@ pub(super) fn handle(fake: &FakeGithub, headers: &HeaderMap, body: Option<Value>
     if input_value(&body, "expectedHeadOid").is_some_and(|expected| expected != head_sha) {
         return graphql_error("Head branch was modified. Review and try the merge again.");
     }
-    let pending = super::api::latest_runs(&state, &repo.full_name, &head_sha)
+    let pending = super::pulls::latest_runs(&state, &repo.full_name, &head_sha)
         .iter()
         .any(|r| r.status != "completed");
     if !pending {

@@ -13,6 +13,7 @@ mod contents;
 mod deliveries;
 mod graphql;
 pub mod graphql_conformance;
+mod pulls;
 mod refs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,8 +30,8 @@ pub const APP_SLUG: &str = "graft-test";
 pub const BOT_LOGIN: &str = "graft-test[bot]";
 /// The bot's user id (its noreply address starts with it).
 pub const BOT_ID: i64 = 9000;
-/// GitHub's largest file: a push or an API commit with a bigger one is
-/// refused (GH001).
+/// GitHub's largest file (GH001 on a push): an API commit carrying a
+/// bigger one is refused. The fake's git pushes do not check it.
 pub const MAX_FILE_BYTES: usize = 100 << 20;
 
 pub fn app_private_key() -> String {
@@ -693,7 +694,7 @@ impl FakeGithub {
 
     /// Merges PR `number` as `user` (the button on the website).
     pub fn merge_pull(&self, repo: &str, number: i64, user: &str) -> Result<String, String> {
-        api::merge(self, repo, number, user)
+        pulls::merge(self, repo, number, user)
     }
 
     fn installation_of(&self, repo: &str) -> Option<i64> {
@@ -730,7 +731,10 @@ impl FakeGithub {
     pub(crate) fn emit_pull(&self, pull: &Pull, action: &str, sender: &str) {
         let (pr, sender) = {
             let state = self.state.lock().unwrap();
-            (api::pull_json(self, &state, pull), state.user_json(sender))
+            (
+                pulls::pull_json(self, &state, pull),
+                state.user_json(sender),
+            )
         };
         let repository = self.repo_json(&pull.repo);
         self.emit(
