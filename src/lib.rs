@@ -13,6 +13,7 @@ pub mod file_set;
 pub mod forge;
 pub mod git;
 pub mod http;
+pub mod ids;
 pub mod jobs;
 pub mod metrics;
 pub mod periodic;

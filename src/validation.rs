@@ -4,38 +4,11 @@
 
 use crate::events::Provider;
 use crate::git::paths;
+use crate::ids::RepoPath;
 
 /// `owner/name` on GitHub; `group/sub/name` (two or more parts) on GitLab.
 pub fn repo_path(provider: Provider, repo: &str) -> Result<(), String> {
-    let parts: Vec<&str> = repo.split('/').collect();
-    let shape_ok = match provider {
-        Provider::Github => parts.len() == 2,
-        Provider::Gitlab => parts.len() >= 2 && parts.len() <= 20,
-    };
-    // GitHub repository names may start with `.` (`acme/.github`); owners
-    // and GitLab paths may not.
-    let part_ok = |(index, p): (usize, &&str)| {
-        let leading_dot_ok = provider == Provider::Github && index == 1;
-        !p.is_empty()
-            && p.len() <= 100
-            && !matches!(*p, "." | "..")
-            && (leading_dot_ok || !p.starts_with('.'))
-            && !p.ends_with(".git")
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    if shape_ok && parts.iter().enumerate().all(part_ok) {
-        Ok(())
-    } else {
-        Err(match provider {
-            Provider::Github => {
-                format!("repo `{repo}` must be `owner/name` (letters, digits, `-`, `_`, `.`)")
-            }
-            Provider::Gitlab => {
-                format!("repo `{repo}` must be a GitLab project path like `group/subgroup/name`")
-            }
-        })
-    }
+    RepoPath::parse(provider, repo).map(|_| ())
 }
 
 /// Git's rules for a branch name (`git check-ref-format --branch`).

@@ -7,29 +7,7 @@ pub mod gitlab;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Github,
-    Gitlab,
-}
-
-impl Provider {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Github => "github",
-            Provider::Gitlab => "gitlab",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "github" => Some(Provider::Github),
-            "gitlab" => Some(Provider::Gitlab),
-            _ => None,
-        }
-    }
-}
+pub use crate::ids::Provider;
 
 /// Which repository an event is about: GitHub `owner/name`, GitLab
 /// `group/sub/name`, plus the forge's numeric id where it sends one.
