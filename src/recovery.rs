@@ -206,7 +206,7 @@ async fn recover_gitlab(ctx: &Context, done: &mut Recovered) {
     };
     // Several projects may share a repository (and so its hooks).
     let mut checked: HashMap<(Option<i64>, String), HookHealth> = HashMap::new();
-    for project in projects.iter().filter(|p| p.provider == "gitlab") {
+    for project in projects.iter().filter(|p| p.provider == Provider::Gitlab) {
         if let Err(e) = recover_project(ctx, project, &mut checked, done).await {
             done.failures += 1;
             warn!(project = project.id, error = %e, "recovery: could not check the GitLab project");
@@ -293,7 +293,7 @@ async fn heal_hooks(
     // Pushes and MR changes GitLab held back: a reconcile reads them.
     let path = repo.path().to_string();
     for project in ctx.store.list_projects().await? {
-        if project.provider == "gitlab" && project.repo == path {
+        if project.provider == Provider::Gitlab && project.repo == path {
             crate::sync::schedule::enqueue_reconcile(
                 &ctx.jobs,
                 project.id,

@@ -3,8 +3,9 @@
 //! commit, the PR/MR).
 
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
+
+use crate::ids::Provider;
 
 use super::{Result, Store, StoreError, flag, is_unique_violation};
 
@@ -103,7 +104,7 @@ pub struct NewProject {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Project {
     pub id: i64,
-    pub provider: String,
+    pub provider: Provider,
     pub integration_id: Option<i64>,
     pub repo: String,
     pub branch: String,
@@ -162,48 +163,85 @@ const COLUMNS: &str = "id, provider, integration_id, repo, branch, base_path, ki
     last_failed_job_id, source, last_findings, created_at, updated_at, last_changes, \
     status_before_pause, error_before_pause";
 
-fn from_row(r: &AnyRow) -> Project {
-    let json = |i: usize| {
-        r.get::<Option<String>, _>(i)
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-    };
-    Project {
-        id: r.get(0),
-        provider: r.get(1),
-        integration_id: r.get(2),
-        repo: r.get(3),
-        branch: r.get(4),
-        base_path: r.get(5),
-        kind: Kind::parse(r.get::<String, _>(6).as_str()).unwrap_or(Kind::Iac),
-        mode: Mode::parse(r.get::<String, _>(7).as_str()).unwrap_or(Mode::PullRequest),
-        auto_sync: r.get::<i64, _>(8) != 0,
-        auto_merge: r.get::<i64, _>(9) != 0,
-        paused: r.get::<i64, _>(10) != 0,
-        slug: r.get(11),
-        sync_branch: r.get(12),
-        sync_status: SyncStatus::parse(r.get::<String, _>(13).as_str()),
-        sync_error: r.get(14),
-        last_synced_commit_sha: r.get(15),
-        last_pulled_at: r.get(16),
-        pull_request_number: r.get(17),
-        pull_request_url: r.get(18),
-        auto_sync_held: r.get::<i64, _>(19) != 0,
-        sync_branch_shared: r.get::<i64, _>(20) != 0,
-        sync_branch_sha: r.get(21),
-        status_comment_id: r.get(22),
-        conflicts: json(23).and_then(|v| serde_json::from_value(v).ok()),
-        last_failed_job_id: r.get(24),
-        source: r.get(25),
-        last_findings: json(26),
-        created_at: r.get(27),
-        updated_at: r.get(28),
-        last_changes: json(29)
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default(),
-        status_before_pause: r
-            .get::<Option<String>, _>(30)
-            .map(|s| SyncStatus::parse(&s)),
-        error_before_pause: r.get(31),
+/// A `projects` row as stored: flags as integers, enums and JSON as text.
+#[derive(sqlx::FromRow)]
+struct ProjectRow {
+    id: i64,
+    provider: Provider,
+    integration_id: Option<i64>,
+    repo: String,
+    branch: String,
+    base_path: String,
+    kind: String,
+    mode: String,
+    auto_sync: i64,
+    auto_merge: i64,
+    paused: i64,
+    slug: String,
+    sync_branch: String,
+    sync_status: String,
+    sync_error: Option<String>,
+    last_synced_commit_sha: Option<String>,
+    last_pulled_at: Option<i64>,
+    pull_request_number: Option<i64>,
+    pull_request_url: Option<String>,
+    auto_sync_held: i64,
+    sync_branch_shared: i64,
+    sync_branch_sha: Option<String>,
+    status_comment_id: Option<i64>,
+    conflicts: Option<String>,
+    last_failed_job_id: Option<i64>,
+    source: Option<String>,
+    last_findings: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    last_changes: Option<String>,
+    status_before_pause: Option<String>,
+    error_before_pause: Option<String>,
+}
+
+/// JSON columns are graft's own writing; one that does not parse reads as
+/// absent, as before.
+fn json<T: serde::de::DeserializeOwned>(text: Option<&str>) -> Option<T> {
+    text.and_then(|t| serde_json::from_str(t).ok())
+}
+
+impl From<ProjectRow> for Project {
+    fn from(r: ProjectRow) -> Self {
+        Project {
+            id: r.id,
+            provider: r.provider,
+            integration_id: r.integration_id,
+            kind: Kind::parse(&r.kind).unwrap_or(Kind::Iac),
+            mode: Mode::parse(&r.mode).unwrap_or(Mode::PullRequest),
+            auto_sync: r.auto_sync != 0,
+            auto_merge: r.auto_merge != 0,
+            paused: r.paused != 0,
+            sync_status: SyncStatus::parse(&r.sync_status),
+            auto_sync_held: r.auto_sync_held != 0,
+            sync_branch_shared: r.sync_branch_shared != 0,
+            conflicts: json(r.conflicts.as_deref()),
+            last_findings: json(r.last_findings.as_deref()),
+            last_changes: json(r.last_changes.as_deref()).unwrap_or_default(),
+            status_before_pause: r.status_before_pause.as_deref().map(SyncStatus::parse),
+            repo: r.repo,
+            branch: r.branch,
+            base_path: r.base_path,
+            slug: r.slug,
+            sync_branch: r.sync_branch,
+            sync_error: r.sync_error,
+            last_synced_commit_sha: r.last_synced_commit_sha,
+            last_pulled_at: r.last_pulled_at,
+            pull_request_number: r.pull_request_number,
+            pull_request_url: r.pull_request_url,
+            sync_branch_sha: r.sync_branch_sha,
+            status_comment_id: r.status_comment_id,
+            last_failed_job_id: r.last_failed_job_id,
+            source: r.source,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            error_before_pause: r.error_before_pause,
+        }
     }
 }
 
@@ -232,7 +270,7 @@ async fn repository_branches(
     conn: &mut AnyConnection,
     new: &NewProject,
 ) -> Result<Vec<(i64, String, String)>> {
-    let rows = sqlx::query(
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
         "SELECT id, branch, sync_branch FROM projects WHERE provider = $1 \
          AND LOWER(repo) = LOWER($2) AND COALESCE(integration_id, 0) = COALESCE($3, 0) \
          ORDER BY id",
@@ -242,10 +280,7 @@ async fn repository_branches(
     .bind(new.integration_id)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+    Ok(rows)
 }
 
 /// Why `new` may not use `sync_branch`: graft force-pushes a sync branch,
@@ -334,7 +369,7 @@ impl Store {
                     })?
             }
         };
-        let inserted = sqlx::query(
+        let (id,): (i64,) = sqlx::query_as(
             "INSERT INTO projects (provider, integration_id, repo, branch, base_path, kind, mode, \
              auto_sync, auto_merge, slug, sync_branch, sync_status, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'idle', $12, $12) RETURNING id",
@@ -363,7 +398,6 @@ impl Store {
                 e.into()
             }
         })?;
-        let id: i64 = inserted.get(0);
         tx.commit().await?;
         self.project(id)
             .await?
@@ -372,11 +406,11 @@ impl Store {
 
     pub async fn project(&self, id: i64) -> Result<Option<Project>> {
         let sql = format!("SELECT {COLUMNS} FROM projects WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row: Option<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(from_row))
+        Ok(row.map(Project::from))
     }
 
     pub async fn require_project(&self, id: i64) -> Result<Project> {
@@ -387,10 +421,10 @@ impl Store {
 
     pub async fn list_projects(&self) -> Result<Vec<Project>> {
         let sql = format!("SELECT {COLUMNS} FROM projects ORDER BY id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(from_row).collect())
+        Ok(rows.into_iter().map(Project::from).collect())
     }
 
     /// Projects on `branch` of the repository (every base path).
@@ -440,7 +474,7 @@ impl Store {
             "SELECT {COLUMNS} FROM projects WHERE provider = $1 AND LOWER(repo) = LOWER($2) \
              AND COALESCE(integration_id, 0) = COALESCE($3, 0) AND {condition} ORDER BY id"
         );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query_as::<_, ProjectRow>(sqlx::AssertSqlSafe(sql))
             .bind(repo.provider)
             .bind(repo.repo)
             .bind(repo.integration_id);
@@ -449,7 +483,7 @@ impl Store {
             Value::Number(number) => query.bind(number),
         };
         let rows = query.fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(from_row).collect())
+        Ok(rows.into_iter().map(Project::from).collect())
     }
 }
 

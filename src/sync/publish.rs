@@ -8,6 +8,7 @@ use crate::forge::{
 };
 use crate::git::read::FileChange;
 use crate::git::validate::{Finding, passed};
+use crate::ids::Provider;
 use crate::slash::help::with_prefix;
 use crate::store::projects::{Project, SyncStatus};
 
@@ -15,14 +16,13 @@ use super::errors::SyncError;
 use super::report::{self, StatusView};
 
 pub async fn client_for(ctx: &Context, project: &Project) -> Result<RepoClient, SyncError> {
-    let client = match project.provider.as_str() {
-        "github" => ctx.forges.github(&project.repo).await,
-        "gitlab" => {
+    let client = match project.provider {
+        Provider::Github => ctx.forges.github(&project.repo).await,
+        Provider::Gitlab => {
             ctx.forges
                 .gitlab(project.integration_id, &project.repo)
                 .await
         }
-        other => return Err(SyncError::Config(format!("unknown provider `{other}`"))),
     };
     Ok(client?)
 }

@@ -22,7 +22,7 @@ pub async fn remote_for(ctx: &Context, project: &Project) -> Result<Remote, Sync
     let info = client.repo_info().await?;
     let credentials = client.git_credentials().await?;
     Ok(Remote {
-        key: mirror_key(&project.provider, &info.clone_url, &project.repo),
+        key: mirror_key(project.provider.as_str(), &info.clone_url, &project.repo),
         url: info.clone_url,
         auth: GitAuth::new(&credentials.username, credentials.token.clone()),
         client,

@@ -257,7 +257,7 @@ mod tests {
     fn project() -> Project {
         Project {
             id: 7,
-            provider: "github".into(),
+            provider: crate::ids::Provider::Github,
             integration_id: None,
             repo: "acme/infra".into(),
             branch: "main".into(),

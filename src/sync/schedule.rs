@@ -186,7 +186,7 @@ mod tests {
     fn project(kind: Kind, auto_sync: bool) -> Project {
         Project {
             id: 1,
-            provider: "github".into(),
+            provider: crate::ids::Provider::Github,
             integration_id: None,
             repo: "o/r".into(),
             branch: "main".into(),

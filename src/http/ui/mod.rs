@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::forge::GithubAppSource;
 use crate::forge::github::manifest;
 use crate::http::HttpState;
+use crate::ids::Provider;
 use crate::store::now_ms;
 use crate::store::projects::Project;
 use crate::store::tokens::ApiToken;
@@ -344,22 +345,21 @@ fn repo_web_url(
     project: &Project,
     gitlab_hosts: &HashMap<i64, String>,
 ) -> Option<String> {
-    let root = match project.provider.as_str() {
-        "github" => manifest::web_url(&state.ctx.operator.github_api_url),
-        "gitlab" => project
+    let root = match project.provider {
+        Provider::Github => manifest::web_url(&state.ctx.operator.github_api_url),
+        Provider::Gitlab => project
             .integration_id
             .and_then(|id| gitlab_hosts.get(&id).cloned())
             .or_else(|| state.ctx.forges.gitlab_default_url().map(str::to_string))?,
-        _ => return None,
     };
     Some(format!("{}/{}", root.trim_end_matches('/'), project.repo))
 }
 
 fn commit_url(project: &Project, repo_url: Option<&str>, sha: &str) -> Option<String> {
     let repo_url = repo_url?;
-    Some(match project.provider.as_str() {
-        "gitlab" => format!("{repo_url}/-/commit/{sha}"),
-        _ => format!("{repo_url}/commit/{sha}"),
+    Some(match project.provider {
+        Provider::Gitlab => format!("{repo_url}/-/commit/{sha}"),
+        Provider::Github => format!("{repo_url}/commit/{sha}"),
     })
 }
 

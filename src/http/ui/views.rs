@@ -6,6 +6,7 @@ use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::{Admin, HttpState};
+use crate::ids::Provider;
 use crate::store::audit::AuditEvent;
 use crate::store::files::FileMeta;
 use crate::store::projects::{Project, SyncStatus};
@@ -184,7 +185,7 @@ fn pr_link(project: &Project) -> Markup {
     html! {
         @match (&project.pull_request_url, project.pull_request_number) {
             (Some(url), number) => a href=(url) {
-                @if let Some(n) = number { (if project.provider == "gitlab" { "!" } else { "#" }) (n) } @else { "open" }
+                @if let Some(n) = number { (if project.provider == Provider::Gitlab { "!" } else { "#" }) (n) } @else { "open" }
             },
             _ => span.muted { "—" },
         }
