@@ -80,7 +80,7 @@ pub async fn push(request: &PushRequest<'_>) -> Result<Outcome, GitError> {
         Plan::Send { old, base } => (old, base),
     };
     let packed = Instant::now();
-    let (objects, pack) = pack_for(request, base_commit).await?;
+    let (objects, pack) = pack_for(request, base_commit, old).await?;
     let pack_ms = packed.elapsed().as_millis() as u64;
     let sideband = ad.capability("side-band-64k").is_some();
     let mut capabilities = vec!["report-status".to_string()];
@@ -147,16 +147,23 @@ async fn parents(request: &PushRequest<'_>) -> Result<Vec<ObjectId>, GitError> {
     .map_err(local)?
 }
 
-/// How many objects, and the pack of what the commit adds to `base`.
+/// How many objects, and the pack of what the commit adds to `base` (and
+/// to the branch's `old` head, which the server has too, when the mirror
+/// has it: graft's files from the last sync are mostly there).
 async fn pack_for(
     request: &PushRequest<'_>,
     base: Option<ObjectId>,
+    old: Option<ObjectId>,
 ) -> Result<(usize, Vec<u8>), GitError> {
     let (path, commit) = (request.mirror.to_path_buf(), request.commit);
     tokio::task::spawn_blocking(move || {
         let repo = crate::git::mirror::open(&path)?;
         let ids = match base {
-            Some(base) => pack::added_objects(&repo, commit, base)?,
+            Some(base) => {
+                let mut bases = vec![base];
+                bases.extend(old.filter(|old| repo.find_commit(*old).is_ok()));
+                pack::added_objects(&repo, commit, &bases)?
+            }
             None => Vec::new(),
         };
         Ok((ids.len(), pack::write(&repo, &ids)?))

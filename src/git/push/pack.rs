@@ -1,30 +1,34 @@
 //! The pack a push sends: the commit and the trees and blobs its tree adds
-//! to its parent's, found by comparing the two trees only where they
-//! differ (a few folders for a sync, whatever the repository's size), and
-//! written whole (no deltas: the objects are new, and few).
+//! to the trees of commits the server has (its parent, and the branch's
+//! old head), found by comparing the trees only where they differ (a few
+//! folders for a sync, whatever the repository's size), and written whole
+//! (no deltas: the objects are new, and few).
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 
 use gix::ObjectId;
 use gix::objs::tree::EntryKind;
+use gix::zlib::stream::deflate::{Compress, FlushCompress};
 
 use crate::git::{GitError, local, missing};
 
-/// `commit` and every object of its tree that is not in `base`'s tree at
-/// the same path. Blocking.
+/// `commit` and every object of its tree that none of `bases` has in its
+/// tree at the same path. Every base must be in the repository. Blocking.
 pub fn added_objects(
     repo: &gix::Repository,
     commit: ObjectId,
-    base: ObjectId,
+    bases: &[ObjectId],
 ) -> Result<Vec<ObjectId>, GitError> {
     let tree = commit_tree(repo, commit)?;
-    let base_tree = commit_tree(repo, base)?;
+    let base_trees = bases
+        .iter()
+        .map(|base| commit_tree(repo, *base))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut added = Added {
         ids: vec![commit],
         seen: HashSet::from([commit]),
     };
-    added.tree(repo, tree, Some(base_tree))?;
+    added.tree(repo, tree, &base_trees)?;
     Ok(added.ids)
 }
 
@@ -38,6 +42,8 @@ struct Added {
     seen: HashSet<ObjectId>,
 }
 
+type Entries = HashMap<Vec<u8>, (EntryKind, ObjectId)>;
+
 impl Added {
     fn add(&mut self, id: ObjectId) -> bool {
         let new = self.seen.insert(id);
@@ -47,37 +53,41 @@ impl Added {
         new
     }
 
-    /// `tree` and what it holds that `old` (the tree at the same path in
-    /// the base, if any) does not.
+    /// `tree` and what it holds that `olds` (the trees at the same path in
+    /// the bases) do not.
     fn tree(
         &mut self,
         repo: &gix::Repository,
         tree: ObjectId,
-        old: Option<ObjectId>,
+        olds: &[ObjectId],
     ) -> Result<(), GitError> {
-        if old == Some(tree) || !self.add(tree) {
+        if olds.contains(&tree) || !self.add(tree) {
             return Ok(());
         }
-        let old_entries: HashMap<Vec<u8>, (EntryKind, ObjectId)> = match old {
-            Some(old) => entries(repo, old)?
-                .into_iter()
-                .map(|(name, kind, id)| (name, (kind, id)))
-                .collect(),
-            None => HashMap::new(),
+        let olds: Vec<Entries> = olds
+            .iter()
+            .map(|old| {
+                let entries = entries(repo, *old)?;
+                Ok(entries.into_iter().map(|(n, k, id)| (n, (k, id))).collect())
+            })
+            .collect::<Result<_, GitError>>()?;
+        let before = |name: &[u8], kind: fn(EntryKind) -> bool| -> Vec<ObjectId> {
+            olds.iter()
+                .filter_map(|entries| entries.get(name))
+                .filter(|(k, _)| kind(*k))
+                .map(|(_, id)| *id)
+                .collect()
         };
         for (name, kind, id) in entries(repo, tree)? {
-            let before = old_entries.get(&name);
             match kind {
                 EntryKind::Tree => {
-                    let old = before
-                        .filter(|(k, _)| *k == EntryKind::Tree)
-                        .map(|(_, id)| *id);
-                    self.tree(repo, id, old)?;
+                    let subtrees = before(&name, |k| k == EntryKind::Tree);
+                    self.tree(repo, id, &subtrees)?;
                 }
                 // A submodule's commit lives in another repository.
                 EntryKind::Commit => {}
                 EntryKind::Blob | EntryKind::BlobExecutable | EntryKind::Link => {
-                    if before.is_none_or(|(_, old)| *old != id) {
+                    if !before(&name, |k| k != EntryKind::Tree).contains(&id) {
                         self.add(id);
                     }
                 }
@@ -107,6 +117,8 @@ pub fn write(repo: &gix::Repository, ids: &[ObjectId]) -> Result<Vec<u8>, GitErr
     let mut pack = b"PACK".to_vec();
     pack.extend_from_slice(&2u32.to_be_bytes());
     pack.extend_from_slice(&count.to_be_bytes());
+    // One compressor for all: setting one up costs more than a small object.
+    let mut compress = Compress::new(gix::zlib::Compression::DEFAULT);
     for id in ids {
         let object = repo.find_object(*id).map_err(missing)?;
         let kind = match object.kind {
@@ -116,17 +128,35 @@ pub fn write(repo: &gix::Repository, ids: &[ObjectId]) -> Result<Vec<u8>, GitErr
             gix::object::Kind::Tag => 4,
         };
         pack.extend(entry_header(kind, object.data.len() as u64));
-        let mut deflate =
-            gix::zlib::stream::deflate::Write::new(pack, gix::zlib::Compression::DEFAULT);
-        deflate.write_all(&object.data).map_err(local)?;
-        deflate.flush().map_err(local)?;
-        pack = deflate.into_inner();
+        deflate(&mut compress, &object.data, &mut pack)?;
     }
     let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
     hasher.update(&pack);
     let checksum = hasher.try_finalize().map_err(local)?;
     pack.extend_from_slice(checksum.as_slice());
     Ok(pack)
+}
+
+/// Appends `data` to `out` as one zlib stream.
+fn deflate(compress: &mut Compress, data: &[u8], out: &mut Vec<u8>) -> Result<(), GitError> {
+    compress.reset();
+    let (start_in, mut buffer) = (compress.total_in(), [0u8; 16 * 1024]);
+    loop {
+        let (before_in, before_out) = (compress.total_in(), compress.total_out());
+        let rest = &data[(before_in - start_in) as usize..];
+        let status = compress
+            .compress(rest, &mut buffer, FlushCompress::Finish)
+            .map_err(local)?;
+        let written = (compress.total_out() - before_out) as usize;
+        out.extend_from_slice(&buffer[..written]);
+        match status {
+            gix::zlib::Status::StreamEnd => return Ok(()),
+            _ if written == 0 && compress.total_in() == before_in => {
+                return Err(local("zlib made no progress"));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// An entry's type and inflated size: 3 bits of type and 4 of size in the
@@ -146,6 +176,8 @@ fn entry_header(kind: u8, mut size: u64) -> Vec<u8> {
 
 #[cfg(test)]
 pub(super) mod tests {
+    use std::io::Write;
+
     use super::*;
 
     #[test]
@@ -219,7 +251,7 @@ pub(super) mod tests {
                 ("src/d1/f1", "changed"),
             ],
         );
-        let ids = added_objects(&repo, head, base).unwrap();
+        let ids = added_objects(&repo, head, &[base]).unwrap();
         // The commit; root, infra, infra/gen, src, src/d1; a, b, f1's blob.
         assert_eq!(ids.len(), 9, "{ids:?}");
         assert!(ids.iter().all(|id| repo.has_object(id)));
@@ -246,6 +278,31 @@ pub(super) mod tests {
         assert_eq!(listed.lines().count(), 52);
     }
 
+    #[test]
+    fn what_the_branch_had_already_is_not_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = gix::init_bare(dir.path().join("r.git")).unwrap();
+        let base = commit(&repo, None, &[("src/x", "x")]);
+        let old = commit(
+            &repo,
+            Some(base),
+            &[("infra/gen/a.tf", "a"), ("infra/gen/b.tf", "b")],
+        );
+        // Upstream moved on; the overlay again on its head, one file changed.
+        let main = commit(&repo, Some(base), &[("src/y", "y")]);
+        let head = commit(
+            &repo,
+            Some(main),
+            &[("infra/gen/a.tf", "a"), ("infra/gen/b.tf", "b2")],
+        );
+        let a = repo.write_blob(b"a").unwrap().detach();
+        let ids = added_objects(&repo, head, &[main, old]).unwrap();
+        // The commit, root, infra, infra/gen and b2's blob: not a's.
+        assert_eq!(ids.len(), 5, "{ids:?}");
+        assert!(!ids.contains(&a));
+        assert!(added_objects(&repo, head, &[main]).unwrap().contains(&a));
+    }
+
     /// Every object `commit` reaches (it has no parent).
     fn everything(repo: &gix::Repository, commit: ObjectId) -> Vec<ObjectId> {
         let empty = ObjectId::empty_tree(repo.object_hash());
@@ -254,7 +311,7 @@ pub(super) mod tests {
             seen: HashSet::from([commit]),
         };
         added
-            .tree(repo, commit_tree(repo, commit).unwrap(), None)
+            .tree(repo, commit_tree(repo, commit).unwrap(), &[])
             .unwrap();
         assert!(!added.ids.contains(&empty));
         added.ids
