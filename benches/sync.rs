@@ -17,14 +17,32 @@
 //!   the 200 files changed): graft; the kept clones of the cold scripts
 //!   doing fetch + reset + copy + commit + push.
 //!
+//! graft's clock stops by reading the branch's ref file on the server, not
+//! by starting git at every poll (that took a core from the sync timed).
+//!
+//! Where the time goes: graft's sync phases come from its `tracing` events
+//! in the timed rounds (`incr_phases_ms`). Then, untimed, a few more
+//! incremental rounds of graft and the best script run with git's trace2
+//! on (`traced_incr_ms`): each git command of the script, and on the
+//! server the push's `receive-pack`, its connectivity check and the
+//! fetches' `upload-pack`. The summary line carries the push's share:
+//! `push_ms` (graft's push phase), `push_server_ms` (`receive-pack`),
+//! `push_check_ms` (its connectivity check), `push_client_ms` (the rest:
+//! graft, HTTP and the fake forge around `receive-pack`), the script's
+//! `script_push_ms` and `script_push_server_ms`, and
+//! `incr_ceiling_vs_best_script`: the best script's time over graft's
+//! `receive-pack` alone, the most any client could reach against this
+//! server.
+//!
 //! Peak RSS is graft's git engine doing a cold sync (fetch, overlay,
 //! validation, commit, push) in a child process of its own: no fake forge,
-//! no git server, no generator in the figure; the `git push` graft starts
-//! is a process of its own and is not in it either.
+//! no git server, no generator in the figure (the push is graft's own; the
+//! git CLI it falls back to would be a process of its own).
 //!
 //! Run: `cargo bench --bench sync`. Sizes: `SYNC_BENCH_FILES` (100000),
 //! `SYNC_BENCH_COMMITS` (3000), `SYNC_BENCH_ROUNDS` (5 incremental rounds),
-//! `SYNC_BENCH_COLD_ROUNDS` (3), `SYNC_BENCH_SEED`. The generated
+//! `SYNC_BENCH_COLD_ROUNDS` (3), `SYNC_BENCH_TRACED_ROUNDS` (3),
+//! `SYNC_BENCH_SEED`. The generated
 //! repository is cached under `SYNC_BENCH_CACHE` (`/dev/shm/graft-bench-cache`)
 //! and scratch goes to `TMPDIR` (`/dev/shm` when unset): many small files
 //! on a slow disk would measure the disk. `RUST_LOG=graft=debug` logs each
@@ -33,6 +51,8 @@
 #[path = "../tests/support/mod.rs"]
 #[allow(dead_code, unused_imports, clippy::all)]
 mod support;
+#[path = "sync/trace.rs"]
+mod trace;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -62,6 +82,7 @@ struct Params {
     commits: usize,
     rounds: usize,
     cold_rounds: usize,
+    traced_rounds: usize,
     seed: u64,
 }
 
@@ -79,6 +100,7 @@ impl Params {
             commits: env_num("SYNC_BENCH_COMMITS", 3_000).max(1) as usize,
             rounds: env_num("SYNC_BENCH_ROUNDS", 5).max(1) as usize,
             cold_rounds: env_num("SYNC_BENCH_COLD_ROUNDS", 3).max(1) as usize,
+            traced_rounds: env_num("SYNC_BENCH_TRACED_ROUNDS", 3).max(1) as usize,
             seed: env_num("SYNC_BENCH_SEED", 0x5eed),
         }
     }
@@ -451,14 +473,15 @@ async fn graft_sync(h: &Harness, repo: &str, project: i64, version: usize) -> Du
     support::sync::put(h, project, &inputs(version)).await;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let head = h.github.git.head(repo, &branch);
+        // The cheap checks first: a git process every poll would take a
+        // core from the sync being timed.
         let pr_open = h
             .github
             .pulls(repo)
             .iter()
             .any(|p| p.head == branch && p.state == "open");
-        if pr_open
-            && head.is_some()
+        let head = pr_open.then(|| server_head(h, repo, &branch)).flatten();
+        if head.is_some()
             && head != before
             && run(&server, &["rev-parse", &expected.0]) == expected.1
         {
@@ -471,6 +494,16 @@ async fn graft_sync(h: &Harness, repo: &str, project: i64, version: usize) -> Du
     support::sync::settled(h, project, SyncStatus::Success).await;
     verify(&server, &branch, version, "graft");
     elapsed
+}
+
+/// The branch's head on the server: its loose ref file (what a push
+/// writes), read without starting git.
+fn server_head(h: &Harness, repo: &str, branch: &str) -> Option<String> {
+    let loose = h.github.git.repo_dir(repo).join("refs/heads").join(branch);
+    match std::fs::read_to_string(loose) {
+        Ok(id) => Some(id.trim().to_string()),
+        Err(_) => h.github.git.head(repo, branch),
+    }
 }
 
 fn median(values: &mut [Duration]) -> Duration {
@@ -561,6 +594,59 @@ fn peak_rss_mb(url: &str, work: &Path) -> f64 {
     kib / 1024.0
 }
 
+fn medians(runs: &mut BTreeMap<&'static str, Vec<Duration>>) -> BTreeMap<&'static str, Duration> {
+    runs.iter_mut().map(|(k, v)| (*k, median(v))).collect()
+}
+
+/// The fastest script: its name and median.
+fn best_script(figures: &BTreeMap<&'static str, Duration>) -> (&'static str, Duration) {
+    figures
+        .iter()
+        .filter(|(k, _)| **k != "graft")
+        .min_by_key(|(_, v)| **v)
+        .map(|(k, v)| (*k, *v))
+        .expect("scripts ran")
+}
+
+/// One traced run in figures: graft's sync phases (`fetch`, `push`,
+/// `push_pack`...), the git commands a script ran (`fetch`, `commit`,
+/// `push`...), and on the server the push's `receive-pack` (`push_server`:
+/// the ref advertisement and the push), its connectivity check
+/// (`push_check`: `rev-list --objects --stdin --not --all`) and its
+/// unpacking (`push_unpack`), and the fetches' `upload-pack`
+/// (`fetch_server`). The fake forge's own git commands, and the
+/// benchmark's checks, are left out.
+fn breakdown(
+    git: &BTreeMap<String, f64>,
+    phases: &[(String, u64)],
+    script: bool,
+) -> BTreeMap<String, f64> {
+    const SCRIPT: [&str; 5] = ["fetch", "reset", "add", "commit", "push"];
+    let mut figures = BTreeMap::new();
+    for (place, ms) in git {
+        let key = if place.ends_with("receive-pack") {
+            "push_server"
+        } else if place.ends_with("receive-pack/rev-list") {
+            "push_check"
+        } else if place.ends_with("receive-pack/unpack-objects")
+            || place.ends_with("receive-pack/index-pack")
+        {
+            "push_unpack"
+        } else if place.ends_with("upload-pack") {
+            "fetch_server"
+        } else if let Some(command) = SCRIPT.iter().find(|c| script && *c == place) {
+            command
+        } else {
+            continue;
+        };
+        *figures.entry(key.to_string()).or_insert(0.0) += ms;
+    }
+    for (phase, ms) in phases {
+        *figures.entry(phase.clone()).or_insert(0.0) += *ms as f64;
+    }
+    figures
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Who {
     Graft,
@@ -574,7 +660,7 @@ fn label(who: Who) -> &'static str {
     }
 }
 
-async fn bench(params: Params) {
+async fn bench(params: Params, switch: &trace::GitSwitch) {
     let cache = cached_repository(&params);
     let db = support::TestDb::new(support::Backend::Sqlite)
         .await
@@ -624,13 +710,19 @@ async fn bench(params: Params) {
 
     let server = h.github.git.repo_dir(&repo);
     let mut incremental: BTreeMap<&'static str, Vec<Duration>> = BTreeMap::new();
+    let mut graft_phases = Vec::new();
     for round in 1..=params.rounds {
         upstream_commit(&server, round);
         let mut order = all.clone();
         rng.shuffle(&mut order);
         for who in order {
             let elapsed = match who {
-                Who::Graft => graft_sync(&h, &repo, project, round).await,
+                Who::Graft => {
+                    trace::take_phases();
+                    let elapsed = graft_sync(&h, &repo, project, round).await;
+                    graft_phases.push(breakdown(&BTreeMap::new(), &trace::take_phases(), false));
+                    elapsed
+                }
                 Who::Script(script) => {
                     let dir = kept[&script].clone();
                     let started = Instant::now();
@@ -646,6 +738,46 @@ async fn bench(params: Params) {
         }
     }
 
+    let (incr_name, _) = best_script(&medians(&mut incremental.clone()));
+    let script = *Script::ALL
+        .iter()
+        .find(|s| s.name() == incr_name)
+        .expect("a script");
+    let (mut graft_runs, mut script_runs) = (Vec::new(), Vec::new());
+    for round in params.rounds + 1..=params.rounds + params.traced_rounds {
+        upstream_commit(&server, round);
+        let mut order = vec![Who::Graft, Who::Script(script)];
+        rng.shuffle(&mut order);
+        for who in order {
+            let folder = scratch.path().join(format!("trace-{round}-{}", label(who)));
+            switch.trace_into(&folder);
+            trace::take_phases();
+            match who {
+                Who::Graft => {
+                    graft_sync(&h, &repo, project, round).await;
+                }
+                Who::Script(script) => {
+                    let dir = kept[&script].clone();
+                    tokio::task::spawn_blocking(move || script.incremental(&dir, round))
+                        .await
+                        .expect("script");
+                    verify(&server, &script.branch(), round, script.name());
+                }
+            }
+            switch.off();
+            let run = breakdown(
+                &trace::git_times(&folder),
+                &trace::take_phases(),
+                who != Who::Graft,
+            );
+            match who {
+                Who::Graft => graft_runs.push(run),
+                Who::Script(_) => script_runs.push(run),
+            }
+        }
+    }
+    let (graft_traced, script_traced) = (trace::medians(&graft_runs), trace::medians(&script_runs));
+
     let rss_repo = "bench/rss";
     publish_copy(&h, &cache, rss_repo);
     let rss_work = tempfile::tempdir().expect("rss work");
@@ -657,10 +789,6 @@ async fn bench(params: Params) {
         "rss child",
     );
 
-    let medians =
-        |runs: &mut BTreeMap<&'static str, Vec<Duration>>| -> BTreeMap<&'static str, Duration> {
-            runs.iter_mut().map(|(k, v)| (*k, median(v))).collect()
-        };
     let cold = medians(&mut cold);
     let incremental = medians(&mut incremental);
     for (phase, figures) in [("cold", &cold), ("incr", &incremental)] {
@@ -670,21 +798,26 @@ async fn bench(params: Params) {
             .collect();
         println!("sync-bench: {phase}_median_ms {}", text.join(" "));
     }
-    let best = |figures: &BTreeMap<&'static str, Duration>| {
-        figures
-            .iter()
-            .filter(|(k, _)| **k != "graft")
-            .min_by_key(|(_, v)| **v)
-            .map(|(k, v)| (*k, *v))
-            .expect("scripts ran")
-    };
-    let (cold_name, best_cold) = best(&cold);
-    let (incr_name, best_incr) = best(&incremental);
+    let graft_phases = trace::medians(&graft_phases);
+    let text: Vec<String> = graft_phases
+        .iter()
+        .map(|(k, v)| format!("{k}={v:.0}"))
+        .collect();
+    println!("sync-bench: incr_phases_ms graft {}", text.join(" "));
+    for (who, figures) in [("graft", &graft_traced), (script.name(), &script_traced)] {
+        let text: Vec<String> = figures.iter().map(|(k, v)| format!("{k}={v:.0}")).collect();
+        println!("sync-bench: traced_incr_ms {who} {}", text.join(" "));
+    }
+    let (cold_name, best_cold) = best_script(&cold);
+    let (incr_name, best_incr) = best_script(&incremental);
     let (graft_cold, graft_incr) = (cold["graft"], incremental["graft"]);
     let ratio =
         |script: Duration, graft: Duration| script.as_secs_f64() / graft.as_secs_f64().max(1e-9);
+    let traced =
+        |figures: &BTreeMap<String, f64>, key: &str| figures.get(key).copied().unwrap_or(0.0);
+    let push_server = traced(&graft_traced, "push_server");
     println!(
-        "sync-bench: files={} commits={} rounds={} cold_rounds={} cold_ms={} incr_ms={} best_script_cold_ms={} ({cold_name}) best_script_incr_ms={} ({incr_name}) incr_vs_best_script={:.2}x cold_vs_best_script={:.2}x peak_rss_mb={:.1}",
+        "sync-bench: files={} commits={} rounds={} cold_rounds={} cold_ms={} incr_ms={} best_script_cold_ms={} ({cold_name}) best_script_incr_ms={} ({incr_name}) incr_vs_best_script={:.2}x cold_vs_best_script={:.2}x peak_rss_mb={:.1} push_ms={:.0} push_client_ms={:.0} push_server_ms={push_server:.0} push_check_ms={:.0} script_push_ms={:.0} script_push_server_ms={:.0} incr_ceiling_vs_best_script={:.2}x",
         params.files,
         params.commits,
         params.rounds,
@@ -696,6 +829,12 @@ async fn bench(params: Params) {
         ratio(best_incr, graft_incr),
         ratio(best_cold, graft_cold),
         peak,
+        traced(&graft_phases, "push"),
+        traced(&graft_phases, "push") - push_server,
+        traced(&graft_traced, "push_check"),
+        traced(&script_traced, "push"),
+        traced(&script_traced, "push_server"),
+        best_incr.as_secs_f64() * 1000.0 / push_server.max(1e-9),
     );
 }
 
@@ -704,22 +843,37 @@ fn main() {
         // SAFETY: no other thread exists yet (the runtime starts below).
         unsafe { std::env::set_var("TMPDIR", "/dev/shm") };
     }
-    if std::env::var_os("RUST_LOG").is_some() {
+    {
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let phases =
+            tracing_subscriber::filter::Targets::new().with_target("graft", tracing::Level::DEBUG);
         // `RUST_LOG=graft=debug` shows each sync phase and its duration.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
+        let log = std::env::var_os("RUST_LOG").is_some().then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(tracing_subscriber::EnvFilter::from_default_env())
+        });
+        let _ = tracing_subscriber::registry()
+            .with(trace::PhaseLayer.with_filter(phases))
+            .with(log)
             .try_init();
     }
+    let rss_child_role = std::env::var("SYNC_BENCH_ROLE").as_deref() == Ok("rss");
+    // Before any other thread: it sets PATH. The rss child inherits it.
+    let git_folder = tempfile::tempdir().expect("git folder");
+    let switch = (!rss_child_role).then(|| trace::GitSwitch::install(git_folder.path()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    if std::env::var("SYNC_BENCH_ROLE").as_deref() == Ok("rss") {
+    if rss_child_role {
         let url = std::env::var("SYNC_BENCH_URL").expect("SYNC_BENCH_URL");
         let work = std::env::var("SYNC_BENCH_WORK").expect("SYNC_BENCH_WORK");
         runtime.block_on(rss_child(&url, &work));
         return;
     }
-    runtime.block_on(bench(Params::from_env()));
+    let switch = switch.expect("the benchmark's git");
+    runtime.block_on(bench(Params::from_env(), &switch));
 }

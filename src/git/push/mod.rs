@@ -1,12 +1,18 @@
-//! Pushing a commit from the mirror with the git CLI (gix cannot push yet).
-//! The credentials travel in `GIT_CONFIG_*` environment variables, never in
-//! argv or the URL; prompts are off; a timeout bounds the call; failures
+//! Pushing a commit from the mirror. graft sends the usual push itself
+//! over smart HTTP ([`native`]); the git CLI takes the rest ([`cli`]).
+//! Either way the credentials travel in one header, never in argv or the
+//! URL, no redirect is followed, a timeout bounds the push, and failures
 //! are sorted into graft's classes with the remote's message kept and
 //! credentials scrubbed.
 
+mod cli;
+mod native;
+mod pack;
+mod plan;
+mod wire;
+
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gix::ObjectId;
 
@@ -34,61 +40,25 @@ pub struct PushRequest<'a> {
 }
 
 pub async fn push(request: PushRequest<'_>) -> Result<(), GitError> {
-    let refname = format!("refs/heads/{}", request.branch);
-    let mut command = tokio::process::Command::new("git");
-    command
-        .arg("-C")
-        .arg(request.mirror)
-        .args(["push", "--porcelain", "--no-verify"]);
-    if let PushMode::ForceWithLease { expected } = request.mode {
-        let expected = expected.map(|id| id.to_string()).unwrap_or_default();
-        command.arg(format!("--force-with-lease={refname}:{expected}"));
-    }
-    command
-        .arg(request.url)
-        .arg(format!("{}:{refname}", request.commit))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", request.mirror)
-        .env("LANG", "C")
-        .env("LC_ALL", "C")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "true")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_COUNT", "2")
-        .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-        .env("GIT_CONFIG_VALUE_0", request.auth.header())
-        // No redirect may carry the token header to another host.
-        .env("GIT_CONFIG_KEY_1", "http.followRedirects")
-        .env("GIT_CONFIG_VALUE_1", "false")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let secrets = request.auth.secrets();
-    let child = command
-        .spawn()
-        .map_err(|e| GitError::Local(format!("cannot run git: {e}")))?;
-    let output = match tokio::time::timeout(request.timeout, child.wait_with_output()).await {
-        Ok(result) => result.map_err(|e| GitError::Local(format!("git push: {e}")))?,
-        Err(_) => {
-            return Err(GitError::Network(format!(
-                "git push to {} timed out after {}s",
-                scrub(request.url, &secrets),
-                request.timeout.as_secs()
-            )));
+    let started = Instant::now();
+    match tokio::time::timeout(request.timeout, native::push(&request)).await {
+        Ok(Ok(native::Outcome::Done)) => return Ok(()),
+        Ok(Ok(native::Outcome::Cli(reason))) => {
+            tracing::debug!(reason, "push: the git CLI takes it");
         }
-    };
-    if output.status.success() {
-        return Ok(());
+        Ok(Err(error)) => return Err(error),
+        Err(_) => return Err(timed_out(&request)),
     }
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
-    Err(classify_push_failure(&scrub(text.trim(), &secrets)))
+    let left = request.timeout.saturating_sub(started.elapsed());
+    cli::push(&request, left).await
+}
+
+fn timed_out(request: &PushRequest<'_>) -> GitError {
+    GitError::Network(format!(
+        "git push to {} timed out after {}s",
+        scrub(request.url, &request.auth.secrets()),
+        request.timeout.as_secs()
+    ))
 }
 
 /// Sorts what `git push` printed into graft's failure classes.
