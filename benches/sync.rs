@@ -446,6 +446,7 @@ fn inputs(version: usize) -> Vec<FileInput> {
             content,
             sync_on_change: None,
             executable: None,
+            source: None,
         })
         .collect()
 }

@@ -20,6 +20,7 @@ async fn project_with_large_files(app: &TestApp) -> i64 {
             content: vec![b'#'; FILE_BYTES],
             sync_on_change: None,
             executable: Some(n == 0),
+            source: None,
         })
         .collect();
     app.store

@@ -86,11 +86,13 @@ pub fn build(repo: &gix::Repository, input: OverlayInput<'_>) -> Result<Overlay,
                 path: file.path.clone(),
                 kind: ChangeKind::Added,
                 replaces_unmanaged: false,
+                discovery: false,
             }),
             Some(old) if *old != new => changes.push(FileChange {
                 path: file.path.clone(),
                 kind: ChangeKind::Modified,
                 replaces_unmanaged: false,
+                discovery: false,
             }),
             Some(_) => {}
         }
@@ -107,6 +109,7 @@ pub fn build(repo: &gix::Repository, input: OverlayInput<'_>) -> Result<Overlay,
                 path: path.clone(),
                 kind: ChangeKind::Deleted,
                 replaces_unmanaged: false,
+                discovery: false,
             });
         }
     }

@@ -33,6 +33,10 @@ pub struct FileChange {
     /// graft's: the change replaces a file graft did not manage.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replaces_unmanaged: bool,
+    /// The file's source label is `discovery` (adopted from the
+    /// repository or produced by a discovery), not a generator's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub discovery: bool,
 }
 
 /// The tree of `commit`, or the empty tree for `None` (an empty repository).
@@ -122,11 +126,13 @@ pub fn diff_listings(
                 path: path.clone(),
                 kind: ChangeKind::Added,
                 replaces_unmanaged: false,
+                discovery: false,
             }),
             Some(before) if before != file => changes.push(FileChange {
                 path: path.clone(),
                 kind: ChangeKind::Modified,
                 replaces_unmanaged: false,
+                discovery: false,
             }),
             Some(_) => {}
         }
@@ -136,6 +142,7 @@ pub fn diff_listings(
             path: path.clone(),
             kind: ChangeKind::Deleted,
             replaces_unmanaged: false,
+            discovery: false,
         });
     }
     changes.sort_by(|a, b| a.path.cmp(&b.path));

@@ -36,6 +36,8 @@ pub fn described_routes() -> OpenApiRouter<HttpState> {
         .routes(routes!(create_gitlab_integration, list_integrations))
         .merge(super::projects::routes())
         .merge(super::files::routes())
+        .merge(super::adopt::routes())
+        .merge(super::export::routes())
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -39,6 +39,7 @@ pub const GENERATOR_ROUTES: &[(&str, &[Method])] = &[
         "/projects/{id}/files/{*path}",
         &[Method::GET, Method::PUT, Method::DELETE],
     ),
+    ("/projects/{id}/export", &[Method::GET]),
 ];
 
 const API_PREFIX: &str = "/api/v1";
@@ -191,6 +192,7 @@ mod tests {
             (Method::PUT, "/api/v1/projects/{id}/files"),
             (Method::GET, "/api/v1/projects/{id}/files/{*path}"),
             (Method::PUT, "/api/v1/projects/{id}/files/{*path}"),
+            (Method::GET, "/api/v1/projects/{id}/export"),
             (Method::DELETE, "/api/v1/projects/{id}/files/{*path}"),
         ] {
             let id = route.contains("{id}").then_some("3");
@@ -209,7 +211,7 @@ mod tests {
             (Method::POST, "/api/v1/integrations/gitlab"),
             (Method::POST, "/api/v1/projects/{id}"),
             (Method::DELETE, "/api/v1/projects/{id}/files"),
-            (Method::GET, "/api/v1/projects/{id}/export"),
+            (Method::POST, "/api/v1/projects/{id}/adopt"),
         ] {
             let err = authorize(&g, &method, Some(route), Some("3")).unwrap_err();
             assert_eq!(

@@ -20,7 +20,7 @@ use super::input::{Fields, query_flag};
 use super::projects::{actor, load_project};
 use crate::file_set::{MAX_FILE_BYTES, MAX_FILES, MAX_REQUEST_BYTES, content_json};
 use crate::http::HttpState;
-use crate::store::files::{FileInput, FileMeta};
+use crate::store::files::{FileInput, FileMeta, FileSource};
 use crate::store::projects::Project;
 use crate::sync::intake::{ChangeError, FileOp, change_files};
 use crate::validation;
@@ -64,6 +64,9 @@ pub struct FileUpload {
     pub sync_on_change: Option<bool>,
     /// Pushed with mode 100755.
     pub executable: Option<bool>,
+    /// Where the file came from: `generator` (new files' default) or
+    /// `discovery`; left out, a stored file keeps its label.
+    pub source: Option<FileSourceName>,
 }
 
 /// The body of `PUT /projects/{id}/files`: checked completely, stored in
@@ -84,6 +87,18 @@ pub struct FilePutBody {
     pub content: Content,
     pub sync_on_change: Option<bool>,
     pub executable: Option<bool>,
+    pub source: Option<FileSourceName>,
+}
+
+/// Where a managed file came from: `generator` (uploaded) or `discovery`
+/// (adopted from the repository, or output of a discovery of existing
+/// infrastructure).
+#[derive(ToSchema)]
+#[schema(as = FileSource)]
+#[schema(rename_all = "snake_case")]
+pub enum FileSourceName {
+    Generator,
+    Discovery,
 }
 
 #[derive(ToSchema)]
@@ -105,6 +120,7 @@ pub struct FileView {
     pub size: i64,
     pub sync_on_change: bool,
     pub executable: bool,
+    pub source: FileSourceName,
     pub content: Option<Content>,
 }
 
@@ -176,6 +192,19 @@ pub fn parse_content(value: Option<Value>, context: &str) -> Result<Vec<u8>, Api
     Ok(content)
 }
 
+/// A file's optional `source` label.
+fn file_source(f: &mut Fields, context: &str) -> Result<Option<FileSource>, ApiError> {
+    match f.opt_str("source")? {
+        None => Ok(None),
+        Some(name) => FileSource::from_name(&name).map(Some).ok_or_else(|| {
+            ApiError::invalid_field(format!(
+                "{context}`source` must be one of {}, not `{name}`",
+                FileSource::NAMES.join(", ")
+            ))
+        }),
+    }
+}
+
 fn checked_path(path: String, context: &str) -> Result<String, ApiError> {
     validation::file_path(&path)
         .map_err(|e| ApiError::invalid_field(format!("{context}`path`: {e}")))?;
@@ -222,7 +251,7 @@ pub fn parse_files_put(body: Value) -> Result<FilesPut, ApiError> {
         let mut f = Fields::new(
             entry,
             &at,
-            &["path", "content", "sync_on_change", "executable"],
+            &["path", "content", "sync_on_change", "executable", "source"],
         )?;
         let path = checked_path(f.str("path")?, &at)?;
         if !seen.insert(path.clone()) {
@@ -245,6 +274,7 @@ pub fn parse_files_put(body: Value) -> Result<FilesPut, ApiError> {
             content,
             sync_on_change: f.opt_bool("sync_on_change")?,
             executable: f.opt_bool("executable")?,
+            source: file_source(&mut f, &named)?,
         });
     }
     Ok(FilesPut {
@@ -320,6 +350,7 @@ fn file_json(file: &FileMeta, content: Option<&[u8]>) -> Value {
         "size": file.size,
         "sync_on_change": file.sync_on_change,
         "executable": file.executable,
+        "source": file.source,
     });
     if let Some(content) = content {
         value["content"] = content_json(content);
@@ -432,13 +463,18 @@ async fn put_file(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (project, path) = one_file(&state, &id, path).await?;
-    let mut f = Fields::new(body, "", &["content", "sync_on_change", "executable"])?;
+    let mut f = Fields::new(
+        body,
+        "",
+        &["content", "sync_on_change", "executable", "source"],
+    )?;
     let content = parse_content(f.take("content"), "")?;
     let file = FileInput {
         path,
         content,
         sync_on_change: f.opt_bool("sync_on_change")?,
         executable: f.opt_bool("executable")?,
+        source: file_source(&mut f, "")?,
     };
     let op = FileOp::Put {
         files: std::slice::from_ref(&file),

@@ -3,9 +3,11 @@
 //! pages. Handlers share [`HttpState`]: the domain context plus what only
 //! requests need.
 
+pub mod adopt;
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod export;
 pub mod files;
 pub mod health;
 pub mod input;

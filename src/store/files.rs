@@ -36,12 +36,51 @@ impl FileState {
     }
 }
 
+/// Where a managed file came from, so reviewers can tell generated files
+/// from existing ones graft took over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileSource {
+    /// Uploaded through the API or `graft push`.
+    #[default]
+    Generator,
+    /// Found in the repository (adopt) or produced by a discovery of
+    /// existing infrastructure.
+    Discovery,
+}
+
+impl FileSource {
+    pub const NAMES: [&'static str; 2] = ["generator", "discovery"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileSource::Generator => "generator",
+            FileSource::Discovery => "discovery",
+        }
+    }
+
+    /// `None` for a name that is not a source.
+    pub fn from_name(text: &str) -> Option<Self> {
+        match text {
+            "generator" => Some(FileSource::Generator),
+            "discovery" => Some(FileSource::Discovery),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        Self::from_name(text).unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileInput {
     pub path: String,
     pub content: Vec<u8>,
     pub sync_on_change: Option<bool>,
     pub executable: Option<bool>,
+    /// `None` keeps a stored file's source; a new file is `generator`.
+    pub source: Option<FileSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,6 +96,7 @@ pub struct ManagedFileRow {
     /// Blob the repository had at the last sync (None: never synced).
     #[serde(skip)]
     pub synced_blob_sha: Option<String>,
+    pub source: FileSource,
 }
 
 /// A managed file without its content: what listings show. Reading a
@@ -70,6 +110,7 @@ pub struct FileMeta {
     pub size: i64,
     pub sync_on_change: bool,
     pub executable: bool,
+    pub source: FileSource,
 }
 
 impl ManagedFileRow {
@@ -81,6 +122,7 @@ impl ManagedFileRow {
             size: self.size,
             sync_on_change: self.sync_on_change,
             executable: self.executable,
+            source: self.source,
         }
     }
 }
@@ -111,11 +153,12 @@ fn from_row(r: &sqlx::any::AnyRow) -> ManagedFileRow {
         sync_on_change: r.get::<i64, _>(5) != 0,
         executable: r.get::<i64, _>(6) != 0,
         synced_blob_sha: r.get(7),
+        source: FileSource::parse(r.get::<String, _>(8).as_str()),
     }
 }
 
 const COLUMNS: &str =
-    "path, content, blob_sha, state, size, sync_on_change, executable, synced_blob_sha";
+    "path, content, blob_sha, state, size, sync_on_change, executable, synced_blob_sha, source";
 
 async fn current(
     conn: &mut AnyConnection,
@@ -178,9 +221,13 @@ async fn put_in(
         &blob,
         executable,
     );
+    let source = file
+        .source
+        .or(existing.as_ref().map(|e| e.source))
+        .unwrap_or_default();
     let flags_changed = existing
         .as_ref()
-        .is_some_and(|e| e.sync_on_change != sync_on_change);
+        .is_some_and(|e| e.sync_on_change != sync_on_change || e.source != source);
     if change.is_none() && !flags_changed {
         return Ok(None);
     }
@@ -197,11 +244,11 @@ async fn put_in(
     };
     sqlx::query(
         "INSERT INTO managed_files (project_id, path, content, blob_sha, size, executable, state, \
-         sync_on_change, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         sync_on_change, updated_at, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (project_id, path) DO UPDATE SET content = excluded.content, \
          blob_sha = excluded.blob_sha, size = excluded.size, executable = excluded.executable, \
          state = excluded.state, sync_on_change = excluded.sync_on_change, \
-         updated_at = excluded.updated_at",
+         updated_at = excluded.updated_at, source = excluded.source",
     )
     .bind(project)
     .bind(&file.path)
@@ -212,6 +259,7 @@ async fn put_in(
     .bind(state.as_str())
     .bind(flag(sync_on_change))
     .bind(now)
+    .bind(source.as_str())
     .execute(&mut *conn)
     .await?;
     Ok(change.map(|change| ChangedPath {
@@ -354,7 +402,7 @@ impl Store {
     /// query does not read them).
     pub async fn file_listing(&self, project: i64) -> Result<Vec<FileMeta>> {
         let rows = sqlx::query(
-            "SELECT path, blob_sha, state, size, sync_on_change, executable \
+            "SELECT path, blob_sha, state, size, sync_on_change, executable, source \
              FROM managed_files WHERE project_id = $1 ORDER BY path",
         )
         .bind(project)
@@ -369,6 +417,7 @@ impl Store {
                 size: r.get(3),
                 sync_on_change: r.get::<i64, _>(4) != 0,
                 executable: r.get::<i64, _>(5) != 0,
+                source: FileSource::parse(r.get::<String, _>(6).as_str()),
             })
             .collect())
     }

@@ -4,6 +4,7 @@
 //! The few statements that must differ per backend live next to each other
 //! and switch on [`Backend`].
 
+pub mod adopt;
 pub mod audit;
 pub mod commands;
 pub mod deliveries;

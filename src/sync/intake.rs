@@ -203,6 +203,7 @@ mod tests {
             content: Vec::new(),
             sync_on_change: None,
             executable: None,
+            source: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! jobs that fetch, overlay, push and report (run, reconcile), and what
 //! the PR shows (report).
 
+pub mod adopt;
 pub mod errors;
 pub mod follow;
 pub mod intake;

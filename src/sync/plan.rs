@@ -8,7 +8,7 @@ use gix::ObjectId;
 
 use crate::git::overlay::ManagedFile;
 use crate::git::read::{self, FileChange, TreeFile};
-use crate::store::files::{FileState, ManagedFileRow};
+use crate::store::files::{FileSource, FileState, ManagedFileRow};
 
 use super::schedule::Scope;
 
@@ -21,6 +21,8 @@ pub struct FilePlan {
     /// What the repository had of each path at graft's last sync or
     /// import: content graft knows as its own.
     pub synced: HashMap<String, ObjectId>,
+    /// Paths whose source label is `discovery`.
+    pub discovery: HashSet<String>,
 }
 
 /// What a sync of `scope` writes: everything graft manages, except pending
@@ -35,6 +37,11 @@ pub fn files_for(rows: &[ManagedFileRow], scope: Scope) -> FilePlan {
         synced: rows
             .iter()
             .filter_map(|r| Some((r.path.clone(), parse_blob(r.synced_blob_sha.as_deref()?)?)))
+            .collect(),
+        discovery: rows
+            .iter()
+            .filter(|r| r.source == FileSource::Discovery)
+            .map(|r| r.path.clone())
             .collect(),
     };
     for row in rows {
@@ -61,6 +68,8 @@ fn to_file(row: &ManagedFileRow) -> ManagedFile {
 /// writes the path, the target branch has it with other content, and that
 /// content is not what graft synced or imported there. Such a file is
 /// someone else's, so the PR and the audit log must say it is replaced.
+/// Also marks the changes of files labelled `discovery`, which the PR's
+/// table shows apart from generated ones.
 pub fn mark_replaced(
     changes: &mut [FileChange],
     target: &BTreeMap<String, TreeFile>,
@@ -72,6 +81,7 @@ pub fn mark_replaced(
         .map(|f| (f.path.as_str(), read::blob_id(&f.content)))
         .collect();
     for change in changes {
+        change.discovery = plan.discovery.contains(&change.path);
         let (Some(ours), Some(theirs)) =
             (written.get(change.path.as_str()), target.get(&change.path))
         else {
@@ -218,6 +228,7 @@ mod tests {
             sync_on_change: flagged,
             executable: false,
             synced_blob_sha: None,
+            source: FileSource::Generator,
         }
     }
 
@@ -433,10 +444,35 @@ mod tests {
                 path: r.path.clone(),
                 kind: crate::git::read::ChangeKind::Modified,
                 replaces_unmanaged: false,
+                discovery: false,
             })
             .collect();
         mark_replaced(&mut changes, &target, &plan);
         // `pr-open.tf`: graft's open PR still replaces what the target has.
         assert_eq!(replaced(&changes), vec!["new.tf", "pr-open.tf"]);
+    }
+
+    #[test]
+    fn changes_of_discovery_files_are_marked() {
+        let mut found = row("found.tf", FileState::Pending, false, "2");
+        found.source = FileSource::Discovery;
+        let rows = vec![found, row("made.tf", FileState::Pending, false, "3")];
+        let plan = files_for(&rows, Scope::All);
+        let mut changes: Vec<FileChange> = rows
+            .iter()
+            .map(|r| FileChange {
+                path: r.path.clone(),
+                kind: crate::git::read::ChangeKind::Added,
+                replaces_unmanaged: false,
+                discovery: false,
+            })
+            .collect();
+        mark_replaced(&mut changes, &tree(&[]), &plan);
+        let marked: Vec<&str> = changes
+            .iter()
+            .filter(|c| c.discovery)
+            .map(|c| c.path.as_str())
+            .collect();
+        assert_eq!(marked, vec!["found.tf"]);
     }
 }

@@ -66,12 +66,18 @@ fn fold(summary: &str, body: &str, lines: usize) -> String {
 /// The marker of a change that replaces a file graft did not manage.
 pub const REPLACES_UNMANAGED: &str = "replaces an unmanaged file";
 
+/// The marker of a change to a file labelled `discovery`.
+pub const FROM_DISCOVERY: &str = "from discovery";
+
 fn change_cell(change: &FileChange) -> String {
+    let mut cell = kind_word(change.kind).to_string();
     if change.replaces_unmanaged {
-        format!("{} ⚠️ {REPLACES_UNMANAGED}", kind_word(change.kind))
-    } else {
-        kind_word(change.kind).to_string()
+        cell.push_str(&format!(" ⚠️ {REPLACES_UNMANAGED}"));
     }
+    if change.discovery {
+        cell.push_str(&format!(" · 🔎 {FROM_DISCOVERY}"));
+    }
+    cell
 }
 
 /// A warning naming the files on the target branch that graft did not
@@ -297,6 +303,7 @@ mod tests {
                 path: format!("f{i}.tf"),
                 kind: [ChangeKind::Added, ChangeKind::Modified, ChangeKind::Deleted][i % 3],
                 replaces_unmanaged: false,
+                discovery: false,
             })
             .collect()
     }
@@ -365,6 +372,32 @@ mod tests {
         assert!(!body.contains("f0.tf"), "{body}");
         insta::assert_snapshot!(comment);
         insta::assert_snapshot!(body);
+    }
+
+    #[test]
+    fn discovery_files_are_marked_in_the_table() {
+        let p = project();
+        let mut c = changes(2);
+        c[0].discovery = true;
+        c[1].replaces_unmanaged = true;
+        let comment = status_comment(&StatusView {
+            project: &p,
+            status: SyncStatus::Success,
+            commit: None,
+            changes: &c,
+            findings: Some(&[]),
+            error: None,
+            shared_branch: false,
+            notes: &[],
+        });
+        assert!(
+            comment.contains("| added · 🔎 from discovery | `f0.tf` |"),
+            "{comment}"
+        );
+        assert!(
+            comment.contains("| modified ⚠️ replaces an unmanaged file | `f1.tf` |"),
+            "{comment}"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub fn input(path: &str, content: &str) -> FileInput {
         content: content.as_bytes().to_vec(),
         sync_on_change: None,
         executable: None,
+        source: None,
     }
 }
 

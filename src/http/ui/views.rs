@@ -356,13 +356,14 @@ pub fn project(nav: &Nav, view: &ProjectView<'_>, now: i64) -> Markup {
         h2 { "Files (" (view.files.len()) ")" }
         @if view.files.is_empty() { p.muted { "No managed files." } } @else {
             table.files {
-                thead { tr { th { "Path" } th { "State" } th { "Size" } th { "Blob" } th { "Sync on change" } } }
+                thead { tr { th { "Path" } th { "State" } th { "Size" } th { "Blob" } th { "Sync on change" } th { "Source" } } }
                 tbody { @for f in view.files { tr {
                     td { code { (f.path) } }
                     td { (f.state.as_str()) }
                     td { (f.size) }
                     td { span.sha { (short_sha(&f.blob_sha)) } }
                     td { (yes_no(f.sync_on_change)) }
+                    td { (f.source.as_str()) }
                 } } }
             }
         }

@@ -1,0 +1,423 @@
+//! Brownfield set-up and its inverse: adopting the files a repository
+//! already has under a project's base path (managed and `synced`, no
+//! commit, labelled `discovery`), and exporting the managed files as a
+//! tar.gz that `graft pull` writes into a directory.
+
+mod support;
+
+use graft::store::files::{FileSource, FileState};
+use graft::store::now_ms;
+use graft::store::projects::{Mode, Project};
+use graft::store::tokens::{TokenAccess, TokenScope};
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::TestDb;
+use support::harness::Harness;
+use support::sync::{event_kinds, github_project, gitlab_project};
+
+const REPO: &str = "acme/infra";
+const INSTALLATION: i64 = 41;
+const BIG: usize = 1024 * 1024 + 1;
+
+async fn call(
+    h: &Harness,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = h
+        .app
+        .http
+        .request(method, h.app.url(&format!("/api/v1{path}")))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn generator_token(h: &Harness, projects: &[i64]) -> String {
+    let access = TokenAccess::new(TokenScope::Generator, projects).unwrap();
+    h.app
+        .store
+        .create_scoped_token("tf-gen", &access, now_ms())
+        .await
+        .unwrap()
+        .1
+}
+
+fn paths(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn seed() -> Vec<(&'static str, Option<Vec<u8>>)> {
+    vec![
+        ("infra/main.tf", Some(b"# main\n".to_vec())),
+        ("infra/modules/vpc/vpc.tf", Some(b"# vpc\n".to_vec())),
+        ("infra/big.tf", Some(vec![b'#'; BIG])),
+        ("other/outside.tf", Some(b"# not ours\n".to_vec())),
+    ]
+}
+
+fn as_files<'a>(
+    seed: &'a [(&'static str, Option<Vec<u8>>)],
+) -> Vec<(&'static str, Option<&'a [u8]>)> {
+    seed.iter().map(|(p, c)| (*p, c.as_deref())).collect()
+}
+
+async fn no_jobs(h: &Harness) -> bool {
+    h.app
+        .store
+        .job_counts()
+        .await
+        .unwrap()
+        .iter()
+        .all(|(_, n)| *n == 0)
+}
+
+/// Adopting on `project`, whose repository's `main` is at `head`: named
+/// paths, then all, the skips, the stored rows, and a re-put of the same
+/// content that changes nothing.
+async fn adopt_and_check(h: &Harness, project: &Project, head: &str) {
+    let admin = h.app.create_token("admin").await;
+    let adopt = format!("/projects/{}/adopt", project.id);
+
+    // Named paths: one there, one not.
+    let (status, answer) = call(
+        h,
+        &admin,
+        Method::POST,
+        &adopt,
+        Some(json!({"paths": ["main.tf", "gone.tf"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(paths(&answer["adopted"]), vec!["main.tf"]);
+    assert_eq!(
+        answer["adopted"][0]["blob_sha"],
+        graft::git::read::blob_id(b"# main\n").to_string()
+    );
+    assert_eq!(paths(&answer["skipped"]), vec!["gone.tf"]);
+    assert!(
+        answer["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no such file"),
+        "{answer}"
+    );
+
+    // Paths outside the base path are refused before anything is read.
+    for bad in ["../other/outside.tf", "/other/outside.tf"] {
+        let (status, answer) = call(
+            h,
+            &admin,
+            Method::POST,
+            &adopt,
+            Some(json!({"paths": [bad]})),
+        )
+        .await;
+        assert_eq!(status, 422, "{bad}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_field");
+    }
+
+    // Everything else: the managed one and the large one are skipped, the
+    // file outside the base path is not considered.
+    let response = h
+        .app
+        .http
+        .post(h.app.url(&format!("/api/v1{adopt}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(paths(&answer["adopted"]), vec!["modules/vpc/vpc.tf"]);
+    assert_eq!(paths(&answer["skipped"]), vec!["big.tf", "main.tf"]);
+    let reasons: Vec<&str> = answer["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons[0].contains("at most 1048576 bytes"), "{reasons:?}");
+    assert!(reasons[1].contains("already managed"), "{reasons:?}");
+
+    // Stored as synced, at the head they were read from, labelled discovery.
+    let rows = h.app.store.files(project.id).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(row.state, FileState::Synced);
+        assert_eq!(row.source, FileSource::Discovery);
+        assert_eq!(row.synced_blob_sha.as_deref(), Some(row.blob_sha.as_str()));
+    }
+    let after = h.app.store.require_project(project.id).await.unwrap();
+    assert_eq!(after.last_synced_commit_sha.as_deref(), Some(head));
+    assert!(
+        event_kinds(h, project.id)
+            .await
+            .contains(&"files.adopted".to_string())
+    );
+    assert!(no_jobs(h).await, "adopting queues nothing");
+
+    // The files API shows the label.
+    let (_, listing) = call(
+        h,
+        &admin,
+        Method::GET,
+        &format!("/projects/{}/files", project.id),
+        None,
+    )
+    .await;
+    assert!(
+        listing["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["source"] == "discovery"),
+        "{listing}"
+    );
+
+    // The generator sends the same content: nothing changes, nothing runs.
+    let (status, answer) = call(
+        h,
+        &admin,
+        Method::PUT,
+        &format!("/projects/{}/files/main.tf", project.id),
+        Some(json!({"content": "# main\n"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"changed": [], "sync_job_id": null}));
+    let (_, one) = call(
+        h,
+        &admin,
+        Method::GET,
+        &format!("/projects/{}/files/main.tf", project.id),
+        None,
+    )
+    .await;
+    assert_eq!(one["state"], "synced");
+    assert_eq!(one["source"], "discovery");
+    assert!(no_jobs(h).await, "an identical put queues no sync");
+}
+
+async fn adopt_on_github(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let seed = seed();
+    let head = h
+        .github
+        .git
+        .commit(REPO, "main", &as_files(&seed), "brownfield");
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    adopt_and_check(&h, &p, &head).await;
+    assert_eq!(
+        h.github.git.head(REPO, "main").as_deref(),
+        Some(head.as_str()),
+        "no commit"
+    );
+    h.stop().await;
+}
+
+async fn adopt_on_gitlab(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let path = "acme/platform/infra";
+    h.gitlab_project(path);
+    let seed = seed();
+    let head = h
+        .gitlab
+        .git
+        .commit(path, "main", &as_files(&seed), "brownfield");
+    let p = gitlab_project(&h, path, Mode::Direct, "infra").await;
+    adopt_and_check(&h, &p, &head).await;
+    assert_eq!(
+        h.gitlab.git.head(path, "main").as_deref(),
+        Some(head.as_str()),
+        "no commit"
+    );
+    h.stop().await;
+}
+
+/// graft's record of the target branch is behind its head: adopting would
+/// mix two points in time, so it is refused until a sync catches up.
+async fn adopt_waits_for_graft_to_follow_the_branch(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let seed = seed();
+    h.github
+        .git
+        .commit(REPO, "main", &as_files(&seed), "brownfield");
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    let old = "1111111111111111111111111111111111111111";
+    h.app
+        .store
+        .record_pull(p.id, Some(old), now_ms())
+        .await
+        .unwrap();
+    let admin = h.app.create_token("admin").await;
+    let (status, answer) = call(
+        &h,
+        &admin,
+        Method::POST,
+        &format!("/projects/{}/adopt", p.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(old) && message.contains("/sync"),
+        "{message}"
+    );
+    assert!(h.app.store.files(p.id).await.unwrap().is_empty());
+    h.stop().await;
+}
+
+/// Adopting decides what graft owns: admin only. Exporting reads files:
+/// a generator token of the project may; another project is hidden from
+/// it (404, as for every route of a project it does not hold).
+async fn scopes(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let seed = seed();
+    h.github
+        .git
+        .commit(REPO, "main", &as_files(&seed), "brownfield");
+    let own = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    let other = github_project(&h, REPO, Mode::PullRequest, "other").await;
+    let generator = generator_token(&h, &[own.id]).await;
+    let (status, _) = call(
+        &h,
+        &generator,
+        Method::POST,
+        &format!("/projects/{}/adopt", own.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        &h,
+        &generator,
+        Method::GET,
+        &format!("/projects/{}/export", other.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let response = h
+        .app
+        .http
+        .get(h.app.url(&format!("/api/v1/projects/{}/export", own.id)))
+        .bearer_auth(&generator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    h.stop().await;
+}
+
+/// The entries of a tar.gz: path → (content, mode).
+fn unpack(bytes: &[u8]) -> std::collections::BTreeMap<String, (Vec<u8>, u32)> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_str().unwrap().to_string();
+            let mode = entry.header().mode().unwrap();
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+            (path, (content, mode))
+        })
+        .collect()
+}
+
+/// The export holds what the database holds: adopted and generated files,
+/// executable bits, and not the files pending deletion.
+async fn export_equals_the_database(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let seed = seed();
+    h.github
+        .git
+        .commit(REPO, "main", &as_files(&seed), "brownfield");
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    let admin = h.app.create_token("admin").await;
+    let (status, _) = call(
+        &h,
+        &admin,
+        Method::POST,
+        &format!("/projects/{}/adopt", p.id),
+        Some(json!({"paths": ["main.tf", "modules/vpc/vpc.tf"]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut run = support::sync::input("bin/run.sh", "#!/bin/sh\n");
+    run.executable = Some(true);
+    let deep = format!("{}/long.tf", "d".repeat(120));
+    support::sync::put_quietly(&h, p.id, &[run, support::sync::input(&deep, "# deep\n")]).await;
+    h.app
+        .store
+        .delete_file(p.id, "main.tf", now_ms())
+        .await
+        .unwrap();
+
+    let response = h
+        .app
+        .http
+        .get(h.app.url(&format!("/api/v1/projects/{}/export", p.id)))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/gzip");
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        disposition.starts_with("attachment; filename="),
+        "{disposition}"
+    );
+    let entries = unpack(&response.bytes().await.unwrap());
+    let expected: std::collections::BTreeMap<String, (Vec<u8>, u32)> = h
+        .app
+        .store
+        .files(p.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.state != FileState::DeletedPending)
+        .map(|f| {
+            (
+                f.path,
+                (f.content, if f.executable { 0o755 } else { 0o644 }),
+            )
+        })
+        .collect();
+    assert_eq!(entries, expected);
+    assert_eq!(entries.len(), 3, "{:?}", entries.keys());
+    assert!(
+        !entries.contains_key("main.tf"),
+        "pending deletion is left out"
+    );
+    h.stop().await;
+}
+
+both_backends!(
+    export_equals_the_database,
+    adopt_on_github,
+    adopt_on_gitlab,
+    adopt_waits_for_graft_to_follow_the_branch,
+    scopes
+);
