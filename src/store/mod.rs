@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod commands;
+pub mod commit_via;
 pub mod deliveries;
 pub mod files;
 mod group_commit;

@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use super::commit_via::CommitVia;
 use super::{Result, Store, StoreError, flag, is_unique_violation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -112,6 +113,8 @@ pub struct Project {
     pub mode: Mode,
     pub auto_sync: bool,
     pub auto_merge: bool,
+    /// How a sync writes its commit (`git` push or the forge's `api`).
+    pub commit_via: CommitVia,
     pub paused: bool,
     pub slug: String,
     pub sync_branch: String,
@@ -160,7 +163,7 @@ const COLUMNS: &str = "id, provider, integration_id, repo, branch, base_path, ki
     last_synced_commit_sha, last_pulled_at, pull_request_number, pull_request_url, \
     auto_sync_held, sync_branch_shared, sync_branch_sha, status_comment_id, conflicts, \
     last_failed_job_id, source, last_findings, created_at, updated_at, last_changes, \
-    status_before_pause, error_before_pause";
+    status_before_pause, error_before_pause, commit_via";
 
 fn from_row(r: &AnyRow) -> Project {
     let json = |i: usize| {
@@ -204,6 +207,7 @@ fn from_row(r: &AnyRow) -> Project {
             .get::<Option<String>, _>(30)
             .map(|s| SyncStatus::parse(&s)),
         error_before_pause: r.get(31),
+        commit_via: CommitVia::parse(r.get::<String, _>(32).as_str()).unwrap_or_default(),
     }
 }
 
