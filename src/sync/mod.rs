@@ -17,3 +17,4 @@ pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod upstream;
+pub mod write;
