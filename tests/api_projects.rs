@@ -993,7 +993,71 @@ async fn every_route_needs_a_token(db: TestDb) {
     api.stop().await;
 }
 
+async fn commit_via_is_set_at_creation_and_changed_by_patch(db: TestDb) {
+    let api = Api::start(&db).await;
+    let (status, created) = api.post("/projects", &project_body()).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["commit_via"], "git", "the default");
+    let id = created["id"].as_i64().unwrap();
+    let path = format!("/projects/{id}");
+    let (status, changed) = api
+        .send(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&json!({"commit_via": "api"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["commit_via"], "api");
+    assert_eq!(api.get(&path).await.1["commit_via"], "api");
+    for (body, field) in [
+        (json!({"commit_via": "push"}), "commit_via"),
+        (json!({"commit_via": true}), "commit_via"),
+        (json!({"mode": "direct"}), "mode"),
+    ] {
+        let (status, error) = api.send(reqwest::Method::PATCH, &path, Some(&body)).await;
+        assert_eq!(status, 422, "{body} → {error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{message}");
+    }
+    let (_, events) = api.get(&format!("{path}/events")).await;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "project.updated"),
+        "{events}"
+    );
+
+    let mut body = project_body();
+    body["base_path"] = json!("other");
+    body["commit_via"] = json!("api");
+    let (status, created) = api.post("/projects", &body).await;
+    assert_eq!(
+        (status, &created["commit_via"]),
+        (201, &json!("api")),
+        "{created}"
+    );
+    body["base_path"] = json!("third");
+    body["commit_via"] = json!("gpg");
+    let (status, error) = api.post("/projects", &body).await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(
+        api.send(
+            reqwest::Method::PATCH,
+            "/projects/999",
+            Some(&json!({"commit_via": "api"}))
+        )
+        .await
+        .0,
+        404
+    );
+    api.stop().await;
+}
+
 both_backends!(
+    commit_via_is_set_at_creation_and_changed_by_patch,
     projects_are_created_read_and_listed,
     a_duplicate_project_is_409,
     projects_of_one_repository_never_share_a_sync_branch,

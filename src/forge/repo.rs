@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 
+use super::commit_api::{ApiCommit, Committed};
 use super::error::{ForgeError, ForgeKind};
 use super::gitlab::GitlabRepo;
 use super::sticky::{self, CommentInfo, KeyedLocks};
@@ -97,6 +98,12 @@ pub trait RepoForge: Send + Sync + std::fmt::Debug {
     async fn permission(&self, user: &UserRef) -> Result<Permission>;
 
     async fn git_credentials(&self) -> Result<GitCredentials>;
+
+    /// Writes `commit` through the forge's API (which signs it): the
+    /// branch created or moved back as `commit.start` says, then the
+    /// files committed on it. [`Committed::Moved`] when the branch was not
+    /// where graft expected.
+    async fn commit_files(&self, commit: &ApiCommit) -> Result<Committed>;
 
     /// Edits graft's status comment (found by [`sticky::STATUS_MARKER`]) in
     /// place, or creates it. The marker is added to `body` if missing.

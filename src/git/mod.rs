@@ -8,6 +8,7 @@ pub mod overlay;
 pub mod paths;
 pub mod pipeline;
 pub mod push;
+pub mod push_refusal;
 pub mod read;
 pub mod sandbox;
 pub mod scrub;

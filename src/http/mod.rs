@@ -13,6 +13,7 @@ pub mod health;
 pub mod input;
 pub mod intake;
 pub mod openapi;
+pub mod project_settings;
 pub mod projects;
 pub mod serve;
 pub mod setup;

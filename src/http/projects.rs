@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::input::{Fields, project_id};
+use super::project_settings::{CommitViaName, take_commit_via};
 use crate::events::Provider;
 use crate::http::HttpState;
 use crate::store::audit::NewEvent;
@@ -27,7 +28,10 @@ use crate::validation;
 pub fn routes() -> OpenApiRouter<HttpState> {
     OpenApiRouter::new()
         .routes(routes!(create_project, list_projects))
-        .routes(routes!(get_project))
+        .routes(routes!(
+            get_project,
+            super::project_settings::update_project
+        ))
         .routes(routes!(sync_now))
         .routes(routes!(list_events))
 }
@@ -60,6 +64,8 @@ pub struct NewProjectBody {
     pub integration_id: Option<i64>,
     /// Defaults to `graft/<slug>`; must differ from `branch`.
     pub sync_branch: Option<String>,
+    /// Default `git`.
+    pub commit_via: Option<CommitViaName>,
 }
 
 #[derive(ToSchema)]
@@ -115,6 +121,7 @@ pub struct ProjectView {
     pub mode: ModeName,
     pub auto_sync: bool,
     pub auto_merge: bool,
+    pub commit_via: CommitViaName,
     pub paused: bool,
     pub slug: String,
     pub sync_branch: String,
@@ -187,6 +194,7 @@ const PROJECT_FIELDS: &[&str] = &[
     "auto_merge",
     "integration_id",
     "sync_branch",
+    "commit_via",
 ];
 
 /// The actor the audit log records for a request.
@@ -291,8 +299,9 @@ pub fn parse_new_project(body: Value) -> Result<NewProject, ApiError> {
 async fn create_project(
     State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
-    ApiJson(body): ApiJson<Value>,
+    ApiJson(mut body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let commit_via = take_commit_via(&mut body)?;
     let new = parse_new_project(body)?;
     if let Some(id) = new.integration_id {
         match state.ctx.store.integration_credentials(id).await {
@@ -313,7 +322,11 @@ async fn create_project(
         }
     }
     let now = now_ms();
-    let project = state.ctx.store.create_project(&new, now).await?;
+    let mut project = state.ctx.store.create_project(&new, now).await?;
+    if let Some(via) = commit_via.filter(|v| *v != project.commit_via) {
+        state.ctx.store.set_commit_via(project.id, via, now).await?;
+        project.commit_via = via;
+    }
     state
         .ctx
         .store

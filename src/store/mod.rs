@@ -7,6 +7,7 @@
 pub mod adopt;
 pub mod audit;
 pub mod commands;
+pub mod commit_via;
 pub mod deliveries;
 pub mod files;
 mod group_commit;

@@ -7,6 +7,7 @@ use sqlx::AnyConnection;
 
 use crate::ids::Provider;
 
+use super::commit_via::CommitVia;
 use super::{Result, Store, StoreError, flag, is_unique_violation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -113,6 +114,8 @@ pub struct Project {
     pub mode: Mode,
     pub auto_sync: bool,
     pub auto_merge: bool,
+    /// How a sync writes its commit (`git` push or the forge's `api`).
+    pub commit_via: CommitVia,
     pub paused: bool,
     pub slug: String,
     pub sync_branch: String,
@@ -161,7 +164,7 @@ const COLUMNS: &str = "id, provider, integration_id, repo, branch, base_path, ki
     last_synced_commit_sha, last_pulled_at, pull_request_number, pull_request_url, \
     auto_sync_held, sync_branch_shared, sync_branch_sha, status_comment_id, conflicts, \
     last_failed_job_id, source, last_findings, created_at, updated_at, last_changes, \
-    status_before_pause, error_before_pause";
+    status_before_pause, error_before_pause, commit_via";
 
 /// A `projects` row as stored: flags as integers, enums and JSON as text.
 #[derive(sqlx::FromRow)]
@@ -198,6 +201,7 @@ struct ProjectRow {
     last_changes: Option<String>,
     status_before_pause: Option<String>,
     error_before_pause: Option<String>,
+    commit_via: String,
 }
 
 /// JSON columns are graft's own writing; one that does not parse reads as
@@ -230,6 +234,7 @@ impl From<ProjectRow> for Project {
             slug: r.slug,
             sync_branch: r.sync_branch,
             sync_error: r.sync_error,
+            commit_via: CommitVia::parse(&r.commit_via).unwrap_or_default(),
             last_synced_commit_sha: r.last_synced_commit_sha,
             last_pulled_at: r.last_pulled_at,
             pull_request_number: r.pull_request_number,

@@ -292,6 +292,7 @@ mod tests {
             last_changes: Vec::new(),
             status_before_pause: None,
             error_before_pause: None,
+            commit_via: Default::default(),
             created_at: 0,
             updated_at: 0,
         }

@@ -25,6 +25,7 @@ use super::publish::{self, CommentContent};
 use super::remote::{Remote, remote_for};
 use super::schedule::SyncRequest;
 use super::upstream::{apply_upstream, fetch_for, upstream_actions};
+use super::write;
 
 /// Fetch-overlay-push rounds when the remote moves under us.
 const ATTEMPTS: usize = 3;
@@ -195,7 +196,7 @@ async fn target_listing(
         .await?)
 }
 
-async fn push_to(
+pub(super) async fn push_to(
     remote: &Remote,
     fetched: &Fetched,
     commit: ObjectId,
@@ -240,20 +241,31 @@ async fn direct(
         ctx.store.set_findings(project.id, &findings).await?;
         return Err(SyncError::Validation(built.findings));
     }
-    let Some(commit) = built.commit else {
+    if built.commit.is_none() {
         return finish(ctx, project, &built, &files, target, None, true).await;
-    };
-    match push_to(
+    }
+    let branch = &project.branch;
+    match write::write(
+        ctx,
+        project,
         remote,
         fetched,
-        commit,
-        &project.branch,
-        PushMode::FastForward,
+        &built,
+        &files,
+        (branch, PushMode::FastForward),
     )
     .await
     {
-        Ok(()) => finish(ctx, project, &built, &files, Some(commit), None, true).await,
-        Err(GitError::ProtectedBranch(message)) => {
+        Ok(written) => {
+            // The audit log and the state name the commit on the forge.
+            built.commit = Some(written.head);
+            finish(ctx, project, &built, &files, Some(written.head), None, true).await?;
+            if let Some(note) = written.note {
+                tracing::info!(project = project.id, "{note}");
+            }
+            Ok(())
+        }
+        Err(SyncError::Git(GitError::ProtectedBranch(message))) => {
             let note = format!(
                 "Direct push to `{}` was refused by branch protection ({}); graft opened a pull request for this sync instead.",
                 project.branch,
@@ -273,7 +285,7 @@ async fn direct(
                 .await?;
             via_pull_request(ctx, project, request, remote, fetched, target, vec![note]).await
         }
-        Err(other) => Err(other.into()),
+        Err(other) => Err(other),
     }
 }
 
@@ -346,15 +358,31 @@ async fn via_pull_request(
     .await?;
     let listing = target_listing(fetched, project, target).await?;
     plan::mark_replaced(&mut built.overlay.changes, &listing, &files);
+    // The commit graft built locally: the diff below reads its tree (an
+    // API commit has the same tree, but the mirror does not hold it).
+    let built_locally = built.commit;
     let head = match built.commit {
-        Some(commit) => {
-            push_to(remote, fetched, commit, &project.sync_branch, mode).await?;
+        Some(_) => {
+            let branch = &project.sync_branch;
+            let written = write::write(
+                ctx,
+                project,
+                remote,
+                fetched,
+                &built,
+                &files,
+                (branch, mode),
+            )
+            .await?;
+            let commit = written.head;
             // Recorded at once: what graft pushed is how it tells its own
             // commits from others' (a failure below must not make its own
             // push look like someone else's to the next job).
             ctx.store
                 .set_sync_branch_state(project.id, Some(&commit.to_string()), shared)
                 .await?;
+            notes.extend(written.note);
+            built.commit = Some(commit);
             Some(commit)
         }
         None if parent == target && !shared => {
@@ -374,8 +402,9 @@ async fn via_pull_request(
     let mut changes = {
         let base = target;
         let base_path = project.base_path.clone();
+        let tree_of = built_locally.unwrap_or(head);
         fetched
-            .with_repo(move |repo| read::diff_commits(repo, base, Some(head), &base_path))
+            .with_repo(move |repo| read::diff_commits(repo, base, Some(tree_of), &base_path))
             .await?
     };
     plan::mark_replaced(&mut changes, &listing, &files);

@@ -123,6 +123,9 @@ pub(super) struct GraphqlResponse {
 #[derive(Deserialize)]
 pub(super) struct GraphqlError {
     pub(super) message: String,
+    /// GitHub's error class, e.g. `STALE_DATA`.
+    #[serde(default, rename = "type")]
+    pub(super) kind: Option<String>,
 }
 
 impl GraphqlResponse {

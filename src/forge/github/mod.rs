@@ -13,6 +13,7 @@
 //! else.
 
 pub mod app;
+pub mod commit;
 pub mod deliveries;
 mod errors;
 mod json;
@@ -31,6 +32,7 @@ use json::{
 };
 pub use json::{permission_from_github, reaction_content};
 
+use super::commit_api::{ApiCommit, Committed};
 use super::error::{ForgeError, ForgeKind, short};
 use super::http::{RawResponse, foreign_next_page, next_link_within};
 use super::pages::Pages;
@@ -433,6 +435,10 @@ impl RepoForge for GithubRepo {
             Err(ForgeError::NotFound { .. }) => Ok(Permission::None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn commit_files(&self, commit: &ApiCommit) -> Result<Committed> {
+        self.commit_via_api(commit).await
     }
 
     async fn git_credentials(&self) -> Result<GitCredentials> {

@@ -4,6 +4,7 @@
 //! at once when there is none).
 
 pub mod client;
+pub mod commit;
 pub mod connect;
 pub mod hooks;
 mod json;
@@ -22,6 +23,7 @@ use json::{
 };
 pub use json::{StoredNote, award_name, permission_from_access_level};
 
+use super::commit_api::{ApiCommit, Committed};
 use super::error::{ForgeError, ForgeKind, short};
 use super::http::encode;
 use super::pages::Pages;
@@ -438,6 +440,10 @@ impl RepoForge for GitlabRepo {
             Err(ForgeError::NotFound { .. }) => Ok(Permission::None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn commit_files(&self, commit: &ApiCommit) -> Result<Committed> {
+        self.commit_via_api(commit).await
     }
 
     async fn git_credentials(&self) -> Result<GitCredentials> {
