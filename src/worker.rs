@@ -8,17 +8,14 @@ use crate::events::{
     self, ForgeEvent, InstallationAction, InstallationEvent, Parsed, Provider, PullRequestAction,
     PullRequestEvent, PushEvent,
 };
-use crate::jobs::{JobError, JobHandler};
-use crate::store::deliveries::{self, DeliveryStatus};
-use crate::store::jobs::Job;
-use crate::store::jobs::NewJob;
+use crate::jobs::{Job, JobError, JobHandler};
+use crate::store::deliveries::DeliveryStatus;
+use crate::store::jobs::JobRow;
 use crate::store::projects::RepoKey;
 use crate::store::{StoreError, now_ms};
 use crate::sync::follow::{self, Follow};
-use crate::sync::schedule::{self, RECONCILE_JOB, SYNC_JOB, SyncRequest};
+use crate::sync::schedule::{self, SYNC_JOB, SyncRequest};
 use crate::sync::{outcome, reconcile, run};
-
-const PR_CLOSED_JOB: &str = "pull_request_closed";
 
 pub struct GraftJobs {
     ctx: Context,
@@ -34,50 +31,40 @@ fn store_error(error: StoreError) -> JobError {
     JobError::retry(format!("database: {error}"))
 }
 
-/// The delivery a `webhook` job processes.
-fn delivery_id_of(job: &Job) -> Result<i64, JobError> {
-    serde_json::from_str::<serde_json::Value>(&job.payload)
-        .ok()
-        .and_then(|v| v.get("delivery").and_then(|d| d.as_i64()))
-        .ok_or_else(|| JobError::Fatal(format!("job {} has no delivery id in its payload", job.id)))
+/// The job a row holds; one that does not decode cannot run at all.
+fn decode(row: &JobRow) -> Result<Job, JobError> {
+    Job::decode(&row.kind, &row.payload)
+        .map_err(|e| JobError::Fatal(format!("job {}: {e}", row.id)))
 }
 
 impl JobHandler for GraftJobs {
-    async fn run(&self, job: &Job) -> Result<(), JobError> {
+    async fn run(&self, row: &JobRow) -> Result<(), JobError> {
         let project = || {
-            job.project_id
-                .ok_or_else(|| JobError::Fatal(format!("job {} has no project", job.id)))
+            row.project_id
+                .ok_or_else(|| JobError::Fatal(format!("job {} has no project", row.id)))
         };
-        match job.kind.as_str() {
-            deliveries::JOB_KIND => self.process_delivery(delivery_id_of(job)?).await,
-            SYNC_JOB => {
-                let request: SyncRequest = serde_json::from_str(&job.payload)
-                    .map_err(|e| JobError::Fatal(format!("bad sync request: {e}")))?;
-                run::run(&self.ctx, project()?, &request)
-                    .await
-                    .map_err(|e| e.into_job_error())
-            }
-            RECONCILE_JOB => reconcile::reconcile(&self.ctx, project()?)
+        match decode(row)? {
+            Job::Webhook { delivery } => self.process_delivery(delivery).await,
+            Job::Sync(request) => run::run(&self.ctx, project()?, &request)
                 .await
                 .map_err(|e| e.into_job_error()),
-            PR_CLOSED_JOB => {
-                let payload: serde_json::Value =
-                    serde_json::from_str(&job.payload).unwrap_or_default();
-                let number = payload["number"].as_i64().ok_or_else(|| {
-                    JobError::Fatal(format!("job {} names no pull request", job.id))
-                })?;
-                reconcile::pull_request_closed(
-                    &self.ctx,
-                    project()?,
-                    number,
-                    payload["merged"].as_bool().unwrap_or(false),
-                    payload["merge_commit_sha"].as_str(),
-                )
+            Job::Reconcile { .. } => reconcile::reconcile(&self.ctx, project()?)
                 .await
-                .map_err(|e| e.into_job_error())
-            }
-            commands::JOB_KIND => commands::execute::run(&self.ctx, job).await,
-            other => Err(JobError::Fatal(format!("unknown job kind `{other}`"))),
+                .map_err(|e| e.into_job_error()),
+            Job::PullRequestClosed {
+                number,
+                merged,
+                merge_commit_sha,
+            } => reconcile::pull_request_closed(
+                &self.ctx,
+                project()?,
+                number,
+                merged,
+                merge_commit_sha.as_deref(),
+            )
+            .await
+            .map_err(|e| e.into_job_error()),
+            Job::Command(command_job) => commands::execute::run(&self.ctx, row, command_job).await,
         }
     }
 
@@ -87,26 +74,29 @@ impl JobHandler for GraftJobs {
             .flatten()
     }
 
-    async fn gave_up(&self, job: &Job, error: &str) {
-        if job.kind == commands::JOB_KIND {
-            commands::execute::gave_up(&self.ctx, job, error).await;
+    async fn gave_up(&self, row: &JobRow, error: &str) {
+        let Ok(job) = decode(row) else {
             return;
-        }
-        if matches!(job.kind.as_str(), SYNC_JOB | RECONCILE_JOB | PR_CLOSED_JOB)
-            && let Some(project) = job.project_id
-        {
-            outcome::record_failure(&self.ctx, project, error, Some(job.id)).await;
-            return;
-        }
-        if job.kind == deliveries::JOB_KIND
-            && let Ok(id) = delivery_id_of(job)
-            && let Err(e) = self
-                .ctx
-                .store
-                .finish_delivery(id, DeliveryStatus::Failed, Some(error), now_ms())
-                .await
-        {
-            warn!(delivery = id, error = %e, "could not mark the delivery failed");
+        };
+        match job {
+            Job::Command(command_job) => {
+                commands::execute::gave_up(&self.ctx, row, command_job, error).await;
+            }
+            Job::Sync(_) | Job::Reconcile { .. } | Job::PullRequestClosed { .. } => {
+                if let Some(project) = row.project_id {
+                    outcome::record_failure(&self.ctx, project, error, Some(row.id)).await;
+                }
+            }
+            Job::Webhook { delivery } => {
+                if let Err(e) = self
+                    .ctx
+                    .store
+                    .finish_delivery(delivery, DeliveryStatus::Failed, Some(error), now_ms())
+                    .await
+                {
+                    warn!(delivery, error = %e, "could not mark the delivery failed");
+                }
+            }
         }
     }
 }
@@ -259,22 +249,14 @@ impl GraftJobs {
             // else's PR from a branch of the same name (a fork).
             return Ok(());
         }
-        let now = now_ms();
-        let job = NewJob {
-            project_id: Some(project.id),
-            ..NewJob::new(
-                PR_CLOSED_JOB,
-                serde_json::json!({
-                    "merged": pr.action == PullRequestAction::Merged,
-                    "merge_commit_sha": pr.merge_commit_sha,
-                    "number": pr.number,
-                }),
-                now,
-            )
+        let job = Job::PullRequestClosed {
+            number: pr.number,
+            merged: pr.action == PullRequestAction::Merged,
+            merge_commit_sha: pr.merge_commit_sha.clone(),
         };
         self.ctx
             .jobs
-            .enqueue(&job, now)
+            .enqueue(&job, Some(project.id), now_ms())
             .await
             .map_err(store_error)?;
         Ok(())

@@ -9,7 +9,7 @@ use std::time::Duration;
 use graft::jobs::{JobError, JobHandler, PoolConfig, spawn_pool};
 use graft::metrics::Metrics;
 use graft::store::Store;
-use graft::store::jobs::{Job, JobRecord, NewJob};
+use graft::store::jobs::{JobRecord, JobRow, NewJob};
 use graft::store::now_ms;
 use graft::store::projects::{Kind, Mode, NewProject};
 use graft::sync::schedule::{self, SYNC_JOB, SyncRequest};
@@ -27,7 +27,7 @@ struct Panicky {
 }
 
 impl JobHandler for Panicky {
-    async fn run(&self, job: &Job) -> Result<(), JobError> {
+    async fn run(&self, job: &JobRow) -> Result<(), JobError> {
         tokio::task::yield_now().await;
         if job.kind.starts_with("boom") {
             panic!("kaboom in job {}", job.id);
@@ -36,7 +36,7 @@ impl JobHandler for Panicky {
         Ok(())
     }
 
-    async fn gave_up(&self, job: &Job, error: &str) {
+    async fn gave_up(&self, job: &JobRow, error: &str) {
         self.gave_up.lock().await.push((job.id, error.to_string()));
         if job.kind == "boom-twice" {
             panic!("bookkeeping panicked too");
@@ -138,14 +138,14 @@ async fn a_panicking_job_fails_and_the_worker_goes_on(db: TestDb) {
 struct PanickingSync(GraftJobs);
 
 impl JobHandler for PanickingSync {
-    async fn run(&self, job: &Job) -> Result<(), JobError> {
+    async fn run(&self, job: &JobRow) -> Result<(), JobError> {
         if job.kind == SYNC_JOB {
             panic!("index out of bounds while building the overlay");
         }
         Ok(())
     }
 
-    async fn gave_up(&self, job: &Job, error: &str) {
+    async fn gave_up(&self, job: &JobRow, error: &str) {
         self.0.gave_up(job, error).await;
     }
 }

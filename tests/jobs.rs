@@ -11,7 +11,7 @@ use std::time::Duration;
 use graft::jobs::{JobError, JobHandler, PoolConfig, spawn_pool};
 use graft::metrics::Metrics;
 use graft::store::Store;
-use graft::store::jobs::{Job, NewJob};
+use graft::store::jobs::{JobRow, NewJob};
 use serde_json::json;
 use support::{TestDb, eventually, fast_pool};
 use tokio::sync::{Mutex, Notify, watch};
@@ -99,7 +99,7 @@ impl Drop for InFlight<'_> {
 }
 
 impl JobHandler for Counting {
-    async fn run(&self, job: &Job) -> Result<(), JobError> {
+    async fn run(&self, job: &JobRow) -> Result<(), JobError> {
         let count = {
             let mut runs = self.runs.lock().await;
             let entry = runs.entry(job.id).or_default();
@@ -119,7 +119,7 @@ impl JobHandler for Counting {
         Ok(())
     }
 
-    async fn gave_up(&self, job: &Job, error: &str) {
+    async fn gave_up(&self, job: &JobRow, error: &str) {
         self.gave_up.lock().await.push((job.id, error.to_string()));
     }
 }

@@ -10,25 +10,20 @@ use crate::context::Context;
 use crate::events::{Actor, Provider};
 use crate::forge::{AutoMerge, ForgeKind, Permission, Reaction, RepoClient, UserRef};
 use crate::git::validate::{Finding, passed};
-use crate::jobs::JobError;
+use crate::jobs::{Job, JobError};
 use crate::slash::Command;
 use crate::store::audit::NewEvent;
 use crate::store::files::{Change, ChangedPath, FileState};
-use crate::store::jobs::{Job, NewJob};
+use crate::store::jobs::JobRow;
 use crate::store::now_ms;
 use crate::store::projects::{Project, SyncStatus};
 use crate::sync::errors::SyncError;
-use crate::sync::schedule::{self, RECONCILE_JOB, SYNC_JOB, SyncRequest};
+use crate::sync::schedule::{self, SyncRequest};
 use crate::sync::{ops, publish, reconcile};
 
 use super::intake::{self, CommandJob, QueuedCommand};
 use super::reply::{self, Forge, Outcome, Verdict};
 use super::verify::{self, Rejection};
-
-fn payload(job: &Job) -> Result<CommandJob, JobError> {
-    serde_json::from_str(&job.payload)
-        .map_err(|e| JobError::Fatal(format!("bad command job {}: {e}", job.id)))
-}
 
 fn store_error(error: crate::store::StoreError) -> JobError {
     JobError::retry(format!("database: {error}"))
@@ -135,7 +130,11 @@ async fn reject(
 
 /// The command rows of a job: those its payload names (GitHub), or for a
 /// GitLab note those the job recorded once it verified the note.
-async fn run_ids(ctx: &Context, job: &Job, command_job: &CommandJob) -> Result<Vec<i64>, JobError> {
+async fn run_ids(
+    ctx: &Context,
+    job: &JobRow,
+    command_job: &CommandJob,
+) -> Result<Vec<i64>, JobError> {
     if command_job.provider == Provider::Gitlab {
         return ctx
             .store
@@ -146,8 +145,7 @@ async fn run_ids(ctx: &Context, job: &Job, command_job: &CommandJob) -> Result<V
     Ok(command_job.commands.iter().map(|c| c.run_id).collect())
 }
 
-pub async fn run(ctx: &Context, job: &Job) -> Result<(), JobError> {
-    let mut command_job = payload(job)?;
+pub async fn run(ctx: &Context, job: &JobRow, mut command_job: CommandJob) -> Result<(), JobError> {
     let store = &ctx.store;
     let mut ids = run_ids(ctx, job, &command_job).await?;
     let rows = store.command_runs(&ids).await.map_err(store_error)?;
@@ -481,23 +479,27 @@ async fn act(
                             .replace("/graft", prefix),
                     ));
                 };
-                match kind.as_str() {
-                    SYNC_JOB => {
-                        let mut again: SyncRequest =
-                            serde_json::from_str(&payload).unwrap_or(request(actor, false, false));
+                match Job::decode(&kind, &payload) {
+                    Ok(Job::Sync(mut again)) => {
                         again.actor = actor.to_string();
                         schedule::enqueue_sync(&ctx.jobs, project_id, &again, now).await?;
                     }
-                    RECONCILE_JOB => {
+                    Ok(Job::Reconcile { .. }) => {
                         schedule::enqueue_reconcile(&ctx.jobs, project_id, "retry", now).await?;
                     }
-                    other => {
-                        let payload = serde_json::from_str(&payload).unwrap_or_default();
-                        let job = NewJob {
-                            project_id: Some(project_id),
-                            ..NewJob::new(other, payload, now)
-                        };
-                        ctx.jobs.enqueue(&job, now).await?;
+                    Ok(
+                        again @ (Job::Webhook { .. }
+                        | Job::PullRequestClosed { .. }
+                        | Job::Command(_)),
+                    ) => {
+                        ctx.jobs.enqueue(&again, Some(project_id), now).await?;
+                    }
+                    Err(_) => {
+                        return Ok(Outcome::failed(
+                            &usage,
+                            "The failed job can no longer be read; `/graft sync` starts a new sync."
+                                .replace("/graft", prefix),
+                        ));
                     }
                 }
                 format!(
@@ -647,10 +649,7 @@ async fn act(
 }
 
 /// The job failed for good: say so on the PR (best effort).
-pub async fn gave_up(ctx: &Context, job: &Job, error: &str) {
-    let Ok(command_job) = payload(job) else {
-        return;
-    };
+pub async fn gave_up(ctx: &Context, job: &JobRow, command_job: CommandJob, error: &str) {
     if command_job.provider == Provider::Gitlab {
         // Until a run has an outcome the note was never verified: a forged
         // hook must not get graft to write on the MR.

@@ -1,7 +1,6 @@
 //! From a comment webhook to a queued `command` job. Runs inside the
 //! webhook job, so it only decides and records; the job does the rest.
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
@@ -9,58 +8,15 @@ use crate::context::Context;
 use crate::events::{Actor, CommentAction, CommentEvent, Provider};
 use crate::forge::STATUS_MARKER;
 use crate::forge::gitlab::StoredNote;
-use crate::jobs::JobError;
-use crate::slash::parse::{Command, CommandError, Invocation, MAX_COMMANDS, new_since, parse};
+use crate::jobs::{Job, JobError};
+use crate::slash::parse::{Invocation, MAX_COMMANDS, new_since, parse};
 use crate::store::commands::{Accepted, Claimed, CommandRun, CommentKey, NewCommandRun, RateLimit};
 use crate::store::jobs::NewJob;
 use crate::store::now_ms;
 
-use super::{JOB_KIND, REPLY_MARKER};
+use super::REPLY_MARKER;
 
-/// One accepted command line, as the job runs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueuedCommand {
-    /// Its row in `command_runs`.
-    pub run_id: i64,
-    pub text: String,
-    pub result: Result<Command, CommandError>,
-}
-
-/// The payload of a `command` job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommandJob {
-    pub provider: Provider,
-    /// The GitLab integration the comment came through (`None`: GitHub, or
-    /// the default integration): replies go back through it.
-    #[serde(default)]
-    pub integration_id: Option<i64>,
-    pub repo: String,
-    pub number: i64,
-    pub comment_id: i64,
-    /// Who the run is for: the editor of an edit, else the author. Their
-    /// permission is checked and the audit log names them.
-    pub author: Actor,
-    /// The comment's author, when the run is someone else's edit of it.
-    #[serde(default)]
-    pub written_by: Option<Actor>,
-    /// [`text_hash`] of the text the commands were read from: a GitLab job
-    /// re-reads the note and runs nothing when the note says otherwise.
-    #[serde(default)]
-    pub body_hash: Option<String>,
-    /// The forge's id of the repository, as the webhook gave it.
-    #[serde(default)]
-    pub repo_id: Option<i64>,
-    /// GitLab: the note's `updated_at` as the hook gave it. The job runs
-    /// nothing unless GitLab's note is this very version.
-    #[serde(default)]
-    pub version: Option<String>,
-    pub prefix: String,
-    pub commands: Vec<QueuedCommand>,
-    /// 👀 was added on receipt (by the webhook job), so the command job
-    /// does not add it again.
-    #[serde(default)]
-    pub acknowledged: bool,
-}
+pub use crate::jobs::job::{CommandJob, QueuedCommand};
 
 /// Whether graft wrote this text itself (its replies and status comment
 /// carry hidden markers), whoever the forge says the author is.
@@ -291,13 +247,8 @@ pub async fn on_comment(
             acknowledged: true,
         };
         NewJob {
-            project_id: Some(project.id),
             max_attempts: 5,
-            ..NewJob::new(
-                JOB_KIND,
-                serde_json::to_value(&payload).unwrap_or_default(),
-                now_ms(),
-            )
+            ..Job::Command(payload).row(Some(project.id), now_ms())
         }
     };
     let queued = store
@@ -413,14 +364,9 @@ async fn on_note(
     ));
     let now = now_ms();
     let job = NewJob {
-        project_id: Some(project.id),
         max_attempts: 5,
         dedupe_key: Some(format!("command:gitlab:{same}")),
-        ..NewJob::new(
-            JOB_KIND,
-            serde_json::to_value(&payload).unwrap_or_default(),
-            now,
-        )
+        ..Job::Command(payload).row(Some(project.id), now)
     };
     let queued = ctx
         .jobs

@@ -22,9 +22,6 @@ pub mod intake;
 pub mod reply;
 pub mod verify;
 
-/// The kind of job that runs a comment's commands.
-pub const JOB_KIND: &str = "command";
-
 /// Starts every reply graft writes, so it never reads its own comments
 /// as commands (the status comment has its own marker).
 pub const REPLY_MARKER: &str = "<!-- graft:reply -->";

@@ -271,7 +271,7 @@ impl Forges {
                 short(&e.to_string())
             ))
         })?;
-        if credentials.provider != "gitlab" {
+        if credentials.provider != crate::ids::Provider::Gitlab {
             return Err(ForgeError::Config(format!(
                 "integration {id} is not a GitLab integration"
             )));

@@ -6,6 +6,7 @@
 //! with the panic's message; the worker goes on to the next job.
 
 pub mod backoff;
+pub mod job;
 pub mod queue;
 
 use std::future::Future;
@@ -19,10 +20,11 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
 pub use backoff::Backoff;
+pub use job::Job;
 pub use queue::JobQueue;
 
 use crate::metrics::Metrics;
-use crate::store::jobs::Job;
+use crate::store::jobs::JobRow;
 use crate::store::{Store, now_ms};
 
 /// How a job ended when it did not succeed.
@@ -52,9 +54,9 @@ impl JobError {
 /// What the pool runs. `gave_up` is told when a job fails for good, so the
 /// owner of the work (a delivery, a project) can record the failure.
 pub trait JobHandler: Send + Sync + 'static {
-    fn run(&self, job: &Job) -> impl Future<Output = Result<(), JobError>> + Send;
+    fn run(&self, job: &JobRow) -> impl Future<Output = Result<(), JobError>> + Send;
 
-    fn gave_up(&self, job: &Job, error: &str) -> impl Future<Output = ()> + Send {
+    fn gave_up(&self, job: &JobRow, error: &str) -> impl Future<Output = ()> + Send {
         let _ = (job, error);
         async {}
     }
@@ -182,7 +184,7 @@ impl<H: JobHandler> Worker<H> {
         }
     }
 
-    async fn execute(&mut self, job: Job) {
+    async fn execute(&mut self, job: JobRow) {
         let span = info_span!("job", job_id = job.id, kind = %job.kind, project_id = job.project_id, attempt = job.attempts);
         async {
             if job.attempts > job.max_attempts {
@@ -253,7 +255,7 @@ impl<H: JobHandler> Worker<H> {
     /// state, the PR comment: forge calls that may wait) runs under the
     /// lease like the job did, and lands while the job still shows as
     /// running, so whoever waits for the job to end sees it.
-    async fn give_up(&mut self, job: &Job, message: &str) {
+    async fn give_up(&mut self, job: &JobRow, message: &str) {
         error!(error = %message, "job failed for good");
         let handler = self.handler.clone();
         let bookkeeping = async {
@@ -280,7 +282,7 @@ impl<H: JobHandler> Worker<H> {
     /// Runs the handler while renewing the lease (see [`Self::with_lease`]).
     /// A panic fails the job for good (the same input would panic again),
     /// with the panic's message; the worker goes on.
-    async fn run_with_lease(&mut self, job: &Job) -> Outcome<Result<(), JobError>> {
+    async fn run_with_lease(&mut self, job: &JobRow) -> Outcome<Result<(), JobError>> {
         let handler = self.handler.clone();
         let run = async {
             caught(handler.run(job))
@@ -298,7 +300,7 @@ impl<H: JobHandler> Worker<H> {
     /// ran out.
     async fn with_lease<T>(
         &mut self,
-        job: &Job,
+        job: &JobRow,
         work: impl Future<Output = T>,
         release_on_shutdown: bool,
     ) -> Outcome<T> {

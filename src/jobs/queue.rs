@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::store::jobs::NewJob;
+use super::Job;
 use crate::store::{Result, Store};
 
 #[derive(Clone, Debug)]
@@ -24,10 +24,11 @@ impl JobQueue {
         }
     }
 
-    /// Stores `job` and wakes the workers. `None` when a job with the same
-    /// dedupe key is already queued (it covers this one).
-    pub async fn enqueue(&self, job: &NewJob, now: i64) -> Result<Option<i64>> {
-        let id = self.store.enqueue(job, now).await?;
+    /// Stores `job` (for `project`, due `now`) and wakes the workers.
+    /// `None` when a job with the same dedupe key is already queued (it
+    /// covers this one).
+    pub async fn enqueue(&self, job: &Job, project: Option<i64>, now: i64) -> Result<Option<i64>> {
+        let id = self.store.enqueue(&job.row(project, now), now).await?;
         if id.is_some() {
             self.wake();
         }

@@ -1,7 +1,5 @@
 //! The audit log: who did what, when, with commit SHAs and PR links.
 
-use sqlx::Row;
-
 use super::{Result, Store};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,13 +26,43 @@ pub struct AuditEvent {
     pub created_at: i64,
 }
 
+/// An `events` row as stored: `details` is JSON text.
+#[derive(sqlx::FromRow)]
+pub(super) struct EventRow {
+    id: i64,
+    project_id: Option<i64>,
+    actor: String,
+    kind: String,
+    message: String,
+    commit_sha: Option<String>,
+    pull_request_url: Option<String>,
+    details: Option<String>,
+    created_at: i64,
+}
+
+impl From<EventRow> for AuditEvent {
+    fn from(r: EventRow) -> Self {
+        AuditEvent {
+            id: r.id,
+            project_id: r.project_id,
+            actor: r.actor,
+            kind: r.kind,
+            message: r.message,
+            commit_sha: r.commit_sha,
+            pull_request_url: r.pull_request_url,
+            details: r.details.and_then(|d| serde_json::from_str(&d).ok()),
+            created_at: r.created_at,
+        }
+    }
+}
+
 /// Appends to the audit log inside the caller's transaction.
 pub async fn record_event_in(
     conn: &mut sqlx::AnyConnection,
     event: &NewEvent<'_>,
     now: i64,
 ) -> Result<i64> {
-    let row = sqlx::query(
+    let value: i64 = sqlx::query_scalar(
         "INSERT INTO events (project_id, actor, kind, message, commit_sha, pull_request_url, \
          details, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
@@ -48,7 +76,7 @@ pub async fn record_event_in(
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(row.get(0))
+    Ok(value)
 }
 
 impl Store {
@@ -63,7 +91,7 @@ impl Store {
         project_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditEvent>> {
-        let rows = sqlx::query(
+        let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT id, project_id, actor, kind, message, commit_sha, pull_request_url, details, \
              created_at FROM events \
              WHERE ($1 IS NULL AND project_id IS NULL) OR project_id = $1 \
@@ -73,21 +101,6 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditEvent {
-                id: r.get(0),
-                project_id: r.get(1),
-                actor: r.get(2),
-                kind: r.get(3),
-                message: r.get(4),
-                commit_sha: r.get(5),
-                pull_request_url: r.get(6),
-                details: r
-                    .get::<Option<String>, _>(7)
-                    .and_then(|d| serde_json::from_str(&d).ok()),
-                created_at: r.get(8),
-            })
-            .collect())
+        Ok(rows.into_iter().map(AuditEvent::from).collect())
     }
 }

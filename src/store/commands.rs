@@ -4,8 +4,6 @@
 //! them happen in one transaction, so a command is never acknowledged
 //! and then lost, and a redelivered comment finds its keys taken.
 
-use sqlx::Row;
-
 use super::jobs::{NewJob, enqueue_in};
 use super::{Backend, Result, Store};
 
@@ -109,13 +107,12 @@ where
                  AND comment_id = $3"
         }
     };
-    let previous: Option<String> = sqlx::query(select)
+    let previous: Option<String> = sqlx::query_scalar(select)
         .bind(comment.provider)
         .bind(comment.repo)
         .bind(comment.comment_id)
         .fetch_optional(&mut **tx)
-        .await?
-        .map(|r| r.get(0));
+        .await?;
     sqlx::query(
         "INSERT INTO comment_texts (provider, repo, comment_id, body, updated_at) \
              VALUES ($1, $2, $3, $4, $5) \
@@ -131,7 +128,7 @@ where
     .await?;
     let runs = plan(previous);
     if !runs.is_empty() {
-        let recent: i64 = sqlx::query(
+        let recent: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM command_runs WHERE provider = $1 AND repo = $2 \
                  AND number = $3 AND author = $4 AND created_at > $5",
         )
@@ -141,15 +138,14 @@ where
         .bind(comment.author)
         .bind(now.saturating_sub(limit.window_ms))
         .fetch_one(&mut **tx)
-        .await?
-        .get(0);
+        .await?;
         if !limit.admits(recent, runs.len()) {
             return Ok(Recorded::RateLimited { recent });
         }
     }
     let mut accepted = Vec::new();
     for (index, run) in runs.into_iter().enumerate() {
-        let row = sqlx::query(
+        let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO command_runs (dedupe_key, provider, repo, number, comment_id, \
                  author, command, created_at, job_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
@@ -165,8 +161,8 @@ where
         .bind(job_id)
         .fetch_optional(&mut **tx)
         .await?;
-        if let Some(row) = row {
-            accepted.push((index, row.get::<i64, _>(0)));
+        if let Some(id) = id {
+            accepted.push((index, id));
         }
     }
     Ok(Recorded::Runs(accepted))
@@ -182,12 +178,23 @@ pub struct CommandRun {
     pub replied: bool,
 }
 
-fn run_of_row(r: &sqlx::any::AnyRow) -> CommandRun {
-    CommandRun {
-        id: r.get(0),
-        command: r.get(1),
-        outcome: r.get(2),
-        replied: r.get::<i64, _>(3) != 0,
+/// A `command_runs` row as stored (`replied` as an integer).
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    id: i64,
+    command: String,
+    outcome: Option<String>,
+    replied: i64,
+}
+
+impl From<RunRow> for CommandRun {
+    fn from(r: RunRow) -> Self {
+        CommandRun {
+            id: r.id,
+            command: r.command,
+            outcome: r.outcome,
+            replied: r.replied != 0,
+        }
     }
 }
 
@@ -247,7 +254,7 @@ impl Store {
         repo: &str,
         comment_id: i64,
     ) -> Result<Option<String>> {
-        let row = sqlx::query(
+        let body = sqlx::query_scalar(
             "SELECT body FROM comment_texts WHERE provider = $1 AND repo = $2 \
              AND comment_id = $3",
         )
@@ -256,7 +263,7 @@ impl Store {
         .bind(comment_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(body)
     }
 
     /// Queues `job` (a `job.kind` job of `project_id`) unless that project
@@ -270,15 +277,14 @@ impl Store {
         now: i64,
     ) -> Result<Accepted> {
         let mut tx = self.begin_write().await?;
-        let recent: i64 = sqlx::query(
+        let recent: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND project_id = $2 AND created_at > $3",
         )
         .bind(&job.kind)
         .bind(project_id)
         .bind(now.saturating_sub(limit.window_ms))
         .fetch_one(&mut *tx)
-        .await?
-        .get(0);
+        .await?;
         if !limit.admits(recent, 1) {
             tx.rollback().await?;
             return Ok(Accepted::RateLimited { recent });
@@ -306,7 +312,7 @@ impl Store {
         P: FnOnce(Option<String>) -> Vec<NewCommandRun>,
     {
         let mut tx = self.begin_write().await?;
-        let before = sqlx::query(
+        let before: Vec<RunRow> = sqlx::query_as(
             "SELECT id, command, outcome, replied FROM command_runs WHERE job_id = $1 ORDER BY id",
         )
         .bind(job_id)
@@ -314,7 +320,9 @@ impl Store {
         .await?;
         if !before.is_empty() {
             tx.commit().await?;
-            return Ok(Claimed::Resumed(before.iter().map(run_of_row).collect()));
+            return Ok(Claimed::Resumed(
+                before.into_iter().map(CommandRun::from).collect(),
+            ));
         }
         let recorded = record_runs_in(
             &mut tx,
@@ -345,11 +353,11 @@ impl Store {
 
     /// The ids of the command rows job `job_id` recorded.
     pub async fn command_run_ids_of_job(&self, job_id: i64) -> Result<Vec<i64>> {
-        let rows = sqlx::query("SELECT id FROM command_runs WHERE job_id = $1 ORDER BY id")
+        let ids = sqlx::query_scalar("SELECT id FROM command_runs WHERE job_id = $1 ORDER BY id")
             .bind(job_id)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(ids)
     }
 
     /// Records a `command.rejected` audit event, unless one of `project_id`
@@ -364,7 +372,7 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let recent = sqlx::query(
+        let recent: Option<(i64, Option<String>)> = sqlx::query_as(
             "SELECT id, details FROM events WHERE project_id = $1 AND kind = 'command.rejected' \
              AND created_at > $2 ORDER BY id DESC LIMIT 1",
         )
@@ -373,9 +381,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         match recent {
-            Some(row) => {
-                let id: i64 = row.get(0);
-                let details: Option<String> = row.get(1);
+            Some((id, details)) => {
                 let details = details
                     .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
                     .unwrap_or_default();
@@ -456,13 +462,14 @@ impl Store {
     pub async fn command_runs(&self, ids: &[i64]) -> Result<Vec<CommandRun>> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let row =
-                sqlx::query("SELECT id, command, outcome, replied FROM command_runs WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let row: Option<RunRow> = sqlx::query_as(
+                "SELECT id, command, outcome, replied FROM command_runs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
             if let Some(r) = row {
-                out.push(run_of_row(&r));
+                out.push(CommandRun::from(r));
             }
         }
         out.sort_by_key(|r| r.id);
@@ -508,11 +515,11 @@ impl Store {
 
     /// Kind and payload of a job, for `/graft retry`.
     pub async fn job_kind_and_payload(&self, id: i64) -> Result<Option<(String, String)>> {
-        let row = sqlx::query("SELECT kind, payload FROM jobs WHERE id = $1")
+        let row = sqlx::query_as("SELECT kind, payload FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        Ok(row)
     }
 }
 

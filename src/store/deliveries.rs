@@ -2,8 +2,6 @@
 //! the forge's delivery id, and processed by a job enqueued in the same
 //! transaction, so a delivery is never acknowledged and then lost.
 
-use sqlx::Row;
-
 use super::jobs::NewJob;
 use super::{Result, Store};
 
@@ -34,6 +32,13 @@ impl DeliveryStatus {
             "ignored" => DeliveryStatus::Ignored,
             _ => DeliveryStatus::Queued,
         }
+    }
+}
+
+/// The status column as stored (read by `FromRow`).
+impl From<String> for DeliveryStatus {
+    fn from(text: String) -> Self {
+        DeliveryStatus::parse(&text)
     }
 }
 
@@ -70,13 +75,14 @@ impl Intake {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Delivery {
     pub id: i64,
     pub provider: String,
     pub delivery_id: String,
     pub event: String,
     pub action: Option<String>,
+    #[sqlx(try_from = "String")]
     pub status: DeliveryStatus,
     pub payload: Option<Vec<u8>>,
     pub error: Option<String>,
@@ -98,25 +104,14 @@ impl Store {
     }
 
     pub async fn delivery(&self, id: i64) -> Result<Option<Delivery>> {
-        let row = sqlx::query(
+        let delivery = sqlx::query_as(
             "SELECT id, provider, delivery_id, event, action, status, payload, error, attempts, \
              integration_id FROM webhook_deliveries WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| Delivery {
-            id: r.get(0),
-            provider: r.get(1),
-            delivery_id: r.get(2),
-            event: r.get(3),
-            action: r.get(4),
-            status: DeliveryStatus::parse(r.get::<String, _>(5).as_str()),
-            payload: r.get(6),
-            error: r.get(7),
-            attempts: r.get(8),
-            integration_id: r.get(9),
-        }))
+        Ok(delivery)
     }
 
     /// Forgets deliveries received before `before` that are no longer
@@ -132,10 +127,10 @@ impl Store {
     }
 
     pub async fn delivery_count(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM webhook_deliveries")
+        let value: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries")
             .fetch_one(&self.pool)
             .await?;
-        Ok(row.get(0))
+        Ok(value)
     }
 
     /// Records the outcome of one processing attempt.
@@ -161,7 +156,7 @@ impl Store {
 }
 
 /// A GitLab project's webhook as graft last read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct WebhookHealth {
     /// `ok`, `temporarily_disabled`, `disabled` or `missing`.
     pub state: String,
@@ -173,7 +168,7 @@ impl Store {
     /// Whether graft stored delivery `delivery_id` of `provider`, and
     /// whether it asked the forge to redeliver it.
     pub async fn delivery_known(&self, provider: &str, delivery_id: &str) -> Result<(bool, bool)> {
-        let row = sqlx::query(
+        let (received, asked): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE provider = $1 AND delivery_id = $2), \
              (SELECT COUNT(*) FROM redelivery_requests WHERE provider = $1 AND delivery_id = $2)",
         )
@@ -181,7 +176,7 @@ impl Store {
         .bind(delivery_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok((row.get::<i64, _>(0) > 0, row.get::<i64, _>(1) > 0))
+        Ok((received > 0, asked > 0))
     }
 
     /// Records that graft asks for a redelivery; `false` when it (or
@@ -226,11 +221,11 @@ impl Store {
     }
 
     pub async fn recovery_mark(&self, name: &str) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT mark FROM recovery_marks WHERE name = $1")
+        let mark = sqlx::query_scalar("SELECT mark FROM recovery_marks WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(mark)
     }
 
     /// Moves mark `name` forward to `mark` (never back).
@@ -269,16 +264,12 @@ impl Store {
     }
 
     pub async fn webhook_health(&self, project_id: i64) -> Result<Option<WebhookHealth>> {
-        let row = sqlx::query(
+        let health = sqlx::query_as(
             "SELECT state, disabled_until, checked_at FROM webhook_health WHERE project_id = $1",
         )
         .bind(project_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| WebhookHealth {
-            state: r.get(0),
-            disabled_until: r.get(1),
-            checked_at: r.get(2),
-        }))
+        Ok(health)
     }
 }

@@ -3,7 +3,7 @@
 //! of the same content.
 
 use serde::Serialize;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use super::{Result, Store, flag};
 use crate::git::read::blob_id;
@@ -143,17 +143,56 @@ pub struct ChangedPath {
     pub sync_on_change: bool,
 }
 
-fn from_row(r: &sqlx::any::AnyRow) -> ManagedFileRow {
-    ManagedFileRow {
-        path: r.get(0),
-        content: r.get(1),
-        blob_sha: r.get(2),
-        state: FileState::parse(r.get::<String, _>(3).as_str()),
-        size: r.get(4),
-        sync_on_change: r.get::<i64, _>(5) != 0,
-        executable: r.get::<i64, _>(6) != 0,
-        synced_blob_sha: r.get(7),
-        source: FileSource::parse(r.get::<String, _>(8).as_str()),
+/// The listing columns of a `managed_files` row as stored: flags as
+/// integers, the state as text.
+#[derive(sqlx::FromRow)]
+struct MetaRow {
+    path: String,
+    blob_sha: String,
+    state: String,
+    size: i64,
+    sync_on_change: i64,
+    executable: i64,
+    source: String,
+}
+
+impl From<MetaRow> for FileMeta {
+    fn from(r: MetaRow) -> Self {
+        FileMeta {
+            state: FileState::parse(&r.state),
+            sync_on_change: r.sync_on_change != 0,
+            executable: r.executable != 0,
+            path: r.path,
+            blob_sha: r.blob_sha,
+            size: r.size,
+            source: FileSource::parse(&r.source),
+        }
+    }
+}
+
+/// A whole `managed_files` row as stored.
+#[derive(sqlx::FromRow)]
+struct FileRow {
+    #[sqlx(flatten)]
+    meta: MetaRow,
+    content: Vec<u8>,
+    synced_blob_sha: Option<String>,
+}
+
+impl From<FileRow> for ManagedFileRow {
+    fn from(r: FileRow) -> Self {
+        let meta = FileMeta::from(r.meta);
+        ManagedFileRow {
+            path: meta.path,
+            content: r.content,
+            blob_sha: meta.blob_sha,
+            state: meta.state,
+            size: meta.size,
+            sync_on_change: meta.sync_on_change,
+            executable: meta.executable,
+            synced_blob_sha: r.synced_blob_sha,
+            source: meta.source,
+        }
     }
 }
 
@@ -166,12 +205,12 @@ async fn current(
     path: &str,
 ) -> Result<Option<ManagedFileRow>> {
     let sql = format!("SELECT {COLUMNS} FROM managed_files WHERE project_id = $1 AND path = $2");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row: Option<FileRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(project)
         .bind(path)
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(row.as_ref().map(from_row))
+    Ok(row.map(ManagedFileRow::from))
 }
 
 /// A stored file as [`change_for`] needs it.
@@ -324,13 +363,10 @@ pub async fn put_files_in(
         let named: std::collections::HashSet<&str> =
             files.iter().map(|f| f.path.as_str()).collect();
         let existing: Vec<String> =
-            sqlx::query("SELECT path FROM managed_files WHERE project_id = $1")
+            sqlx::query_scalar("SELECT path FROM managed_files WHERE project_id = $1")
                 .bind(project)
                 .fetch_all(&mut *conn)
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .await?;
         for path in existing.iter().filter(|p| !named.contains(p.as_str())) {
             changes.extend(delete_in(conn, project, path, now).await?);
         }
@@ -352,13 +388,13 @@ pub async fn delete_file_in(
 /// Paths of the files that stay in the repository (not
 /// `deleted_pending`), without their contents.
 pub async fn live_paths_in(conn: &mut AnyConnection, project: i64) -> Result<Vec<String>> {
-    let rows = sqlx::query(
+    let paths = sqlx::query_scalar(
         "SELECT path FROM managed_files WHERE project_id = $1 AND state <> 'deleted_pending'",
     )
     .bind(project)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(paths)
 }
 
 impl Store {
@@ -391,35 +427,24 @@ impl Store {
     pub async fn files(&self, project: i64) -> Result<Vec<ManagedFileRow>> {
         let sql =
             format!("SELECT {COLUMNS} FROM managed_files WHERE project_id = $1 ORDER BY path");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<FileRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(project)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(from_row).collect())
+        Ok(rows.into_iter().map(ManagedFileRow::from).collect())
     }
 
     /// Every managed file of `project` by path, without contents (the
     /// query does not read them).
     pub async fn file_listing(&self, project: i64) -> Result<Vec<FileMeta>> {
-        let rows = sqlx::query(
+        let rows: Vec<MetaRow> = sqlx::query_as(
             "SELECT path, blob_sha, state, size, sync_on_change, executable, source \
              FROM managed_files WHERE project_id = $1 ORDER BY path",
         )
         .bind(project)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| FileMeta {
-                path: r.get(0),
-                blob_sha: r.get(1),
-                state: FileState::parse(r.get::<String, _>(2).as_str()),
-                size: r.get(3),
-                sync_on_change: r.get::<i64, _>(4) != 0,
-                executable: r.get::<i64, _>(5) != 0,
-                source: FileSource::parse(r.get::<String, _>(6).as_str()),
-            })
-            .collect())
+        Ok(rows.into_iter().map(FileMeta::from).collect())
     }
 
     pub async fn live_paths(&self, project: i64) -> Result<Vec<String>> {
@@ -516,24 +541,24 @@ impl Store {
     /// Files not in their synced state, per project (projects with none are
     /// left out), in one query for the dashboard's project list.
     pub async fn pending_counts(&self) -> Result<std::collections::HashMap<i64, i64>> {
-        let rows = sqlx::query(
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT project_id, COUNT(*) FROM managed_files WHERE state <> 'synced' \
              GROUP BY project_id",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows.into_iter().collect())
     }
 
     /// Pending files of one project.
     pub async fn pending_count(&self, project: i64) -> Result<i64> {
-        let row = sqlx::query(
+        let value: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM managed_files WHERE project_id = $1 AND state <> 'synced'",
         )
         .bind(project)
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.get(0))
+        Ok(value)
     }
 }
 

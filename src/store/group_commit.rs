@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sqlx::Row;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
 use super::deliveries::{DeliveryStatus, IncomingDelivery, Intake, processing_job};
@@ -40,6 +39,17 @@ struct Owned {
     payload: Vec<u8>,
     ignored: Option<String>,
     integration_id: Option<i64>,
+}
+
+/// A delivery the batch insert wrote; `job_id` only where the same
+/// statement queued its job (PostgreSQL).
+#[derive(sqlx::FromRow)]
+struct InsertedRow {
+    id: i64,
+    provider: String,
+    delivery_id: String,
+    #[sqlx(default)]
+    job_id: Option<i64>,
 }
 
 impl Owned {
@@ -289,12 +299,12 @@ impl Store {
                      '{{\"delivery\":' || d.id || '}}', NULL, 'queued', d.received_at, 0, \
                      ${max_attempts}, d.received_at, d.received_at FROM d \
                      WHERE d.status = 'queued' RETURNING id, payload) \
-                     SELECT d.id, d.provider, d.delivery_id, j.id FROM d LEFT JOIN j \
+                     SELECT d.id, d.provider, d.delivery_id, j.id AS job_id FROM d LEFT JOIN j \
                      ON j.payload = '{{\"delivery\":' || d.id || '}}'"
                 );
             }
             // Placeholders only; every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query_as::<_, InsertedRow>(sqlx::AssertSqlSafe(sql));
             for &i in chunk {
                 let (d, now) = items[i];
                 query = query
@@ -319,10 +329,9 @@ impl Store {
                 }
             };
             for row in rows {
-                let id: i64 = row.get(0);
-                inserted.insert((row.get(1), row.get(2)), id);
-                if pg && let Some(job_id) = row.get::<Option<i64>, _>(3) {
-                    job_ids.insert(id, job_id);
+                inserted.insert((row.provider, row.delivery_id), row.id);
+                if let Some(job_id) = row.job_id {
+                    job_ids.insert(row.id, job_id);
                 }
             }
         }
@@ -352,15 +361,14 @@ impl Store {
                 // Unreachable: a conflict opened the transaction.
                 return Err(unanswered());
             };
-            let row = sqlx::query(
+            let (id, previous): (i64, String) = sqlx::query_as(
                 "SELECT id, status FROM webhook_deliveries WHERE provider = $1 AND delivery_id = $2",
             )
             .bind(d.provider.as_str())
             .bind(d.delivery_id.as_str())
             .fetch_one(&mut **tx)
             .await?;
-            let id: i64 = row.get(0);
-            let previous = DeliveryStatus::parse(row.get::<String, _>(1).as_str());
+            let previous = DeliveryStatus::parse(&previous);
             // Only one of several concurrent redeliveries wins this update.
             let reopened = previous == DeliveryStatus::Failed
                 && sqlx::query(
@@ -478,7 +486,7 @@ impl Store {
             }
             sql.push_str(" ON CONFLICT DO NOTHING RETURNING id, payload");
             // Placeholders only; every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));
             for (job, payload) in &jobs {
                 query = query
                     .bind(job.kind.as_str())
@@ -488,10 +496,9 @@ impl Store {
                     .bind(job.run_at)
                     .bind(job.max_attempts);
             }
-            for row in query.fetch_all(&mut *tx).await? {
-                let payload: String = row.get(1);
+            for (job_id, payload) in query.fetch_all(&mut *tx).await? {
                 if let Some(&delivery) = by_payload.get(&payload) {
-                    job_ids.insert(delivery, row.get(0));
+                    job_ids.insert(delivery, job_id);
                 }
             }
         }

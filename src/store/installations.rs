@@ -1,8 +1,6 @@
 //! GitHub App installations and the repositories each can reach, kept in
 //! step with `installation` / `installation_repositories` webhooks.
 
-use sqlx::Row;
-
 use super::{Result, Store, flag};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,36 +87,36 @@ impl Store {
     }
 
     pub async fn installation(&self, id: i64) -> Result<Option<Installation>> {
-        let Some(row) =
-            sqlx::query("SELECT id, account, suspended FROM installations WHERE id = $1")
+        let Some((id, account, suspended)): Option<(i64, String, i64)> =
+            sqlx::query_as("SELECT id, account, suspended FROM installations WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?
         else {
             return Ok(None);
         };
-        let repos = sqlx::query(
+        let repos: Vec<(String,)> = sqlx::query_as(
             "SELECT repo FROM installation_repositories WHERE installation_id = $1 ORDER BY repo",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
         Ok(Some(Installation {
-            id: row.get(0),
-            account: row.get(1),
-            suspended: row.get::<i64, _>(2) != 0,
-            repositories: repos.iter().map(|r| r.get(0)).collect(),
+            id,
+            account,
+            suspended: suspended != 0,
+            repositories: repos.into_iter().map(|(repo,)| repo).collect(),
         }))
     }
 
     /// The installation that can reach `repo` (`owner/name`), if known.
     pub async fn installation_for_repo(&self, repo: &str) -> Result<Option<i64>> {
-        let row = sqlx::query(
+        let row: Option<(i64,)> = sqlx::query_as(
             "SELECT installation_id FROM installation_repositories WHERE repo = $1 LIMIT 1",
         )
         .bind(repo)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|(id,)| id))
     }
 }

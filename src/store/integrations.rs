@@ -1,7 +1,7 @@
 //! Forge integrations. Secrets arrive here already sealed (see `crypto`);
 //! the store never sees plaintext.
 
-use sqlx::Row;
+use crate::ids::Provider;
 
 use super::{Result, Store, StoreError};
 
@@ -18,12 +18,24 @@ pub struct NewIntegration<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Integration {
     pub id: i64,
-    pub provider: String,
+    pub provider: Provider,
     pub name: String,
     pub base_url: String,
     pub has_token: bool,
     pub has_webhook_secret: bool,
     pub created_at: i64,
+}
+
+/// An [`Integration`] as the listing query reads it (flags as integers).
+#[derive(sqlx::FromRow)]
+struct IntegrationRow {
+    id: i64,
+    provider: Provider,
+    name: String,
+    base_url: String,
+    has_token: i64,
+    has_webhook_secret: i64,
+    created_at: i64,
 }
 
 /// One sealed value and where it lives, for key rotation.
@@ -54,7 +66,7 @@ async fn insert_in(
     new: &NewIntegration<'_>,
     now: i64,
 ) -> Result<i64> {
-    let row = sqlx::query(
+    let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO integrations (provider, name, base_url, token_sealed, \
          webhook_secret_sealed, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
@@ -67,7 +79,7 @@ async fn insert_in(
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(row.get(0))
+    Ok(id)
 }
 
 /// The integration [`Store::save_integration`] would update for this
@@ -140,51 +152,38 @@ impl Store {
     }
 
     pub async fn list_integrations(&self) -> Result<Vec<Integration>> {
-        let rows = sqlx::query(
+        let rows: Vec<IntegrationRow> = sqlx::query_as(
             "SELECT id, provider, name, base_url, \
-             CASE WHEN token_sealed IS NULL THEN 0 ELSE 1 END, \
-             CASE WHEN webhook_secret_sealed IS NULL THEN 0 ELSE 1 END, \
+             CASE WHEN token_sealed IS NULL THEN 0 ELSE 1 END AS has_token, \
+             CASE WHEN webhook_secret_sealed IS NULL THEN 0 ELSE 1 END AS has_webhook_secret, \
              created_at FROM integrations ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
-            .iter()
+            .into_iter()
             .map(|r| Integration {
-                id: r.get(0),
-                provider: r.get(1),
-                name: r.get(2),
-                base_url: r.get(3),
-                has_token: r.get::<i64, _>(4) != 0,
-                has_webhook_secret: r.get::<i64, _>(5) != 0,
-                created_at: r.get(6),
+                id: r.id,
+                provider: r.provider,
+                name: r.name,
+                base_url: r.base_url,
+                has_token: r.has_token != 0,
+                has_webhook_secret: r.has_webhook_secret != 0,
+                created_at: r.created_at,
             })
             .collect())
     }
 
     /// Every stored sealed value, for webhook verification and rotation.
     pub async fn sealed_fields(&self, provider: Option<&str>) -> Result<Vec<SealedField>> {
-        let rows = sqlx::query(
+        let rows: Vec<SealedRow> = sqlx::query_as(
             "SELECT id, token_sealed, webhook_secret_sealed FROM integrations \
              WHERE $1 IS NULL OR provider = $1 ORDER BY id",
         )
         .bind(provider)
         .fetch_all(&self.pool)
         .await?;
-        let mut fields = Vec::new();
-        for row in rows {
-            let id: i64 = row.get(0);
-            for (index, column) in [(1, SealedColumn::Token), (2, SealedColumn::WebhookSecret)] {
-                if let Some(sealed) = row.get::<Option<String>, _>(index) {
-                    fields.push(SealedField {
-                        integration_id: id,
-                        column,
-                        sealed,
-                    });
-                }
-            }
-        }
-        Ok(fields)
+        Ok(rows.into_iter().flat_map(SealedRow::fields).collect())
     }
 
     /// Replaces every sealed value through `reseal` in one transaction: if
@@ -195,40 +194,31 @@ impl Store {
         now: i64,
     ) -> Result<std::result::Result<usize, E>> {
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(
+        let rows: Vec<SealedRow> = sqlx::query_as(
             "SELECT id, token_sealed, webhook_secret_sealed FROM integrations ORDER BY id",
         )
         .fetch_all(&mut *tx)
         .await?;
         let mut count = 0;
-        for row in rows {
-            let id: i64 = row.get(0);
-            for (index, column) in [(1, SealedColumn::Token), (2, SealedColumn::WebhookSecret)] {
-                let Some(sealed) = row.get::<Option<String>, _>(index) else {
-                    continue;
-                };
-                let field = SealedField {
-                    integration_id: id,
-                    column,
-                    sealed,
-                };
-                let resealed = match reseal(&field) {
-                    Ok(value) => value,
-                    Err(e) => return Ok(Err(e)), // tx dropped: rolled back
-                };
-                let sql = format!(
-                    "UPDATE integrations SET {} = $1, updated_at = $2 WHERE id = $3",
-                    column.name()
-                );
-                // The column name comes from an enum, never from input.
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(resealed)
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                count += 1;
-            }
+        for field in rows.into_iter().flat_map(SealedRow::fields) {
+            let id = field.integration_id;
+            let column = field.column;
+            let resealed = match reseal(&field) {
+                Ok(value) => value,
+                Err(e) => return Ok(Err(e)), // tx dropped: rolled back
+            };
+            let sql = format!(
+                "UPDATE integrations SET {} = $1, updated_at = $2 WHERE id = $3",
+                column.name()
+            );
+            // The column name comes from an enum, never from input.
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(resealed)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            count += 1;
         }
         tx.commit().await?;
         Ok(Ok(count))
@@ -244,26 +234,46 @@ impl Store {
     }
 }
 
+/// An integration's sealed columns as stored.
+#[derive(sqlx::FromRow)]
+struct SealedRow {
+    id: i64,
+    token_sealed: Option<String>,
+    webhook_secret_sealed: Option<String>,
+}
+
+impl SealedRow {
+    fn fields(self) -> impl Iterator<Item = SealedField> {
+        let id = self.id;
+        [
+            (SealedColumn::Token, self.token_sealed),
+            (SealedColumn::WebhookSecret, self.webhook_secret_sealed),
+        ]
+        .into_iter()
+        .filter_map(move |(column, sealed)| {
+            Some(SealedField {
+                integration_id: id,
+                column,
+                sealed: sealed?,
+            })
+        })
+    }
+}
+
 /// What a forge client needs to call an integration: still sealed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct IntegrationCredentials {
-    pub provider: String,
+    pub provider: Provider,
     pub base_url: String,
     pub token_sealed: Option<String>,
 }
 
 impl Store {
     pub async fn integration_credentials(&self, id: i64) -> Result<IntegrationCredentials> {
-        let row =
-            sqlx::query("SELECT provider, base_url, token_sealed FROM integrations WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("integration {id}")))?;
-        Ok(IntegrationCredentials {
-            provider: row.get(0),
-            base_url: row.get(1),
-            token_sealed: row.get(2),
-        })
+        sqlx::query_as("SELECT provider, base_url, token_sealed FROM integrations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("integration {id}")))
     }
 }

@@ -34,7 +34,7 @@ impl NewJob {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Job {
+pub struct JobRow {
     pub id: i64,
     pub kind: String,
     pub project_id: Option<i64>,
@@ -142,7 +142,7 @@ impl Store {
 
     /// Claims the next runnable job for `worker` until `now + lease_ms`.
     /// `None` when nothing is runnable (or another process won the race).
-    pub async fn claim_job(&self, worker: &str, now: i64, lease_ms: i64) -> Result<Option<Job>> {
+    pub async fn claim_job(&self, worker: &str, now: i64, lease_ms: i64) -> Result<Option<JobRow>> {
         // Built from constants only.
         let result = sqlx::query(sqlx::AssertSqlSafe(claim_sql(self.backend)))
             .bind(worker)
@@ -155,7 +155,7 @@ impl Store {
             Err(e) if is_unique_violation(&e) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        Ok(row.map(|r| Job {
+        Ok(row.map(|r| JobRow {
             id: r.get(0),
             kind: r.get(1),
             project_id: r.get(2),

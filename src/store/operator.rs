@@ -3,9 +3,8 @@
 //! flow and the recent activity across projects.
 
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
-use super::audit::AuditEvent;
+use super::audit::{AuditEvent, EventRow};
 use super::{Result, Store};
 
 /// A manifest flow `state` stays valid this long (GitHub's codes last one
@@ -17,7 +16,7 @@ fn state_hash(state: &str) -> String {
 }
 
 /// A GitHub App as stored: its private key and webhook secret still sealed.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredGithubApp {
     pub integration_id: i64,
     pub app_id: String,
@@ -72,7 +71,7 @@ impl Store {
     /// Consumes `state`: true once for a state this graft issued for
     /// `provider` within the last hour, false for anything else.
     pub async fn take_setup_state(&self, provider: &str, state: &str, now: i64) -> Result<bool> {
-        let row = sqlx::query(
+        let created_at: Option<i64> = sqlx::query_scalar(
             "DELETE FROM setup_states WHERE state_hash = $1 AND provider = $2 \
              RETURNING created_at",
         )
@@ -80,13 +79,13 @@ impl Store {
         .bind(provider)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.is_some_and(|r| r.get::<i64, _>(0) >= now - SETUP_STATE_TTL_MS))
+        Ok(created_at.is_some_and(|t| t >= now - SETUP_STATE_TTL_MS))
     }
 
     /// Stores the GitHub App (there is at most one): a new registration
     /// replaces the previous one's id, key and secret.
     pub async fn save_github_app(&self, app: &NewGithubApp<'_>, now: i64) -> Result<i64> {
-        let row = sqlx::query(
+        let value: i64 = sqlx::query_scalar(
             "INSERT INTO integrations (provider, name, base_url, app_id, token_sealed, \
              webhook_secret_sealed, created_at, updated_at) \
              VALUES ('github', $1, $2, $3, $4, $5, $6, $6) \
@@ -105,51 +104,30 @@ impl Store {
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.get(0))
+        Ok(value)
     }
 
     pub async fn github_app(&self) -> Result<Option<StoredGithubApp>> {
-        let row = sqlx::query(
-            "SELECT id, app_id, name, base_url, token_sealed, webhook_secret_sealed \
+        let app = sqlx::query_as(
+            "SELECT id AS integration_id, app_id, name AS slug, base_url AS api_url, \
+             token_sealed AS private_key_sealed, webhook_secret_sealed \
              FROM integrations WHERE provider = 'github' AND app_id IS NOT NULL \
              AND token_sealed IS NOT NULL ORDER BY id DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| StoredGithubApp {
-            integration_id: r.get(0),
-            app_id: r.get(1),
-            slug: r.get(2),
-            api_url: r.get(3),
-            private_key_sealed: r.get(4),
-            webhook_secret_sealed: r.get(5),
-        }))
+        Ok(app)
     }
 
     /// The newest events of every project and of none, newest first.
     pub async fn recent_events(&self, limit: i64) -> Result<Vec<AuditEvent>> {
-        let rows = sqlx::query(
+        let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT id, project_id, actor, kind, message, commit_sha, pull_request_url, details, \
              created_at FROM events ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditEvent {
-                id: r.get(0),
-                project_id: r.get(1),
-                actor: r.get(2),
-                kind: r.get(3),
-                message: r.get(4),
-                commit_sha: r.get(5),
-                pull_request_url: r.get(6),
-                details: r
-                    .get::<Option<String>, _>(7)
-                    .and_then(|d| serde_json::from_str(&d).ok()),
-                created_at: r.get(8),
-            })
-            .collect())
+        Ok(rows.into_iter().map(AuditEvent::from).collect())
     }
 }

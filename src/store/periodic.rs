@@ -5,12 +5,10 @@
 //! an interval old, so of replicas asking together exactly one wins. Times
 //! are the callers' clocks, like job leases (replicas keep them in sync).
 
-use sqlx::Row;
-
 use super::{Result, Store};
 
 /// What the table says about a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PeriodicRun {
     /// Who claimed the last run (a replica's worker prefix).
     pub holder: String,
@@ -62,16 +60,12 @@ impl Store {
 
     /// The task's last run, `None` before its first.
     pub async fn periodic_run(&self, name: &str) -> Result<Option<PeriodicRun>> {
-        let row =
-            sqlx::query("SELECT holder, last_run_at, runs FROM periodic_tasks WHERE name = $1")
+        let run =
+            sqlx::query_as("SELECT holder, last_run_at, runs FROM periodic_tasks WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(|r| PeriodicRun {
-            holder: r.get(0),
-            last_run_at: r.get(1),
-            runs: r.get(2),
-        }))
+        Ok(run)
     }
 }
 

@@ -6,8 +6,6 @@
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::{Result, Store, StoreError, is_unique_violation};
 
@@ -141,9 +139,18 @@ const TOKEN_COLUMNS: &str = "id, name, created_at, last_used_at, revoked_at, sco
 
 /// A token row with its projects. A scope graft does not know (the schema
 /// forbids one) reaches nothing rather than everything.
-fn token_of(row: &AnyRow, projects: Vec<i64>) -> ApiToken {
-    let scope: String = row.get(5);
-    let access = match TokenScope::parse(&scope) {
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: i64,
+    name: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+    scope: String,
+}
+
+fn token_of(row: TokenRow, projects: Vec<i64>) -> ApiToken {
+    let access = match TokenScope::parse(&row.scope) {
         Some(TokenScope::Admin) => TokenAccess::admin(),
         _ => TokenAccess {
             scope: TokenScope::Generator,
@@ -151,11 +158,11 @@ fn token_of(row: &AnyRow, projects: Vec<i64>) -> ApiToken {
         },
     };
     ApiToken {
-        id: row.get(0),
-        name: row.get(1),
-        created_at: row.get(2),
-        last_used_at: row.get(3),
-        revoked_at: row.get(4),
+        id: row.id,
+        name: row.name,
+        created_at: row.created_at,
+        last_used_at: row.last_used_at,
+        revoked_at: row.revoked_at,
         access,
     }
 }
@@ -184,7 +191,7 @@ impl Store {
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("project {project}")))?;
         }
-        let row = sqlx::query(
+        let (id,): (i64,) = sqlx::query_as(
             "INSERT INTO api_tokens (name, token_hash, created_at, scope) \
              VALUES ($1, $2, $3, $4) RETURNING id",
         )
@@ -203,7 +210,6 @@ impl Store {
                 e.into()
             }
         })?;
-        let id: i64 = row.get(0);
         for project in access.projects() {
             sqlx::query("INSERT INTO api_token_projects (token_id, project_id) VALUES ($1, $2)")
                 .bind(id)
@@ -216,33 +222,32 @@ impl Store {
     }
 
     async fn token_projects(&self, token_id: i64) -> Result<Vec<i64>> {
-        let rows = sqlx::query(
+        let rows: Vec<(i64,)> = sqlx::query_as(
             "SELECT project_id FROM api_token_projects WHERE token_id = $1 ORDER BY project_id",
         )
         .bind(token_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
     /// The token of `row` with its projects (none to load for an admin).
-    async fn with_projects(&self, row: Option<AnyRow>) -> Result<Option<ApiToken>> {
+    async fn with_projects(&self, row: Option<TokenRow>) -> Result<Option<ApiToken>> {
         let Some(row) = row else {
             return Ok(None);
         };
-        let scope: String = row.get(5);
-        let projects = if scope == TokenScope::Admin.as_str() {
+        let projects = if row.scope == TokenScope::Admin.as_str() {
             Vec::new()
         } else {
-            self.token_projects(row.get(0)).await?
+            self.token_projects(row.id).await?
         };
-        Ok(Some(token_of(&row, projects)))
+        Ok(Some(token_of(row, projects)))
     }
 
     /// The active token matching `token`, if any; notes when it was last used.
     pub async fn authenticate_token(&self, token: &str, now: i64) -> Result<Option<ApiToken>> {
         let hash = hash_token(token);
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row: Option<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL"
         )))
         .bind(&hash)
@@ -264,7 +269,7 @@ impl Store {
 
     /// The token behind a dashboard session, if it is still active.
     pub async fn active_token(&self, id: i64) -> Result<Option<ApiToken>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row: Option<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1 AND revoked_at IS NULL"
         )))
         .bind(id)
@@ -286,23 +291,26 @@ impl Store {
     }
 
     pub async fn list_tokens(&self) -> Result<Vec<ApiToken>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id"
         )))
         .fetch_all(&self.pool)
         .await?;
-        let links = sqlx::query(
+        let links: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT token_id, project_id FROM api_token_projects ORDER BY token_id, project_id",
         )
         .fetch_all(&self.pool)
         .await?;
         let mut projects: std::collections::HashMap<i64, Vec<i64>> = Default::default();
-        for link in &links {
-            projects.entry(link.get(0)).or_default().push(link.get(1));
+        for (token, project) in links {
+            projects.entry(token).or_default().push(project);
         }
         Ok(rows
-            .iter()
-            .map(|r| token_of(r, projects.remove(&r.get::<i64, _>(0)).unwrap_or_default()))
+            .into_iter()
+            .map(|r| {
+                let own = projects.remove(&r.id).unwrap_or_default();
+                token_of(r, own)
+            })
             .collect())
     }
 }

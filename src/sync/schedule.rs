@@ -3,69 +3,15 @@
 //! `sync_on_change`), as a pure decision, and the enqueueing that
 //! coalesces rapid changes into one job.
 
-use serde::{Deserialize, Serialize};
-
 use crate::store::files::ChangedPath;
 use sqlx::AnyConnection;
 
-use crate::jobs::JobQueue;
+use crate::jobs::{Job, JobQueue};
 use crate::store::Result;
 use crate::store::jobs::{NewJob, enqueue_in, merge_into_queued_in};
 use crate::store::projects::{Kind, Project};
 
-pub const SYNC_JOB: &str = "sync";
-pub const RECONCILE_JOB: &str = "reconcile";
-
-/// Which files a sync carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// Every pending file of the project.
-    All,
-    /// Only pending files flagged `sync_on_change` (configuration kind).
-    Flagged,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncRequest {
-    pub scope: Scope,
-    /// Resolve a conflict in graft's favour (`/graft sync --force`).
-    #[serde(default)]
-    pub force: bool,
-    /// Recreate the sync branch from the target head (`/graft rebase`).
-    #[serde(default)]
-    pub rebase: bool,
-    /// Who asked, for the audit log.
-    #[serde(default)]
-    pub actor: String,
-    /// Queued by graft itself (a change of files, a refresh of the PR), not
-    /// asked for: skipped while the project is paused or its auto-sync is
-    /// held, even if it was queued before.
-    #[serde(default)]
-    pub automatic: bool,
-}
-
-impl SyncRequest {
-    /// A sync someone asked for: the whole project.
-    pub fn explicit(actor: &str) -> Self {
-        SyncRequest {
-            scope: Scope::All,
-            force: false,
-            rebase: false,
-            actor: actor.to_string(),
-            automatic: false,
-        }
-    }
-
-    /// A sync graft queues on its own.
-    pub fn automatic(scope: Scope, actor: &str) -> Self {
-        SyncRequest {
-            scope,
-            automatic: true,
-            ..SyncRequest::explicit(actor)
-        }
-    }
-}
+pub use crate::jobs::job::{RECONCILE_JOB, SYNC_JOB, Scope, SyncRequest};
 
 /// Whether these changes schedule a sync on their own, and of what.
 pub fn on_files_changed(project: &Project, changes: &[ChangedPath]) -> Option<Scope> {
@@ -78,10 +24,6 @@ pub fn on_files_changed(project: &Project, changes: &[ChangedPath]) -> Option<Sc
         Kind::Configuration if changes.iter().any(|c| c.sync_on_change) => Some(Scope::Flagged),
         Kind::Configuration => None,
     }
-}
-
-fn dedupe_key(project: i64) -> String {
-    format!("sync:project:{project}")
 }
 
 /// Queues a sync, or folds it into the one already queued for the project
@@ -109,12 +51,8 @@ pub async fn enqueue_sync_in(
     request: &SyncRequest,
     now: i64,
 ) -> Result<i64> {
-    let key = dedupe_key(project);
-    let job = NewJob {
-        project_id: Some(project),
-        dedupe_key: Some(key.clone()),
-        ..NewJob::new(SYNC_JOB, serde_json::json!(request), now)
-    };
+    let job = Job::Sync(request.clone()).row(Some(project), now);
+    let key = job.dedupe_key.clone().unwrap_or_default();
     // The queued twin may start between the insert and the merge; then a
     // fresh job queues behind it on the next round.
     for _ in 0..4 {
@@ -140,10 +78,12 @@ pub async fn enqueue_sync_in(
 
 /// A reconcile of one project (coalesced like syncs).
 pub fn reconcile_job(project: i64, reason: &str, now: i64) -> NewJob {
-    NewJob {
-        project_id: Some(project),
-        dedupe_key: Some(format!("reconcile:project:{project}")),
-        ..NewJob::new(RECONCILE_JOB, serde_json::json!({ "reason": reason }), now)
+    reconcile(reason).row(Some(project), now)
+}
+
+fn reconcile(reason: &str) -> Job {
+    Job::Reconcile {
+        reason: reason.to_string(),
     }
 }
 
@@ -154,8 +94,7 @@ pub async fn enqueue_reconcile(
     reason: &str,
     now: i64,
 ) -> Result<Option<i64>> {
-    jobs.enqueue(&reconcile_job(project, reason, now), now)
-        .await
+    jobs.enqueue(&reconcile(reason), Some(project), now).await
 }
 
 /// The broader of two requests for the same project.

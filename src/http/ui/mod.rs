@@ -374,7 +374,7 @@ fn internal_page(e: impl std::fmt::Display) -> Response {
 fn gitlab_hosts(integrations: &[crate::store::integrations::Integration]) -> HashMap<i64, String> {
     integrations
         .iter()
-        .filter(|i| i.provider == "gitlab")
+        .filter(|i| i.provider == Provider::Gitlab)
         .map(|i| (i.id, i.base_url.clone()))
         .collect()
 }
@@ -396,7 +396,7 @@ fn overview(
         },
         gitlab_integrations: integrations
             .iter()
-            .filter(|i| i.provider == "gitlab")
+            .filter(|i| i.provider == Provider::Gitlab)
             .count()
             + usize::from(state.ctx.forges.gitlab_default_url().is_some()),
         encryption_key: state.ctx.keyring.is_some(),
