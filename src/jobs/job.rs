@@ -266,7 +266,7 @@ mod tests {
         }
         let command = r#"{"provider":"github","repo":"o/r","number":3,"comment_id":9,
             "author":{"login":"ann","id":1,"is_bot":false},"prefix":"/graft",
-            "commands":[{"run_id":2,"text":"/graft sync","result":{"Ok":{"Sync":{"force":false}}}}]}"#;
+            "commands":[{"run_id":2,"text":"/graft sync","result":{"Ok":{"command":"sync","force":false}}}]}"#;
         match Job::decode("command", command) {
             Ok(Job::Command(job)) => {
                 assert_eq!((job.number, job.comment_id, job.commands.len()), (3, 9, 1));
