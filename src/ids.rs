@@ -1,8 +1,7 @@
-//! The identifiers that cross modules, as types, so a project id cannot be
-//! passed where a PR number is meant: `ProjectId`, `PrNumber`, `RepoPath`,
-//! and the `Provider` a project lives on. A leaf: it depends on no other
-//! module of graft. Each is stored as its underlying column type (integer or
-//! text) and serialised as the underlying value.
+//! The identifiers that cross modules, as types: the `RepoPath` of a
+//! repository (checked for its forge) and the `Provider` a project lives
+//! on. A leaf: it depends on no other module of graft. Each is stored as
+//! text and serialised as its plain value.
 
 use std::fmt;
 
@@ -12,74 +11,6 @@ use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Encode, Type};
 use utoipa::ToSchema;
-
-/// graft's id of a project (the `projects.id` column).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    ToSchema,
-    sqlx::Type,
-)]
-#[serde(transparent)]
-#[sqlx(transparent)]
-pub struct ProjectId(i64);
-
-/// A pull request's number on GitHub, a merge request's `iid` on GitLab.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    ToSchema,
-    sqlx::Type,
-)]
-#[serde(transparent)]
-#[sqlx(transparent)]
-pub struct PrNumber(i64);
-
-macro_rules! integer_id {
-    ($name:ident) => {
-        impl $name {
-            pub const fn new(value: i64) -> Self {
-                Self(value)
-            }
-            pub const fn get(self) -> i64 {
-                self.0
-            }
-        }
-        impl From<i64> for $name {
-            fn from(value: i64) -> Self {
-                Self(value)
-            }
-        }
-        impl From<$name> for i64 {
-            fn from(id: $name) -> i64 {
-                id.0
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.fmt(f)
-            }
-        }
-    };
-}
-integer_id!(ProjectId);
-integer_id!(PrNumber);
 
 /// The forge a repository lives on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -226,14 +157,6 @@ impl PartialEq<&str> for RepoPath {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn integer_ids_serialise_as_their_number() {
-        assert_eq!(serde_json::to_string(&ProjectId::new(7)).unwrap(), "7");
-        let n: PrNumber = serde_json::from_str("42").unwrap();
-        assert_eq!(n.get(), 42);
-        assert_eq!(n.to_string(), "42");
-    }
 
     #[test]
     fn repo_paths_are_checked_for_their_provider() {

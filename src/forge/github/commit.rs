@@ -7,8 +7,6 @@ use base64::Engine;
 use http::Method;
 use serde_json::{Value, json};
 
-use super::app::{Api, decode};
-use super::json::GraphqlResponse;
 use super::{GITHUB, GithubRepo};
 use crate::forge::Result;
 use crate::forge::commit_api::{ApiCommit, Committed, Start};
@@ -105,23 +103,13 @@ impl GithubRepo {
                 sha.clone()
             }
         };
-        let what = "creating a commit through the API";
-        let body = json!({
-            "query": CREATE_COMMIT_ON_BRANCH,
-            "variables": commit_input(&self.repo, commit, &expected),
-        });
-        let response = self
-            .app
-            .installation_call(
-                Api::Graphql,
-                self.installation,
-                what,
-                Method::POST,
-                "/graphql",
-                Some(&body),
+        let answer = self
+            .graphql(
+                "creating a commit through the API",
+                CREATE_COMMIT_ON_BRANCH,
+                commit_input(&self.repo, commit, &expected),
             )
             .await?;
-        let answer: GraphqlResponse = decode(&response, what)?;
         let oid = answer
             .data
             .as_ref()

@@ -131,7 +131,13 @@ impl GithubRepo {
             message: "the pull request has no node_id".into(),
         })?;
         variables["id"] = json!(node_id);
-        let body = json!({"query": mutation, "variables": variables});
+        self.graphql(what, mutation, variables).await
+    }
+
+    /// Sends one GraphQL document with its variables; the answer's `errors`
+    /// are the caller's to read.
+    async fn graphql(&self, what: &str, query: &str, variables: Value) -> Result<GraphqlResponse> {
+        let body = json!({"query": query, "variables": variables});
         let response = self
             .app
             .installation_call(
