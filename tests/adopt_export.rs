@@ -414,7 +414,108 @@ async fn export_equals_the_database(db: TestDb) {
     h.stop().await;
 }
 
+/// Runs the `graft` binary against the harness's server.
+async fn graft(h: &Harness, token: &str, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(args)
+        .env("GRAFT_URL", &h.app.base)
+        .env("GRAFT_TOKEN", token)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+/// `graft adopt` and `graft pull`: into an empty directory, a refusal on
+/// a local change (nothing written), `--force`, and an update of a file
+/// graft wrote and nobody touched.
+async fn cli_adopt_and_pull(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let seed = seed();
+    h.github
+        .git
+        .commit(REPO, "main", &as_files(&seed), "brownfield");
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    let id = p.id.to_string();
+    let admin = h.app.create_token("admin").await;
+
+    let (ok, out, err) = graft(
+        &h,
+        &admin,
+        &["adopt", "--project", &id, "main.tf", "gone.tf"],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("adopted  main.tf") && out.contains("skipped  gone.tf"),
+        "{out}"
+    );
+    let (ok, out, err) = graft(&h, &admin, &["adopt", "--project", &id]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("adopted  modules/vpc/vpc.tf") && out.contains("skipped  big.tf"),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let target = out_dir.to_str().unwrap();
+    let (ok, out, err) = graft(&h, &admin, &["pull", "--project", &id, target]).await;
+    assert!(ok, "{out}{err}");
+    assert_eq!(std::fs::read(out_dir.join("main.tf")).unwrap(), b"# main\n");
+    assert_eq!(
+        std::fs::read(out_dir.join("modules/vpc/vpc.tf")).unwrap(),
+        b"# vpc\n"
+    );
+
+    // A local edit is not overwritten by a new server version...
+    std::fs::write(out_dir.join("main.tf"), b"# mine\n").unwrap();
+    support::sync::put_quietly(
+        &h,
+        p.id,
+        &[
+            support::sync::input("main.tf", "# theirs\n"),
+            support::sync::input("vpc2.tf", "# new\n"),
+        ],
+    )
+    .await;
+    let (ok, out, err) = graft(&h, &admin, &["pull", "--project", &id, target]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("changed locally: main.tf") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(out_dir.join("main.tf")).unwrap(), b"# mine\n");
+    assert!(
+        !out_dir.join("vpc2.tf").exists(),
+        "nothing written on a refusal"
+    );
+    // ...unless forced.
+    let (ok, out, err) = graft(&h, &admin, &["pull", "--project", &id, "--force", target]).await;
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        std::fs::read(out_dir.join("main.tf")).unwrap(),
+        b"# theirs\n"
+    );
+    assert_eq!(std::fs::read(out_dir.join("vpc2.tf")).unwrap(), b"# new\n");
+    // A file graft wrote and nobody changed follows the server.
+    support::sync::put_quietly(&h, p.id, &[support::sync::input("vpc2.tf", "# newer\n")]).await;
+    let (ok, out, err) = graft(&h, &admin, &["pull", "--project", &id, target]).await;
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        std::fs::read(out_dir.join("vpc2.tf")).unwrap(),
+        b"# newer\n"
+    );
+    h.stop().await;
+}
+
 both_backends!(
+    cli_adopt_and_pull,
     export_equals_the_database,
     adopt_on_github,
     adopt_on_gitlab,

@@ -130,6 +130,31 @@ pub enum Command {
     /// Example: `GRAFT_URL=https://graft.example.com GRAFT_TOKEN=...
     /// graft push --project 3 --delete-missing ./out`
     Push(PushArgs),
+    /// Take files the repository already has into management.
+    ///
+    /// Reads the head of the project's target branch and makes the files
+    /// under its base path managed and `synced` (labelled `discovery`),
+    /// with no commit: a generator that later sends the same content
+    /// changes nothing. Without PATHs, every file under the base path;
+    /// PATHs are relative to the base path. Prints each adopted and
+    /// skipped file (already managed, not in the repository, over 1 MiB).
+    /// Needs an admin token.
+    ///
+    /// Example: `graft adopt --project 3 main.tf modules/vpc/main.tf`
+    Adopt(AdoptArgs),
+    /// Write a project's managed files into a directory.
+    ///
+    /// The inverse of `graft push`: downloads the project's export
+    /// (GET /api/v1/projects/ID/export) and writes each file under DIR,
+    /// creating DIR if needed. A file in DIR that differs from the
+    /// server's version and from what the last `graft pull` wrote there
+    /// is a local change: the pull refuses, naming them, and writes
+    /// nothing, unless --force. What graft wrote is remembered in
+    /// DIR/.graft-pull.json (which `graft push` skips). Files graft does
+    /// not manage are left alone; symlinks in DIR are never followed.
+    ///
+    /// Example: `graft pull --project 3 ./infra`
+    Pull(PullArgs),
 }
 
 /// How CLI commands reach a running graft.
@@ -166,6 +191,37 @@ pub struct PushArgs {
     /// Name of the generator, shown in graft's audit log and PR comments.
     #[arg(long, default_value = "graft push")]
     pub source: String,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AdoptArgs {
+    /// Project id (see the dashboard or GET /api/v1/projects).
+    #[arg(long)]
+    pub project: i64,
+
+    /// Files to adopt, relative to the project's base path (default:
+    /// every file under it).
+    pub paths: Vec<String>,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PullArgs {
+    /// Project id (see the dashboard or GET /api/v1/projects).
+    #[arg(long)]
+    pub project: i64,
+
+    /// Directory to write the files into (created if missing).
+    pub dir: PathBuf,
+
+    /// Overwrite files changed locally since the last pull.
+    #[arg(long)]
+    pub force: bool,
 
     #[command(flatten)]
     pub remote: RemoteArgs,

@@ -3,8 +3,10 @@
 //! Its settings ([`config`]), the server's wiring ([`server`]) and the
 //! other subcommands live beside it; nothing else in graft imports them.
 
+pub mod adopt;
 pub mod config;
 pub mod keys;
+pub mod pull;
 pub mod push;
 pub mod remote;
 pub mod server;
@@ -41,6 +43,8 @@ pub async fn main() -> Result<()> {
         Command::Github(GithubCommand::Manifest(args)) => remote::github_manifest(&args),
         Command::Gitlab(GitlabCommand::Connect(args)) => remote::gitlab_connect(&args).await,
         Command::Push(args) => push::push(&args).await,
+        Command::Adopt(args) => adopt::adopt(&args).await,
+        Command::Pull(args) => pull::pull(&args).await,
     }
 }
 

@@ -116,7 +116,10 @@ pub fn walk(dir: &Path) -> Result<Walked> {
                 continue;
             }
         };
-        if entry.file_name() == IGNORE_FILE {
+        // What `graft pull` remembers about DIR is not a generated file.
+        if entry.file_name() == IGNORE_FILE
+            || (entry.depth() == 1 && entry.file_name() == super::pull::MANIFEST)
+        {
             continue;
         }
         if kind.is_symlink() {
