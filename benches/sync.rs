@@ -26,9 +26,10 @@
 //! on (`traced_incr_ms`): each git command of the script, and on the
 //! server the push's `receive-pack`, its connectivity check and the
 //! fetches' `upload-pack`. The summary line carries the push's share:
-//! `push_ms` (graft's push phase), `push_server_ms` (`receive-pack`),
-//! `push_check_ms` (its connectivity check), `push_client_ms` (the rest:
-//! graft, HTTP and the fake forge around `receive-pack`), the script's
+//! `push_ms` (graft's push phase), `push_pack_ms` (graft building the
+//! pack), `push_server_ms` (`receive-pack`), `push_check_ms` (its
+//! connectivity check), `push_client_ms` (the rest: graft, HTTP and the
+//! fake forge's handling around `receive-pack`), the script's
 //! `script_push_ms` and `script_push_server_ms`, and
 //! `incr_ceiling_vs_best_script`: the best script's time over graft's
 //! `receive-pack` alone, the most any client could reach against this
@@ -818,7 +819,7 @@ async fn bench(params: Params, switch: &trace::GitSwitch) {
         |figures: &BTreeMap<String, f64>, key: &str| figures.get(key).copied().unwrap_or(0.0);
     let push_server = traced(&graft_traced, "push_server");
     println!(
-        "sync-bench: files={} commits={} rounds={} cold_rounds={} cold_ms={} incr_ms={} best_script_cold_ms={} ({cold_name}) best_script_incr_ms={} ({incr_name}) incr_vs_best_script={:.2}x cold_vs_best_script={:.2}x peak_rss_mb={:.1} push_ms={:.0} push_client_ms={:.0} push_server_ms={push_server:.0} push_check_ms={:.0} script_push_ms={:.0} script_push_server_ms={:.0} incr_ceiling_vs_best_script={:.2}x",
+        "sync-bench: files={} commits={} rounds={} cold_rounds={} cold_ms={} incr_ms={} best_script_cold_ms={} ({cold_name}) best_script_incr_ms={} ({incr_name}) incr_vs_best_script={:.2}x cold_vs_best_script={:.2}x peak_rss_mb={:.1} push_ms={:.0} push_pack_ms={:.0} push_client_ms={:.0} push_server_ms={push_server:.0} push_check_ms={:.0} script_push_ms={:.0} script_push_server_ms={:.0} incr_ceiling_vs_best_script={:.2}x",
         params.files,
         params.commits,
         params.rounds,
@@ -831,6 +832,7 @@ async fn bench(params: Params, switch: &trace::GitSwitch) {
         ratio(best_cold, graft_cold),
         peak,
         traced(&graft_phases, "push"),
+        traced(&graft_phases, "push_pack"),
         traced(&graft_phases, "push") - push_server,
         traced(&graft_traced, "push_check"),
         traced(&script_traced, "push"),

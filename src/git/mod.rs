@@ -1,6 +1,7 @@
 //! The git engine: persistent bare mirrors fetched with gix, the overlay of
 //! managed files built on objects (no checkout), validation of the result,
-//! and the push with the git CLI (gix cannot push yet).
+//! and the push (graft's own over smart HTTP for the usual case, the git
+//! CLI for the rest: gix cannot push yet).
 
 pub mod check;
 pub mod mirror;

@@ -161,7 +161,11 @@ async fn pack_for(
         let ids = match base {
             Some(base) => {
                 let mut bases = vec![base];
-                bases.extend(old.filter(|old| repo.find_commit(*old).is_ok()));
+                let readable = |id: &ObjectId| {
+                    let tree = repo.find_commit(*id).ok().and_then(|c| c.tree_id().ok());
+                    tree.is_some_and(|tree| repo.find_tree(tree).is_ok())
+                };
+                bases.extend(old.filter(readable));
                 pack::added_objects(&repo, commit, &bases)?
             }
             None => Vec::new(),
