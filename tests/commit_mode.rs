@@ -1,14 +1,17 @@
 //! Commit mode `api` end to end on both fakes and both backends: commits
 //! written through the forges' APIs (Verified), the fallback when a git
 //! push is refused for missing signatures, a branch that moved under an
-//! API commit, and a change too large for the API.
+//! API commit, direct mode on a protected branch, executable files, and a
+//! change too large for the API.
 
 mod support;
 
 use graft::store::commit_via::CommitVia;
+use graft::store::files::FileInput;
 use graft::store::now_ms;
 use graft::store::projects::{Mode, SyncStatus};
 use support::TestDb;
+use support::fake_common::PushBefore;
 use support::harness::Harness;
 use support::sync::{event_kinds, github_project, gitlab_project, input, put, settled};
 
@@ -75,7 +78,7 @@ async fn api_mode_commits_on_github_are_verified(db: TestDb) {
     for path in ["infra/gen/main.tf", "infra/gen/vars.tf"] {
         assert!(h.github.git.file(REPO, &again, path).is_some(), "{path}");
     }
-    h.app.stop().await;
+    h.stop().await;
 }
 
 async fn a_push_refused_for_signatures_falls_back_to_the_api(db: TestDb) {
@@ -105,7 +108,7 @@ async fn a_push_refused_for_signatures_falls_back_to_the_api(db: TestDb) {
         "{}",
         sticky.body
     );
-    h.app.stop().await;
+    h.stop().await;
 }
 
 async fn a_file_too_large_for_the_api_fails_with_the_limit(db: TestDb) {
@@ -127,7 +130,7 @@ async fn a_file_too_large_for_the_api_fails_with_the_limit(db: TestDb) {
         branch.is_none() || branch == h.github.git.head(REPO, "main"),
         "no commit landed"
     );
-    h.app.stop().await;
+    h.stop().await;
 }
 
 async fn api_mode_commits_on_gitlab_are_verified(db: TestDb) {
@@ -163,7 +166,271 @@ async fn api_mode_commits_on_gitlab_are_verified(db: TestDb) {
             .as_deref(),
         Some(b"# main v2\n".as_slice())
     );
-    h.app.stop().await;
+    h.stop().await;
+}
+
+async fn api_mode(h: &Harness, project: i64) {
+    h.app
+        .store
+        .set_commit_via(project, CommitVia::Api, now_ms())
+        .await
+        .unwrap();
+}
+
+fn executable(path: &str, content: &str) -> FileInput {
+    FileInput {
+        executable: Some(true),
+        ..input(path, content)
+    }
+}
+
+fn human_push(repo: &str, on: &str, branch: &str, path: &str) -> PushBefore {
+    PushBefore {
+        on: on.into(),
+        repo: repo.into(),
+        branch: branch.into(),
+        path: path.into(),
+        content: b"# by a human\n".to_vec(),
+        user: "alice".into(),
+    }
+}
+
+async fn an_executable_file_is_refused_on_github_by_name(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra/gen").await;
+    api_mode(&h, p.id).await;
+    put(
+        &h,
+        p.id,
+        &[
+            input("main.tf", "# main\n"),
+            executable("run.sh", "#!/bin/sh\n"),
+        ],
+    )
+    .await;
+    let failed = settled(&h, p.id, SyncStatus::Error).await;
+    let error = failed.sync_error.unwrap_or_default();
+    assert!(
+        error.contains("`infra/gen/run.sh` is executable") && error.contains("`commit_via` `git`"),
+        "{error}"
+    );
+    assert_eq!(
+        h.github.git.head(REPO, BRANCH),
+        None,
+        "no branch, no commit"
+    );
+    assert!(h.github.pulls(REPO).is_empty());
+    h.stop().await;
+}
+
+async fn an_executable_file_keeps_its_mode_on_gitlab(db: TestDb) {
+    const PATH: &str = "platform/infra";
+    let h = Harness::start(&db).await;
+    h.gitlab_project(PATH);
+    let p = gitlab_project(&h, PATH, Mode::PullRequest, "infra/gen").await;
+    api_mode(&h, p.id).await;
+    put(
+        &h,
+        p.id,
+        &[
+            input("main.tf", "# main\n"),
+            executable("run.sh", "#!/bin/sh\n"),
+        ],
+    )
+    .await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    let head = h.gitlab.git.head(PATH, BRANCH).expect("the branch");
+    let tree = h.gitlab.git.tree(PATH, &head);
+    assert_eq!(tree["infra/gen/run.sh"].0, "100755", "{tree:?}");
+    assert_eq!(tree["infra/gen/main.tf"].0, "100644", "{tree:?}");
+    h.stop().await;
+}
+
+async fn direct_mode_in_api_falls_back_to_a_pr_on_a_protected_branch(db: TestDb) {
+    const PATH: &str = "platform/infra";
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    h.github.protect_branch(REPO, "main");
+    h.gitlab_project(PATH);
+    h.gitlab.protect_branch(PATH, "main");
+    let on_github = github_project(&h, REPO, Mode::Direct, "infra/gen").await;
+    let on_gitlab = gitlab_project(&h, PATH, Mode::Direct, "infra/gen").await;
+    for p in [&on_github, &on_gitlab] {
+        api_mode(&h, p.id).await;
+        put(&h, p.id, &[input("main.tf", "# main\n")]).await;
+        let synced = settled(&h, p.id, SyncStatus::Success).await;
+        assert!(
+            synced.pull_request_number.is_some(),
+            "a PR instead: {synced:?}"
+        );
+        assert!(
+            event_kinds(&h, p.id)
+                .await
+                .contains(&"sync.fallback_to_pull_request".to_string())
+        );
+    }
+    let main = h.github.git.head(REPO, "main").unwrap();
+    assert!(
+        h.github
+            .git
+            .file(REPO, &main, "infra/gen/main.tf")
+            .is_none(),
+        "main unchanged"
+    );
+    let head = h.github.git.head(REPO, BRANCH).expect("graft's branch");
+    assert!(h.github.commit_is_verified(REPO, &head));
+    assert_eq!(h.github.pulls(REPO)[0].head_sha, head);
+    let main = h.gitlab.git.head(PATH, "main").unwrap();
+    assert!(
+        h.gitlab
+            .git
+            .file(PATH, &main, "infra/gen/main.tf")
+            .is_none()
+    );
+    let head = h.gitlab.git.head(PATH, BRANCH).expect("graft's branch");
+    assert!(h.gitlab.commit_is_verified(PATH, &head));
+    h.stop().await;
+}
+
+async fn a_target_moved_under_an_api_commit_is_stale_and_kept(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::Direct, "infra/gen").await;
+    api_mode(&h, p.id).await;
+    // Lands on main just before GitHub answers graft's commit: STALE_DATA.
+    h.github
+        .push_before(human_push(REPO, "POST /graphql", "main", "docs/notes.md"));
+    put(&h, p.id, &[input("main.tf", "# main\n")]).await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    let main = h.github.git.head(REPO, "main").unwrap();
+    assert!(h.github.commit_is_verified(REPO, &main));
+    assert!(
+        h.github
+            .git
+            .file(REPO, &main, "infra/gen/main.tf")
+            .is_some()
+    );
+    assert_eq!(
+        h.github.git.file(REPO, &main, "docs/notes.md").as_deref(),
+        Some(b"# by a human\n".as_slice()),
+        "the human's commit stays"
+    );
+    let log = h.github.git.log(REPO, "main");
+    assert!(
+        log.iter()
+            .any(|(_, _, subject)| subject == "a human commit"),
+        "{log:?}"
+    );
+    h.stop().await;
+}
+
+async fn graft_branch_moved_while_rewriting_is_not_overwritten(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra/gen").await;
+    api_mode(&h, p.id).await;
+    put(&h, p.id, &[input("main.tf", "# main\n")]).await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    // While graft builds the rewrite on its temporary branch, someone
+    // commits to graft's branch: the move must not drop their commit.
+    h.github.push_before(human_push(
+        REPO,
+        "POST /graphql",
+        BRANCH,
+        "infra/gen/extra.tf",
+    ));
+    put(&h, p.id, &[input("vars.tf", "# vars\n")]).await;
+    let synced = settled(&h, p.id, SyncStatus::Success).await;
+    let head = h.github.git.head(REPO, BRANCH).unwrap();
+    assert!(h.github.commit_is_verified(REPO, &head));
+    assert_eq!(synced.sync_branch_sha.as_deref(), Some(head.as_str()));
+    assert!(synced.sync_branch_shared, "someone else committed");
+    let log = h.github.git.log(REPO, BRANCH);
+    assert!(
+        log.iter()
+            .any(|(_, _, subject)| subject == "a human commit"),
+        "{log:?}"
+    );
+    for path in [
+        "infra/gen/main.tf",
+        "infra/gen/vars.tf",
+        "infra/gen/extra.tf",
+    ] {
+        assert!(h.github.git.file(REPO, &head, path).is_some(), "{path}");
+    }
+    assert_eq!(
+        h.github.git.head(REPO, "graft-tmp/graft/infra-gen"),
+        None,
+        "temporary branch deleted"
+    );
+    h.stop().await;
+}
+
+async fn a_refused_rewrite_leaves_graft_branch_where_it_was(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra/gen").await;
+    api_mode(&h, p.id).await;
+    put(&h, p.id, &[input("main.tf", "# main\n")]).await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    let before = h.github.git.head(REPO, BRANCH).unwrap();
+    h.github.set_max_file_bytes(8);
+    put(&h, p.id, &[input("vars.tf", "# more than eight bytes\n")]).await;
+    let failed = settled(&h, p.id, SyncStatus::Error).await;
+    assert!(
+        failed
+            .sync_error
+            .unwrap_or_default()
+            .contains("file size limit"),
+        "GitHub's refusal is reported"
+    );
+    assert_eq!(
+        h.github.git.head(REPO, BRANCH).as_deref(),
+        Some(before.as_str()),
+        "graft's branch never pointed at the base"
+    );
+    let pulls = h.github.pulls(REPO);
+    assert_eq!(pulls[0].head_sha, before);
+    assert_eq!(h.github.git.head(REPO, "graft-tmp/graft/infra-gen"), None);
+    h.stop().await;
+}
+
+async fn a_gitlab_push_refused_for_signatures_falls_back_to_the_api(db: TestDb) {
+    const PATH: &str = "platform/infra";
+    let h = Harness::start(&db).await;
+    h.gitlab_project(PATH);
+    h.gitlab.reject_unsigned_commits(PATH);
+    let p = gitlab_project(&h, PATH, Mode::PullRequest, "infra/gen").await;
+    put(&h, p.id, &[input("main.tf", "# main\n")]).await;
+    let synced = settled(&h, p.id, SyncStatus::Success).await;
+    assert_eq!(synced.commit_via, CommitVia::Git, "the project stays git");
+    let head = h.gitlab.git.head(PATH, BRANCH).expect("the branch");
+    assert!(h.gitlab.commit_is_verified(PATH, &head));
+    assert_eq!(synced.sync_branch_sha.as_deref(), Some(head.as_str()));
+    assert!(
+        event_kinds(&h, p.id)
+            .await
+            .contains(&"sync.commit_via_api_fallback".to_string())
+    );
+    h.stop().await;
+}
+
+async fn a_fallback_that_fails_is_not_audited_as_done(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    h.github.require_signed_commits(REPO, "graft/*");
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra/gen").await;
+    put(&h, p.id, &[executable("run.sh", "#!/bin/sh\n")]).await;
+    let failed = settled(&h, p.id, SyncStatus::Error).await;
+    let error = failed.sync_error.unwrap_or_default();
+    assert!(error.contains("is executable"), "{error}");
+    assert!(
+        !event_kinds(&h, p.id)
+            .await
+            .contains(&"sync.commit_via_api_fallback".to_string())
+    );
+    h.stop().await;
 }
 
 both_backends!(
@@ -171,4 +438,12 @@ both_backends!(
     a_push_refused_for_signatures_falls_back_to_the_api,
     a_file_too_large_for_the_api_fails_with_the_limit,
     api_mode_commits_on_gitlab_are_verified,
+    an_executable_file_is_refused_on_github_by_name,
+    an_executable_file_keeps_its_mode_on_gitlab,
+    direct_mode_in_api_falls_back_to_a_pr_on_a_protected_branch,
+    a_target_moved_under_an_api_commit_is_stale_and_kept,
+    graft_branch_moved_while_rewriting_is_not_overwritten,
+    a_refused_rewrite_leaves_graft_branch_where_it_was,
+    a_gitlab_push_refused_for_signatures_falls_back_to_the_api,
+    a_fallback_that_fails_is_not_audited_as_done,
 );

@@ -1161,8 +1161,8 @@ async fn gitlab_commits_api_writes_actions_and_refuses_as_gitlab_does() {
     assert_eq!(
         refused(protected.clone()).await,
         (
-            400,
-            "You are not allowed to push into this branch".to_string()
+            403,
+            "403 Forbidden - You are not allowed to push into this branch".to_string()
         )
     );
     gl.fake

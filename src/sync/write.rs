@@ -4,15 +4,18 @@
 //! signatures). Where an API commit starts is decided by [`start_for`],
 //! pure; the head it leaves is graft's recorded push either way.
 
+use std::collections::HashMap;
+
 use gix::ObjectId;
 
 use crate::context::Context;
 use crate::forge::commit_api::{self, ApiCommit, Committed, FileWrite, Start};
 use crate::git::GitError;
+use crate::git::overlay::ManagedFile;
 use crate::git::pipeline::{Built, Fetched};
 use crate::git::push::PushMode;
 use crate::git::push_refusal::is_signature_refusal;
-use crate::git::read::ChangeKind;
+use crate::git::read::{ChangeKind, FileChange};
 use crate::store::audit::NewEvent;
 use crate::store::commit_via::CommitVia;
 use crate::store::now_ms;
@@ -57,37 +60,47 @@ pub fn start_for(
     })
 }
 
-/// The overlay's changes as whole files from the repository's root.
-pub fn file_writes(project: &Project, built: &Built, files: &FilePlan) -> Vec<FileWrite> {
+/// The overlay's changes as whole files from the repository's root. A
+/// written path the plan has no content for is an error, never a deletion.
+pub fn file_writes(
+    base_path: &str,
+    changes: &[FileChange],
+    files: &[ManagedFile],
+) -> Result<Vec<FileWrite>, SyncError> {
     let full = |path: &str| {
-        if project.base_path.is_empty() {
+        if base_path.is_empty() {
             path.to_string()
         } else {
-            format!("{}/{path}", project.base_path.trim_end_matches('/'))
+            format!("{}/{path}", base_path.trim_end_matches('/'))
         }
     };
-    built
-        .overlay
-        .changes
+    let planned: HashMap<&str, &ManagedFile> = files.iter().map(|f| (f.path.as_str(), f)).collect();
+    changes
         .iter()
-        .map(|change| FileWrite {
-            path: full(&change.path),
-            content: match change.kind {
+        .map(|change| {
+            let written = match change.kind {
                 ChangeKind::Deleted => None,
-                _ => files
-                    .write
-                    .iter()
-                    .find(|f| f.path == change.path)
-                    .map(|f| f.content.clone()),
-            },
-            existed: change.kind != ChangeKind::Added,
+                _ => Some(planned.get(change.path.as_str()).ok_or_else(|| {
+                    GitError::Other(format!(
+                        "the overlay writes `{}` but the sync has no content for it",
+                        change.path
+                    ))
+                })?),
+            };
+            Ok(FileWrite {
+                path: full(&change.path),
+                content: written.map(|f| f.content.clone()),
+                existed: change.kind != ChangeKind::Added,
+                executable: written.is_some_and(|f| f.executable),
+            })
         })
         .collect()
 }
 
 /// Writes `built`'s commit to `branch`: pushed in mode `git` (with
 /// `mode`), through the API in mode `api` or when the push was refused
-/// for missing signatures (audited as `sync.commit_via_api_fallback`).
+/// for missing signatures (audited as `sync.commit_via_api_fallback` once
+/// the API commit landed).
 pub async fn write(
     ctx: &Context,
     project: &Project,
@@ -111,6 +124,7 @@ pub async fn write(
             note: None,
         }),
         Err(error) if is_signature_refusal(&error) => {
+            let head = via_api(remote, fetched, project, built, files, branch, branch_head).await?;
             let note = format!(
                 "`{branch}` requires signed commits and refused graft's git push; graft \
                  committed through the {} API instead (signed by the forge) for this sync. \
@@ -129,7 +143,6 @@ pub async fn write(
                     now_ms(),
                 )
                 .await?;
-            let head = via_api(remote, fetched, project, built, files, branch, branch_head).await?;
             Ok(Written {
                 head,
                 note: Some(note),
@@ -139,6 +152,8 @@ pub async fn write(
     }
 }
 
+/// One API commit of the whole change (never split: a split change could
+/// stop part-way with commits on the branch graft never recorded).
 async fn via_api(
     remote: &Remote,
     fetched: &Fetched,
@@ -148,7 +163,7 @@ async fn via_api(
     branch: &str,
     branch_head: Option<ObjectId>,
 ) -> Result<ObjectId, SyncError> {
-    let mut start = start_for(built.parent, branch_head)?;
+    let start = start_for(built.parent, branch_head)?;
     let message = match built.commit {
         Some(local) => {
             fetched
@@ -160,57 +175,38 @@ async fn via_api(
         }
         None => "graft: sync".to_string(),
     };
-    let batches = commit_api::batches(
-        file_writes(project, built, files),
+    let files = commit_api::one_commit(
+        file_writes(&project.base_path, &built.overlay.changes, &files.write)?,
         commit_api::MAX_FILE_BYTES,
         commit_api::MAX_COMMIT_BYTES,
     )
     .map_err(|e| SyncError::Config(e.to_string()))?;
-    let count = batches.len();
-    let mut head = None;
-    for (index, batch) in batches.into_iter().enumerate() {
-        let message = if count > 1 {
-            part_message(&message, index + 1, count)
-        } else {
-            message.clone()
-        };
-        let committed = remote
-            .client
-            .commit_files(&ApiCommit {
-                branch: branch.to_string(),
-                start: start.clone(),
-                message,
-                files: batch,
-            })
-            .await?;
-        let sha = match committed {
-            Committed::Head(sha) => sha,
-            Committed::Moved => {
-                return Err(GitError::NonFastForward(format!(
-                    "`{branch}` moved while graft committed through the API"
-                ))
-                .into());
-            }
-        };
-        start = Start::OnHead {
-            expected: sha.clone(),
-        };
-        head = Some(sha);
-    }
-    let head = head.unwrap_or_default();
-    ObjectId::from_hex(head.as_bytes()).map_err(|e| {
+    let committed = remote
+        .client
+        .commit_files(&ApiCommit {
+            branch: branch.to_string(),
+            start,
+            message,
+            files,
+        })
+        .await?;
+    let sha = match committed {
+        Committed::Head(sha) => sha,
+        Committed::Moved => {
+            return Err(GitError::NonFastForward(format!(
+                "`{branch}` moved while graft committed through the API"
+            ))
+            .into());
+        }
+        // What a git push refused by protection reports: direct mode
+        // falls back to a PR on it.
+        Committed::Protected(message) => return Err(GitError::ProtectedBranch(message).into()),
+    };
+    ObjectId::from_hex(sha.as_bytes()).map_err(|e| {
         SyncError::Git(GitError::Other(format!(
             "the forge answered a commit id graft cannot read: {e}"
         )))
     })
-}
-
-/// The message of part `n` of `of` commits of a split change.
-fn part_message(message: &str, n: usize, of: usize) -> String {
-    match message.split_once('\n') {
-        Some((headline, body)) => format!("{headline} ({n}/{of})\n{body}"),
-        None => format!("{message} ({n}/{of})"),
-    }
 }
 
 #[cfg(test)]
@@ -249,12 +245,61 @@ mod tests {
         assert!(matches!(start_for(None, None), Err(SyncError::Config(_))));
     }
 
+    fn change(path: &str, kind: ChangeKind) -> FileChange {
+        FileChange {
+            path: path.into(),
+            kind,
+            replaces_unmanaged: false,
+            discovery: false,
+        }
+    }
+
+    fn managed(path: &str, executable: bool) -> ManagedFile {
+        ManagedFile {
+            path: path.into(),
+            content: path.as_bytes().to_vec(),
+            executable,
+        }
+    }
+
     #[test]
-    fn split_commits_say_which_part_they_are() {
+    fn file_writes_are_whole_files_from_the_root_with_their_mode() {
+        let changes = [
+            change("a.tf", ChangeKind::Added),
+            change("run.sh", ChangeKind::Modified),
+            change("old.tf", ChangeKind::Deleted),
+        ];
+        let files = [managed("run.sh", true), managed("a.tf", false)];
+        let writes = file_writes("infra/gen/", &changes, &files).unwrap();
         assert_eq!(
-            part_message("graft: sync\n\nbody", 1, 2),
-            "graft: sync (1/2)\n\nbody"
+            writes,
+            vec![
+                FileWrite {
+                    path: "infra/gen/a.tf".into(),
+                    content: Some(b"a.tf".to_vec()),
+                    existed: false,
+                    executable: false,
+                },
+                FileWrite {
+                    path: "infra/gen/run.sh".into(),
+                    content: Some(b"run.sh".to_vec()),
+                    existed: true,
+                    executable: true,
+                },
+                FileWrite {
+                    path: "infra/gen/old.tf".into(),
+                    content: None,
+                    existed: true,
+                    executable: false,
+                },
+            ]
         );
-        assert_eq!(part_message("graft: sync", 2, 2), "graft: sync (2/2)");
+    }
+
+    #[test]
+    fn a_written_path_without_content_is_an_error_not_a_deletion() {
+        let changes = [change("lost.tf", ChangeKind::Modified)];
+        let error = file_writes("", &changes, &[managed("other.tf", false)]).unwrap_err();
+        assert!(error.to_string().contains("`lost.tf`"), "{error}");
     }
 }

@@ -1,7 +1,14 @@
-//! Commit mode `api` on GitHub: the branch created (`POST git/refs`) or
-//! moved back (`PATCH git/refs`, `force`, after reading its head), then
-//! GraphQL `createCommitOnBranch` with `expectedHeadOid` as the lease.
-//! GitHub signs the commit, so it shows as Verified.
+//! Commit mode `api` on GitHub: GraphQL `createCommitOnBranch` with
+//! `expectedHeadOid` as the lease; GitHub signs the commit, so it shows as
+//! Verified. Rewriting graft's branch (a force push in git mode) builds
+//! the commit on a temporary branch `graft-tmp/<branch>` at the base, then
+//! moves graft's branch there once, after re-reading its head (the lease;
+//! the REST API has no compare-and-swap, so a push in the instant between
+//! the read and the move is the one thing it cannot see), and deletes the
+//! temporary branch. graft's branch never points at the base in between
+//! (a PR whose head equals its base is closed by GitHub), and a refused
+//! commit leaves it where it was. `createCommitOnBranch` cannot set file
+//! modes, so an executable file is refused by name.
 
 use base64::Engine;
 use http::Method;
@@ -18,8 +25,9 @@ use crate::forge::repo::RepoForge;
 pub const CREATE_COMMIT_ON_BRANCH: &str = "mutation($input: CreateCommitOnBranchInput!) { \
      createCommitOnBranch(input: $input) { commit { oid } } }";
 
-/// The variables of [`CREATE_COMMIT_ON_BRANCH`] for `commit` on `expected`.
-pub fn commit_input(repo: &str, commit: &ApiCommit, expected: &str) -> Value {
+/// The variables of [`CREATE_COMMIT_ON_BRANCH`] for `commit`'s files on
+/// `branch` at `expected`.
+pub fn commit_input(repo: &str, branch: &str, commit: &ApiCommit, expected: &str) -> Value {
     let engine = base64::engine::general_purpose::STANDARD;
     let (mut additions, mut deletions) = (Vec::new(), Vec::new());
     for file in &commit.files {
@@ -35,11 +43,23 @@ pub fn commit_input(repo: &str, commit: &ApiCommit, expected: &str) -> Value {
         None => (commit.message.as_str(), ""),
     };
     json!({"input": {
-        "branch": {"repositoryNameWithOwner": repo, "branchName": commit.branch},
+        "branch": {"repositoryNameWithOwner": repo, "branchName": branch},
         "message": {"headline": headline, "body": body},
         "expectedHeadOid": expected,
         "fileChanges": {"additions": additions, "deletions": deletions},
     }})
+}
+
+/// Where graft builds a commit that rewrites `branch`.
+pub fn temp_branch(branch: &str) -> String {
+    format!("graft-tmp/{branch}")
+}
+
+/// A refusal that is branch protection or a ruleset (what a refused push
+/// reports as a protected branch).
+fn is_protection(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("protected branch") || lower.contains("repository rule violations")
 }
 
 impl GithubRepo {
@@ -48,66 +68,136 @@ impl GithubRepo {
         self.path(&format!("/git/refs/heads/{}", encoded.join("/")))
     }
 
-    /// Puts the branch at `sha`, only from `current`; `false` when it was
-    /// elsewhere.
-    async fn place_branch(&self, branch: &str, sha: &str, current: Option<&str>) -> Result<bool> {
-        if self.branch_head(branch).await?.as_deref() != current {
-            return Ok(false);
+    async fn create_ref(&self, branch: &str, sha: &str) -> Result<()> {
+        let body = json!({"ref": format!("refs/heads/{branch}"), "sha": sha});
+        self.call(
+            "creating a branch",
+            Method::POST,
+            &self.path("/git/refs"),
+            Some(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn force_ref(&self, branch: &str, sha: &str) -> Result<()> {
+        let body = json!({"sha": sha, "force": true});
+        self.call(
+            "moving a branch",
+            Method::PATCH,
+            &self.ref_path(branch),
+            Some(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn delete_ref(&self, branch: &str) {
+        let deleted = self
+            .call(
+                "deleting a temporary branch",
+                Method::DELETE,
+                &self.ref_path(branch),
+                None,
+            )
+            .await;
+        if let Err(error) = deleted {
+            tracing::warn!(repo = %self.repo, branch, "temporary branch left behind: {error}");
+        }
+    }
+
+    pub(super) async fn commit_via_api(&self, commit: &ApiCommit) -> Result<Committed> {
+        if let Some(file) = commit.files.iter().find(|f| f.executable) {
+            return Err(ForgeError::Validation {
+                forge: GITHUB,
+                message: format!(
+                    "`{}` is executable, and GitHub's createCommitOnBranch (commit mode `api`) \
+                     cannot set file modes, so the file would lose its executable bit: use \
+                     `commit_via` `git` for this project, or do not mark the file executable",
+                    file.path
+                ),
+            });
+        }
+        match &commit.start {
+            Start::OnHead { expected } => {
+                self.create_commit(&commit.branch, commit, expected).await
+            }
+            // Already at the base: commit on it, leased by `expectedHeadOid`.
+            Start::From { sha, current } if current.as_deref() == Some(sha) => {
+                self.create_commit(&commit.branch, commit, sha).await
+            }
+            Start::From { sha, current } => {
+                let temp = temp_branch(&commit.branch);
+                let moved = self
+                    .commit_then_move(&temp, commit, sha, current.as_deref())
+                    .await;
+                self.delete_ref(&temp).await;
+                moved
+            }
+        }
+    }
+
+    /// Builds the commit on `temp` at `sha`, then moves `commit.branch`
+    /// there if it is still at `current`.
+    async fn commit_then_move(
+        &self,
+        temp: &str,
+        commit: &ApiCommit,
+        sha: &str,
+        current: Option<&str>,
+    ) -> Result<Committed> {
+        match self.create_ref(temp, sha).await {
+            Ok(()) => {}
+            // Left by a sync that stopped half-way: one job per project
+            // runs at a time, so it is graft's to reuse.
+            Err(ForgeError::Validation { message, .. })
+                if message.contains("Reference already exists") =>
+            {
+                self.force_ref(temp, sha).await?
+            }
+            Err(e) => return Err(e),
+        }
+        let new = match self.create_commit(temp, commit, sha).await? {
+            Committed::Head(new) => new,
+            // Nobody else writes graft's temporary branch; a refusal there
+            // is graft's branch's to report.
+            other => return Ok(other),
+        };
+        if self.branch_head(&commit.branch).await?.as_deref() != current {
+            return Ok(Committed::Moved);
         }
         let placed = match current {
-            None => {
-                let body = json!({"ref": format!("refs/heads/{branch}"), "sha": sha});
-                self.call(
-                    "creating a branch",
-                    Method::POST,
-                    &self.path("/git/refs"),
-                    Some(&body),
-                )
-                .await
-            }
-            _ if current == Some(sha) => return Ok(true),
-            _ => {
-                let body = json!({"sha": sha, "force": true});
-                self.call(
-                    "moving a branch",
-                    Method::PATCH,
-                    &self.ref_path(branch),
-                    Some(&body),
-                )
-                .await
-            }
+            None => self.create_ref(&commit.branch, &new).await,
+            Some(_) => self.force_ref(&commit.branch, &new).await,
         };
         match placed {
-            Ok(_) => Ok(true),
+            Ok(()) => Ok(Committed::Head(new)),
             // Created or deleted by someone in between.
             Err(ForgeError::Validation { message, .. })
                 if message.contains("Reference already exists")
                     || message.contains("Reference does not exist") =>
             {
-                Ok(false)
+                Ok(Committed::Moved)
+            }
+            Err(ForgeError::Validation { message, .. }) if is_protection(&message) => {
+                Ok(Committed::Protected(message))
             }
             Err(e) => Err(e),
         }
     }
 
-    pub(super) async fn commit_via_api(&self, commit: &ApiCommit) -> Result<Committed> {
-        let expected = match &commit.start {
-            Start::OnHead { expected } => expected.clone(),
-            Start::From { sha, current } => {
-                if !self
-                    .place_branch(&commit.branch, sha, current.as_deref())
-                    .await?
-                {
-                    return Ok(Committed::Moved);
-                }
-                sha.clone()
-            }
-        };
+    /// `createCommitOnBranch` on `branch` at `expected`.
+    async fn create_commit(
+        &self,
+        branch: &str,
+        commit: &ApiCommit,
+        expected: &str,
+    ) -> Result<Committed> {
         let answer = self
             .graphql(
                 "creating a commit through the API",
                 CREATE_COMMIT_ON_BRANCH,
-                commit_input(&self.repo, commit, &expected),
+                commit_input(&self.repo, branch, commit, expected),
             )
             .await?;
         let oid = answer
@@ -124,12 +214,13 @@ impl GithubRepo {
         {
             return Ok(Committed::Moved);
         }
+        let messages = answer.messages();
+        if is_protection(&messages) {
+            return Ok(Committed::Protected(short(&messages)));
+        }
         Err(ForgeError::Validation {
             forge: GITHUB,
-            message: format!(
-                "createCommitOnBranch refused: {}",
-                short(&answer.messages())
-            ),
+            message: format!("createCommitOnBranch refused: {}", short(&messages)),
         })
     }
 }

@@ -1,6 +1,11 @@
 //! Commit mode `api` on GitLab: `POST /projects/:id/repository/commits`
-//! with actions. GitLab has no lease on a branch's head, so graft reads
-//! the head first; rewriting the branch is `start_sha` with `force`.
+//! with actions (`execute_filemode` carries the executable bit). GitLab
+//! has no lease on a branch's head, so graft reads the head first and
+//! checks the created commit's parent after: a commit that landed on
+//! someone else's push is reported as the branch having moved (the next
+//! attempt sees their commit and builds on top). Rewriting the branch is
+//! `start_sha` with `force`; a push in the instant between the read and
+//! the commit is the one thing this cannot see.
 
 use base64::Engine;
 use reqwest::Method;
@@ -8,14 +13,11 @@ use serde_json::{Value, json};
 
 use super::GitlabRepo;
 use super::client::decode;
+use super::json::CommitJson;
 use crate::forge::Result;
 use crate::forge::commit_api::{ApiCommit, Committed, Start};
+use crate::forge::error::ForgeError;
 use crate::forge::repo::RepoForge;
-
-#[derive(serde::Deserialize)]
-struct CommitJson {
-    id: String,
-}
 
 /// The request body for `commit`: on the branch's head, or from `sha`
 /// (`force` when the branch exists and is rewritten).
@@ -30,6 +32,7 @@ pub fn commit_body(commit: &ApiCommit) -> Value {
                 "file_path": file.path,
                 "content": engine.encode(content),
                 "encoding": "base64",
+                "execute_filemode": file.executable,
             }),
             None => json!({"action": "delete", "file_path": file.path}),
         })
@@ -58,15 +61,31 @@ impl GitlabRepo {
             return Ok(Committed::Moved);
         }
         let what = "creating a commit through the API";
-        let response = self
+        let response = match self
             .call(
                 what,
                 Method::POST,
                 "/repository/commits",
                 Some(&commit_body(commit)),
             )
-            .await?;
+            .await
+        {
+            Ok(response) => response,
+            Err(
+                ForgeError::NoPermission { message, .. } | ForgeError::Validation { message, .. },
+            ) if message.contains("not allowed to push into this branch") => {
+                return Ok(Committed::Protected(message));
+            }
+            Err(e) => return Err(e),
+        };
         let created: CommitJson = decode(&response, what)?;
+        let parent = match &commit.start {
+            Start::OnHead { expected } => expected,
+            Start::From { sha, .. } => sha,
+        };
+        if created.parent_ids.first() != Some(parent) {
+            return Ok(Committed::Moved);
+        }
         Ok(Committed::Head(created.id))
     }
 }

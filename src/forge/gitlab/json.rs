@@ -47,6 +47,9 @@ pub(super) struct BranchJson {
 #[derive(Deserialize)]
 pub(super) struct CommitJson {
     pub(super) id: String,
+    /// Read from the commits API's answer (the lease check).
+    #[serde(default)]
+    pub(super) parent_ids: Vec<String>,
 }
 
 #[derive(Deserialize)]

@@ -206,7 +206,10 @@ fn start<'a>(
         return Err(param_error("actions is missing"));
     }
     if fake.git.is_protected(repo, branch) {
-        return Err(bad_request("You are not allowed to push into this branch"));
+        return Err(message(
+            StatusCode::FORBIDDEN,
+            "403 Forbidden - You are not allowed to push into this branch",
+        ));
     }
     let old = fake.git.head(repo, branch);
     let empty = fake
@@ -312,10 +315,15 @@ fn changes(
             "update" | "delete" | "chmod" if !exists(&path) => {
                 return Err(bad_request("A file with this name doesn't exist"));
             }
-            "create" | "update" => changes.push(Change::Put {
-                path,
-                content: content()?,
-            }),
+            "create" | "update" => {
+                changes.push(Change::Put {
+                    path: path.clone(),
+                    content: content()?,
+                });
+                if let Some(executable) = action.get("execute_filemode").and_then(Value::as_bool) {
+                    changes.push(Change::Chmod { path, executable });
+                }
+            }
             "delete" => changes.push(Change::Delete { path }),
             "move" => {
                 let Some(from) = previous else {
@@ -343,7 +351,12 @@ fn changes(
                 });
             }
             _ => {
-                return Err(bad_request("fake GitLab: the chmod action is not served"));
+                // `chmod`: the mode only, from `execute_filemode`.
+                let executable = action
+                    .get("execute_filemode")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                changes.push(Change::Chmod { path, executable });
             }
         }
     }

@@ -34,12 +34,17 @@ pub enum Change {
     Delete {
         path: String,
     },
+    /// Sets or clears the executable bit of a file (after its `Put`).
+    Chmod {
+        path: String,
+        executable: bool,
+    },
 }
 
 impl Change {
     pub fn path(&self) -> &str {
         match self {
-            Change::Put { path, .. } | Change::Delete { path } => path,
+            Change::Put { path, .. } | Change::Delete { path } | Change::Chmod { path, .. } => path,
         }
     }
 }
@@ -349,6 +354,16 @@ impl GitHost {
                 }
                 Change::Delete { path } => {
                     git(&["update-index", "--force-remove", "--", path], b"")?;
+                }
+                Change::Chmod { path, executable } => {
+                    // On the index entry: there is no work tree to read.
+                    let entry = git(&["ls-files", "-s", "--", path], b"")?;
+                    let Some(blob) = entry.split_whitespace().nth(1) else {
+                        return Err(format!("no file `{path}` to change the mode of"));
+                    };
+                    let mode = if *executable { "100755" } else { "100644" };
+                    let info = format!("{mode},{blob},{path}");
+                    git(&["update-index", "--cacheinfo", &info], b"")?;
                 }
             }
         }
