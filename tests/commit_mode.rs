@@ -433,6 +433,37 @@ async fn a_fallback_that_fails_is_not_audited_as_done(db: TestDb) {
     h.stop().await;
 }
 
+async fn a_gitlab_commit_that_landed_on_a_push_counts_as_moved(db: TestDb) {
+    const PATH: &str = "platform/infra";
+    let h = Harness::start(&db).await;
+    h.gitlab_project(PATH);
+    let p = gitlab_project(&h, PATH, Mode::Direct, "infra/gen").await;
+    api_mode(&h, p.id).await;
+    // GitLab has no lease: graft's commit lands on top of this push, and
+    // graft sees it from the commit's parent, fetches again and settles.
+    h.gitlab.push_before(human_push(
+        PATH,
+        "POST /repository/commits",
+        "main",
+        "docs/notes.md",
+    ));
+    put(&h, p.id, &[input("main.tf", "# main\n")]).await;
+    let synced = settled(&h, p.id, SyncStatus::Success).await;
+    let main = h.gitlab.git.head(PATH, "main").unwrap();
+    assert_eq!(
+        synced.last_synced_commit_sha.as_deref(),
+        Some(main.as_str())
+    );
+    assert!(
+        h.gitlab
+            .git
+            .file(PATH, &main, "infra/gen/main.tf")
+            .is_some()
+    );
+    assert!(h.gitlab.git.file(PATH, &main, "docs/notes.md").is_some());
+    h.stop().await;
+}
+
 both_backends!(
     api_mode_commits_on_github_are_verified,
     a_push_refused_for_signatures_falls_back_to_the_api,
@@ -446,4 +477,5 @@ both_backends!(
     a_refused_rewrite_leaves_graft_branch_where_it_was,
     a_gitlab_push_refused_for_signatures_falls_back_to_the_api,
     a_fallback_that_fails_is_not_audited_as_done,
+    a_gitlab_commit_that_landed_on_a_push_counts_as_moved,
 );
