@@ -1039,6 +1039,8 @@ async fn commit_via_is_set_at_creation_and_changed_by_patch(db: TestDb) {
         (201, &json!("api")),
         "{created}"
     );
+    let stored = api.get(&format!("/projects/{}", created["id"])).await.1;
+    assert_eq!(stored["commit_via"], "api", "stored by the one INSERT");
     body["base_path"] = json!("third");
     body["commit_via"] = json!("gpg");
     let (status, error) = api.post("/projects", &body).await;

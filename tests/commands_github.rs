@@ -40,6 +40,7 @@ async fn managed_pr(h: &Harness) -> (Project, i64) {
                 auto_sync: true,
                 auto_merge: false,
                 sync_branch: None,
+                commit_via: Default::default(),
             },
             now_ms(),
         )

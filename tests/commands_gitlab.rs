@@ -47,6 +47,7 @@ async fn managed_mr(h: &Harness) -> Setup {
                 auto_sync: true,
                 auto_merge: false,
                 sync_branch: None,
+                commit_via: Default::default(),
             },
             now_ms(),
         )

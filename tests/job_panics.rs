@@ -166,6 +166,7 @@ async fn a_panicking_sync_is_recorded_on_the_project(db: TestDb) {
                 auto_sync: true,
                 auto_merge: false,
                 sync_branch: None,
+                commit_via: Default::default(),
             },
             now_ms(),
         )

@@ -30,6 +30,7 @@ fn new_project(provider: &str, repo: &str) -> NewProject {
         auto_sync: true,
         auto_merge: false,
         sync_branch: None,
+        commit_via: Default::default(),
     }
 }
 

@@ -152,6 +152,7 @@ async fn the_poll_and_retention_run_once_per_interval_across_two_replicas(db: Te
                 auto_sync: true,
                 auto_merge: false,
                 sync_branch: None,
+                commit_via: Default::default(),
             },
             now_ms(),
         )
@@ -487,6 +488,7 @@ async fn three_replicas_finish_every_sync_when_two_are_killed_mid_sync() {
                     auto_sync: true,
                     auto_merge: false,
                     sync_branch: None,
+                    commit_via: Default::default(),
                 },
                 now_ms(),
             )

@@ -685,6 +685,7 @@ async fn a_gitlab_secret_speaks_only_for_its_own_integration(db: TestDb) {
         auto_sync: true,
         auto_merge: false,
         sync_branch: None,
+        commit_via: Default::default(),
     };
     let now = graft::store::now_ms();
     let on_a = app

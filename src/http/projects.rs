@@ -281,6 +281,7 @@ pub fn parse_new_project(body: Value) -> Result<NewProject, ApiError> {
         auto_sync,
         auto_merge,
         sync_branch,
+        commit_via: Default::default(),
     })
 }
 
@@ -302,7 +303,8 @@ async fn create_project(
     ApiJson(mut body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     let commit_via = take_commit_via(&mut body)?;
-    let new = parse_new_project(body)?;
+    let mut new = parse_new_project(body)?;
+    new.commit_via = commit_via.unwrap_or_default();
     if let Some(id) = new.integration_id {
         match state.ctx.store.integration_credentials(id).await {
             Ok(found) if found.provider.as_str() == new.provider => {}
@@ -322,11 +324,8 @@ async fn create_project(
         }
     }
     let now = now_ms();
-    let mut project = state.ctx.store.create_project(&new, now).await?;
-    if let Some(via) = commit_via.filter(|v| *v != project.commit_via) {
-        state.ctx.store.set_commit_via(project.id, via, now).await?;
-        project.commit_via = via;
-    }
+    // One INSERT, `commit_via` included: no project exists half-made.
+    let project = state.ctx.store.create_project(&new, now).await?;
     state
         .ctx
         .store

@@ -100,6 +100,7 @@ pub struct NewProject {
     pub auto_merge: bool,
     /// `None`: `graft/<slug>`.
     pub sync_branch: Option<String>,
+    pub commit_via: CommitVia,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -376,8 +377,10 @@ impl Store {
         };
         let (id,): (i64,) = sqlx::query_as(
             "INSERT INTO projects (provider, integration_id, repo, branch, base_path, kind, mode, \
-             auto_sync, auto_merge, slug, sync_branch, sync_status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'idle', $12, $12) RETURNING id",
+             auto_sync, auto_merge, slug, sync_branch, commit_via, sync_status, created_at, \
+             updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'idle', $13, $13) \
+             RETURNING id",
         )
         .bind(&new.provider)
         .bind(new.integration_id)
@@ -390,6 +393,7 @@ impl Store {
         .bind(flag(new.auto_merge))
         .bind(&slug)
         .bind(&sync_branch)
+        .bind(new.commit_via.as_str())
         .bind(now)
         .fetch_one(&mut *tx)
         .await

@@ -95,6 +95,7 @@ pub async fn new_project(
                 auto_sync: true,
                 auto_merge: false,
                 sync_branch: None,
+                commit_via: Default::default(),
             },
             now_ms(),
         )

@@ -117,6 +117,7 @@ pub fn new_project(repo: &str) -> NewProject {
         auto_sync: true,
         auto_merge: false,
         sync_branch: None,
+        commit_via: Default::default(),
     }
 }
 
