@@ -99,10 +99,10 @@ pub trait RepoForge: Send + Sync + std::fmt::Debug {
 
     async fn git_credentials(&self) -> Result<GitCredentials>;
 
-    /// Writes `commit` through the forge's API (which signs it): the
-    /// branch created or moved back as `commit.start` says, then the
-    /// files committed on it. [`Committed::Moved`] when the branch was not
-    /// where graft expected.
+    /// Writes `commit` through the forge's API (which signs it) as one
+    /// commit: on the branch's head, or rewriting the branch from
+    /// `commit.start`. [`Committed::Moved`] when the branch was not where
+    /// graft expected, [`Committed::Protected`] when protection refused it.
     async fn commit_files(&self, commit: &ApiCommit) -> Result<Committed>;
 
     /// Edits graft's status comment (found by [`sticky::STATUS_MARKER`]) in
