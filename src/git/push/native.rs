@@ -31,7 +31,7 @@ fn client() -> Result<&'static reqwest::Client, GitError> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            crate::forge::install_crypto_provider();
+            crate::crypto::install_crypto_provider();
             reqwest::Client::builder()
                 .user_agent(concat!("git/2.0 (graft ", env!("CARGO_PKG_VERSION"), ")"))
                 .redirect(reqwest::redirect::Policy::none())
