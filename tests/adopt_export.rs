@@ -576,6 +576,68 @@ async fn adopt_without_forge_settings_is_unavailable(db: TestDb) {
     h.stop().await;
 }
 
+/// `n` bytes of hex that gzip cannot squeeze much (xorshift), from `seed`.
+fn noise(n: usize, mut seed: u64) -> String {
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.push_str(&format!("{seed:016x}"));
+    }
+    out.truncate(n);
+    out
+}
+
+/// An export whose client stops reading stops once a chunk waits past the
+/// deadline: its blocking thread ends and its slot is free again; the body
+/// ends in an error, not as a short archive. While it runs, an export
+/// beyond the limit is refused.
+async fn a_stalled_export_frees_its_thread(db: TestDb) {
+    use futures_util::StreamExt;
+    use graft::http::export::{self, Exports};
+    use std::time::Duration;
+
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    // Far more than the chunks queued ahead of the client, compressed.
+    let files: Vec<_> = (0..4)
+        .map(|i| support::sync::input(&format!("f{i}.tf"), &noise(1_000_000, i + 1)))
+        .collect();
+    support::sync::put_quietly(&h, p.id, &files).await;
+    let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+    let store = h.app.store.clone();
+    let exports = Exports::new(1, Duration::from_millis(300));
+
+    let (body, producer) = export::start(&exports, store.clone(), p.id, paths.clone()).unwrap();
+    assert_eq!(exports.running(), 1);
+    let busy = export::start(&exports, store.clone(), p.id, paths.clone());
+    assert!(busy.is_err_and(|e| e.to_string().contains("try again")));
+    // The body is never polled: the producer must give up on its own.
+    tokio::time::timeout(Duration::from_secs(20), producer)
+        .await
+        .expect("the stalled export stops within the deadline")
+        .unwrap();
+    assert_eq!(exports.running(), 0, "its slot is free");
+    let chunks: Vec<_> = body.collect().await;
+    assert!(
+        chunks.last().is_some_and(|c| c.is_err()),
+        "the body ends in an error"
+    );
+
+    // A client that reads gets the whole archive through the freed slot.
+    let (body, producer) = export::start(&exports, store, p.id, paths).unwrap();
+    let bytes: Vec<u8> = body
+        .map(|chunk| chunk.unwrap().to_vec())
+        .collect::<Vec<_>>()
+        .await
+        .concat();
+    producer.await.unwrap();
+    assert_eq!(unpack(&bytes).len(), 4);
+    h.stop().await;
+}
+
 /// Runs the `graft` binary against the harness's server.
 async fn graft(h: &Harness, token: &str, args: &[&str]) -> (bool, String, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_graft"))
@@ -685,5 +747,6 @@ both_backends!(
     adopt_skips_paths_graft_cannot_manage,
     adopt_stops_at_the_request_total,
     adopt_without_forge_settings_is_unavailable,
+    a_stalled_export_frees_its_thread,
     scopes
 );
