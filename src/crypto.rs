@@ -7,6 +7,9 @@
 //! Node's `createDecipheriv('aes-256-gcm')` + `setAuthTag`) opens a value
 //! graft sealed and the reverse. Values sealed by earlier builds bound the
 //! prefix `v1` as associated data; `open` still reads those.
+//!
+//! Also where the process's TLS crypto provider is installed, so the
+//! forge clients and git's push share it without one importing the other.
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
@@ -19,6 +22,15 @@ const LEGACY_ASSOCIATED_DATA: &[u8] = b"v1";
 const IV_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const KEY_LEN: usize = 32;
+
+/// Installs the process-wide rustls crypto provider (aws-lc-rs) once.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another part of the process installed one first: fine.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {

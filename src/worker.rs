@@ -8,6 +8,7 @@ use crate::events::{
     self, ForgeEvent, InstallationAction, InstallationEvent, Parsed, Provider, PullRequestAction,
     PullRequestEvent, PushEvent,
 };
+use crate::jobs::job::{PR_CLOSED_JOB, RECONCILE_JOB};
 use crate::jobs::{Job, JobError, JobHandler};
 use crate::store::deliveries::DeliveryStatus;
 use crate::store::jobs::JobRow;
@@ -16,6 +17,9 @@ use crate::store::{StoreError, now_ms};
 use crate::sync::follow::{self, Follow};
 use crate::sync::schedule::{self, SYNC_JOB, SyncRequest};
 use crate::sync::{outcome, reconcile, run};
+
+/// The kinds whose failure is the project's sync failure.
+const PROJECT_JOBS: [&str; 3] = [SYNC_JOB, RECONCILE_JOB, PR_CLOSED_JOB];
 
 pub struct GraftJobs {
     ctx: Context,
@@ -75,8 +79,21 @@ impl JobHandler for GraftJobs {
     }
 
     async fn gave_up(&self, row: &JobRow, error: &str) {
-        let Ok(job) = decode(row) else {
-            return;
+        let job = match decode(row) {
+            Ok(job) => job,
+            // The payload is unreadable but the row still says whose work
+            // failed: a project's job is recorded on the project so its
+            // failure is not silent.
+            Err(_) => {
+                if PROJECT_JOBS.contains(&row.kind.as_str())
+                    && let Some(project) = row.project_id
+                {
+                    outcome::record_failure(&self.ctx, project, error, Some(row.id)).await;
+                } else {
+                    warn!(job = row.id, kind = %row.kind, error, "a job that does not decode failed");
+                }
+                return;
+            }
         };
         match job {
             Job::Command(command_job) => {

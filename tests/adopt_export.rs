@@ -5,13 +5,17 @@
 
 mod support;
 
+use std::path::Path;
+
 use graft::store::files::{FileSource, FileState};
+use graft::store::integrations::NewIntegration;
 use graft::store::now_ms;
-use graft::store::projects::{Mode, Project};
+use graft::store::projects::{Kind, Mode, NewProject, Project};
 use graft::store::tokens::{TokenAccess, TokenScope};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::TestDb;
+use support::git_host::git;
 use support::harness::Harness;
 use support::sync::{event_kinds, github_project, gitlab_project};
 
@@ -414,6 +418,226 @@ async fn export_equals_the_database(db: TestDb) {
     h.stop().await;
 }
 
+fn reasons(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Commits `infra/b\xff.tf`, a name that is not UTF-8, onto `branch` of
+/// the bare repository at `bare`, as a client with a clone would.
+fn commit_non_utf8_name(bare: &Path, branch: &str) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let bare = bare.to_str().unwrap();
+    git(w, &["clone", "--quiet", "--branch", branch, bare, "."]);
+    let name = std::ffi::OsStr::from_bytes(b"b\xff.tf");
+    std::fs::write(w.join("infra").join(name), b"# latin-1\n").unwrap();
+    git(w, &["add", "-A"]);
+    git(w, &["commit", "--quiet", "-m", "a latin-1 name"]);
+    git(w, &["push", "--quiet", "origin", branch]);
+    git(w, &["rev-parse", "HEAD"])
+}
+
+/// Files a generator could never have sent (a name that is not UTF-8, a
+/// control character in the path) are skipped with the reason, the rest
+/// adopted; an adopt that finds nothing stores nothing and logs nothing.
+async fn adopt_skips_paths_graft_cannot_manage(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    h.github.git.commit(
+        REPO,
+        "main",
+        &[
+            ("infra/ok.tf", Some(b"# ok\n".as_slice())),
+            ("infra/tab\there.tf", Some(b"# tab\n".as_slice())),
+        ],
+        "brownfield",
+    );
+    let head = commit_non_utf8_name(&h.github.git.repo_dir(REPO), "main");
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    let admin = h.app.create_token("admin").await;
+    let adopt = format!("/projects/{}/adopt", p.id);
+
+    let (status, answer) = call(&h, &admin, Method::POST, &adopt, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(paths(&answer["adopted"]), vec!["ok.tf"]);
+    assert_eq!(
+        paths(&answer["skipped"]),
+        vec!["b\u{FFFD}.tf", "tab\there.tf"]
+    );
+    let why = reasons(&answer["skipped"]);
+    assert!(why[0].contains("not UTF-8"), "{why:?}");
+    assert!(
+        why[1].contains("not a path graft manages") && why[1].contains("control"),
+        "{why:?}"
+    );
+    let rows = h.app.store.files(p.id).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].path, "ok.tf");
+
+    // Again: everything is skipped, and nothing is written.
+    let events = |kinds: Vec<String>| kinds.iter().filter(|k| *k == "files.adopted").count();
+    let before = events(event_kinds(&h, p.id).await);
+    let (status, answer) = call(&h, &admin, Method::POST, &adopt, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["adopted"], json!([]));
+    assert_eq!(paths(&answer["skipped"]).len(), 3, "{answer}");
+    assert_eq!(events(event_kinds(&h, p.id).await), before, "no event");
+    let after = h.app.store.require_project(p.id).await.unwrap();
+    assert_eq!(after.last_synced_commit_sha.as_deref(), Some(head.as_str()));
+    h.stop().await;
+}
+
+/// One adopt reads at most a request's total (20 MiB, the files API's
+/// limit); the files past it are skipped, and the next adopt takes them.
+async fn adopt_stops_at_the_request_total(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let full = vec![b'#'; graft::file_set::MAX_FILE_BYTES];
+    let names: Vec<String> = (0..21).map(|i| format!("infra/f{i:02}.tf")).collect();
+    let files: Vec<(&str, Option<&[u8]>)> = names
+        .iter()
+        .map(|n| (n.as_str(), Some(full.as_slice())))
+        .collect();
+    h.github.git.commit(REPO, "main", &files, "big brownfield");
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    let admin = h.app.create_token("admin").await;
+    let adopt = format!("/projects/{}/adopt", p.id);
+
+    let (status, answer) = call(&h, &admin, Method::POST, &adopt, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(paths(&answer["adopted"]).len(), 20);
+    assert_eq!(paths(&answer["skipped"]), vec!["f20.tf"]);
+    let why = reasons(&answer["skipped"]);
+    assert!(why[0].contains("20971520 bytes per request"), "{why:?}");
+    assert_eq!(h.app.store.files(p.id).await.unwrap().len(), 20);
+
+    let (status, answer) = call(&h, &admin, Method::POST, &adopt, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(paths(&answer["adopted"]), vec!["f20.tf"]);
+    h.stop().await;
+}
+
+/// A project whose forge graft has no usable settings for (here a GitLab
+/// integration without a token) is graft's configuration problem: 503
+/// with what to set, and nothing stored.
+async fn adopt_without_forge_settings_is_unavailable(db: TestDb) {
+    let h = Harness::start(&db).await;
+    let store = &h.app.store;
+    let integration = store
+        .create_integration(
+            &NewIntegration {
+                provider: "gitlab",
+                name: "tokenless",
+                base_url: &h.gitlab.url,
+                token_sealed: None,
+                webhook_secret_sealed: None,
+            },
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    let project = store
+        .create_project(
+            &NewProject {
+                provider: "gitlab".into(),
+                integration_id: Some(integration),
+                repo: "acme/infra".into(),
+                branch: "main".into(),
+                base_path: "infra".into(),
+                kind: Kind::Iac,
+                mode: Mode::PullRequest,
+                auto_sync: true,
+                auto_merge: false,
+                sync_branch: None,
+            },
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    let admin = h.app.create_token("admin").await;
+    let (status, answer) = call(
+        &h,
+        &admin,
+        Method::POST,
+        &format!("/projects/{}/adopt", project.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "forge_not_configured");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("has no token"), "{message}");
+    assert!(store.files(project.id).await.unwrap().is_empty());
+    h.stop().await;
+}
+
+/// `n` bytes of hex that gzip cannot squeeze much (xorshift), from `seed`.
+fn noise(n: usize, mut seed: u64) -> String {
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.push_str(&format!("{seed:016x}"));
+    }
+    out.truncate(n);
+    out
+}
+
+/// An export whose client stops reading stops once a chunk waits past the
+/// deadline: its blocking thread ends and its slot is free again; the body
+/// ends in an error, not as a short archive. While it runs, an export
+/// beyond the limit is refused.
+async fn a_stalled_export_frees_its_thread(db: TestDb) {
+    use futures_util::StreamExt;
+    use graft::http::export::{self, Exports};
+    use std::time::Duration;
+
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    // Far more than the chunks queued ahead of the client, compressed.
+    let files: Vec<_> = (0..4)
+        .map(|i| support::sync::input(&format!("f{i}.tf"), &noise(1_000_000, i + 1)))
+        .collect();
+    support::sync::put_quietly(&h, p.id, &files).await;
+    let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+    let store = h.app.store.clone();
+    let exports = Exports::new(1, Duration::from_millis(300));
+
+    let (body, producer) = export::start(&exports, store.clone(), p.id, paths.clone()).unwrap();
+    assert_eq!(exports.running(), 1);
+    let busy = export::start(&exports, store.clone(), p.id, paths.clone());
+    assert!(busy.is_err_and(|e| e.to_string().contains("try again")));
+    // The body is never polled: the producer must give up on its own.
+    tokio::time::timeout(Duration::from_secs(20), producer)
+        .await
+        .expect("the stalled export stops within the deadline")
+        .unwrap();
+    assert_eq!(exports.running(), 0, "its slot is free");
+    let chunks: Vec<_> = body.collect().await;
+    assert!(
+        chunks.last().is_some_and(|c| c.is_err()),
+        "the body ends in an error"
+    );
+
+    // A client that reads gets the whole archive through the freed slot.
+    let (body, producer) = export::start(&exports, store, p.id, paths).unwrap();
+    let bytes: Vec<u8> = body
+        .map(|chunk| chunk.unwrap().to_vec())
+        .collect::<Vec<_>>()
+        .await
+        .concat();
+    producer.await.unwrap();
+    assert_eq!(unpack(&bytes).len(), 4);
+    h.stop().await;
+}
+
 /// Runs the `graft` binary against the harness's server.
 async fn graft(h: &Harness, token: &str, args: &[&str]) -> (bool, String, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_graft"))
@@ -520,5 +744,9 @@ both_backends!(
     adopt_on_github,
     adopt_on_gitlab,
     adopt_waits_for_graft_to_follow_the_branch,
+    adopt_skips_paths_graft_cannot_manage,
+    adopt_stops_at_the_request_total,
+    adopt_without_forge_settings_is_unavailable,
+    a_stalled_export_frees_its_thread,
     scopes
 );

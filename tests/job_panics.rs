@@ -1,5 +1,6 @@
 //! A job whose handler panics fails with the panic's message, the owner of
 //! the work records it, and the worker that ran it goes on to the next job.
+//! A project's job whose payload does not decode is recorded the same way.
 
 mod support;
 
@@ -150,10 +151,8 @@ impl JobHandler for PanickingSync {
     }
 }
 
-async fn a_panicking_sync_is_recorded_on_the_project(db: TestDb) {
-    let app = TestApp::start(&db, default_settings(), None).await;
-    let store = app.store.clone();
-    let project = store
+async fn a_project(store: &Store) -> i64 {
+    store
         .create_project(
             &NewProject {
                 provider: "github".into(),
@@ -170,6 +169,16 @@ async fn a_panicking_sync_is_recorded_on_the_project(db: TestDb) {
             },
             now_ms(),
         )
+        .await
+        .unwrap()
+        .id
+}
+
+async fn a_panicking_sync_is_recorded_on_the_project(db: TestDb) {
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let store = app.store.clone();
+    let project = store
+        .require_project(a_project(&store).await)
         .await
         .unwrap();
     schedule::enqueue_sync(
@@ -216,7 +225,38 @@ async fn a_panicking_sync_is_recorded_on_the_project(db: TestDb) {
     app.stop().await;
 }
 
+/// A sync row whose payload no longer decodes (a bad write, a downgrade)
+/// fails at once; the project still shows the failure, by the row's kind.
+async fn an_undecodable_project_job_is_recorded_on_the_project(db: TestDb) {
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let store = app.store.clone();
+    let project = a_project(&store).await;
+    let job = NewJob {
+        project_id: Some(project),
+        ..NewJob::new(SYNC_JOB, json!({ "scope": 42 }), now_ms() - 10)
+    };
+    let id = store.enqueue(&job, now_ms()).await.unwrap().unwrap();
+    let handler = Arc::new(GraftJobs::new(app.state.context.clone()));
+    let (tx, set) = start(&store, handler);
+
+    let record = finished(&store, id).await;
+    assert_eq!(record.state, "failed");
+    assert_eq!(
+        record.attempts, 1,
+        "a payload that does not decode is not retried"
+    );
+    let failed = store.require_project(project).await.unwrap();
+    let error = failed.sync_error.expect("the failure is recorded");
+    assert!(error.contains("does not decode"), "{error}");
+    assert_eq!(failed.last_failed_job_id, Some(id));
+    let events = store.list_events(Some(project), 50).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "sync.failed"), "{events:?}");
+    stop(tx, set).await;
+    app.stop().await;
+}
+
 both_backends!(
     a_panicking_job_fails_and_the_worker_goes_on,
     a_panicking_sync_is_recorded_on_the_project,
+    an_undecodable_project_job_is_recorded_on_the_project,
 );

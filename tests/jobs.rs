@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use graft::jobs::{JobError, JobHandler, PoolConfig, spawn_pool};
+use graft::jobs::job::{Scope, SyncRequest};
+use graft::jobs::{Job, JobError, JobHandler, JobQueue, PoolConfig, spawn_pool};
 use graft::metrics::Metrics;
 use graft::store::Store;
 use graft::store::jobs::{JobRow, NewJob};
@@ -348,6 +349,55 @@ async fn identical_queued_work_coalesces(db: TestDb) {
     assert_eq!(payload, "[{},{}]");
 }
 
+/// A sync queued through `JobQueue::enqueue` folds into the project's
+/// queued sync like one from `schedule::enqueue_sync`: a `--force` or a
+/// rebase asked for by either survives.
+async fn a_sync_through_the_queue_keeps_the_queued_flags(db: TestDb) {
+    let store = db.store().await;
+    let queue = JobQueue::new(store.clone());
+    let request = |force, rebase, actor: &str| SyncRequest {
+        force,
+        rebase,
+        ..SyncRequest::automatic(Scope::Flagged, actor)
+    };
+    let queued = |id| {
+        let store = store.clone();
+        async move {
+            let (kind, payload) = store.job_kind_and_payload(id).await.unwrap().unwrap();
+            match Job::decode(&kind, &payload).unwrap() {
+                Job::Sync(request) => request,
+                other => panic!("not a sync: {other:?}"),
+            }
+        }
+    };
+
+    let forced = graft::sync::schedule::enqueue_sync(&queue, 1, &request(true, false, "a"), 1)
+        .await
+        .unwrap();
+    let plain = queue
+        .enqueue(&Job::Sync(request(false, true, "b")), Some(1), 2)
+        .await
+        .unwrap();
+    assert_eq!(plain, Some(forced), "folded into the queued sync");
+    let merged = queued(forced).await;
+    assert!(merged.force && merged.rebase, "{merged:?}");
+    assert_eq!(merged.actor, "b");
+
+    // The other way round: a plain sync queued first takes the flags of a
+    // forced one queued through the queue.
+    let other = queue
+        .enqueue(&Job::Sync(request(false, false, "c")), Some(2), 3)
+        .await
+        .unwrap()
+        .unwrap();
+    let again = queue
+        .enqueue(&Job::Sync(request(true, false, "d")), Some(2), 4)
+        .await
+        .unwrap();
+    assert_eq!(again, Some(other));
+    assert!(queued(other).await.force);
+}
+
 async fn failures_retry_with_backoff_then_give_up(db: TestDb) {
     let store = db.store().await;
     let now = graft::store::now_ms();
@@ -567,6 +617,7 @@ both_backends!(
     one_running_job_per_project,
     concurrent_claimers_never_run_two_jobs_of_one_project,
     identical_queued_work_coalesces,
+    a_sync_through_the_queue_keeps_the_queued_flags,
     failures_retry_with_backoff_then_give_up,
     retry_waits_at_least_the_backoff,
     shutdown_puts_unfinished_jobs_back,

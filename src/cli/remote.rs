@@ -36,7 +36,7 @@ impl Remote {
         if valid.is_none() {
             bail!("GRAFT_URL `{base}` is not an http(s) URL, e.g. https://graft.example.com");
         }
-        crate::forge::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("graft-cli/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))

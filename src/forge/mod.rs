@@ -195,15 +195,6 @@ pub struct UserRef {
 /// on it.
 pub type RepoClient = Arc<dyn RepoForge>;
 
-/// Installs the process-wide rustls crypto provider (aws-lc-rs) once.
-pub fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // Err means another part of the process installed one first: fine.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

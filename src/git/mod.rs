@@ -43,23 +43,28 @@ impl GitAuth {
         }
     }
 
-    /// The value of `http.extraHeader`.
-    pub(crate) fn header(&self) -> String {
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+    /// The credentials as HTTP Basic, base64 of `username:token`.
+    fn basic(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(format!(
             "{}:{}",
             self.username,
             self.token.expose_secret()
-        ));
-        format!("Authorization: Basic {basic}")
+        ))
+    }
+
+    /// The value of the `Authorization` header: `Basic …`.
+    pub(crate) fn authorization(&self) -> SecretString {
+        SecretString::from(format!("Basic {}", self.basic()))
+    }
+
+    /// The value of `http.extraHeader`.
+    pub(crate) fn header(&self) -> String {
+        format!("Authorization: {}", self.authorization().expose_secret())
     }
 
     /// Strings that must never appear in output shown to anyone.
     pub(crate) fn secrets(&self) -> Vec<String> {
-        let header = self.header();
-        let basic = header
-            .trim_start_matches("Authorization: Basic ")
-            .to_string();
-        vec![self.token.expose_secret().to_string(), basic]
+        vec![self.token.expose_secret().to_string(), self.basic()]
     }
 }
 

@@ -76,12 +76,47 @@ pub fn subtree_id(
 
 /// Every regular file (blob) below `base_path` in `tree`, keyed by its path
 /// relative to `base_path`. Symlinks and submodules are not graft's and are
-/// left out.
+/// left out. A name that is not UTF-8 is listed lossily (see
+/// [`list_subtree_utf8`] where that matters).
 pub fn list_subtree(
     repo: &gix::Repository,
     tree: ObjectId,
     base_path: &str,
 ) -> Result<BTreeMap<String, TreeFile>, GitError> {
+    Ok(files_below(repo, tree, base_path)?
+        .into_iter()
+        .map(|(path, file)| (path.to_string(), file))
+        .collect())
+}
+
+/// [`list_subtree`] without the files whose path is not UTF-8: those are
+/// returned apart (shown lossily), since a lossy name would stand for a
+/// path that is not the file's.
+#[allow(clippy::type_complexity)]
+pub fn list_subtree_utf8(
+    repo: &gix::Repository,
+    tree: ObjectId,
+    base_path: &str,
+) -> Result<(BTreeMap<String, TreeFile>, Vec<String>), GitError> {
+    let mut files = BTreeMap::new();
+    let mut not_utf8 = Vec::new();
+    for (path, file) in files_below(repo, tree, base_path)? {
+        match std::str::from_utf8(path.as_ref()) {
+            Ok(path) => {
+                files.insert(path.to_string(), file);
+            }
+            Err(_) => not_utf8.push(path.to_string()),
+        }
+    }
+    Ok((files, not_utf8))
+}
+
+/// The regular files below `base_path` in `tree`, with their raw paths.
+fn files_below(
+    repo: &gix::Repository,
+    tree: ObjectId,
+    base_path: &str,
+) -> Result<Vec<(gix::bstr::BString, TreeFile)>, GitError> {
     let root = repo.find_tree(tree).map_err(missing)?;
     let subtree = if base_path.is_empty() {
         root
@@ -90,7 +125,7 @@ pub fn list_subtree(
             Some(entry) if entry.mode().is_tree() => {
                 repo.find_tree(entry.object_id()).map_err(missing)?
             }
-            _ => return Ok(BTreeMap::new()),
+            _ => return Ok(Vec::new()),
         }
     };
     let mut recorder = gix::traverse::tree::Recorder::default();
@@ -103,13 +138,11 @@ pub fn list_subtree(
         .into_iter()
         .filter(|e| !e.mode.is_tree() && !e.mode.is_link() && !e.mode.is_commit())
         .map(|e| {
-            (
-                e.filepath.to_string(),
-                TreeFile {
-                    blob: e.oid,
-                    executable: e.mode.is_executable(),
-                },
-            )
+            let file = TreeFile {
+                blob: e.oid,
+                executable: e.mode.is_executable(),
+            };
+            (e.filepath, file)
         })
         .collect())
 }

@@ -15,6 +15,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::input::Fields;
 use super::projects::{actor, load_project};
+use crate::forge::ForgeError;
 use crate::http::HttpState;
 use crate::sync::adopt::{AdoptError, Adoption, MAX_ADOPT_FILES, adopt};
 use crate::sync::errors::SyncError;
@@ -41,7 +42,8 @@ pub struct AdoptedFile {
 #[derive(ToSchema)]
 pub struct SkippedFile {
     pub path: String,
-    /// Why: already managed, not in the repository, or too large.
+    /// Why: already managed, not in the repository, not a path graft
+    /// manages, too large, or past the request's total.
     pub reason: String,
 }
 
@@ -103,6 +105,13 @@ fn adopt_error(error: AdoptError) -> ApiError {
         }
         AdoptError::Sync(SyncError::Store(e)) => e.into(),
         AdoptError::Sync(e @ SyncError::Config(_)) => ApiError::invalid_field(e.describe()),
+        // graft itself lacks the forge's settings: not the request's fault,
+        // and not the forge's either.
+        AdoptError::Sync(e @ SyncError::Forge(ForgeError::Config(_))) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "forge_not_configured",
+            e.describe(),
+        ),
         AdoptError::Sync(e) => ApiError::new(StatusCode::BAD_GATEWAY, "forge_error", e.describe()),
     }
 }
@@ -111,8 +120,10 @@ fn adopt_error(error: AdoptError) -> ApiError {
 ///
 /// Takes the files under the project's base path on the target branch's
 /// head into management as `synced`, labelled `discovery`, without a
-/// commit. Paths graft already manages, paths the head does not have and
-/// files over 1 MiB are skipped with a reason.
+/// commit. Paths graft already manages, paths the head does not have,
+/// paths graft could not manage (not UTF-8, not a valid relative path),
+/// files over 1 MiB and the files past 20 MiB in total are skipped with a
+/// reason.
 #[utoipa::path(
     post,
     path = "/projects/{id}/adopt",
@@ -126,6 +137,7 @@ fn adopt_error(error: AdoptError) -> ApiError {
         (status = 413, description = "`too_large`: more than 10,000 files", body = ErrorBody),
         (status = 422, description = "`invalid_field`: a path is not a valid relative path", body = ErrorBody),
         (status = 502, description = "`forge_error`: the repository could not be read", body = ErrorBody),
+        (status = 503, description = "`forge_not_configured`: graft has no settings for the project's forge", body = ErrorBody),
     )
 )]
 async fn adopt_files(

@@ -29,6 +29,8 @@ pub struct Inner {
     pub timeouts: HttpSettings,
     /// Memory shared by all request bodies being read or handled.
     pub body_budget: Budget,
+    /// How many exports run at once and how long one waits for its client.
+    pub exports: super::export::Exports,
 }
 
 impl std::ops::Deref for HttpState {
@@ -77,6 +79,7 @@ impl HttpState {
             allow_http_gitlab: config.allow_http_gitlab,
             timeouts: config.timeouts,
             body_budget: Budget::default(),
+            exports: super::export::Exports::default(),
         }))
     }
 

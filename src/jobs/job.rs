@@ -153,6 +153,26 @@ impl SyncRequest {
     }
 }
 
+/// The broader of two requests for the same project.
+pub fn merge_requests(queued: &SyncRequest, new: &SyncRequest) -> SyncRequest {
+    SyncRequest {
+        scope: if queued.scope == Scope::All || new.scope == Scope::All {
+            Scope::All
+        } else {
+            Scope::Flagged
+        },
+        force: queued.force || new.force,
+        rebase: queued.rebase || new.rebase,
+        actor: if new.actor.is_empty() {
+            queued.actor.clone()
+        } else {
+            new.actor.clone()
+        },
+        // Asked for by someone if either was.
+        automatic: queued.automatic && new.automatic,
+    }
+}
+
 /// One accepted command line, as the job runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuedCommand {

@@ -5,9 +5,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use sqlx::AnyConnection;
 use tokio::sync::Notify;
 
 use super::Job;
+use super::job::{SyncRequest, merge_requests};
+use crate::store::jobs::{enqueue_in, merge_into_queued_in};
 use crate::store::{Result, Store};
 
 #[derive(Clone, Debug)]
@@ -27,11 +30,27 @@ impl JobQueue {
     /// Stores `job` (for `project`, due `now`) and wakes the workers.
     /// `None` when a job with the same dedupe key is already queued (it
     /// covers this one).
+    /// A project's sync is folded into its queued sync instead (see
+    /// [`Self::enqueue_sync`]), so a flag it carries is never dropped.
     pub async fn enqueue(&self, job: &Job, project: Option<i64>, now: i64) -> Result<Option<i64>> {
+        if let (Job::Sync(request), Some(project)) = (job, project) {
+            return self.enqueue_sync(project, request, now).await.map(Some);
+        }
         let id = self.store.enqueue(&job.row(project, now), now).await?;
         if id.is_some() {
             self.wake();
         }
+        Ok(id)
+    }
+
+    /// Queues a sync of `project`, or folds it into the one already queued
+    /// (the broader scope, either's `force` and `rebase`). Returns the id
+    /// of the queued job.
+    pub async fn enqueue_sync(&self, project: i64, request: &SyncRequest, now: i64) -> Result<i64> {
+        let mut tx = self.store.begin_write().await?;
+        let id = enqueue_sync_in(&mut tx, project, request, now).await?;
+        tx.commit().await?;
+        self.wake();
         Ok(id)
     }
 
@@ -66,4 +85,38 @@ impl JobQueue {
     pub fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
     }
+}
+
+/// [`JobQueue::enqueue_sync`] inside the caller's transaction, so the
+/// change that asks for the sync and the job commit together (the caller
+/// wakes the workers after its commit).
+pub async fn enqueue_sync_in(
+    conn: &mut AnyConnection,
+    project: i64,
+    request: &SyncRequest,
+    now: i64,
+) -> Result<i64> {
+    let job = Job::Sync(request.clone()).row(Some(project), now);
+    let key = job.dedupe_key.clone().unwrap_or_default();
+    // The queued twin may start between the insert and the merge; then a
+    // fresh job queues behind it on the next round.
+    for _ in 0..4 {
+        if let Some(id) = enqueue_in(conn, &job, now).await? {
+            return Ok(id);
+        }
+        let merged = merge_into_queued_in(conn, &key, now, |payload| {
+            let merged = match serde_json::from_str::<SyncRequest>(payload) {
+                Ok(queued) => merge_requests(&queued, request),
+                Err(_) => request.clone(),
+            };
+            serde_json::json!(merged).to_string()
+        })
+        .await?;
+        if let Some(id) = merged {
+            return Ok(id);
+        }
+    }
+    Err(crate::store::StoreError::Conflict(format!(
+        "could not queue sync job `{key}`: it kept starting meanwhile; try again"
+    )))
 }

@@ -8,14 +8,15 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 
 use crate::context::Context;
-use crate::file_set::MAX_FILE_BYTES;
+use crate::file_set::{MAX_FILE_BYTES, MAX_REQUEST_BYTES};
 use crate::git::read::{self, TreeFile};
 use crate::store::adopt::{AdoptStoreError, FoundFile};
 use crate::store::now_ms;
 use crate::store::projects::Project;
+use crate::validation;
 
 use super::errors::SyncError;
-use super::upstream::fetch_target_listing;
+use super::upstream::fetch_for;
 
 /// At most this many files are adopted by one request (the files API's
 /// per-request limit).
@@ -58,10 +59,20 @@ pub enum AdoptError {
 
 pub const ALREADY_MANAGED: &str = "already managed by graft";
 pub const NOT_IN_REPOSITORY: &str = "no such file under the base path at the target branch head";
+pub const NOT_UTF8: &str = "the file name is not UTF-8; graft manages only UTF-8 paths";
+
+/// Why a file past the per-request total is skipped.
+fn over_total() -> String {
+    format!(
+        "the files before it reach the limit of {MAX_REQUEST_BYTES} bytes per request; \
+         adopt it in another request (name its path)"
+    )
+}
 
 /// The files to read from the target: every file in `listing` (`None`
-/// requested) or the requested ones, less those graft manages. Returns the
-/// candidates and the skipped paths with their reasons.
+/// requested) or the requested ones, less those graft manages and those
+/// whose path graft could not manage (a generator could not send it).
+/// Returns the candidates and the skipped paths with their reasons.
 pub fn choose(
     listing: &BTreeMap<String, TreeFile>,
     managed: &HashSet<String>,
@@ -85,7 +96,10 @@ pub fn choose(
         if managed.contains(path) {
             skipped.push(skip(path, ALREADY_MANAGED));
         } else if let Some(file) = listing.get(path) {
-            candidates.push((path.clone(), *file));
+            match validation::file_path(path) {
+                Ok(()) => candidates.push((path.clone(), *file)),
+                Err(e) => skipped.push(skip(path, &format!("not a path graft manages: {e}"))),
+            }
         } else {
             skipped.push(skip(path, NOT_IN_REPOSITORY));
         }
@@ -107,7 +121,16 @@ pub async fn adopt(
     requested: Option<&[String]>,
     actor: &str,
 ) -> Result<Adoption, AdoptError> {
-    let (fetched, target, listing) = fetch_target_listing(ctx, project).await?;
+    let remote = super::remote::remote_for(ctx, project).await?;
+    let fetched = fetch_for(ctx, project, &remote).await?;
+    let target = fetched.head(&project.branch);
+    let base_path = project.base_path.clone();
+    let (listing, not_utf8) = fetched
+        .with_repo(move |repo| {
+            read::list_subtree_utf8(repo, read::commit_tree(repo, target)?, &base_path)
+        })
+        .await
+        .map_err(SyncError::from)?;
     let managed: HashSet<String> = ctx
         .store
         .file_listing(project.id)
@@ -117,6 +140,12 @@ pub async fn adopt(
         .map(|f| f.path)
         .collect();
     let (candidates, mut skipped) = choose(&listing, &managed, requested);
+    if requested.is_none() {
+        skipped.extend(not_utf8.into_iter().map(|path| Skipped {
+            path,
+            reason: NOT_UTF8.to_string(),
+        }));
+    }
     if candidates.len() > MAX_ADOPT_FILES {
         return Err(AdoptError::TooMany {
             count: candidates.len(),
@@ -124,30 +153,58 @@ pub async fn adopt(
     }
     let mut adoption = Adoption::default();
     let Some(head) = target else {
+        skipped.sort_by(|a, b| a.path.cmp(&b.path));
         adoption.skipped = skipped;
         return Ok(adoption);
     };
+    // Sizes come from the object headers, so what is skipped is never read,
+    // and what is read stays within one request's total.
     let found = fetched
         .with_repo(move |repo| {
             let mut found = Vec::new();
-            let mut large = Vec::new();
+            let mut left = Vec::new();
+            let mut total = 0usize;
+            let mut full = false;
             for (path, file) in candidates {
+                if full {
+                    left.push(Skipped {
+                        path,
+                        reason: over_total(),
+                    });
+                    continue;
+                }
                 let header = repo.find_header(file.blob).map_err(crate::git::missing)?;
-                match too_large(usize::try_from(header.size()).unwrap_or(usize::MAX)) {
-                    Some(reason) => large.push(Skipped { path, reason }),
-                    None => found.push(FoundFile {
+                let size = usize::try_from(header.size()).unwrap_or(usize::MAX);
+                if let Some(reason) = too_large(size) {
+                    left.push(Skipped { path, reason });
+                } else if total + size > MAX_REQUEST_BYTES {
+                    // Stop here: this file and every one after it wait.
+                    full = true;
+                    left.push(Skipped {
+                        path,
+                        reason: over_total(),
+                    });
+                } else {
+                    total += size;
+                    found.push(FoundFile {
                         content: read::read_blob(repo, file.blob)?,
                         path,
                         executable: file.executable,
-                    }),
+                    });
                 }
             }
-            Ok((found, large))
+            Ok((found, left))
         })
         .await
         .map_err(SyncError::from)?;
-    let (found, large) = found;
-    skipped.extend(large);
+    let (found, left) = found;
+    skipped.extend(left);
+    if found.is_empty() {
+        // Nothing to store: no transaction, no audit event.
+        skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        adoption.skipped = skipped;
+        return Ok(adoption);
+    }
     let stored = ctx
         .store
         .adopt_files(project.id, &head.to_string(), &found, actor, now_ms())
@@ -225,6 +282,18 @@ mod tests {
             reasons,
             vec![("b.tf", ALREADY_MANAGED), ("gone.tf", NOT_IN_REPOSITORY)]
         );
+    }
+
+    #[test]
+    fn repository_paths_graft_could_not_manage_are_skipped() {
+        let (candidates, skipped) = choose(
+            &listing(&["ok.tf", "tab\there.tf", "back\\slash.tf"]),
+            &HashSet::new(),
+            None,
+        );
+        assert_eq!(names(&candidates), vec!["ok.tf"]);
+        let skipped: Vec<&str> = skipped.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(skipped, vec!["back\\slash.tf", "tab\there.tf"]);
     }
 
     #[test]

@@ -4,14 +4,14 @@
 //! coalesces rapid changes into one job.
 
 use crate::store::files::ChangedPath;
-use sqlx::AnyConnection;
 
 use crate::jobs::{Job, JobQueue};
 use crate::store::Result;
-use crate::store::jobs::{NewJob, enqueue_in, merge_into_queued_in};
+use crate::store::jobs::NewJob;
 use crate::store::projects::{Kind, Project};
 
-pub use crate::jobs::job::{RECONCILE_JOB, SYNC_JOB, Scope, SyncRequest};
+pub use crate::jobs::job::{RECONCILE_JOB, SYNC_JOB, Scope, SyncRequest, merge_requests};
+pub use crate::jobs::queue::enqueue_sync_in;
 
 /// Whether these changes schedule a sync on their own, and of what.
 pub fn on_files_changed(project: &Project, changes: &[ChangedPath]) -> Option<Scope> {
@@ -34,46 +34,7 @@ pub async fn enqueue_sync(
     request: &SyncRequest,
     now: i64,
 ) -> Result<i64> {
-    let queue = async {
-        let mut tx = jobs.store().begin_write().await?;
-        let id = enqueue_sync_in(&mut tx, project, request, now).await?;
-        tx.commit().await?;
-        Ok(id)
-    };
-    jobs.submit(queue, |_| true).await
-}
-
-/// [`enqueue_sync`] inside the caller's transaction, so the change that
-/// asks for the sync and the job commit together.
-pub async fn enqueue_sync_in(
-    conn: &mut AnyConnection,
-    project: i64,
-    request: &SyncRequest,
-    now: i64,
-) -> Result<i64> {
-    let job = Job::Sync(request.clone()).row(Some(project), now);
-    let key = job.dedupe_key.clone().unwrap_or_default();
-    // The queued twin may start between the insert and the merge; then a
-    // fresh job queues behind it on the next round.
-    for _ in 0..4 {
-        if let Some(id) = enqueue_in(conn, &job, now).await? {
-            return Ok(id);
-        }
-        let merged = merge_into_queued_in(conn, &key, now, |payload| {
-            let merged = match serde_json::from_str::<SyncRequest>(payload) {
-                Ok(queued) => merge_requests(&queued, request),
-                Err(_) => request.clone(),
-            };
-            serde_json::json!(merged).to_string()
-        })
-        .await?;
-        if let Some(id) = merged {
-            return Ok(id);
-        }
-    }
-    Err(crate::store::StoreError::Conflict(format!(
-        "could not queue sync job `{key}`: it kept starting meanwhile; try again"
-    )))
+    jobs.enqueue_sync(project, request, now).await
 }
 
 /// A reconcile of one project (coalesced like syncs).
@@ -95,26 +56,6 @@ pub async fn enqueue_reconcile(
     now: i64,
 ) -> Result<Option<i64>> {
     jobs.enqueue(&reconcile(reason), Some(project), now).await
-}
-
-/// The broader of two requests for the same project.
-pub fn merge_requests(queued: &SyncRequest, new: &SyncRequest) -> SyncRequest {
-    SyncRequest {
-        scope: if queued.scope == Scope::All || new.scope == Scope::All {
-            Scope::All
-        } else {
-            Scope::Flagged
-        },
-        force: queued.force || new.force,
-        rebase: queued.rebase || new.rebase,
-        actor: if new.actor.is_empty() {
-            queued.actor.clone()
-        } else {
-            new.actor.clone()
-        },
-        // Asked for by someone if either was.
-        automatic: queued.automatic && new.automatic,
-    }
 }
 
 #[cfg(test)]

@@ -105,7 +105,8 @@ pub async fn gitlab_reply(h: &Harness, project: i64, iid: i64, count: usize) -> 
 }
 
 /// Waits until graft processed `deliveries` webhooks of comment (GitHub)
-/// or note (GitLab) `comment`.
+/// or note (GitLab) `comment`, and the jobs they queued ran (a GitLab
+/// note's command job runs after its delivery is processed).
 pub async fn processed(h: &Harness, forge: Forge, comment: i64, deliveries: usize) {
     h.wait_for(
         &format!("{deliveries} deliveries of {forge:?} comment {comment}"),
@@ -130,7 +131,8 @@ pub async fn processed(h: &Harness, forge: Forge, comment: i64, deliveries: usiz
             (done >= deliveries).then_some(())
         },
     )
-    .await
+    .await;
+    h.settle().await;
 }
 
 /// The first column of the first row of `sql`, as a number.

@@ -157,6 +157,45 @@ impl Harness {
         eventually(what, DEADLINE, check).await
     }
 
+    /// Waits until graft has nothing left to do now: no delivery waiting
+    /// to be processed, no job running and none due (a job scheduled for
+    /// later, such as a retry's backoff, does not count; nor does a
+    /// project's work queued behind a test's [`super::sync::hold`]). What a test
+    /// checks after this is the outcome, not a state on the way. Fails
+    /// after [`DEADLINE`] naming what was still pending.
+    pub async fn settle(&self) {
+        let pending = || async {
+            let now = graft::store::now_ms();
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT kind, state FROM jobs j WHERE \
+                 (state = 'running' AND locked_by <> $2) \
+                 OR (state = 'queued' AND run_at <= $1 AND NOT EXISTS (SELECT 1 FROM jobs h \
+                     WHERE h.project_id = j.project_id AND h.locked_by = $2)) \
+                 UNION ALL SELECT 'delivery', status FROM webhook_deliveries \
+                 WHERE status = 'queued'",
+            )
+            .bind(now)
+            .bind(super::sync::HOLDER)
+            .fetch_all(self.app.store.pool())
+            .await
+            .expect("read the queue");
+            rows
+        };
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let rows = pending().await;
+            if rows.is_empty() {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("graft did not settle within {DEADLINE:?}; pending: {rows:?}");
+            }
+            // Workers poll on an interval; wake them instead of waiting it out.
+            self.app.state.context.jobs.wake();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Every delivery graft stored, oldest first.
     pub async fn deliveries(&self) -> Vec<Delivery> {
         let count = self.app.store.delivery_count().await.unwrap();

@@ -154,7 +154,7 @@ pub struct Hold {
     job: i64,
 }
 
-const HOLDER: &str = "test-holder";
+pub const HOLDER: &str = "test-holder";
 
 pub async fn hold(h: &Harness, project: i64) -> Hold {
     let later = now_ms() + 3_600_000;

@@ -18,11 +18,12 @@ use serde_json::Value;
 use tracing::{debug, warn};
 
 use super::errors::classify;
+use crate::crypto::install_crypto_provider;
+use crate::forge::Result;
 use crate::forge::error::{ForgeError, ForgeKind, short};
 use crate::forge::http::RawResponse;
 use crate::forge::retry::Retrier;
 use crate::forge::sticky::KeyedLocks;
-use crate::forge::{Result, install_crypto_provider};
 use crate::store::{Store, now_ms};
 
 const GITHUB: ForgeKind = ForgeKind::Github;

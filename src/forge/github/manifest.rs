@@ -8,8 +8,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::crypto::install_crypto_provider;
 use crate::forge::error::short;
-use crate::forge::install_crypto_provider;
 
 /// The manifest as shipped, with placeholders.
 pub const TEMPLATE: &str = include_str!("../../../app-manifest/github-app.json");

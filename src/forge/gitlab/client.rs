@@ -10,6 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::crypto::Keyring;
+use crate::crypto::install_crypto_provider;
+use crate::forge::Result;
 use crate::forge::error::{ForgeError, ForgeKind, short};
 use crate::forge::http::{
     RawResponse, foreign_next_page, next_link_within, retry_after, until_reset,
@@ -17,7 +19,6 @@ use crate::forge::http::{
 use crate::forge::pages::Pages;
 use crate::forge::retry::Retrier;
 use crate::forge::sticky::KeyedLocks;
-use crate::forge::{Result, install_crypto_provider};
 
 const GITLAB: ForgeKind = ForgeKind::Gitlab;
 

@@ -14,11 +14,20 @@ use std::time::Instant;
 
 use gix::ObjectId;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use secrecy::ExposeSecret;
 
 use super::plan::{Plan, plan};
 use super::{PushRequest, classify_push_failure, pack, wire};
 use crate::git::scrub::scrub;
 use crate::git::{GitError, local};
+
+/// The most of a ref advertisement read: far above any real repository's
+/// refs, a bound on a server that never stops.
+const MAX_ADVERTISEMENT_BYTES: usize = 64 * 1024 * 1024;
+/// The most of the server's report on one ref read.
+const MAX_REPORT_BYTES: usize = 1024 * 1024;
+/// The most of an error answer read; it only feeds the message.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub enum Outcome {
@@ -31,7 +40,7 @@ fn client() -> Result<&'static reqwest::Client, GitError> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            crate::forge::install_crypto_provider();
+            crate::crypto::install_crypto_provider();
             reqwest::Client::builder()
                 .user_agent(concat!("git/2.0 (graft ", env!("CARGO_PKG_VERSION"), ")"))
                 .redirect(reqwest::redirect::Policy::none())
@@ -54,7 +63,7 @@ pub async fn push(request: &PushRequest<'_>) -> Result<Outcome, GitError> {
     if gix::refs::FullName::try_from(refname.as_str()).is_err() {
         return Ok(Outcome::Cli("not a valid branch name"));
     }
-    let Ok(parents) = parents(request).await else {
+    let Ok((mirror, parents)) = parents(request).await else {
         return Ok(Outcome::Cli("the commit is not in the mirror"));
     };
     let http = Http::new(request)?;
@@ -68,7 +77,9 @@ pub async fn push(request: &PushRequest<'_>) -> Result<Outcome, GitError> {
     if content_type(&response) != Some(wire::ADVERTISEMENT_TYPE) {
         return Ok(Outcome::Cli("not a smart HTTP server"));
     }
-    let body = http.body(response).await?;
+    let body = http
+        .body(response, MAX_ADVERTISEMENT_BYTES, "ref advertisement")
+        .await?;
     let Ok(ad) = wire::parse_advertisement(&body) else {
         return Ok(Outcome::Cli("an unreadable ref advertisement"));
     };
@@ -80,7 +91,7 @@ pub async fn push(request: &PushRequest<'_>) -> Result<Outcome, GitError> {
         Plan::Send { old, base } => (old, base),
     };
     let packed = Instant::now();
-    let (objects, pack) = pack_for(request, base_commit, old).await?;
+    let (objects, pack) = pack_for(mirror, request.commit, base_commit, old).await?;
     let pack_ms = packed.elapsed().as_millis() as u64;
     let sideband = ad.capability("side-band-64k").is_some();
     let mut capabilities = vec!["report-status".to_string()];
@@ -108,7 +119,7 @@ pub async fn push(request: &PushRequest<'_>) -> Result<Outcome, GitError> {
                 )),
         )
         .await?;
-    let body = http.body(response).await?;
+    let body = http.body(response, MAX_REPORT_BYTES, "push report").await?;
     tracing::debug!(
         objects,
         pack_bytes = pack.len(),
@@ -136,12 +147,20 @@ fn smart_http_base(url: &str) -> Option<&str> {
     plain.then(|| url.trim_end_matches('/'))
 }
 
-async fn parents(request: &PushRequest<'_>) -> Result<Vec<ObjectId>, GitError> {
+/// The mirror, opened once for the whole push, and the commit's parents.
+async fn parents(
+    request: &PushRequest<'_>,
+) -> Result<(gix::ThreadSafeRepository, Vec<ObjectId>), GitError> {
     let (path, commit) = (request.mirror.to_path_buf(), request.commit);
     tokio::task::spawn_blocking(move || {
         let repo = crate::git::mirror::open(&path)?;
-        let commit = repo.find_commit(commit).map_err(local)?;
-        Ok(commit.parent_ids().map(|id| id.detach()).collect())
+        let parents = repo
+            .find_commit(commit)
+            .map_err(local)?
+            .parent_ids()
+            .map(|id| id.detach())
+            .collect();
+        Ok((repo.into_sync(), parents))
     })
     .await
     .map_err(local)?
@@ -151,13 +170,13 @@ async fn parents(request: &PushRequest<'_>) -> Result<Vec<ObjectId>, GitError> {
 /// to the branch's `old` head, which the server has too, when the mirror
 /// has it: graft's files from the last sync are mostly there).
 async fn pack_for(
-    request: &PushRequest<'_>,
+    mirror: gix::ThreadSafeRepository,
+    commit: ObjectId,
     base: Option<ObjectId>,
     old: Option<ObjectId>,
 ) -> Result<(usize, Vec<u8>), GitError> {
-    let (path, commit) = (request.mirror.to_path_buf(), request.commit);
     tokio::task::spawn_blocking(move || {
-        let repo = crate::git::mirror::open(&path)?;
+        let repo = mirror.to_thread_local();
         let ids = match base {
             Some(base) => {
                 let mut bases = vec![base];
@@ -191,9 +210,7 @@ struct Http<'a> {
 
 impl<'a> Http<'a> {
     fn new(request: &PushRequest<'a>) -> Result<Self, GitError> {
-        let header = request.auth.header();
-        let value = header.trim_start_matches("Authorization:").trim();
-        let mut authorization = HeaderValue::from_str(value)
+        let mut authorization = HeaderValue::from_str(request.auth.authorization().expose_secret())
             .map_err(|_| GitError::Auth("the credentials do not fit in an HTTP header".into()))?;
         authorization.set_sensitive(true);
         Ok(Http {
@@ -216,7 +233,12 @@ impl<'a> Http<'a> {
         if status.is_success() {
             return Ok(response);
         }
-        let said = response.text().await.unwrap_or_default();
+        // Only the start is shown; a server that never stops is cut off.
+        let said = match read_capped(response, MAX_ERROR_BYTES).await {
+            Ok(Capped::Whole(bytes) | Capped::Over(bytes)) => bytes,
+            Err(_) => Vec::new(),
+        };
+        let said = String::from_utf8_lossy(&said);
         let said: String = said.trim().chars().take(300).collect();
         let text = format!(
             "remote: {said}\nfatal: unable to access '{}': The requested URL returned error: {}",
@@ -226,12 +248,29 @@ impl<'a> Http<'a> {
         Err(classify_push_failure(&scrub(&text, &self.secrets)))
     }
 
-    async fn body(&self, response: reqwest::Response) -> Result<Vec<u8>, GitError> {
-        Ok(response
-            .bytes()
+    /// The whole body, or an error once it passes `limit` bytes (`what`
+    /// names it in the error).
+    async fn body(
+        &self,
+        response: reqwest::Response,
+        limit: usize,
+        what: &str,
+    ) -> Result<Vec<u8>, GitError> {
+        match read_capped(response, limit)
             .await
             .map_err(|e| self.transport_error(&e))?
-            .to_vec())
+        {
+            Capped::Whole(bytes) => Ok(bytes),
+            Capped::Over(_) => Err(GitError::Other(scrub(
+                &format!(
+                    "git push to {}: the server's {what} is larger than {} KiB; graft stopped \
+                     reading it (is the URL a git server?)",
+                    self.url,
+                    limit / 1024
+                ),
+                &self.secrets,
+            ))),
+        }
     }
 
     fn transport_error(&self, error: &reqwest::Error) -> GitError {
@@ -242,6 +281,30 @@ impl<'a> Http<'a> {
             GitError::Network(text)
         }
     }
+}
+
+enum Capped {
+    Whole(Vec<u8>),
+    /// The first `limit` bytes of a longer body.
+    Over(Vec<u8>),
+}
+
+/// Reads `response`'s body chunk by chunk, never holding more than `limit`
+/// bytes: a server that sends without end costs `limit`, not all memory.
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Capped, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok(Capped::Over(body));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Capped::Whole(body))
 }
 
 #[cfg(test)]
@@ -261,13 +324,26 @@ mod tests {
     /// Answers every GET with `advertisement` and every POST with `report`
     /// (HTTP/1.1, kept alive), keeping each request's head and body.
     async fn server(advertisement: Vec<u8>, report: Vec<u8>) -> (String, Seen) {
+        serve(Answer::Fixed(advertisement), Answer::Fixed(report)).await
+    }
+
+    #[derive(Clone)]
+    enum Answer {
+        /// 200 with these bytes.
+        Fixed(Vec<u8>),
+        /// This status, then a chunked body that never ends (until the
+        /// client hangs up).
+        Endless(u16),
+    }
+
+    async fn serve(get: Answer, post: Answer) -> (String, Seen) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/acme/infra.git", listener.local_addr().unwrap());
         let seen = Seen::default();
         let record = seen.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (record, ad, report) = (record.clone(), advertisement.clone(), report.clone());
+                let (record, ad, report) = (record.clone(), get.clone(), post.clone());
                 tokio::spawn(async move {
                     let mut stream = tokio::io::BufReader::new(stream);
                     loop {
@@ -298,11 +374,25 @@ mod tests {
                             (wire::RESULT_TYPE, &report)
                         };
                         record.lock().unwrap().push((head, body));
+                        let out = stream.get_mut();
+                        let answer = match answer {
+                            Answer::Fixed(answer) => answer,
+                            Answer::Endless(status) => {
+                                let head = format!(
+                                    "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                );
+                                let chunk =
+                                    [b"10000\r\n".as_slice(), &[b'0'; 0x10000], b"\r\n"].concat();
+                                if out.write_all(head.as_bytes()).await.is_ok() {
+                                    while out.write_all(&chunk).await.is_ok() {}
+                                }
+                                return;
+                            }
+                        };
                         let reply = format!(
                             "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
                             answer.len()
                         );
-                        let out = stream.get_mut();
                         out.write_all(reply.as_bytes()).await.unwrap();
                         out.write_all(answer).await.unwrap();
                     }
@@ -321,8 +411,19 @@ mod tests {
         out
     }
 
-    #[tokio::test]
-    async fn sends_what_the_commit_adds_with_the_lease_as_the_old_value() {
+    /// A mirror with `main` at `base`, graft's branch at `old` and the
+    /// commit `new` on `base` to push; what a server says to it.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        mirror: std::path::PathBuf,
+        base: ObjectId,
+        old: ObjectId,
+        new: ObjectId,
+        advertisement: Vec<u8>,
+        report: Vec<u8>,
+    }
+
+    fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let mirror = dir.path().join("m.git");
         let repo = gix::init_bare(&mirror).unwrap();
@@ -337,7 +438,88 @@ mod tests {
         let status = pkt_lines(&["unpack ok\n".into(), "ok refs/heads/graft/p\n".into()]);
         let mut report = wire::pkt_line(&[&[1u8][..], &status].concat());
         report.extend_from_slice(b"0000");
-        let (url, seen) = server(advertisement, report).await;
+        Fixture {
+            _dir: dir,
+            mirror,
+            base,
+            old,
+            new,
+            advertisement,
+            report,
+        }
+    }
+
+    /// Pushes `f.new` onto graft's branch (with its lease) to `url`.
+    async fn push_fixture(f: &Fixture, url: &str) -> Result<Outcome, GitError> {
+        let auth = GitAuth::new("x-access-token", "sekret-token".to_string().into());
+        push(&PushRequest {
+            mirror: &f.mirror,
+            url,
+            auth: &auth,
+            commit: f.new,
+            branch: "graft/p",
+            mode: PushMode::ForceWithLease {
+                expected: Some(f.old),
+            },
+            timeout: Duration::from_secs(30),
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn an_endless_ref_advertisement_is_cut_off() {
+        let f = fixture();
+        let (url, _) = serve(Answer::Endless(200), Answer::Fixed(f.report.clone())).await;
+        let error = push_fixture(&f, &url).await.unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("ref advertisement is larger than 65536 KiB"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endless_push_report_is_cut_off() {
+        let f = fixture();
+        let (url, seen) = serve(Answer::Fixed(f.advertisement.clone()), Answer::Endless(200)).await;
+        let error = push_fixture(&f, &url).await.unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("push report is larger than 1024 KiB"),
+            "{text}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 2, "the pack was sent");
+    }
+
+    #[tokio::test]
+    async fn an_endless_error_answer_is_cut_off_and_still_classified() {
+        let f = fixture();
+        let (url, _) = serve(Answer::Endless(503), Answer::Fixed(f.report.clone())).await;
+        let error = push_fixture(&f, &url).await.unwrap_err();
+        assert!(matches!(error, GitError::Network(_)), "{error:?}");
+        let text = error.to_string();
+        assert!(text.contains("returned error: 503"), "{text}");
+        assert!(
+            text.len() < 2_000,
+            "only the start is shown: {} bytes",
+            text.len()
+        );
+    }
+
+    #[test]
+    fn the_authorization_value_is_the_header_without_its_name() {
+        let auth = GitAuth::new("x-access-token", "sekret-token".to_string().into());
+        assert_eq!(
+            format!("Authorization: {}", auth.authorization().expose_secret()),
+            auth.header()
+        );
+    }
+
+    #[tokio::test]
+    async fn sends_what_the_commit_adds_with_the_lease_as_the_old_value() {
+        let f = fixture();
+        let (mirror, base, old, new) = (f.mirror.clone(), f.base, f.old, f.new);
+        let (url, seen) = server(f.advertisement.clone(), f.report.clone()).await;
         let auth = GitAuth::new("x-access-token", "sekret-token".to_string().into());
         let request = |mode| PushRequest {
             mirror: &mirror,
