@@ -262,6 +262,50 @@ async fn generator_token(h: &Harness, repo: &str) -> String {
         .1
 }
 
+/// The dashboard's browse page (bearer auth, as scripts sign in).
+async fn page(h: &Harness, token: &str, query: &str) -> (u16, String) {
+    let response = h
+        .app
+        .http
+        .get(h.app.url(&format!("/repositories{query}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn dashboard(h: &Harness, admin: &str) {
+    let (status, html) = page(h, admin, "").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("/repositories?provider=github"), "{html}");
+    let (status, html) = page(h, admin, "?provider=github").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("/repositories?provider=github&amp;repo=acme%2Finfra&amp;ref=main"),
+        "{html}"
+    );
+    let tree = "?provider=github&repo=acme/infra&ref=main&path=infra";
+    let (status, html) = page(h, admin, tree).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("path=infra%2Fmodules"), "{html}");
+    assert!(html.contains("file=infra%2Fmain.tf"), "{html}");
+    assert!(
+        html.contains("&quot;base_path&quot;: &quot;infra&quot;"),
+        "{html}"
+    );
+    let file = "?provider=github&repo=acme/infra&ref=main&file=infra/main.tf";
+    let (status, html) = page(h, admin, file).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("# main"), "{html}");
+    let bad = "?provider=github&repo=acme/infra&ref=main&path=../x";
+    let (status, html) = page(h, admin, bad).await;
+    assert_eq!(status, 400, "{html}");
+    assert!(html.contains("`path`"), "{html}");
+    let (status, _) = page(h, admin, "?provider=github&repo=acme/secret&ref=main").await;
+    assert_eq!(status, 404);
+}
+
 async fn github(db: TestDb) {
     let h = Harness::start(&db).await;
     let admin = h.app.create_token("admin").await;
@@ -312,6 +356,8 @@ async fn github(db: TestDb) {
         "{answer}"
     );
 
+    dashboard(&h, &admin).await;
+
     // GitHub cuts big recursive trees; graft says so.
     h.github.set_max_tree_entries(2);
     let (status, cut) = get(
@@ -338,6 +384,8 @@ async fn github(db: TestDb) {
             "{route}"
         );
     }
+    let (status, _) = page(&h, &generator, "?provider=github").await;
+    assert_eq!(status, 403);
     assert!(
         h.github.violations().is_empty(),
         "{:?}",

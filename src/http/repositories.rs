@@ -95,10 +95,10 @@ pub struct RepositoryFile {
 
 /// The query parameters, each allowed name at most once; any other name is
 /// refused, so a misspelt parameter is not silently ignored.
-struct Params(BTreeMap<String, String>);
+pub(crate) struct Params(BTreeMap<String, String>);
 
 impl Params {
-    fn new(query: BTreeMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
+    pub(crate) fn new(query: BTreeMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
         if let Some(unknown) = query.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(ApiError::bad_request(
                 "invalid_query",
@@ -115,7 +115,7 @@ impl Params {
         Ok(Params(query))
     }
 
-    fn required(&self, name: &str, what: &str) -> Result<&str, ApiError> {
+    pub(crate) fn required(&self, name: &str, what: &str) -> Result<&str, ApiError> {
         match self.0.get(name).map(|v| v.trim()) {
             Some(value) if !value.is_empty() => Ok(value),
             _ => Err(ApiError::bad_request(
@@ -125,7 +125,7 @@ impl Params {
         }
     }
 
-    fn provider(&self) -> Result<Provider, ApiError> {
+    pub(crate) fn provider(&self) -> Result<Provider, ApiError> {
         let text = self.required("provider", "`github` or `gitlab`")?;
         Provider::parse(text).ok_or_else(|| {
             ApiError::bad_request(
@@ -135,7 +135,7 @@ impl Params {
         })
     }
 
-    fn repo(&self, provider: Provider) -> Result<String, ApiError> {
+    pub(crate) fn repo(&self, provider: Provider) -> Result<String, ApiError> {
         let repo = self.required(
             "repo",
             "the repository as `owner/name` (GitHub) or `group/sub/name` (GitLab)",
@@ -145,7 +145,7 @@ impl Params {
         Ok(repo.to_string())
     }
 
-    fn reference(&self) -> Result<String, ApiError> {
+    pub(crate) fn reference(&self) -> Result<String, ApiError> {
         let reference = self.required(
             "ref",
             "a branch, tag or commit (the repository list gives each default_branch)",
@@ -157,7 +157,7 @@ impl Params {
 
     /// A folder (`""`: the root) or, `required`, a file path; relative to
     /// the repository's root, no `..`.
-    fn path(&self, required: bool) -> Result<String, ApiError> {
+    pub(crate) fn path(&self, required: bool) -> Result<String, ApiError> {
         let path = match self.0.get("path") {
             Some(path) => path.trim_end_matches('/').to_string(),
             None if !required => String::new(),
@@ -178,13 +178,13 @@ impl Params {
         Ok(path)
     }
 
-    fn flag(&self, name: &str) -> Result<bool, ApiError> {
+    pub(crate) fn flag(&self, name: &str) -> Result<bool, ApiError> {
         super::input::query_flag(self.0.get(name), name)
             .map_err(|e| ApiError::bad_request("invalid_query", e.message))
     }
 
     /// `integration_id`: a stored GitLab integration (else the default one).
-    async fn integration(
+    pub(crate) async fn integration(
         &self,
         state: &HttpState,
         provider: Provider,
