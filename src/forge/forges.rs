@@ -227,6 +227,18 @@ impl Forges {
     /// A client for GitHub repository `repo` (`owner/name`) through the
     /// app's installation on it.
     pub async fn github(&self, repo: &str) -> Result<RepoClient> {
+        Ok(Arc::new(self.github_repo(repo).await?))
+    }
+
+    /// [`Forges::github`] as the GitHub client itself.
+    pub async fn github_repo(&self, repo: &str) -> Result<GithubRepo> {
+        let app = self.current_github_app().await?;
+        let installation = app.installation_for(repo).await?;
+        GithubRepo::new(app, installation, repo)
+    }
+
+    /// The GitHub App in use: also one registered (again) since start-up.
+    pub async fn current_github_app(&self) -> Result<Arc<GithubApp>> {
         let app = match self.github_app_with_source() {
             Some((app, GithubAppSource::Environment)) => Some(app),
             _ => self.current_stored_github_app().await?,
@@ -238,8 +250,7 @@ impl Forges {
                     .into(),
             )
         })?;
-        let installation = app.installation_for(repo).await?;
-        Ok(Arc::new(GithubRepo::new(app, installation, repo)?))
+        Ok(app)
     }
 
     /// A client for GitLab project `path`, through stored integration
@@ -251,17 +262,25 @@ impl Forges {
     /// [`Forges::gitlab`] as the GitLab client itself, for what only GitLab
     /// has (webhook health).
     pub async fn gitlab_repo(&self, integration: Option<i64>, path: &str) -> Result<GitlabRepo> {
-        let client = match integration {
+        Ok(GitlabRepo::new(
+            self.gitlab_client(integration).await?,
+            path,
+        ))
+    }
+
+    /// The client of stored integration `integration`, or of the default
+    /// one from GITLAB_URL / GITLAB_TOKEN.
+    pub async fn gitlab_client(&self, integration: Option<i64>) -> Result<Arc<GitlabClient>> {
+        match integration {
             None => self.gitlab_default.clone().ok_or_else(|| {
                 ForgeError::Config(
                     "no GitLab integration: set GITLAB_URL and GITLAB_TOKEN, or add one with \
                      POST /api/v1/integrations/gitlab"
                         .into(),
                 )
-            })?,
-            Some(id) => self.stored_gitlab(id).await?,
-        };
-        Ok(GitlabRepo::new(client, path))
+            }),
+            Some(id) => self.stored_gitlab(id).await,
+        }
     }
 
     async fn stored_gitlab(&self, id: i64) -> Result<Arc<GitlabClient>> {

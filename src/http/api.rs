@@ -38,6 +38,7 @@ pub fn described_routes() -> OpenApiRouter<HttpState> {
         .merge(super::files::routes())
         .merge(super::adopt::routes())
         .merge(super::export::routes())
+        .merge(super::repositories::routes())
 }
 
 async fn method_not_allowed() -> ApiError {

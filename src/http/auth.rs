@@ -212,6 +212,9 @@ mod tests {
             (Method::POST, "/api/v1/projects/{id}"),
             (Method::DELETE, "/api/v1/projects/{id}/files"),
             (Method::POST, "/api/v1/projects/{id}/adopt"),
+            (Method::GET, "/api/v1/repositories"),
+            (Method::GET, "/api/v1/repositories/tree"),
+            (Method::GET, "/api/v1/repositories/file"),
         ] {
             let err = authorize(&g, &method, Some(route), Some("3")).unwrap_err();
             assert_eq!(

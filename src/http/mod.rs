@@ -15,6 +15,7 @@ pub mod intake;
 pub mod openapi;
 pub mod project_settings;
 pub mod projects;
+pub mod repositories;
 pub mod serve;
 pub mod setup;
 pub mod state;

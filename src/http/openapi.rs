@@ -38,6 +38,7 @@ const SCHEME: &str = "token";
         (name = "integrations", description = "GitLab accounts graft acts as (admin tokens)"),
         (name = "projects", description = "Projects, their sync state, syncs and audit log"),
         (name = "files", description = "The managed files of a project"),
+        (name = "repositories", description = "What graft can reach on the forges, for setting up projects (admin tokens)"),
         (name = "meta", description = "This description"),
     )
 )]

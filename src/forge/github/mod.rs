@@ -18,6 +18,7 @@ pub mod deliveries;
 mod errors;
 mod json;
 pub mod manifest;
+pub mod repos;
 
 use std::sync::Arc;
 

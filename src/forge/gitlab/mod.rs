@@ -8,6 +8,7 @@ pub mod commit;
 pub mod connect;
 pub mod hooks;
 mod json;
+pub mod repos;
 
 use std::sync::Arc;
 

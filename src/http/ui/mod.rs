@@ -3,6 +3,7 @@
 //! [`session`]), or `Authorization: Bearer` for scripts. No JavaScript;
 //! the pages refresh themselves.
 
+mod browse;
 pub mod session;
 pub(crate) mod views;
 
@@ -32,6 +33,7 @@ pub fn routes() -> Router<HttpState> {
     Router::new()
         .route("/", get(dashboard))
         .route("/projects/{id}", get(project_page))
+        .route("/repositories", get(browse::page))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
 }

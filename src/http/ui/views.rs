@@ -94,6 +94,7 @@ pub fn layout(title: &str, refresh: bool, nav: Option<&Nav>, body: Markup) -> Ma
                     @if let Some(nav) = nav {
                         nav {
                             a href="/" { "Projects" }
+                            a href="/repositories" { "Repositories" }
                             a href="/setup/github" { "GitHub App" }
                             span { "signed in as " strong { (nav.user) } }
                             @if let Some(csrf) = &nav.csrf {

@@ -213,6 +213,10 @@ pub(super) async fn handle(State(fake): State<FakeGithub>, request: Request) -> 
                        "owner": {"login": "graft-org"}}),
             ),
         },
+        ("GET", ["app", "installations"]) => match verify_jwt(headers) {
+            Err(r) => r,
+            Ok(()) => super::contents::installations(&fake, &query),
+        },
         ("POST", ["app", "installations", id, "access_tokens"]) => {
             if let Err(r) = verify_jwt(headers) {
                 return r;

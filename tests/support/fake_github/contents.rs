@@ -49,6 +49,26 @@ fn raw(bytes: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// `GET /app/installations`: the App's installations, oldest first,
+/// paginated (`per_page` 30 by default, 100 at most).
+pub(super) fn installations(fake: &FakeGithub, query: &BTreeMap<String, String>) -> Response {
+    let state = fake.state.lock().unwrap();
+    let items: Vec<Value> = state
+        .installations
+        .values()
+        .map(|i| {
+            json!({"id": i.id, "app_id": super::APP_ID, "app_slug": super::APP_SLUG,
+                   "account": {"login": i.account, "type": "Organization"},
+                   "target_type": "Organization", "repository_selection": "selected",
+                   "access_tokens_url": format!("{}/app/installations/{}/access_tokens", fake.api_url, i.id),
+                   "suspended_at": null, "suspended_by": null})
+        })
+        .collect();
+    let origin = state.link_origin.as_deref().unwrap_or(&fake.api_url);
+    let url = format!("{origin}/app/installations");
+    super::super::fake_common::paginate(items, query, &url, 30, state.max_per_page, false)
+}
+
 /// `GET /installation/repositories`: the token's installation's
 /// repositories, paginated (`per_page` 30 by default, 100 at most).
 pub(super) fn installation_repositories(

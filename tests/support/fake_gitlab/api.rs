@@ -97,6 +97,12 @@ pub(super) async fn handle(State(fake): State<FakeGitlab>, request: Request) -> 
             &format!("fake GitLab: {violation}"),
         );
     }
+    // A HEAD is answered as its GET, whose body the server drops.
+    let method = if method == "HEAD" {
+        "GET".to_string()
+    } else {
+        method
+    };
     // Like GitLab, credentials are checked before anything else can fail.
     let Some(user) = token_user(&fake.state.lock().unwrap(), &parts.headers) else {
         return message(StatusCode::UNAUTHORIZED, "401 Unauthorized");
@@ -303,6 +309,9 @@ fn project_route(
             None => message(StatusCode::NOT_FOUND, "404 Branch Not Found"),
         },
         ("GET", ["repository", "tree"]) => super::repository::tree(fake, project, query),
+        ("GET", ["repository", "commits", reference]) => {
+            super::repository::commit(fake, project, reference)
+        }
         ("GET", ["repository", "files", file_path]) => {
             super::repository::file(fake, project, file_path, query)
         }

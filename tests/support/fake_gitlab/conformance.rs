@@ -3,7 +3,7 @@
 //! the routes the fake serves are written down here, each with its
 //! documented query parameters and body attributes (from the REST API
 //! pages: users, personal access tokens, projects, branches, merge
-//! requests, notes, emoji reactions, commits (statuses and creation),
+//! requests, notes, emoji reactions, commits (one commit, statuses and creation),
 //! repositories (tree), repository files, members, project webhooks). A request outside the table is a violation: the fake refuses
 //! it and the test fails, as the GitHub fake does with GitHub's OpenAPI.
 
@@ -181,6 +181,19 @@ pub const ROUTES: &[Route] = &[
         method: "GET",
         path: "/projects/{id}/repository/files/{file_path}",
         query: &["ref"],
+        body: None,
+    },
+    // "Get file metadata only": the `X-Gitlab-*` headers, no body.
+    Route {
+        method: "HEAD",
+        path: "/projects/{id}/repository/files/{file_path}",
+        query: &["ref"],
+        body: None,
+    },
+    Route {
+        method: "GET",
+        path: "/projects/{id}/repository/commits/{sha}",
+        query: &["stats"],
         body: None,
     },
     Route {

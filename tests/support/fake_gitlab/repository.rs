@@ -162,7 +162,7 @@ pub(super) fn file(
         .git
         .last_commit_for(&project.path, &commit, file_path)
         .unwrap_or_default();
-    json_response(
+    let mut response = json_response(
         StatusCode::OK,
         json!({
             "file_name": name,
@@ -176,6 +176,55 @@ pub(super) fn file(
             "last_commit_id": last_commit,
             "execute_filemode": entry.mode == "100755",
             "content": base64::engine::general_purpose::STANDARD.encode(&bytes),
+        }),
+    );
+    // GitLab sends the metadata as headers too (all a HEAD gets).
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-gitlab-blob-id", entry.sha.clone()),
+        ("x-gitlab-commit-id", commit.clone()),
+        ("x-gitlab-encoding", "base64".to_string()),
+        ("x-gitlab-file-name", name.to_string()),
+        ("x-gitlab-file-path", file_path.to_string()),
+        ("x-gitlab-ref", reference.clone()),
+        ("x-gitlab-size", bytes.len().to_string()),
+        (
+            "x-gitlab-execute-filemode",
+            (entry.mode == "100755").to_string(),
+        ),
+    ] {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+/// `GET /projects/:id/repository/commits/:sha`: one commit, `sha` a
+/// commit id, branch or tag.
+pub(super) fn commit(fake: &FakeGitlab, project: &Project, reference: &str) -> Response {
+    let Some(meta) = fake.git.commit_meta(&project.path, reference) else {
+        return message(StatusCode::NOT_FOUND, "404 Commit Not Found");
+    };
+    let title = meta.message.lines().next().unwrap_or_default().to_string();
+    json_response(
+        StatusCode::OK,
+        json!({
+            "id": meta.sha,
+            "short_id": meta.sha.get(..8).unwrap_or_default(),
+            "created_at": meta.committed_at,
+            "parent_ids": meta.parents,
+            "title": title,
+            "message": meta.message,
+            "author_name": meta.author.name,
+            "author_email": meta.author.email,
+            "authored_date": meta.authored_at,
+            "committer_name": meta.committer.name,
+            "committer_email": meta.committer.email,
+            "committed_date": meta.committed_at,
+            "trailers": {},
+            "web_url": format!("{}/{}/-/commit/{}", fake.url, project.path, meta.sha),
+            "project_id": project.id,
         }),
     )
 }

@@ -1,0 +1,431 @@
+//! `/api/v1/repositories`: what graft can reach on the forges, for setting
+//! up projects on repositories that already have files (see
+//! `forge::browse`). Admin-only: a generator token reaches its projects'
+//! files, not the forges' repositories. Every answer is bounded: listings
+//! are cut (and say `truncated`), a file over the files API's 1 MiB limit
+//! is refused without being read.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiJson, ApiQuery, ErrorBody};
+use super::files::Content;
+use super::projects::ProviderName;
+use crate::file_set::{MAX_FILE_BYTES, content_json};
+use crate::forge::ForgeError;
+use crate::forge::browse::{EntryKind, FileRead, TreeEntry};
+use crate::git::paths;
+use crate::http::HttpState;
+use crate::ids::Provider;
+use crate::store::StoreError;
+use crate::validation;
+
+pub fn routes() -> OpenApiRouter<HttpState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_repositories))
+        .routes(routes!(repository_tree))
+        .routes(routes!(repository_file))
+}
+
+/// A repository graft can reach.
+#[derive(ToSchema)]
+pub struct Repository {
+    pub provider: ProviderName,
+    #[schema(example = "acme/infra")]
+    pub repo: String,
+    /// `null` for an empty GitLab project.
+    pub default_branch: Option<String>,
+    /// GitLab: any visibility but `public`.
+    pub private: bool,
+}
+
+#[derive(ToSchema)]
+pub struct RepositoryList {
+    pub repositories: Vec<Repository>,
+    /// More than 5,000 repositories: the list was cut.
+    pub truncated: bool,
+}
+
+#[derive(ToSchema)]
+#[schema(as = EntryType)]
+#[schema(rename_all = "lowercase")]
+pub enum EntryTypeName {
+    Blob,
+    Tree,
+}
+
+/// One entry of a tree (submodules are left out).
+#[derive(ToSchema)]
+#[schema(as = TreeEntry)]
+pub struct TreeEntryView {
+    /// From the repository's root.
+    #[schema(example = "infra/main.tf")]
+    pub path: String,
+    #[schema(rename = "type")]
+    pub kind: EntryTypeName,
+    /// Bytes; GitHub blobs only (GitLab's tree does not say), `null` for
+    /// trees.
+    pub size: Option<u64>,
+    /// The git blob id; `null` for trees.
+    pub blob_sha: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct RepositoryTree {
+    /// The commit `ref` named when the tree was read.
+    pub commit_sha: String,
+    pub entries: Vec<TreeEntryView>,
+    /// The forge cut the listing, or it had more than 10,000 entries.
+    pub truncated: bool,
+}
+
+#[derive(ToSchema)]
+pub struct RepositoryFile {
+    pub path: String,
+    /// As in the files API: UTF-8 text as a string, else `{"base64": …}`.
+    pub content: Content,
+    pub blob_sha: String,
+}
+
+/// The query parameters, each allowed name at most once; any other name is
+/// refused, so a misspelt parameter is not silently ignored.
+pub(crate) struct Params(BTreeMap<String, String>);
+
+impl Params {
+    pub(crate) fn new(query: BTreeMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
+        if let Some(unknown) = query.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "unknown query parameter `{unknown}`; this route takes {}",
+                    allowed
+                        .iter()
+                        .map(|a| format!("`{a}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        Ok(Params(query))
+    }
+
+    pub(crate) fn required(&self, name: &str, what: &str) -> Result<&str, ApiError> {
+        match self.0.get(name).map(|v| v.trim()) {
+            Some(value) if !value.is_empty() => Ok(value),
+            _ => Err(ApiError::bad_request(
+                "invalid_query",
+                format!("query parameter `{name}` is required: {what}"),
+            )),
+        }
+    }
+
+    pub(crate) fn provider(&self) -> Result<Provider, ApiError> {
+        let text = self.required("provider", "`github` or `gitlab`")?;
+        Provider::parse(text).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("query parameter `provider` must be `github` or `gitlab`, not `{text}`"),
+            )
+        })
+    }
+
+    pub(crate) fn repo(&self, provider: Provider) -> Result<String, ApiError> {
+        let repo = self.required(
+            "repo",
+            "the repository as `owner/name` (GitHub) or `group/sub/name` (GitLab)",
+        )?;
+        validation::repo_path(provider, repo)
+            .map_err(|e| ApiError::bad_request("invalid_query", format!("`repo`: {e}")))?;
+        Ok(repo.to_string())
+    }
+
+    pub(crate) fn reference(&self) -> Result<String, ApiError> {
+        let reference = self.required(
+            "ref",
+            "a branch, tag or commit (the repository list gives each default_branch)",
+        )?;
+        validation::branch_name(reference)
+            .map_err(|e| ApiError::bad_request("invalid_query", format!("`ref`: {e}")))?;
+        Ok(reference.to_string())
+    }
+
+    /// A folder (`""`: the root) or, `required`, a file path; relative to
+    /// the repository's root, no `..`.
+    pub(crate) fn path(&self, required: bool) -> Result<String, ApiError> {
+        let path = match self.0.get("path") {
+            Some(path) => path.trim_end_matches('/').to_string(),
+            None if !required => String::new(),
+            None => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "query parameter `path` is required: the file's path from the repository's \
+                     root",
+                ));
+            }
+        };
+        let checked = if required {
+            paths::validate_file_path(&path)
+        } else {
+            paths::validate_base_path(&path)
+        };
+        checked.map_err(|e| ApiError::bad_request("invalid_query", format!("`path`: {e}")))?;
+        Ok(path)
+    }
+
+    pub(crate) fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        super::input::query_flag(self.0.get(name), name)
+            .map_err(|e| ApiError::bad_request("invalid_query", e.message))
+    }
+
+    /// `integration_id`: a stored GitLab integration (else the default one).
+    pub(crate) async fn integration(
+        &self,
+        state: &HttpState,
+        provider: Provider,
+    ) -> Result<Option<i64>, ApiError> {
+        let Some(raw) = self.0.get("integration_id") else {
+            return Ok(None);
+        };
+        let id = raw.trim().parse::<i64>().ok().filter(|id| *id > 0);
+        let id = id.ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("query parameter `integration_id` must be a positive integer, not `{raw}`"),
+            )
+        })?;
+        if provider != Provider::Gitlab {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "`integration_id` applies to provider=gitlab only; GitHub is reached through \
+                 the GitHub App",
+            ));
+        }
+        match state.ctx.store.integration_credentials(id).await {
+            Ok(found) if found.provider == Provider::Gitlab => Ok(Some(id)),
+            Ok(found) => Err(ApiError::bad_request(
+                "invalid_query",
+                format!("integration {id} is a {} integration", found.provider),
+            )),
+            Err(StoreError::NotFound(_)) => Err(ApiError::not_found(format!(
+                "integration {id} not found; list integrations with GET \
+                 /api/v1/integrations/gitlab"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A forge failure as the API reports it: the forge's own classes, as a
+/// sync reports them, with a status that says whose move it is.
+pub fn forge_error(error: ForgeError) -> ApiError {
+    let (status, code) = match &error {
+        ForgeError::NotFound { .. } | ForgeError::NotInstalled { .. } => {
+            (StatusCode::NOT_FOUND, "not_found")
+        }
+        ForgeError::NoPermission { .. } => (StatusCode::FORBIDDEN, "forge_forbidden"),
+        ForgeError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "forge_refused"),
+        ForgeError::Config(_) => (StatusCode::SERVICE_UNAVAILABLE, "forge_not_configured"),
+        ForgeError::RateLimited { .. } => (StatusCode::SERVICE_UNAVAILABLE, "rate_limited"),
+        ForgeError::AuthLost { .. }
+        | ForgeError::Server { .. }
+        | ForgeError::Network { .. }
+        | ForgeError::Unexpected { .. } => (StatusCode::BAD_GATEWAY, "forge_error"),
+    };
+    ApiError::new(status, code, error.to_string())
+}
+
+fn entry_json(entry: &TreeEntry) -> Value {
+    json!({
+        "path": entry.path,
+        "type": match entry.kind {
+            EntryKind::Blob => "blob",
+            EntryKind::Tree => "tree",
+        },
+        "size": entry.size,
+        "blob_sha": entry.blob_sha,
+    })
+}
+
+/// List repositories
+///
+/// The repositories graft can reach: on GitHub those of every
+/// installation of the App, on GitLab the projects where the integration's
+/// user has at least the Developer role. Sorted by name.
+#[utoipa::path(
+    get,
+    path = "/repositories",
+    tag = "repositories",
+    params(
+        ("provider" = ProviderName, Query, description = "`github` or `gitlab`"),
+        ("integration_id" = Option<i64>, Query, description = "GitLab: a stored integration; left out, the default one (GITLAB_URL)"),
+    ),
+    responses(
+        (status = 200, description = "The repositories", body = RepositoryList),
+        (status = 400, description = "`invalid_query`: a parameter is missing or wrong", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such integration", body = ErrorBody),
+        (status = 502, description = "`forge_error`: the forge failed or refused graft's credentials", body = ErrorBody),
+        (status = 503, description = "`forge_not_configured`, `rate_limited`", body = ErrorBody),
+    )
+)]
+async fn list_repositories(
+    State(state): State<HttpState>,
+    ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let params = Params::new(query, &["provider", "integration_id"])?;
+    let provider = params.provider()?;
+    let integration = params.integration(&state, provider).await?;
+    let list = state
+        .ctx
+        .forges
+        .repositories(provider, integration)
+        .await
+        .map_err(forge_error)?;
+    Ok(ApiJson(json!({
+        "repositories": list.repositories,
+        "truncated": list.truncated,
+    })))
+}
+
+/// Browse a tree
+///
+/// The entries of folder `path` at `ref` (every level below it with
+/// `recursive=true`), paths from the repository's root.
+#[utoipa::path(
+    get,
+    path = "/repositories/tree",
+    tag = "repositories",
+    params(
+        ("provider" = ProviderName, Query, description = "`github` or `gitlab`"),
+        ("repo" = String, Query, description = "`owner/name` or `group/sub/name`"),
+        ("ref" = String, Query, description = "A branch, tag or commit"),
+        ("path" = Option<String>, Query, description = "A folder; left out, the root"),
+        ("recursive" = Option<bool>, Query, description = "Every level below `path`"),
+        ("integration_id" = Option<i64>, Query, description = "GitLab: a stored integration"),
+    ),
+    responses(
+        (status = 200, description = "The tree", body = RepositoryTree),
+        (status = 400, description = "`invalid_query`: a parameter is missing or wrong (`..` in `path`, say)", body = ErrorBody),
+        (status = 403, description = "`forge_forbidden`: the forge denied graft access", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such repository, ref or folder (or graft cannot see it)", body = ErrorBody),
+        (status = 502, description = "`forge_error`", body = ErrorBody),
+        (status = 503, description = "`forge_not_configured`, `rate_limited`", body = ErrorBody),
+    )
+)]
+async fn repository_tree(
+    State(state): State<HttpState>,
+    ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let params = Params::new(
+        query,
+        &[
+            "provider",
+            "repo",
+            "ref",
+            "path",
+            "recursive",
+            "integration_id",
+        ],
+    )?;
+    let provider = params.provider()?;
+    let repo = params.repo(provider)?;
+    let reference = params.reference()?;
+    let path = params.path(false)?;
+    let recursive = params.flag("recursive")?;
+    let integration = params.integration(&state, provider).await?;
+    let browser = state
+        .ctx
+        .forges
+        .browser(provider, integration, &repo)
+        .await
+        .map_err(forge_error)?;
+    let tree = browser
+        .tree(&reference, &path, recursive)
+        .await
+        .map_err(forge_error)?;
+    let entries: Vec<Value> = tree.entries.iter().map(entry_json).collect();
+    Ok(ApiJson(json!({
+        "commit_sha": tree.commit_sha,
+        "entries": entries,
+        "truncated": tree.truncated,
+    })))
+}
+
+/// Read a file
+///
+/// One file at `ref`, its content as in the files API. Files over 1 MiB
+/// (the files API's limit) are refused without being read.
+#[utoipa::path(
+    get,
+    path = "/repositories/file",
+    tag = "repositories",
+    params(
+        ("provider" = ProviderName, Query, description = "`github` or `gitlab`"),
+        ("repo" = String, Query, description = "`owner/name` or `group/sub/name`"),
+        ("ref" = String, Query, description = "A branch, tag or commit"),
+        ("path" = String, Query, description = "The file, from the repository's root"),
+        ("integration_id" = Option<i64>, Query, description = "GitLab: a stored integration"),
+    ),
+    responses(
+        (status = 200, description = "The file", body = RepositoryFile),
+        (status = 400, description = "`invalid_query`: a parameter is missing or wrong", body = ErrorBody),
+        (status = 403, description = "`forge_forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such repository, ref or file", body = ErrorBody),
+        (status = 413, description = "`too_large`: the file is over 1 MiB", body = ErrorBody),
+        (status = 422, description = "`not_a_file`: the path is a folder or a submodule", body = ErrorBody),
+        (status = 502, description = "`forge_error`", body = ErrorBody),
+        (status = 503, description = "`forge_not_configured`, `rate_limited`", body = ErrorBody),
+    )
+)]
+async fn repository_file(
+    State(state): State<HttpState>,
+    ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let params = Params::new(
+        query,
+        &["provider", "repo", "ref", "path", "integration_id"],
+    )?;
+    let provider = params.provider()?;
+    let repo = params.repo(provider)?;
+    let reference = params.reference()?;
+    let path = params.path(true)?;
+    let integration = params.integration(&state, provider).await?;
+    let browser = state
+        .ctx
+        .forges
+        .browser(provider, integration, &repo)
+        .await
+        .map_err(forge_error)?;
+    match browser
+        .file(&reference, &path, MAX_FILE_BYTES as u64)
+        .await
+        .map_err(forge_error)?
+    {
+        FileRead::File {
+            path,
+            content,
+            blob_sha,
+        } => Ok(ApiJson(json!({
+            "path": path,
+            "content": content_json(&content),
+            "blob_sha": blob_sha,
+        }))),
+        FileRead::TooLarge { size } => Err(ApiError::too_large(format!(
+            "`{path}` is {size} bytes; graft reads files of at most {MAX_FILE_BYTES} bytes \
+             (the files API's limit)"
+        ))),
+        FileRead::NotAFile => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_a_file",
+            format!(
+                "`{path}` is a folder or a submodule, not a file; list it with GET \
+                 /api/v1/repositories/tree"
+            ),
+        )),
+    }
+}
