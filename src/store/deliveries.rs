@@ -133,7 +133,9 @@ impl Store {
         Ok(value)
     }
 
-    /// Records the outcome of one processing attempt.
+    /// Records the outcome of one processing attempt. Its job's outcome
+    /// must be recorded after it: on PostgreSQL this write does not wait
+    /// for the WAL flush, the job's (synchronous) completion does for both.
     pub async fn finish_delivery(
         &self,
         id: i64,
@@ -149,7 +151,7 @@ impl Store {
         .bind(error)
         .bind(now)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&self.relaxed)
         .await?;
         Ok(())
     }

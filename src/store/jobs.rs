@@ -148,7 +148,7 @@ impl Store {
             .bind(worker)
             .bind(now + lease_ms)
             .bind(now)
-            .fetch_optional(&self.writer)
+            .fetch_optional(&self.relaxed)
             .await;
         let row = match result {
             Ok(row) => row,
@@ -174,7 +174,7 @@ impl Store {
         .bind(until)
         .bind(id)
         .bind(worker)
-        .execute(&self.writer)
+        .execute(&self.relaxed)
         .await?;
         Ok(done.rows_affected() == 1)
     }
