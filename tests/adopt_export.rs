@@ -554,6 +554,7 @@ async fn adopt_without_forge_settings_is_unavailable(db: TestDb) {
                 auto_sync: true,
                 auto_merge: false,
                 sync_branch: None,
+                commit_via: Default::default(),
             },
             now_ms(),
         )

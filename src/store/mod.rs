@@ -238,7 +238,7 @@ impl Store {
                         .acquire_timeout(Duration::from_secs(10))
                         .max_connections(1),
                 )
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
                 .map_err(connect_error)?;
                 (pool, writer)
