@@ -156,7 +156,7 @@ async fn a_panicking_sync_is_recorded_on_the_project(db: TestDb) {
     let project = store
         .create_project(
             &NewProject {
-                provider: "github".into(),
+                provider: graft::ids::Provider::Github,
                 integration_id: None,
                 repo: "acme/infra".into(),
                 branch: "main".into(),
