@@ -30,7 +30,7 @@ async fn managed_pr(h: &Harness) -> (Project, i64) {
         .store
         .create_project(
             &NewProject {
-                provider: "github".into(),
+                provider: graft::ids::Provider::Github,
                 integration_id: None,
                 repo: REPO.into(),
                 branch: "main".into(),

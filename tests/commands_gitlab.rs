@@ -37,7 +37,7 @@ async fn managed_mr(h: &Harness) -> Setup {
         .store
         .create_project(
             &NewProject {
-                provider: "gitlab".into(),
+                provider: graft::ids::Provider::Gitlab,
                 integration_id: None,
                 repo: PATH.into(),
                 branch: "main".into(),

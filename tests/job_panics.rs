@@ -155,7 +155,7 @@ async fn a_project(store: &Store) -> i64 {
     store
         .create_project(
             &NewProject {
-                provider: "github".into(),
+                provider: graft::ids::Provider::Github,
                 integration_id: None,
                 repo: "acme/infra".into(),
                 branch: "main".into(),

@@ -20,7 +20,7 @@ const PATH: &str = "platform/infra";
 
 fn new_project(provider: &str, repo: &str) -> NewProject {
     NewProject {
-        provider: provider.into(),
+        provider: graft::ids::Provider::parse(provider).expect("github or gitlab"),
         integration_id: None,
         repo: repo.into(),
         branch: "main".into(),

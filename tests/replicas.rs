@@ -142,7 +142,7 @@ async fn the_poll_and_retention_run_once_per_interval_across_two_replicas(db: Te
     store
         .create_project(
             &graft::store::projects::NewProject {
-                provider: "github".into(),
+                provider: graft::ids::Provider::Github,
                 integration_id: None,
                 repo: "acme/infra".into(),
                 branch: "main".into(),
@@ -478,7 +478,7 @@ async fn three_replicas_finish_every_sync_when_two_are_killed_mid_sync() {
         let project = store
             .create_project(
                 &NewProject {
-                    provider: "github".into(),
+                    provider: graft::ids::Provider::Github,
                     integration_id: None,
                     repo: repo.clone(),
                     branch: "main".into(),

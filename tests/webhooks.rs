@@ -675,7 +675,7 @@ async fn a_gitlab_secret_speaks_only_for_its_own_integration(db: TestDb) {
     // The same repository path on two GitLab instances: the default one
     // (GITLAB_URL, GITLAB_WEBHOOK_SECRET) and integration A.
     let project = |integration_id| graft::store::projects::NewProject {
-        provider: "gitlab".into(),
+        provider: graft::ids::Provider::Gitlab,
         integration_id,
         repo: "mike/diaspora".into(),
         branch: "master".into(),

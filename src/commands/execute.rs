@@ -1,5 +1,5 @@
-//! The `command` job: acknowledge (👀), authorize, act, answer, react
-//! (👍 or 😕). Runs exclusively per project, like syncs. Each command's
+//! The `command` job: acknowledge (👀), authorize, dispatch to the
+//! command's handler ([`super::handlers`]), answer, react (👍 or 😕). Runs exclusively per project, like syncs. Each command's
 //! outcome is stored as soon as it is known, so a job that is retried
 //! (the forge was down when replying) neither repeats a command nor loses
 //! what it did.
@@ -8,19 +8,17 @@ use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::events::{Actor, Provider};
-use crate::forge::{AutoMerge, ForgeKind, Permission, Reaction, RepoClient, UserRef};
-use crate::git::validate::{Finding, passed};
-use crate::jobs::{Job, JobError};
+use crate::forge::{ForgeKind, Permission, Reaction, RepoClient, UserRef};
+use crate::jobs::JobError;
 use crate::slash::Command;
 use crate::store::audit::NewEvent;
-use crate::store::files::{Change, ChangedPath, FileState};
 use crate::store::jobs::JobRow;
 use crate::store::now_ms;
-use crate::store::projects::{Project, SyncStatus};
+use crate::store::projects::Project;
 use crate::sync::errors::SyncError;
-use crate::sync::schedule::{self, SyncRequest};
-use crate::sync::{ops, publish, reconcile};
+use crate::sync::publish;
 
+use super::handlers::{self, Call};
 use super::intake::{self, CommandJob, QueuedCommand};
 use super::reply::{self, Forge, Outcome, Verdict};
 use super::verify::{self, Rejection};
@@ -342,39 +340,8 @@ async fn one(
     Ok(outcome)
 }
 
-fn paths(list: &[String]) -> String {
-    const SHOWN: usize = 10;
-    let mut out = list
-        .iter()
-        .take(SHOWN)
-        .map(|p| format!("`{p}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if list.len() > SHOWN {
-        out.push_str(&format!(" and {} more", list.len() - SHOWN));
-    }
-    out
-}
-
-fn request(actor: &str, force: bool, rebase: bool) -> SyncRequest {
-    SyncRequest {
-        force,
-        rebase,
-        ..SyncRequest::explicit(actor)
-    }
-}
-
-/// Shows a pause or resume in the status comment right away, after the
-/// change itself is done. Best effort: failing here must not retry the
-/// command (a retried `resume` would find the project resumed and queue
-/// nothing), and the next sync rewrites the comment anyway.
-async fn refresh_sticky(ctx: &Context, project_id: i64) {
-    if let Err(e) = ops::refresh_status(ctx, project_id).await {
-        warn!(project = project_id, error = %e, "could not refresh the status comment");
-    }
-}
-
-/// The effect of a valid, authorized command.
+/// Runs a valid, authorized command: its module under [`super::handlers`]
+/// does the work and words the reply.
 async fn act(
     ctx: &Context,
     client: &RepoClient,
@@ -382,270 +349,27 @@ async fn act(
     command: Command,
     job: &CommandJob,
 ) -> Result<Outcome, SyncError> {
-    let store = &ctx.store;
-    let prefix = &job.prefix;
-    let usage = command.usage(prefix);
-    let actor = job.author.login.as_str();
-    let now = now_ms();
-    let project = store.require_project(project_id).await?;
-    let (forge, pr) = match client.forge() {
-        ForgeKind::Github => ("GitHub", "pull request"),
-        ForgeKind::Gitlab => ("GitLab", "merge request"),
+    let call = Call {
+        ctx,
+        client,
+        project: ctx.store.require_project(project_id).await?,
+        actor: &job.author.login,
+        prefix: &job.prefix,
+        usage: command.usage(&job.prefix),
+        forge: forge_of(client),
+        now: now_ms(),
     };
-    let message = match command {
-        Command::Sync { force } => {
-            let request = request(actor, force, false);
-            schedule::enqueue_sync(&ctx.jobs, project_id, &request, now).await?;
-            let conflicts = project.conflicts.clone().unwrap_or_default();
-            match (force, conflicts.is_empty()) {
-                (false, true) => format!(
-                    "Sync queued: graft overlays its files onto the head of `{}` and updates \
-                     this {pr}. The status comment shows the result.",
-                    project.branch
-                ),
-                (false, false) => format!(
-                    "Sync queued, but {} changed on both sides, so it will stop at the conflict \
-                     again. `{prefix} sync --force` keeps graft's version; `{prefix} import` \
-                     takes the repository's.",
-                    paths(&conflicts)
-                ),
-                (true, false) => format!(
-                    "Sync queued with `--force`: graft keeps its version of {} and overwrites \
-                     the repository's edits there. The status comment shows the result.",
-                    paths(&conflicts)
-                ),
-                (true, true) => "Sync queued with `--force` (nothing conflicts right now, so \
-                     it is a plain sync). The status comment shows the result."
-                    .to_string(),
-            }
-        }
-        Command::Import => {
-            let imported = ops::import_upstream(ctx, project_id, actor).await?;
-            if project.paused {
-                // Importing sets the status to idle; a paused project stays paused.
-                store.set_paused(project_id, true, now_ms()).await?;
-            }
-            if imported.is_empty() {
-                format!(
-                    "Nothing to import: graft's files match `{}` and nothing conflicts.",
-                    project.branch
-                )
-            } else {
-                format!(
-                    "Took the repository's version of {} file(s): {}. graft now updates this \
-                     {pr} to match.",
-                    imported.len(),
-                    paths(&imported)
-                )
-            }
-        }
-        Command::Rebase => {
-            // Bring in anything someone pushed to the branch first, so
-            // their edits of managed files survive the rewrite.
-            reconcile::reconcile(ctx, project_id).await?;
-            let project = store.require_project(project_id).await?;
-            let conflicts = project.conflicts.clone().unwrap_or_default();
-            if !conflicts.is_empty() {
-                return Ok(Outcome::failed(
-                    &usage,
-                    format!(
-                        "Not rebased: {} changed on both sides. Resolve that first with \
-                         `{prefix} sync --force` (keep graft's version) or `{prefix} import` \
-                         (take the repository's), then rebase.",
-                        paths(&conflicts)
-                    ),
-                ));
-            }
-            let request = request(actor, false, true);
-            schedule::enqueue_sync(&ctx.jobs, project_id, &request, now).await?;
-            let mut message = format!(
-                "Rebase queued: graft recreates `{}` from the head of `{}` plus its files.",
-                project.sync_branch, project.branch
-            );
-            if project.sync_branch_shared {
-                message.push_str(
-                    " Commits by others on the branch are dropped; their edits of managed \
-                     files were imported into graft first, so the content stays.",
-                );
-            }
-            message
-        }
-        Command::Retry => match (project.unpaused_status(), project.last_failed_job_id) {
-            (SyncStatus::Error, Some(failed)) => {
-                let Some((kind, payload)) = store.job_kind_and_payload(failed).await? else {
-                    return Ok(Outcome::failed(
-                        &usage,
-                        "The failed job is no longer recorded; `/graft sync` starts a new sync."
-                            .replace("/graft", prefix),
-                    ));
-                };
-                match Job::decode(&kind, &payload) {
-                    Ok(Job::Sync(mut again)) => {
-                        again.actor = actor.to_string();
-                        schedule::enqueue_sync(&ctx.jobs, project_id, &again, now).await?;
-                    }
-                    Ok(Job::Reconcile { .. }) => {
-                        schedule::enqueue_reconcile(&ctx.jobs, project_id, "retry", now).await?;
-                    }
-                    Ok(
-                        again @ (Job::Webhook { .. }
-                        | Job::PullRequestClosed { .. }
-                        | Job::Command(_)),
-                    ) => {
-                        ctx.jobs.enqueue(&again, Some(project_id), now).await?;
-                    }
-                    Err(_) => {
-                        return Ok(Outcome::failed(
-                            &usage,
-                            "The failed job can no longer be read; `/graft sync` starts a new sync."
-                                .replace("/graft", prefix),
-                        ));
-                    }
-                }
-                format!(
-                    "Re-queued the last failed job ({}). The status comment shows the result.",
-                    kind.replace('_', " ")
-                )
-            }
-            (SyncStatus::Error, None) => format!(
-                "There is no failed job to re-run (the error came from following the \
-                 repository). `{prefix} sync` starts a new sync."
-            ),
-            _ => "Nothing to retry: the last job of this project did not fail.".to_string(),
-        },
-        Command::Pause => {
-            if project.paused {
-                format!("Automatic syncs are already paused. `{prefix} resume` turns them back on.")
-            } else {
-                store.set_paused(project_id, true, now).await?;
-                refresh_sticky(ctx, project_id).await;
-                format!(
-                    "Paused: graft no longer syncs this project on its own. `{prefix} sync` \
-                     still syncs on request; `{prefix} resume` turns automatic syncs back on."
-                )
-            }
-        }
-        Command::Resume => {
-            if !project.paused {
-                "Automatic syncs are already on.".to_string()
-            } else {
-                store.set_paused(project_id, false, now).await?;
-                let resumed = store.require_project(project_id).await?;
-                let waiting: Vec<ChangedPath> = store
-                    .files(project_id)
-                    .await?
-                    .into_iter()
-                    .filter(|f| f.state != FileState::Synced)
-                    .map(|f| ChangedPath {
-                        change: if f.state == FileState::DeletedPending {
-                            Change::Deleted
-                        } else {
-                            Change::Modified
-                        },
-                        path: f.path,
-                        sync_on_change: f.sync_on_change,
-                    })
-                    .collect();
-                let answer = match schedule::on_files_changed(&resumed, &waiting) {
-                    Some(scope) => {
-                        schedule::enqueue_sync(
-                            &ctx.jobs,
-                            project_id,
-                            &SyncRequest::automatic(scope, actor),
-                            now,
-                        )
-                        .await?;
-                        format!(
-                            "Resumed: automatic syncs are on again. {} file(s) changed while \
-                             paused, so a sync is queued.",
-                            waiting.len()
-                        )
-                    }
-                    None => "Resumed: automatic syncs are on again.".to_string(),
-                };
-                refresh_sticky(ctx, project_id).await;
-                answer
-            }
-        }
-        Command::AutoMerge { on: false } => {
-            store.set_auto_merge(project_id, false, now).await?;
-            match project.pull_request_number {
-                Some(number) => match client.disable_auto_merge(number).await {
-                    Ok(()) => format!(
-                        "Auto-merge is off: graft turned it off on this {pr} and no longer asks \
-                         {forge} to merge its {pr}s."
-                    ),
-                    Err(e) if e.is_retryable() => return Err(e.into()),
-                    Err(e) => format!(
-                        "Auto-merge is off for this project, but {forge} did not turn it off on \
-                         this {pr} ({e}); disable it there."
-                    ),
-                },
-                None => format!(
-                    "Auto-merge is off for this project: graft no longer asks {forge} to merge \
-                     its {pr}s."
-                ),
-            }
-        }
-        Command::AutoMerge { on: true } => {
-            store.set_auto_merge(project_id, true, now).await?;
-            let findings: Option<Vec<Finding>> = project
-                .last_findings
-                .clone()
-                .and_then(|f| serde_json::from_value(f).ok());
-            let ready = project.sync_status == SyncStatus::Success
-                && findings.as_deref().is_some_and(passed);
-            // Only graft's own commit on a branch nobody else committed to.
-            let ours = match (
-                project.sync_branch_shared,
-                project.sync_branch_sha.as_deref(),
-            ) {
-                (false, Some(sha)) => Some(sha),
-                _ => None,
-            };
-            match (project.pull_request_number, ready, ours) {
-                (Some(_), true, None) => format!(
-                    "Auto-merge is on for this project, but others committed to this {pr}'s \
-                     branch and graft only merges what it built: review their commits and \
-                     merge by hand."
-                ),
-                (Some(number), true, Some(sha)) => {
-                    match client.enable_auto_merge(number, sha).await {
-                        Ok(AutoMerge::Enabled) => format!(
-                            "Auto-merge is on: {forge} merges this {pr} once its checks pass, and \
-                         graft asks for it on every sync."
-                        ),
-                        Ok(AutoMerge::Merged) => format!(
-                            "Auto-merge is on, and nothing was pending, so this {pr} was merged \
-                         right away."
-                        ),
-                        Ok(AutoMerge::HeadMoved { .. }) => format!(
-                            "Auto-merge is on for this project, but this {pr}'s head is not the \
-                         commit graft pushed (someone pushed after graft), so graft did not ask \
-                         {forge} to merge it: review the new commits and merge by hand."
-                        ),
-                        Err(e) if e.is_retryable() => return Err(e.into()),
-                        Err(e) => format!(
-                            "Auto-merge is on for this project, but {forge} refused it for this \
-                         {pr} ({e}). graft asks again on the next sync."
-                        ),
-                    }
-                }
-                _ => format!(
-                    "Auto-merge is on: graft asks {forge} to merge once the next sync validates."
-                ),
-            }
-        }
-        Command::Status => {
-            ops::refresh_status(ctx, project_id).await?;
-            return Ok(Outcome {
-                reply: false,
-                ..Outcome::done(&usage, "Refreshed the status comment.".to_string())
-            });
-        }
-        Command::Help => return Ok(reply::help(prefix)),
-    };
-    Ok(Outcome::done(&usage, message))
+    match command {
+        Command::Sync { force } => handlers::sync::run(&call, force).await,
+        Command::Import => handlers::import::run(&call).await,
+        Command::Rebase => handlers::rebase::run(&call).await,
+        Command::Retry => handlers::retry::run(&call).await,
+        Command::Pause => handlers::pause::run(&call).await,
+        Command::Resume => handlers::resume::run(&call).await,
+        Command::AutoMerge { on } => handlers::automerge::run(&call, on).await,
+        Command::Status => handlers::status::run(&call).await,
+        Command::Help => Ok(handlers::help::run(call.prefix)),
+    }
 }
 
 /// The job failed for good: say so on the PR (best effort).

@@ -1,6 +1,8 @@
 //! From a comment webhook to a queued `command` job. Runs inside the
 //! webhook job, so it only decides and records; the job does the rest.
 
+use std::sync::OnceLock;
+
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
@@ -132,21 +134,17 @@ pub fn to_run(
 }
 
 /// Handles a comment event: records its new commands and queues the job
-/// that runs them (a GitLab note: queues the job that checks it first). Bots, graft itself, comments on plain issues and on PRs
-/// graft does not own are ignored (nothing is stored for them), and so is
-/// a comment that would take its author over [`RATE_LIMIT`].
+/// that runs them (a GitLab note: queues the job that checks it first).
+/// Bots, graft itself, comments on plain issues and on PRs graft does not
+/// own are ignored (nothing is stored for them), and so is a comment that
+/// would take its author over [`RATE_LIMIT`].
 pub async fn on_comment(
     ctx: &Context,
     provider: Provider,
     integration: Option<i64>,
     comment: &CommentEvent,
 ) -> Result<(), JobError> {
-    if !comment.on_pull_request {
-        return Ok(());
-    }
-    let actor = comment.actor();
-    if comment.author.is_bot || actor.is_bot || written_by_graft(&comment.body) {
-        debug!(author = %comment.author.login, "comment by a bot or by graft: not read for commands");
+    if !read_for_commands(comment) {
         return Ok(());
     }
     if provider == Provider::Gitlab {
@@ -154,30 +152,16 @@ pub async fn on_comment(
     }
     let prefix = ctx.commands.prefix.clone();
     let current = parse(&comment.body, &prefix);
-    let store = &ctx.store;
     // Comment ids are per forge instance: what graft remembers of a comment
     // is kept under the integration it came through.
     let repo = scoped_repo(&comment.repo.path, integration);
     if current.is_empty() {
-        // No commands (left): if graft saw this comment before, a command
-        // written back in later is new. (Only a row that exists changes, so
-        // GitLab edits that come without an action are covered too.)
-        store
-            .update_seen_comment_text(
-                provider.as_str(),
-                &repo,
-                comment.comment_id,
-                &comment.body,
-                now_ms(),
-            )
-            .await
-            .map_err(|e| JobError::retry(format!("database: {e}")))?;
-        return Ok(());
+        return remember_text(ctx, provider, &repo, comment).await;
     }
     let Some(project) = owning_project(ctx, provider, integration, comment).await? else {
         return Ok(());
     };
-    let person = person_key(actor);
+    let person = person_key(comment.actor());
     let key = CommentKey {
         provider: provider.as_str(),
         repo: &repo,
@@ -185,76 +169,30 @@ pub async fn on_comment(
         comment_id: comment.comment_id,
         author: &person,
     };
-    let chosen = std::sync::Mutex::new(Vec::new());
-    let plan = |stored: Option<String>| {
-        // GitHub sends the text before an edit; when it does not, the last
-        // text graft saw stands in. A comment graft has seen before is an
-        // edit whatever the event says.
-        let action = match (&comment.previous_body, &stored) {
-            (None, Some(_)) => CommentAction::Edited,
-            _ => comment.action,
-        };
-        let previous = comment.previous_body.clone().or(stored);
-        let previous = previous.filter(|_| action == CommentAction::Edited);
-        let indexes = to_run(action, &current, previous.as_deref(), &prefix);
-        let runs = indexes
-            .iter()
-            .map(|&i| NewCommandRun {
-                dedupe_key: dedupe_key(
-                    provider,
-                    &repo,
-                    comment.comment_id,
-                    i,
-                    Version {
-                        body: &comment.body,
-                        previous: previous.as_deref(),
-                        edited_at: comment.updated_at.as_deref(),
-                    },
-                ),
-                command: current[i].text.clone(),
-            })
-            .collect();
-        *chosen.lock().unwrap_or_else(|e| e.into_inner()) = indexes;
+    let reading = Reading {
+        provider,
+        integration,
+        repo: &repo,
+        comment,
+        current: &current,
+        prefix: &prefix,
+    };
+    // The lines `runs` picked, for `job` (the store calls one, then the other).
+    let chosen = OnceLock::new();
+    let runs = |stored| {
+        let (indexes, runs) = reading.runs(stored);
+        let _ = chosen.set(indexes);
         runs
     };
-    let make_job = |accepted: &[(usize, i64)]| {
-        let chosen = chosen.lock().unwrap_or_else(|e| e.into_inner());
-        let commands = accepted
-            .iter()
-            .map(|&(position, run_id)| {
-                let invocation = &current[chosen[position]];
-                QueuedCommand {
-                    run_id,
-                    text: invocation.text.clone(),
-                    result: invocation.result.clone(),
-                }
-            })
-            .collect();
-        let payload = CommandJob {
-            provider,
-            integration_id: integration,
-            repo: comment.repo.path.clone(),
-            number: comment.number,
-            comment_id: comment.comment_id,
-            author: actor.clone(),
-            written_by: comment.editor.as_ref().map(|_| comment.author.clone()),
-            body_hash: Some(text_hash(&comment.body)),
-            repo_id: comment.repo.id,
-            version: None,
-            prefix: prefix.clone(),
-            commands,
-            // GitHub signs its deliveries: 👀 right away.
-            acknowledged: true,
-        };
-        NewJob {
-            max_attempts: 5,
-            ..Job::Command(payload).row(Some(project.id), now_ms())
-        }
+    let job = |accepted: &[(usize, i64)]| {
+        let chosen = chosen.get().map(Vec::as_slice).unwrap_or_default();
+        reading.job(queued_commands(accepted, chosen, &current), project.id)
     };
-    let queued = store
-        .accept_commands(&key, &comment.body, plan, make_job, RATE_LIMIT, now_ms())
+    let queued = ctx
+        .store
+        .accept_commands(&key, &comment.body, runs, job, RATE_LIMIT, now_ms())
         .await
-        .map_err(|e| JobError::retry(format!("database: {e}")))?;
+        .map_err(database)?;
     match queued {
         Accepted::Queued(job) => {
             info!(job, comment = comment.comment_id, author = %person, "slash commands queued");
@@ -279,12 +217,145 @@ pub async fn on_comment(
     Ok(())
 }
 
-/// A GitLab note hook: believed only once the job has re-read the note,
-/// so nothing is remembered from it here. A job is queued when the hook
-/// would have new commands (compared with the last text graft verified),
-/// or when a note that had commands now has none (so the job can verify
-/// that and a command written back later counts as new), at most
-/// [`NOTE_JOBS`] per merge request and minute.
+fn database(error: crate::store::StoreError) -> JobError {
+    JobError::retry(format!("database: {error}"))
+}
+
+/// Whether a comment may hold commands: on a PR/MR, by a person (not a
+/// bot), and not written by graft.
+fn read_for_commands(comment: &CommentEvent) -> bool {
+    if !comment.on_pull_request {
+        return false;
+    }
+    let by_machine = comment.author.is_bot || comment.actor().is_bot;
+    if by_machine || written_by_graft(&comment.body) {
+        debug!(author = %comment.author.login, "comment by a bot or by graft: not read for commands");
+        return false;
+    }
+    true
+}
+
+/// A comment without commands (left): if graft saw it before, a command
+/// written back in later is new. (Only a row that exists changes, so
+/// GitLab edits that come without an action are covered too.)
+async fn remember_text(
+    ctx: &Context,
+    provider: Provider,
+    repo: &str,
+    comment: &CommentEvent,
+) -> Result<(), JobError> {
+    ctx.store
+        .update_seen_comment_text(
+            provider.as_str(),
+            repo,
+            comment.comment_id,
+            &comment.body,
+            now_ms(),
+        )
+        .await
+        .map_err(database)
+}
+
+/// A GitHub comment with commands, being read into runs and a job.
+struct Reading<'a> {
+    provider: Provider,
+    integration: Option<i64>,
+    /// [`scoped_repo`].
+    repo: &'a str,
+    comment: &'a CommentEvent,
+    current: &'a [Invocation],
+    prefix: &'a str,
+}
+
+impl Reading<'_> {
+    /// The command lines to run (their indexes in `current`) and their
+    /// rows. `stored`: the last text graft saw of the comment.
+    fn runs(&self, stored: Option<String>) -> (Vec<usize>, Vec<NewCommandRun>) {
+        let comment = self.comment;
+        // GitHub sends the text before an edit; when it does not, the last
+        // text graft saw stands in. A comment graft has seen before is an
+        // edit whatever the event says.
+        let action = match (&comment.previous_body, &stored) {
+            (None, Some(_)) => CommentAction::Edited,
+            _ => comment.action,
+        };
+        let previous = comment.previous_body.clone().or(stored);
+        let previous = previous.filter(|_| action == CommentAction::Edited);
+        let indexes = to_run(action, self.current, previous.as_deref(), self.prefix);
+        let version = Version {
+            body: &comment.body,
+            previous: previous.as_deref(),
+            edited_at: comment.updated_at.as_deref(),
+        };
+        let runs = indexes
+            .iter()
+            .map(|&i| NewCommandRun {
+                dedupe_key: dedupe_key(self.provider, self.repo, comment.comment_id, i, version),
+                command: self.current[i].text.clone(),
+            })
+            .collect();
+        (indexes, runs)
+    }
+
+    /// The `command` job that runs `commands` for `project`.
+    fn job(&self, commands: Vec<QueuedCommand>, project: i64) -> NewJob {
+        let payload = CommandJob {
+            commands,
+            // GitHub signs its deliveries: 👀 right away.
+            acknowledged: true,
+            ..payload(self.provider, self.integration, self.comment, self.prefix)
+        };
+        NewJob {
+            max_attempts: 5,
+            ..Job::Command(payload).row(Some(project), now_ms())
+        }
+    }
+}
+
+/// A `command` job's payload for `comment`, with no commands yet.
+fn payload(
+    provider: Provider,
+    integration: Option<i64>,
+    comment: &CommentEvent,
+    prefix: &str,
+) -> CommandJob {
+    CommandJob {
+        provider,
+        integration_id: integration,
+        repo: comment.repo.path.clone(),
+        number: comment.number,
+        comment_id: comment.comment_id,
+        author: comment.actor().clone(),
+        written_by: comment.editor.as_ref().map(|_| comment.author.clone()),
+        body_hash: Some(text_hash(&comment.body)),
+        repo_id: comment.repo.id,
+        version: None,
+        prefix: prefix.to_string(),
+        commands: Vec::new(),
+        acknowledged: false,
+    }
+}
+
+/// The commands of the runs the store accepted: each pairs a position in
+/// `chosen` (the indexes of the lines picked in `current`) with its run id.
+fn queued_commands(
+    accepted: &[(usize, i64)],
+    chosen: &[usize],
+    current: &[Invocation],
+) -> Vec<QueuedCommand> {
+    accepted
+        .iter()
+        .filter_map(|&(position, run_id)| {
+            let invocation = current.get(*chosen.get(position)?)?;
+            Some(QueuedCommand {
+                run_id,
+                text: invocation.text.clone(),
+                result: invocation.result.clone(),
+            })
+        })
+        .collect()
+}
+
 /// The project whose PR/MR the comment is on; `None` (logged) when graft
 /// does not own it: such comments create no job and no rows, however many.
 async fn owning_project(
@@ -304,7 +375,7 @@ async fn owning_project(
             comment.number,
         )
         .await
-        .map_err(|e| JobError::retry(format!("database: {e}")))?;
+        .map_err(database)?;
     if project.is_none() {
         debug!(
             number = comment.number,
@@ -314,6 +385,12 @@ async fn owning_project(
     Ok(project)
 }
 
+/// A GitLab note hook: believed only once the job has re-read the note,
+/// so nothing is remembered from it here. A job is queued when the hook
+/// would have new commands (compared with the last text graft verified),
+/// or when a note that had commands now has none (so the job can verify
+/// that and a command written back later counts as new), at most
+/// [`NOTE_JOBS`] per merge request and minute.
 async fn on_note(
     ctx: &Context,
     integration: Option<i64>,
@@ -327,7 +404,7 @@ async fn on_note(
     let remembered = store
         .comment_text(provider.as_str(), &repo, comment.comment_id)
         .await
-        .map_err(|e| JobError::retry(format!("database: {e}")))?;
+        .map_err(database)?;
     let worth_checking = match &remembered {
         None => !current.is_empty(),
         Some(before) if current.is_empty() => !parse(before, &prefix).is_empty(),
@@ -341,19 +418,8 @@ async fn on_note(
         return Ok(());
     };
     let payload = CommandJob {
-        provider,
-        integration_id: integration,
-        repo: comment.repo.path.clone(),
-        number: comment.number,
-        comment_id: comment.comment_id,
-        author: comment.actor().clone(),
-        written_by: comment.editor.as_ref().map(|_| comment.author.clone()),
-        body_hash: Some(text_hash(&comment.body)),
-        repo_id: comment.repo.id,
         version: comment.updated_at.clone(),
-        prefix,
-        commands: Vec::new(),
-        acknowledged: false,
+        ..payload(provider, integration, comment, &prefix)
     };
     // The same hook again (any delivery id) while its job waits: one job.
     let same = text_hash(&format!(
@@ -375,7 +441,7 @@ async fn on_note(
             |queued| matches!(queued, Accepted::Queued(_)),
         )
         .await
-        .map_err(|e| JobError::retry(format!("database: {e}")))?;
+        .map_err(database)?;
     match queued {
         Accepted::Queued(job) => {
             info!(
@@ -431,7 +497,7 @@ pub async fn claim_note(
         comment_id: job.comment_id,
         author: &person,
     };
-    let chosen = std::sync::Mutex::new(Vec::new());
+    let chosen = OnceLock::new();
     let plan = |remembered: Option<String>| {
         let indexes = match remembered.as_deref() {
             Some(before) => to_run(CommentAction::Edited, &current, Some(before), &prefix),
@@ -447,28 +513,18 @@ pub async fn claim_note(
                 command: current[i].text.clone(),
             })
             .collect();
-        *chosen.lock().unwrap_or_else(|e| e.into_inner()) = indexes;
+        let _ = chosen.set(indexes);
         runs
     };
     let claimed = ctx
         .store
         .accept_verified(&key, &note.body, plan, job_id, RATE_LIMIT, now)
         .await
-        .map_err(|e| JobError::retry(format!("database: {e}")))?;
+        .map_err(database)?;
     let commands: Vec<QueuedCommand> = match claimed {
         Claimed::Runs(accepted) => {
-            let chosen = chosen.lock().unwrap_or_else(|e| e.into_inner());
-            accepted
-                .iter()
-                .map(|&(position, run_id)| {
-                    let invocation = &current[chosen[position]];
-                    QueuedCommand {
-                        run_id,
-                        text: invocation.text.clone(),
-                        result: invocation.result.clone(),
-                    }
-                })
-                .collect()
+            let chosen = chosen.get().map(Vec::as_slice).unwrap_or_default();
+            queued_commands(&accepted, chosen, &current)
         }
         Claimed::Resumed(rows) => resumed(&rows, &current),
         Claimed::NothingNew => Vec::new(),
@@ -586,6 +642,82 @@ mod tests {
             later,
         );
         assert_ne!(back, again);
+    }
+
+    fn comment(body: &str) -> CommentEvent {
+        CommentEvent {
+            repo: crate::events::RepoRef {
+                path: "o/r".into(),
+                id: Some(1),
+            },
+            action: CommentAction::Created,
+            number: 3,
+            on_pull_request: true,
+            comment_id: 5,
+            body: body.into(),
+            previous_body: None,
+            updated_at: None,
+            author: Actor {
+                login: "ann".into(),
+                id: Some(2),
+                is_bot: false,
+            },
+            editor: None,
+        }
+    }
+
+    #[test]
+    fn only_people_s_comments_on_prs_are_read() {
+        assert!(read_for_commands(&comment("/graft sync")));
+        let mut on_issue = comment("/graft sync");
+        on_issue.on_pull_request = false;
+        assert!(!read_for_commands(&on_issue));
+        let mut by_bot = comment("/graft sync");
+        by_bot.author.is_bot = true;
+        assert!(!read_for_commands(&by_bot));
+        let mut edited_by_bot = comment("/graft sync");
+        edited_by_bot.editor = Some(Actor {
+            login: "ci[bot]".into(),
+            id: Some(9),
+            is_bot: true,
+        });
+        assert!(!read_for_commands(&edited_by_bot));
+        assert!(!read_for_commands(&comment(&format!(
+            "{REPLY_MARKER}\n/graft sync"
+        ))));
+    }
+
+    #[test]
+    fn a_comment_graft_saw_before_is_read_as_an_edit() {
+        let event = comment("/graft status\n/graft sync");
+        let current = parse(&event.body, "/graft");
+        let reading = Reading {
+            provider: Provider::Github,
+            integration: None,
+            repo: "o/r",
+            comment: &event,
+            current: &current,
+            prefix: "/graft",
+        };
+        let (fresh, runs) = reading.runs(None);
+        assert_eq!(fresh, vec![0, 1]);
+        assert_eq!(runs[1].command, "/graft sync");
+        // The "created" event arrives again after graft saw a version of
+        // the comment: only the line that is new since then runs.
+        let (again, runs) = reading.runs(Some("/graft sync".into()));
+        assert_eq!(again, vec![0]);
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].command, "/graft status");
+        assert_ne!(runs[0].dedupe_key, reading.runs(None).1[0].dedupe_key);
+    }
+
+    #[test]
+    fn accepted_runs_become_the_lines_they_were_picked_from() {
+        let current = parse("/graft status\n/graft snyc\n/graft sync", "/graft");
+        let queued = queued_commands(&[(0, 11), (1, 12)], &[1, 2], &current);
+        let texts: Vec<_> = queued.iter().map(|q| (q.run_id, q.text.as_str())).collect();
+        assert_eq!(texts, vec![(11, "/graft snyc"), (12, "/graft sync")]);
+        assert!(queued[0].result.is_err() && queued[1].result.is_ok());
     }
 
     #[test]

@@ -13,11 +13,12 @@
 //! 2. [`execute`] (the `command` job, exclusive per project): on GitLab,
 //!    re-read the note and run nothing unless it matches ([`verify`]);
 //!    👀, look up the permission of the person who caused the run (the
-//!    editor of an edit) if a command changes anything, act, store each
-//!    outcome, answer with one reply (or the sticky comment for
-//!    `status`), then 👍 or 😕.
+//!    editor of an edit) if a command changes anything, run it through
+//!    its module in [`handlers`], store each outcome, answer with one
+//!    reply (or the sticky comment for `status`), then 👍 or 😕.
 
 pub mod execute;
+pub mod handlers;
 pub mod intake;
 pub mod reply;
 pub mod verify;

@@ -69,6 +69,24 @@ pub enum Forge {
     Gitlab,
 }
 
+impl Forge {
+    /// The forge's name, as replies write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Forge::Github => "GitHub",
+            Forge::Gitlab => "GitLab",
+        }
+    }
+
+    /// What the forge calls a pull request.
+    pub fn pr(self) -> &'static str {
+        match self {
+            Forge::Github => "pull request",
+            Forge::Gitlab => "merge request",
+        }
+    }
+}
+
 /// The polite refusal for a user without write access.
 pub fn refusal(forge: Forge, user: &str, repo: &str, command: Command, prefix: &str) -> Outcome {
     let needed = match forge {
@@ -134,14 +152,6 @@ pub fn invalid(line: &str, error: &CommandError, prefix: &str) -> Outcome {
         verdict: Verdict::Invalid,
         help,
         ..Outcome::done(line, message)
-    }
-}
-
-/// The `help` answer.
-pub fn help(prefix: &str) -> Outcome {
-    Outcome {
-        help: true,
-        ..Outcome::done(&format!("{prefix} help"), grammar(prefix))
     }
 }
 
@@ -264,12 +274,5 @@ mod tests {
         ];
         insta::assert_snapshot!(render(&outcomes, P).unwrap());
         assert!(!all_done(&outcomes));
-    }
-
-    #[test]
-    fn help_shows_the_grammar_and_the_table() {
-        let reply = render(&[help("!g")], "!g").unwrap();
-        assert!(reply.contains("`!g sync --force`") && !reply.contains("/graft"));
-        insta::assert_snapshot!(render(&[help(P)], P).unwrap());
     }
 }

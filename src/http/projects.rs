@@ -271,7 +271,7 @@ pub fn parse_new_project(body: Value) -> Result<NewProject, ApiError> {
         }
     }
     Ok(NewProject {
-        provider: provider.as_str().to_string(),
+        provider,
         integration_id,
         repo,
         branch,
@@ -307,7 +307,7 @@ async fn create_project(
     new.commit_via = commit_via.unwrap_or_default();
     if let Some(id) = new.integration_id {
         match state.ctx.store.integration_credentials(id).await {
-            Ok(found) if found.provider.as_str() == new.provider => {}
+            Ok(found) if found.provider == new.provider => {}
             Ok(found) => {
                 return Err(ApiError::invalid_field(format!(
                     "`integration_id` {id} is a {} integration, not a {} one",

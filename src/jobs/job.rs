@@ -9,11 +9,10 @@ use crate::events::{Actor, Provider};
 use crate::slash::parse::{Command, CommandError};
 use crate::store::jobs::NewJob;
 
-pub const WEBHOOK_JOB: &str = "webhook";
-pub const SYNC_JOB: &str = "sync";
-pub const RECONCILE_JOB: &str = "reconcile";
-pub const PR_CLOSED_JOB: &str = "pull_request_closed";
-pub const COMMAND_JOB: &str = "command";
+pub use crate::store::jobs::kind::{
+    COMMAND as COMMAND_JOB, PR_CLOSED as PR_CLOSED_JOB, RECONCILE as RECONCILE_JOB,
+    SYNC as SYNC_JOB, WEBHOOK as WEBHOOK_JOB,
+};
 
 /// One job's work.
 // A job is decoded once per run and never stored in bulk, so the size of
@@ -303,6 +302,39 @@ mod tests {
             Job::Webhook { delivery: 42 }.payload().to_string(),
             r#"{"delivery":42}"#
         );
+        // The store queues webhook jobs itself: the same row as the typed job's.
+        assert_eq!(
+            crate::store::deliveries::processing_job(42, 7),
+            Job::Webhook { delivery: 42 }.row(None, 7)
+        );
+    }
+
+    /// Each kind decodes under its own string, so the kind and the
+    /// variant never drift apart.
+    #[test]
+    fn each_variant_is_stored_under_its_kind() {
+        let kinds = [
+            (Job::Webhook { delivery: 1 }, "webhook"),
+            (Job::Sync(SyncRequest::explicit("a")), "sync"),
+            (
+                Job::Reconcile {
+                    reason: String::new(),
+                },
+                "reconcile",
+            ),
+            (
+                Job::PullRequestClosed {
+                    number: 1,
+                    merged: false,
+                    merge_commit_sha: None,
+                },
+                "pull_request_closed",
+            ),
+        ];
+        for (job, kind) in kinds {
+            assert_eq!(job.kind(), kind);
+            assert_eq!(job.row(None, 0).kind, kind);
+        }
     }
 
     #[test]

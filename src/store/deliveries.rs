@@ -2,10 +2,8 @@
 //! the forge's delivery id, and processed by a job enqueued in the same
 //! transaction, so a delivery is never acknowledged and then lost.
 
-use super::jobs::NewJob;
+use super::jobs::{NewJob, kind};
 use super::{Result, Store};
-
-pub const JOB_KIND: &str = "webhook";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryStatus {
@@ -90,8 +88,11 @@ pub struct Delivery {
     pub integration_id: Option<i64>,
 }
 
-pub(super) fn processing_job(id: i64, now: i64) -> NewJob {
-    NewJob::new(JOB_KIND, serde_json::json!({ "delivery": id }), now)
+/// The job that processes delivery `id`: `crate::jobs::Job::Webhook`'s
+/// row (tested there), written here because the store queues it in the
+/// delivery's own transaction.
+pub fn processing_job(id: i64, now: i64) -> NewJob {
+    NewJob::new(kind::WEBHOOK, serde_json::json!({ "delivery": id }), now)
 }
 
 impl Store {

@@ -5,9 +5,21 @@
 //! (same `dedupe_key`) to one row. Every function takes `now` so the rules
 //! are testable without waiting for clocks.
 
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use super::{Backend, Result, Store, is_unique_violation};
+
+/// The `kind` column of each kind of job. `crate::jobs::Job` is the typed
+/// form of a job; the strings live here, below it, because the store
+/// queues webhook jobs itself (`deliveries`) and may not import `jobs`
+/// (which imports the store).
+pub mod kind {
+    pub const WEBHOOK: &str = "webhook";
+    pub const SYNC: &str = "sync";
+    pub const RECONCILE: &str = "reconcile";
+    pub const PR_CLOSED: &str = "pull_request_closed";
+    pub const COMMAND: &str = "command";
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJob {
@@ -33,7 +45,7 @@ impl NewJob {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct JobRow {
     pub id: i64,
     pub kind: String,
@@ -45,7 +57,7 @@ pub struct JobRow {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct JobRecord {
     pub id: i64,
     pub kind: String,
@@ -58,7 +70,7 @@ pub struct JobRecord {
 /// Inserts a job unless an identical one (same dedupe key) is queued;
 /// returns the new id, or `None` when it coalesced into the queued one.
 pub async fn enqueue_in(conn: &mut AnyConnection, job: &NewJob, now: i64) -> Result<Option<i64>> {
-    let row = sqlx::query(
+    let id = sqlx::query_scalar(
         "INSERT INTO jobs (kind, project_id, payload, dedupe_key, state, run_at, attempts, \
          max_attempts, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, 'queued', $5, 0, $6, $7, $7) \
@@ -73,7 +85,7 @@ pub async fn enqueue_in(conn: &mut AnyConnection, job: &NewJob, now: i64) -> Res
     .bind(now)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.map(|r| r.get::<i64, _>(0)))
+    Ok(id)
 }
 
 /// Folds new work into the queued job with `dedupe_key`: its payload
@@ -144,26 +156,17 @@ impl Store {
     /// `None` when nothing is runnable (or another process won the race).
     pub async fn claim_job(&self, worker: &str, now: i64, lease_ms: i64) -> Result<Option<JobRow>> {
         // Built from constants only.
-        let result = sqlx::query(sqlx::AssertSqlSafe(claim_sql(self.backend)))
+        let result = sqlx::query_as(sqlx::AssertSqlSafe(claim_sql(self.backend)))
             .bind(worker)
             .bind(now + lease_ms)
             .bind(now)
             .fetch_optional(&self.relaxed)
             .await;
-        let row = match result {
-            Ok(row) => row,
-            Err(e) if is_unique_violation(&e) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(row.map(|r| JobRow {
-            id: r.get(0),
-            kind: r.get(1),
-            project_id: r.get(2),
-            payload: r.get(3),
-            attempts: r.get(4),
-            max_attempts: r.get(5),
-            last_error: r.get(6),
-        }))
+        match result {
+            Ok(row) => Ok(row),
+            Err(e) if is_unique_violation(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Extends the lease; `false` means this worker no longer holds the job.
@@ -316,26 +319,19 @@ impl Store {
 
     /// Job counts by state, for `/metrics`.
     pub async fn job_counts(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        let counts = sqlx::query_as("SELECT state, COUNT(*) AS count FROM jobs GROUP BY state")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(counts)
     }
 
     pub async fn job(&self, id: i64) -> Result<Option<JobRecord>> {
-        let row = sqlx::query(
+        let job = sqlx::query_as(
             "SELECT id, kind, state, attempts, run_at, last_error FROM jobs WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| JobRecord {
-            id: r.get(0),
-            kind: r.get(1),
-            state: r.get(2),
-            attempts: r.get(3),
-            run_at: r.get(4),
-            last_error: r.get(5),
-        }))
+        Ok(job)
     }
 }

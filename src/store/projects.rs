@@ -89,7 +89,7 @@ impl SyncStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewProject {
-    pub provider: String,
+    pub provider: Provider,
     pub integration_id: Option<i64>,
     pub repo: String,
     pub branch: String,
@@ -281,7 +281,7 @@ async fn repository_branches(
          AND LOWER(repo) = LOWER($2) AND COALESCE(integration_id, 0) = COALESCE($3, 0) \
          ORDER BY id",
     )
-    .bind(&new.provider)
+    .bind(new.provider)
     .bind(&new.repo)
     .bind(new.integration_id)
     .fetch_all(&mut *conn)
@@ -382,7 +382,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'idle', $13, $13) \
              RETURNING id",
         )
-        .bind(&new.provider)
+        .bind(new.provider)
         .bind(new.integration_id)
         .bind(&new.repo)
         .bind(&new.branch)

@@ -85,7 +85,7 @@ pub async fn new_project(
         .store
         .create_project(
             &graft::store::projects::NewProject {
-                provider: provider.into(),
+                provider: graft::ids::Provider::parse(provider).expect("github or gitlab"),
                 integration_id: None,
                 repo: repo.into(),
                 branch: "main".into(),

@@ -107,7 +107,7 @@ pub async fn get_page(app: &TestApp, path: &str, cookie: &str) -> (u16, String) 
 
 pub fn new_project(repo: &str) -> NewProject {
     NewProject {
-        provider: "github".into(),
+        provider: graft::ids::Provider::Github,
         integration_id: None,
         repo: repo.into(),
         branch: "main".into(),
