@@ -544,7 +544,7 @@ async fn adopt_without_forge_settings_is_unavailable(db: TestDb) {
     let project = store
         .create_project(
             &NewProject {
-                provider: "gitlab".into(),
+                provider: graft::ids::Provider::Gitlab,
                 integration_id: Some(integration),
                 repo: "acme/infra".into(),
                 branch: "main".into(),
