@@ -143,6 +143,38 @@ pub(crate) fn join(prefix: &str, name: &str) -> String {
     }
 }
 
+impl FileRead {
+    /// A file as a forge's API returned it: `content` as text when
+    /// `is_text`, else base64; `TooLarge` past `max_bytes` (a forge may
+    /// send more than its listing said).
+    pub(crate) fn decoded(
+        forge: super::ForgeKind,
+        path: &str,
+        content: String,
+        is_text: bool,
+        blob_sha: String,
+        max_bytes: u64,
+    ) -> Result<FileRead> {
+        let content = if is_text {
+            content.into_bytes()
+        } else {
+            decode_base64(&content).ok_or_else(|| super::ForgeError::Unexpected {
+                forge,
+                message: format!("the content of `{path}` is not valid base64"),
+            })?
+        };
+        let size = content.len() as u64;
+        if size > max_bytes {
+            return Ok(FileRead::TooLarge { size });
+        }
+        Ok(FileRead::File {
+            path: path.to_string(),
+            content,
+            blob_sha,
+        })
+    }
+}
+
 /// Standard base64 as forges send it (GitHub wraps lines).
 pub(crate) fn decode_base64(text: &str) -> Option<Vec<u8>> {
     use base64::Engine;

@@ -16,7 +16,7 @@ use super::{GITHUB, GithubRepo, segment};
 use crate::forge::Result;
 use crate::forge::browse::{
     EntryKind, FileRead, MAX_REPOSITORIES, MAX_TREE_ENTRIES, RepoBrowse, RepositoryList,
-    RepositorySummary, Tree, TreeEntry, decode_base64, join,
+    RepositorySummary, Tree, TreeEntry, join,
 };
 use crate::forge::error::{ForgeError, ForgeKind};
 use crate::forge::http::{RawResponse, foreign_next_page, next_link_within};
@@ -288,22 +288,7 @@ impl RepoBrowse for GithubRepo {
             )
             .await?;
         let blob: BlobJson = decode(&response, what)?;
-        let content = match blob.encoding.as_str() {
-            "utf-8" => blob.content.into_bytes(),
-            _ => decode_base64(&blob.content).ok_or_else(|| ForgeError::Unexpected {
-                forge: GITHUB,
-                message: format!("the blob of `{path}` is not valid base64"),
-            })?,
-        };
-        if content.len() as u64 > max_bytes {
-            return Ok(FileRead::TooLarge {
-                size: content.len() as u64,
-            });
-        }
-        Ok(FileRead::File {
-            path: path.to_string(),
-            content,
-            blob_sha: entry.sha,
-        })
+        let is_text = blob.encoding == "utf-8";
+        FileRead::decoded(GITHUB, path, blob.content, is_text, entry.sha, max_bytes)
     }
 }

@@ -13,7 +13,7 @@ use super::{GITLAB, GitlabClient, GitlabRepo};
 use crate::forge::Result;
 use crate::forge::browse::{
     EntryKind, FileRead, MAX_REPOSITORIES, MAX_TREE_ENTRIES, RepoBrowse, RepositoryList,
-    RepositorySummary, Tree, TreeEntry, decode_base64,
+    RepositorySummary, Tree, TreeEntry,
 };
 use crate::forge::error::ForgeError;
 use crate::forge::http::encode;
@@ -219,22 +219,7 @@ impl RepoBrowse for GitlabRepo {
             .get("reading a file", &uri)
             .await
             .map_err(missing)?;
-        let content = match file.encoding.as_str() {
-            "text" => file.content.into_bytes(),
-            _ => decode_base64(&file.content).ok_or_else(|| ForgeError::Unexpected {
-                forge: GITLAB,
-                message: format!("the content of `{path}` is not valid base64"),
-            })?,
-        };
-        if content.len() as u64 > max_bytes {
-            return Ok(FileRead::TooLarge {
-                size: content.len() as u64,
-            });
-        }
-        Ok(FileRead::File {
-            path: path.to_string(),
-            content,
-            blob_sha: file.blob_id,
-        })
+        let is_text = file.encoding == "text";
+        FileRead::decoded(GITLAB, path, file.content, is_text, file.blob_id, max_bytes)
     }
 }
