@@ -374,6 +374,8 @@ async fn start_form(h: &Harness, admin: &str, head: &str) {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("POST /api/v1/projects"), "{html}");
     // Bad input: the shared checks' message, the form again, nothing stored.
     for (field, value, named) in [
         ("base_path", "../x", "base_path"),

@@ -145,6 +145,16 @@ pub async fn submit(
     admin: Admin,
     Form(values): Form<StartForm>,
 ) -> Response {
+    if admin.session.is_none() {
+        return message_page(
+            StatusCode::FORBIDDEN,
+            Page::error(
+                "Sign in to use this form",
+                "This form needs a dashboard session (sign in at /login); scripts create \
+                 projects with POST /api/v1/projects.",
+            ),
+        );
+    }
     if !admin.check_csrf(&state, &values.csrf) {
         return message_page(
             StatusCode::FORBIDDEN,
