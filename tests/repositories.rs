@@ -12,6 +12,7 @@ use graft::store::tokens::{TokenAccess, TokenScope};
 use serde_json::Value;
 use support::TestDb;
 use support::harness::Harness;
+use support::ui::{client, form, get_page, input_value, login, post_form_actions};
 
 const BIG: usize = 1024 * 1024 + 1;
 
@@ -290,10 +291,8 @@ async fn dashboard(h: &Harness, admin: &str) {
     assert_eq!(status, 200);
     assert!(html.contains("path=infra%2Fmodules"), "{html}");
     assert!(html.contains("file=infra%2Fmain.tf"), "{html}");
-    assert!(
-        html.contains("&quot;base_path&quot;: &quot;infra&quot;"),
-        "{html}"
-    );
+    assert_eq!(input_value(&html, "base_path").as_deref(), Some("infra"));
+    assert_eq!(input_value(&html, "branch").as_deref(), Some("main"));
     let file = "?provider=github&repo=acme/infra&ref=main&file=infra/main.tf";
     let (status, html) = page(h, admin, file).await;
     assert_eq!(status, 200);
@@ -304,6 +303,141 @@ async fn dashboard(h: &Harness, admin: &str) {
     assert!(html.contains("`path`"), "{html}");
     let (status, _) = page(h, admin, "?provider=github&repo=acme/secret&ref=main").await;
     assert_eq!(status, 404);
+}
+
+/// Posts the browse page's form to start a project, with a session cookie.
+async fn post_start(h: &Harness, cookie: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
+    let response = client()
+        .post(h.app.url("/repositories/start"))
+        .header("Cookie", cookie)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form(fields))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, location, response.text().await.unwrap())
+}
+
+/// The folder view's form creates the project the API would, with its
+/// audit event; bad input and forged or missing CSRF tokens create nothing.
+async fn start_form(h: &Harness, admin: &str, head: &str) {
+    let cookie = login(&h.app, admin).await;
+    let folder = "/repositories?provider=github&repo=acme/infra&ref=main&path=infra/modules";
+    let (status, html) = get_page(&h.app, folder, &cookie).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(post_form_actions(&html).contains(&"/repositories/start".to_string()));
+    let at = html.find("action=\"/repositories/start\"").unwrap();
+    let csrf = input_value(&html[at..], "csrf").unwrap();
+    assert!(!csrf.is_empty());
+    assert_eq!(input_value(&html, "provider").as_deref(), Some("github"));
+    assert_eq!(input_value(&html, "repo").as_deref(), Some("acme/infra"));
+    assert_eq!(
+        input_value(&html, "base_path").as_deref(),
+        Some("infra/modules")
+    );
+    // A commit sha is no branch: that field starts empty.
+    let at_sha = format!("/repositories?provider=github&repo=acme/infra&ref={head}&path=infra");
+    let (status, html) = get_page(&h.app, &at_sha, &cookie).await;
+    assert_eq!(status, 200, "{html}");
+    assert_eq!(input_value(&html, "branch").as_deref(), Some(""));
+    let fields = |csrf: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("csrf", csrf),
+            ("provider", "github"),
+            ("repo", "acme/infra"),
+            ("branch", "main"),
+            ("base_path", "infra/modules"),
+            ("kind", "configuration"),
+            ("mode", "direct"),
+            ("auto_sync", "true"),
+        ]
+    };
+    let csrf: &'static str = Box::leak(csrf.into_boxed_str());
+
+    // No token, a forged one, or a bearer caller (no session): refused.
+    for bad in ["", "forged"] {
+        let (status, _, html) = post_start(h, &cookie, &fields(bad)).await;
+        assert_eq!(status, 403, "{html}");
+    }
+    let response = client()
+        .post(h.app.url("/repositories/start"))
+        .bearer_auth(admin)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form(&fields(csrf)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("POST /api/v1/projects"), "{html}");
+    // Bad input: the shared checks' message, the form again, nothing stored.
+    for (field, value, named) in [
+        ("base_path", "../x", "base_path"),
+        ("kind", "helm", "`kind` must be `iac` or `configuration`"),
+        ("branch", "a..b", "not a valid git branch name"),
+        (
+            "integration_id",
+            "seven",
+            "`integration_id` must be a whole number",
+        ),
+    ] {
+        let mut sent = fields(csrf);
+        sent.retain(|(k, _)| *k != field);
+        sent.push((field, value));
+        let (status, _, html) = post_start(h, &cookie, &sent).await;
+        assert_eq!(status, 422, "{field}: {html}");
+        assert!(html.contains(&maud_escape(named)), "{field}: {html}");
+        assert!(post_form_actions(&html).contains(&"/repositories/start".to_string()));
+    }
+    assert!(h.app.store.list_projects().await.unwrap().is_empty());
+
+    let (status, location, html) = post_start(h, &cookie, &fields(csrf)).await;
+    assert_eq!(status, 303, "{html}");
+    let projects = h.app.store.list_projects().await.unwrap();
+    assert_eq!(projects.len(), 1);
+    let p = &projects[0];
+    assert_eq!(location, format!("/projects/{}", p.id));
+    assert_eq!(
+        (
+            p.provider.as_str(),
+            p.repo.as_str(),
+            p.branch.as_str(),
+            p.base_path.as_str()
+        ),
+        ("github", "acme/infra", "main", "infra/modules")
+    );
+    assert_eq!(
+        (p.kind, p.mode, p.auto_sync, p.auto_merge),
+        (
+            graft::store::projects::Kind::Configuration,
+            graft::store::projects::Mode::Direct,
+            true,
+            false
+        )
+    );
+    let events = h.app.store.list_events(Some(p.id), 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].kind.as_str(), events[0].actor.as_str()),
+        ("project.created", "token:admin")
+    );
+    // The same project again: the API's conflict, shown with the form.
+    let (status, _, html) = post_start(h, &cookie, &fields(csrf)).await;
+    assert_eq!(status, 409, "{html}");
+    assert!(post_form_actions(&html).contains(&"/repositories/start".to_string()));
+    assert_eq!(h.app.store.list_projects().await.unwrap().len(), 1);
+}
+
+fn maud_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 async fn github(db: TestDb) {
@@ -357,6 +491,7 @@ async fn github(db: TestDb) {
     );
 
     dashboard(&h, &admin).await;
+    start_form(&h, &admin, &head).await;
 
     // GitHub cuts big recursive trees; graft says so.
     h.github.set_max_tree_entries(2);
@@ -386,6 +521,25 @@ async fn github(db: TestDb) {
     }
     let (status, _) = page(&h, &generator, "?provider=github").await;
     assert_eq!(status, 403);
+    // Nor may a generator start a project through the dashboard's form.
+    let before = h.app.store.list_projects().await.unwrap().len();
+    let response = client()
+        .post(h.app.url("/repositories/start"))
+        .bearer_auth(&generator)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("provider", "github"),
+            ("repo", "acme/infra"),
+            ("branch", "main"),
+            ("base_path", "other"),
+            ("kind", "iac"),
+            ("mode", "direct"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(h.app.store.list_projects().await.unwrap().len(), before);
     assert!(
         h.github.violations().is_empty(),
         "{:?}",

@@ -21,6 +21,7 @@ use crate::events::Provider;
 use crate::http::HttpState;
 use crate::store::audit::NewEvent;
 use crate::store::projects::{Kind, Mode, NewProject, Project};
+use crate::store::tokens::ApiToken;
 use crate::store::{Store, StoreError, now_ms};
 use crate::sync::schedule::{SyncRequest, enqueue_sync};
 use crate::validation;
@@ -199,7 +200,12 @@ const PROJECT_FIELDS: &[&str] = &[
 
 /// The actor the audit log records for a request.
 pub fn actor(caller: &Caller) -> String {
-    format!("token:{}", caller.0.name)
+    token_actor(&caller.0)
+}
+
+/// The audit actor of a token (an API caller or a dashboard session).
+pub fn token_actor(token: &ApiToken) -> String {
+    format!("token:{}", token.name)
 }
 
 /// The project named by the URL, or a 404 that says which.
@@ -300,8 +306,23 @@ pub fn parse_new_project(body: Value) -> Result<NewProject, ApiError> {
 async fn create_project(
     State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
-    ApiJson(mut body): ApiJson<Value>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let project = create_from_body(&state, body, &actor(&caller)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(project_json(&state.ctx.store, &project).await?),
+    ))
+}
+
+/// Checks a new project's body, stores the project and records
+/// `project.created` as `actor`: the API and the dashboard's form both
+/// create projects here, so they refuse the same input with the same words.
+pub async fn create_from_body(
+    state: &HttpState,
+    mut body: Value,
+    actor: &str,
+) -> Result<Project, ApiError> {
     let commit_via = take_commit_via(&mut body)?;
     let mut new = parse_new_project(body)?;
     new.commit_via = commit_via.unwrap_or_default();
@@ -332,7 +353,7 @@ async fn create_project(
         .record_event(
             &NewEvent {
                 project_id: Some(project.id),
-                actor: &actor(&caller),
+                actor,
                 kind: "project.created",
                 message: &format!(
                     "project {} created for {} {} branch `{}` base path `{}`",
@@ -343,10 +364,7 @@ async fn create_project(
             now,
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(project_json(&state.ctx.store, &project).await?),
-    ))
+    Ok(project)
 }
 
 /// List projects

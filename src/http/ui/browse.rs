@@ -2,7 +2,7 @@
 //! scripts): the providers, a provider's repositories, a folder of one
 //! repository at a ref, a file. The same checks and forge calls as
 //! `/api/v1/repositories` (read only, so no CSRF token is needed); a folder
-//! shows the project it would make.
+//! shows a form that starts a project from it ([`start`]).
 
 use std::collections::BTreeMap;
 
@@ -10,6 +10,7 @@ use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use maud::{Markup, html};
 
+use super::start::{self, StartForm};
 use super::views::{self, Nav, Page};
 use super::{Admin, message_page};
 use crate::file_set::MAX_FILE_BYTES;
@@ -17,7 +18,6 @@ use crate::forge::browse::{EntryKind, FileRead};
 use crate::http::HttpState;
 use crate::http::error::ApiError;
 use crate::http::repositories::{Params, forge_error};
-use crate::ids::Provider;
 
 const PARAMS: &[&str] = &["provider", "repo", "ref", "path", "file", "integration_id"];
 
@@ -36,7 +36,7 @@ pub async fn page(
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
     let nav = Nav::of(&admin, &state);
-    match body(&state, query).await {
+    match body(&state, query, &admin.csrf(&state)).await {
         Ok((title, body)) => {
             Html(views::layout(&title, false, Some(&nav), body).into_string()).into_response()
         }
@@ -47,6 +47,7 @@ pub async fn page(
 async fn body(
     state: &HttpState,
     query: BTreeMap<String, String>,
+    csrf: &str,
 ) -> Result<(String, Markup), ApiError> {
     let file = query.get("file").cloned();
     let params = Params::new(query.clone(), PARAMS)?;
@@ -139,15 +140,7 @@ async fn body(
         .await
         .map_err(forge_error)?;
     let parent = path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
-    let project = serde_json::json!({
-        "provider": provider.as_str(),
-        "repo": repo,
-        "branch": reference,
-        "base_path": path,
-        "kind": "iac",
-        "mode": "pull_request",
-        "integration_id": integration.filter(|_| provider == Provider::Gitlab),
-    });
+    let start = StartForm::for_folder(provider, &repo, &reference, &path, integration);
     let body = html! {
         h1 { code { (repo) } " · " code { @if path.is_empty() { "/" } @else { (path) } } }
         p.muted { "at " code { (reference) } " (commit " span.sha { (tree.commit_sha) } ")" }
@@ -168,15 +161,12 @@ async fn body(
             }
         }
         h2 { "Start a project from this folder" }
-        p {
-            "Create it with an admin token (" code { "POST /api/v1/projects" } "); this body "
-            "targets " code { (reference) } " with the base path " code { (path) } ":"
-        }
-        pre.box.start-project { (serde_json::to_string_pretty(&project).unwrap_or_default()) }
         p.muted {
-            "Then " code { "POST /api/v1/projects/{id}/adopt" } " takes the files already here "
-            "into management without a commit."
+            "graft will manage " code { @if path.is_empty() { "the whole repository" } @else { (path) } }
+            " on the target branch. Files already there stay unmanaged until you adopt them "
+            "(" code { "POST /api/v1/projects/{id}/adopt" } ") from the new project's page."
         }
+        (start::form(&start, csrf))
     };
     Ok((format!("{repo}: {path}"), body))
 }

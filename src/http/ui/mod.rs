@@ -5,6 +5,7 @@
 
 mod browse;
 pub mod session;
+mod start;
 pub(crate) mod views;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/", get(dashboard))
         .route("/projects/{id}", get(project_page))
         .route("/repositories", get(browse::page))
+        .route(start::ACTION, post(start::submit))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
 }
