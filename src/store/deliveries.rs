@@ -134,9 +134,7 @@ impl Store {
         Ok(value)
     }
 
-    /// Records the outcome of one processing attempt. Its job's outcome
-    /// must be recorded after it: on PostgreSQL this write does not wait
-    /// for the WAL flush, the job's (synchronous) completion does for both.
+    /// Records the outcome of one processing attempt.
     pub async fn finish_delivery(
         &self,
         id: i64,
@@ -152,7 +150,7 @@ impl Store {
         .bind(error)
         .bind(now)
         .bind(id)
-        .execute(&self.relaxed)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

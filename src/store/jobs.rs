@@ -160,7 +160,7 @@ impl Store {
             .bind(worker)
             .bind(now + lease_ms)
             .bind(now)
-            .fetch_optional(&self.relaxed)
+            .fetch_optional(&self.writer)
             .await;
         match result {
             Ok(row) => Ok(row),
@@ -177,7 +177,7 @@ impl Store {
         .bind(until)
         .bind(id)
         .bind(worker)
-        .execute(&self.relaxed)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -78,15 +78,6 @@ pub struct Store {
     /// polling for the file's write lock in the busy handler's sleeps.
     /// On PostgreSQL the same pool as `pool`.
     writer: AnyPool,
-    /// Where writes go that a database crash may lose without harm: a
-    /// job's claim and lease renewals, a delivery's outcome written just
-    /// before its job completes. On PostgreSQL these connections commit
-    /// without waiting for the WAL flush (`synchronous_commit = off`):
-    /// a lost claim puts the job back in the queue, which is what a dead
-    /// worker does too, and the job's completion, committed synchronously
-    /// after them, flushes them with it (the WAL is written in order). On
-    /// SQLite the writer.
-    relaxed: AnyPool,
     backend: Backend,
     intake: std::sync::Arc<group_commit::IntakeQueue>,
 }
@@ -245,31 +236,15 @@ impl Store {
             }
             Backend::Postgres => {
                 let pool = pool_options
-                    .connect_with(options.clone())
+                    .connect_with(options)
                     .await
                     .map_err(connect_error)?;
                 (pool.clone(), pool)
             }
         };
-        let relaxed = match backend {
-            Backend::Sqlite => writer.clone(),
-            Backend::Postgres => AnyPoolOptions::new()
-                .acquire_timeout(Duration::from_secs(10))
-                .max_connections(4)
-                .after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        conn.execute("SET synchronous_commit = off").await?;
-                        Ok(())
-                    })
-                })
-                .connect_with(options)
-                .await
-                .map_err(connect_error)?,
-        };
         Ok(Store {
             pool,
             writer,
-            relaxed,
             backend,
             intake: std::sync::Arc::new(group_commit::IntakeQueue::new(match backend {
                 Backend::Sqlite => 1,
