@@ -229,7 +229,7 @@ impl Store {
                         .acquire_timeout(Duration::from_secs(10))
                         .max_connections(1),
                 )
-                .connect_with(options.clone())
+                .connect_with(options)
                 .await
                 .map_err(connect_error)?;
                 (pool, writer)
