@@ -15,7 +15,6 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::input::Fields;
 use super::projects::{actor, load_project};
-use crate::forge::ForgeError;
 use crate::http::HttpState;
 use crate::sync::adopt::{AdoptError, Adoption, MAX_ADOPT_FILES, adopt};
 use crate::sync::errors::SyncError;
@@ -105,13 +104,8 @@ fn adopt_error(error: AdoptError) -> ApiError {
         }
         AdoptError::Sync(SyncError::Store(e)) => e.into(),
         AdoptError::Sync(e @ SyncError::Config(_)) => ApiError::invalid_field(e.describe()),
-        // graft itself lacks the forge's settings: not the request's fault,
-        // and not the forge's either.
-        AdoptError::Sync(e @ SyncError::Forge(ForgeError::Config(_))) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "forge_not_configured",
-            e.describe(),
-        ),
+        // The forge's own classes, as the repositories routes report them.
+        AdoptError::Sync(SyncError::Forge(e)) => e.into(),
         AdoptError::Sync(e) => ApiError::new(StatusCode::BAD_GATEWAY, "forge_error", e.describe()),
     }
 }
@@ -132,12 +126,13 @@ fn adopt_error(error: AdoptError) -> ApiError {
     request_body(content = Option<AdoptBody>, description = "Optional; without `paths`, every file under the base path"),
     responses(
         (status = 200, description = "Adopted", body = AdoptResult),
-        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such project, or the forge no longer has the repository", body = ErrorBody),
         (status = 409, description = "`conflict`: the target branch moved since graft last followed it; sync first", body = ErrorBody),
         (status = 413, description = "`too_large`: more than 10,000 files", body = ErrorBody),
         (status = 422, description = "`invalid_field`: a path is not a valid relative path", body = ErrorBody),
+        (status = 403, description = "`forge_forbidden`: the forge denied graft access", body = ErrorBody),
         (status = 502, description = "`forge_error`: the repository could not be read", body = ErrorBody),
-        (status = 503, description = "`forge_not_configured`: graft has no settings for the project's forge", body = ErrorBody),
+        (status = 503, description = "`forge_not_configured`: graft has no settings for the project's forge; `rate_limited`", body = ErrorBody),
     )
 )]
 async fn adopt_files(

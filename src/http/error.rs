@@ -8,6 +8,7 @@ use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::forge::ForgeError;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,5 +154,28 @@ pub struct ApiQuery<T>(pub T);
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         ApiError::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+/// A forge failure as the API reports it: the forge's own classes, as a
+/// sync reports them, with a status that says whose move it is.
+impl From<ForgeError> for ApiError {
+    fn from(error: ForgeError) -> Self {
+        let (status, code) = match &error {
+            ForgeError::NotFound { .. } | ForgeError::NotInstalled { .. } => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            ForgeError::NoPermission { .. } => (StatusCode::FORBIDDEN, "forge_forbidden"),
+            ForgeError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "forge_refused"),
+            // graft itself lacks the forge's settings: not the request's
+            // fault, and not the forge's either.
+            ForgeError::Config(_) => (StatusCode::SERVICE_UNAVAILABLE, "forge_not_configured"),
+            ForgeError::RateLimited { .. } => (StatusCode::SERVICE_UNAVAILABLE, "rate_limited"),
+            ForgeError::AuthLost { .. }
+            | ForgeError::Server { .. }
+            | ForgeError::Network { .. }
+            | ForgeError::Unexpected { .. } => (StatusCode::BAD_GATEWAY, "forge_error"),
+        };
+        ApiError::new(status, code, error.to_string())
     }
 }

@@ -18,8 +18,7 @@ use super::error::{ApiError, ApiJson, ApiQuery, ErrorBody};
 use super::files::Content;
 use super::projects::ProviderName;
 use crate::file_set::{MAX_FILE_BYTES, content_json};
-use crate::forge::ForgeError;
-use crate::forge::browse::{EntryKind, FileRead, TreeEntry};
+use crate::forge::browse::FileRead;
 use crate::git::paths;
 use crate::http::HttpState;
 use crate::ids::Provider;
@@ -93,8 +92,9 @@ pub struct RepositoryFile {
     pub blob_sha: String,
 }
 
-/// The query parameters, each allowed name at most once; any other name is
-/// refused, so a misspelt parameter is not silently ignored.
+/// The query parameters by name (a name given twice keeps its last value);
+/// any other name is refused, so a misspelt parameter is not silently
+/// ignored.
 pub(crate) struct Params(BTreeMap<String, String>);
 
 impl Params {
@@ -159,7 +159,7 @@ impl Params {
     /// the repository's root, no `..`.
     pub(crate) fn path(&self, required: bool) -> Result<String, ApiError> {
         let path = match self.0.get("path") {
-            Some(path) => path.trim_end_matches('/').to_string(),
+            Some(path) => path.trim().trim_end_matches('/').to_string(),
             None if !required => String::new(),
             None => {
                 return Err(ApiError::bad_request(
@@ -221,37 +221,6 @@ impl Params {
     }
 }
 
-/// A forge failure as the API reports it: the forge's own classes, as a
-/// sync reports them, with a status that says whose move it is.
-pub fn forge_error(error: ForgeError) -> ApiError {
-    let (status, code) = match &error {
-        ForgeError::NotFound { .. } | ForgeError::NotInstalled { .. } => {
-            (StatusCode::NOT_FOUND, "not_found")
-        }
-        ForgeError::NoPermission { .. } => (StatusCode::FORBIDDEN, "forge_forbidden"),
-        ForgeError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "forge_refused"),
-        ForgeError::Config(_) => (StatusCode::SERVICE_UNAVAILABLE, "forge_not_configured"),
-        ForgeError::RateLimited { .. } => (StatusCode::SERVICE_UNAVAILABLE, "rate_limited"),
-        ForgeError::AuthLost { .. }
-        | ForgeError::Server { .. }
-        | ForgeError::Network { .. }
-        | ForgeError::Unexpected { .. } => (StatusCode::BAD_GATEWAY, "forge_error"),
-    };
-    ApiError::new(status, code, error.to_string())
-}
-
-fn entry_json(entry: &TreeEntry) -> Value {
-    json!({
-        "path": entry.path,
-        "type": match entry.kind {
-            EntryKind::Blob => "blob",
-            EntryKind::Tree => "tree",
-        },
-        "size": entry.size,
-        "blob_sha": entry.blob_sha,
-    })
-}
-
 /// List repositories
 ///
 /// The repositories graft can reach: on GitHub those of every
@@ -285,7 +254,7 @@ async fn list_repositories(
         .forges
         .repositories(provider, integration)
         .await
-        .map_err(forge_error)?;
+        .map_err(ApiError::from)?;
     Ok(ApiJson(json!({
         "repositories": list.repositories,
         "truncated": list.truncated,
@@ -343,15 +312,15 @@ async fn repository_tree(
         .forges
         .browser(provider, integration, &repo)
         .await
-        .map_err(forge_error)?;
+        .map_err(ApiError::from)?;
     let tree = browser
         .tree(&reference, &path, recursive)
         .await
-        .map_err(forge_error)?;
-    let entries: Vec<Value> = tree.entries.iter().map(entry_json).collect();
+        .map_err(ApiError::from)?;
+    // `TreeEntry` serialises as the documented entry: {path, type, size, blob_sha}.
     Ok(ApiJson(json!({
         "commit_sha": tree.commit_sha,
-        "entries": entries,
+        "entries": tree.entries,
         "truncated": tree.truncated,
     })))
 }
@@ -400,11 +369,11 @@ async fn repository_file(
         .forges
         .browser(provider, integration, &repo)
         .await
-        .map_err(forge_error)?;
+        .map_err(ApiError::from)?;
     match browser
         .file(&reference, &path, MAX_FILE_BYTES as u64)
         .await
-        .map_err(forge_error)?
+        .map_err(ApiError::from)?
     {
         FileRead::File {
             path,

@@ -17,7 +17,7 @@ use crate::file_set::MAX_FILE_BYTES;
 use crate::forge::browse::{EntryKind, FileRead};
 use crate::http::HttpState;
 use crate::http::error::ApiError;
-use crate::http::repositories::{Params, forge_error};
+use crate::http::repositories::Params;
 
 const PARAMS: &[&str] = &["provider", "repo", "ref", "path", "file", "integration_id"];
 
@@ -70,7 +70,7 @@ async fn body(
             .forges
             .repositories(provider, integration)
             .await
-            .map_err(forge_error)?;
+            .map_err(ApiError::from)?;
         let body = html! {
             h1 { "Repositories on " (provider) }
             @if list.truncated { div.box.error { p { "Only the first 5,000 are shown." } } }
@@ -99,7 +99,7 @@ async fn body(
         .forges
         .browser(provider, integration, &repo)
         .await
-        .map_err(forge_error)?;
+        .map_err(ApiError::from)?;
     let here = |extra: &[(&str, &str)]| {
         let mut pairs = vec![
             ("provider", provider.as_str()),
@@ -115,7 +115,7 @@ async fn body(
         let read = browser
             .file(&reference, &path, MAX_FILE_BYTES as u64)
             .await
-            .map_err(forge_error)?;
+            .map_err(ApiError::from)?;
         let parent = path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
         let body = html! {
             h1 { code { (repo) } " · " code { (path) } }
@@ -138,7 +138,7 @@ async fn body(
     let tree = browser
         .tree(&reference, &path, false)
         .await
-        .map_err(forge_error)?;
+        .map_err(ApiError::from)?;
     let parent = path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
     let start = StartForm::for_folder(provider, &repo, &reference, &path, integration);
     let body = html! {
