@@ -58,6 +58,18 @@ pub enum EntryKind {
     Tree,
 }
 
+impl EntryKind {
+    /// A forge's tree entry `type` (both say `blob`/`tree`); `None` for a
+    /// submodule (`commit`), which is left out.
+    pub(crate) fn parse(kind: &str) -> Option<Self> {
+        match kind {
+            "blob" => Some(EntryKind::Blob),
+            "tree" => Some(EntryKind::Tree),
+            _ => None,
+        }
+    }
+}
+
 /// One entry of a tree; submodules are left out (nothing to browse).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TreeEntry {

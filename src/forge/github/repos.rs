@@ -244,11 +244,7 @@ impl RepoBrowse for GithubRepo {
             .tree
             .into_iter()
             .filter_map(|e| {
-                let kind = match e.kind.as_str() {
-                    "blob" => EntryKind::Blob,
-                    "tree" => EntryKind::Tree,
-                    _ => return None,
-                };
+                let kind = EntryKind::parse(&e.kind)?;
                 let blob = kind == EntryKind::Blob;
                 Some(TreeEntry {
                     path: join(path, &e.path),

@@ -150,11 +150,7 @@ impl RepoBrowse for GitlabRepo {
                 MAX_PAGES,
                 |page: Vec<TreeItemJson>| {
                     entries.extend(page.into_iter().filter_map(|e| {
-                        let kind = match e.kind.as_str() {
-                            "blob" => EntryKind::Blob,
-                            "tree" => EntryKind::Tree,
-                            _ => return None,
-                        };
+                        let kind = EntryKind::parse(&e.kind)?;
                         Some(TreeEntry {
                             path: e.path,
                             kind,
