@@ -562,6 +562,7 @@ async fn rss_child(url: &str, work: &str) {
         branch: "graft/rss",
         mode: PushMode::ForceWithLease { expected: None },
         timeout: Duration::from_secs(600),
+        advertised: None,
     })
     .await
     .expect("push");

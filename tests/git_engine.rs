@@ -132,6 +132,7 @@ async fn sync(
         branch,
         mode: PushMode::FastForward,
         timeout: Duration::from_secs(30),
+        advertised: None,
     })
     .await
     .expect("push");
@@ -570,6 +571,7 @@ async fn a_wrong_token_is_an_auth_error_without_the_token() {
         branch: "copy",
         mode: PushMode::FastForward,
         timeout: Duration::from_secs(30),
+        advertised: None,
     })
     .await
     .unwrap_err();
@@ -608,6 +610,7 @@ async fn protected_branches_and_stale_leases_are_told_apart() {
         branch,
         mode,
         timeout: Duration::from_secs(30),
+        advertised: None,
     };
 
     world.host.protect_branch(REPO, "main");
@@ -1008,6 +1011,7 @@ async fn pushes_to_a_missing_repository_or_a_silent_server_are_told_apart() {
                 branch: "copy",
                 mode: PushMode::FastForward,
                 timeout,
+                advertised: None,
             })
             .await
         }
@@ -1130,6 +1134,7 @@ async fn the_pipeline_prepares_a_validated_commit_for_the_engine_to_push() {
         branch: "graft/acme",
         mode: PushMode::ForceWithLease { expected: None },
         timeout: Duration::from_secs(30),
+        advertised: None,
     })
     .await
     .unwrap();

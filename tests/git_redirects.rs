@@ -119,6 +119,7 @@ async fn a_push_sends_no_token_where_a_redirect_points() {
         branch: "graft/x",
         mode: PushMode::ForceWithLease { expected: None },
         timeout: Duration::from_secs(30),
+        advertised: None,
     })
     .await;
     let error = result.expect_err("a redirect is not followed").to_string();

@@ -259,6 +259,7 @@ async fn a_shallow_mirror_pushes_commits_the_server_takes_whole() {
             branch: "graft/p",
             mode: PushMode::ForceWithLease { expected },
             timeout: Duration::from_secs(30),
+            advertised: None,
         })
         .await
         .unwrap_or_else(|e| panic!("push {round}: {e}"));

@@ -12,6 +12,7 @@ use gix::ObjectId;
 use super::check::{self, Check};
 use super::mirror::{Mirror, MirrorCache, Want};
 use super::overlay::{self, CommitInfo, ManagedFile, Overlay, OverlayInput};
+use super::push::Advertised;
 use super::read::commit_tree;
 use super::validate::{self, Finding};
 use super::{GitAuth, GitError, Identity, local};
@@ -25,11 +26,27 @@ pub struct Fetched {
     pub objects_received: u64,
     /// Where the mirror came from, to fetch more of it later.
     origin: Option<(String, GitAuth)>,
+    /// The push's ref advertisement, read beside the fetch; the first push
+    /// takes it.
+    early_push: std::sync::Mutex<Option<Advertised>>,
 }
 
 impl Fetched {
     pub fn head(&self, branch: &str) -> Option<ObjectId> {
         self.heads.get(branch).copied()
+    }
+
+    /// Keeps `advertised` for the first push from this fetch.
+    pub fn with_push_advertisement(self, advertised: Option<Advertised>) -> Self {
+        if let Ok(mut early) = self.early_push.lock() {
+            *early = advertised;
+        }
+        self
+    }
+
+    /// The advertisement read beside the fetch, once.
+    pub fn take_push_advertisement(&self) -> Option<Advertised> {
+        self.early_push.lock().ok()?.take()
     }
 
     /// Runs blocking gix work on the mirror on a blocking thread. An object
@@ -73,6 +90,7 @@ pub async fn fetch(
         heads: fetched.heads,
         objects_received: fetched.objects_received,
         origin: None,
+        early_push: Default::default(),
     })
 }
 
@@ -105,6 +123,7 @@ pub async fn fetch_wanted(
         heads: fetched.heads,
         objects_received: fetched.objects_received,
         origin: Some((url.to_string(), auth.clone())),
+        early_push: Default::default(),
     })
 }
 

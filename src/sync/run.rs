@@ -10,10 +10,11 @@ use gix::ObjectId;
 use crate::context::Context;
 use crate::git::GitError;
 use crate::git::pipeline::{self, BuildSpec, Fetched};
-use crate::git::push::{PushMode, PushRequest, push};
+use crate::git::push::{PushMode, PushRequest, advertise, push};
 use crate::git::read::{self, TreeFile};
 use crate::git::validate::passed;
 use crate::store::audit::NewEvent;
+use crate::store::commit_via::CommitVia;
 use crate::store::now_ms;
 use crate::store::projects::{Mode, Project, SyncStatus};
 
@@ -30,6 +31,8 @@ use super::write;
 /// Fetch-overlay-push rounds when the remote moves under us.
 const ATTEMPTS: usize = 3;
 const PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// The advertisement read ahead is a nicety: past this the push reads its own.
+const ADVERTISE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The sync job's entry point. A failure is recorded on the project once,
 /// by the worker when it gives up (at once for a fatal error, after the
@@ -67,8 +70,17 @@ async fn sync(ctx: &Context, project: &Project, request: &SyncRequest) -> Result
         Box::pin(show_syncing(ctx, project.id)),
         Box::pin(async {
             let remote = pipeline::phase("forge_setup", remote_for(ctx, project)).await?;
-            let fetched = fetch_for(ctx, project, &remote).await?;
-            Ok::<_, SyncError>((remote, fetched))
+            // The push's ref advertisement is read beside the fetch, so the
+            // push starts with its pack (API commits push nothing).
+            let early_push = async {
+                match project.commit_via {
+                    CommitVia::Git => advertise(&remote.url, &remote.auth, ADVERTISE_TIMEOUT).await,
+                    CommitVia::Api => None,
+                }
+            };
+            let (fetched, advertised) =
+                tokio::join!(fetch_for(ctx, project, &remote), early_push);
+            Ok::<_, SyncError>((remote, fetched?.with_push_advertisement(advertised)))
         })
     );
     let (remote, fetched) = first?;
@@ -213,6 +225,7 @@ pub(super) async fn push_to(
             branch,
             mode,
             timeout: PUSH_TIMEOUT,
+            advertised: fetched.take_push_advertisement(),
         }),
     )
     .await

@@ -37,6 +37,22 @@ pub struct PushRequest<'a> {
     pub branch: &'a str,
     pub mode: PushMode,
     pub timeout: Duration,
+    /// The server's advertisement, read while the sync fetched
+    /// ([`advertise`]); `None`: the push reads it first.
+    pub advertised: Option<Advertised>,
+}
+
+pub use native::Advertised;
+
+/// Reads the receive-pack advertisement of `url` ahead of a push, so the
+/// push can start with its pack (one round trip less); run beside the
+/// fetch. `None` where graft's own push would not use it. Bounded by
+/// `timeout`.
+pub async fn advertise(url: &str, auth: &GitAuth, timeout: Duration) -> Option<Advertised> {
+    tokio::time::timeout(timeout, native::advertise(url, auth))
+        .await
+        .ok()
+        .flatten()
 }
 
 pub async fn push(request: PushRequest<'_>) -> Result<(), GitError> {

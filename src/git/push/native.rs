@@ -10,16 +10,17 @@
 //! header, no redirect followed, no proxy, git's wording of failures.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gix::ObjectId;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use secrecy::ExposeSecret;
 
 use super::plan::{Plan, plan};
+use super::wire::Advertisement;
 use super::{PushRequest, classify_push_failure, pack, wire};
 use crate::git::scrub::scrub;
-use crate::git::{GitError, local};
+use crate::git::{GitAuth, GitError, local};
 
 /// The most of a ref advertisement read: far above any real repository's
 /// refs, a bound on a server that never stops.
@@ -54,6 +55,41 @@ fn client() -> Result<&'static reqwest::Client, GitError> {
         .map_err(|e| GitError::Local(format!("cannot set up the HTTP client: {e}")))
 }
 
+/// How long an advertisement read ahead of the push is used: the sync's
+/// fetch and build in between take well under a second, a slow validation
+/// longer; past this the push reads a fresh one.
+const EARLY_ADVERTISEMENT_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// The server's receive-pack ref advertisement, read while the sync
+/// fetches (see [`super::advertise`]): the push then starts with the
+/// pack instead of a round trip.
+#[derive(Debug, Clone)]
+pub struct Advertised {
+    ad: Advertisement,
+    read_at: Instant,
+}
+
+/// Reads the advertisement for a later push of `url`, or `None` where the
+/// push would not use it (not plain smart HTTP, any failure: the push
+/// reads its own and reports what went wrong).
+pub async fn advertise(url: &str, auth: &GitAuth) -> Option<Advertised> {
+    let base = smart_http_base(url)?;
+    let http = Http::new(url, auth).ok()?;
+    let started = Instant::now();
+    let ad = match http.advertisement(base).await {
+        Ok(Ok(ad)) => ad,
+        Ok(Err(_)) | Err(_) => return None,
+    };
+    tracing::debug!(
+        advertised_ms = started.elapsed().as_millis() as u64,
+        "push advertisement read ahead"
+    );
+    Some(Advertised {
+        ad,
+        read_at: Instant::now(),
+    })
+}
+
 /// Pushes as [`super::push`] does, or says why the git CLI should.
 pub async fn push(request: &PushRequest<'_>) -> Result<Outcome, GitError> {
     let Some(base) = smart_http_base(request.url) else {
@@ -66,72 +102,134 @@ pub async fn push(request: &PushRequest<'_>) -> Result<Outcome, GitError> {
     let Ok((mirror, parents)) = parents(request).await else {
         return Ok(Outcome::Cli("the commit is not in the mirror"));
     };
-    let http = Http::new(request)?;
-    let started = Instant::now();
-    let response = http
-        .send(
-            http.client
-                .get(format!("{base}/info/refs?service=git-receive-pack")),
-        )
-        .await?;
-    if content_type(&response) != Some(wire::ADVERTISEMENT_TYPE) {
-        return Ok(Outcome::Cli("not a smart HTTP server"));
+    let http = Http::new(request.url, request.auth)?;
+    let push = OnePush {
+        http: &http,
+        base,
+        refname: &refname,
+        request,
+        parents: &parents,
+        mirror: &mirror,
+    };
+    // An advertisement read ahead is used only to send: a refusal (its
+    // branch value may have moved since) or any other plan is decided
+    // again on a fresh one, exactly as without it.
+    let early = request
+        .advertised
+        .as_ref()
+        .filter(|early| early.read_at.elapsed() < EARLY_ADVERTISEMENT_MAX_AGE);
+    if let Some(early) = early
+        && let Plan::Send { old, base } = push.plan(&early.ad)
+    {
+        match push.send(&early.ad, old, base, 0).await? {
+            Sent::Done => return Ok(Outcome::Done),
+            Sent::Refused(_) => {
+                tracing::debug!("push refused against the early advertisement; reading it again");
+            }
+        }
     }
-    let body = http
-        .body(response, MAX_ADVERTISEMENT_BYTES, "ref advertisement")
-        .await?;
-    let Ok(ad) = wire::parse_advertisement(&body) else {
-        return Ok(Outcome::Cli("an unreadable ref advertisement"));
+    let started = Instant::now();
+    let ad = match http.advertisement(base).await? {
+        Ok(ad) => ad,
+        Err(reason) => return Ok(Outcome::Cli(reason)),
     };
     let advertised_ms = started.elapsed().as_millis() as u64;
-    let (old, base_commit) = match plan(&ad, &refname, request.commit, &parents, request.mode) {
+    let (old, base_commit) = match push.plan(&ad) {
         Plan::UpToDate => return Ok(Outcome::Done),
         Plan::Refused(text) => return Err(classify_push_failure(&text)),
         Plan::Cli(reason) => return Ok(Outcome::Cli(reason)),
         Plan::Send { old, base } => (old, base),
     };
-    let packed = Instant::now();
-    let (objects, pack) = pack_for(mirror, request.commit, base_commit, old).await?;
-    let pack_ms = packed.elapsed().as_millis() as u64;
-    let sideband = ad.capability("side-band-64k").is_some();
-    let mut capabilities = vec!["report-status".to_string()];
-    for wanted in ["side-band-64k", "quiet"] {
-        if ad.capability(wanted).is_some() {
-            capabilities.push(wanted.to_string());
-        }
+    match push.send(&ad, old, base_commit, advertised_ms).await? {
+        Sent::Done => Ok(Outcome::Done),
+        Sent::Refused(text) => Err(classify_push_failure(&scrub(&text, &http.secrets))),
     }
-    if ad.capability("agent").is_some() {
-        capabilities.push(concat!("agent=graft/", env!("CARGO_PKG_VERSION")).to_string());
-    }
-    let sent = Instant::now();
-    let response = http
-        .send(
-            http.client
-                .post(format!("{base}/git-receive-pack"))
-                .header(CONTENT_TYPE, wire::REQUEST_TYPE)
-                .header(ACCEPT, wire::RESULT_TYPE)
-                .body(wire::request(
-                    old,
-                    request.commit,
-                    &refname,
-                    &capabilities,
-                    &pack,
-                )),
+}
+
+/// What the server said of a pack sent.
+enum Sent {
+    Done,
+    /// Refused, in git's words.
+    Refused(String),
+}
+
+/// One push's fixed parts: where, what, and the commit's parents.
+struct OnePush<'p, 'r> {
+    http: &'p Http<'r>,
+    base: &'p str,
+    refname: &'p str,
+    request: &'p PushRequest<'r>,
+    parents: &'p [ObjectId],
+    mirror: &'p gix::ThreadSafeRepository,
+}
+
+impl OnePush<'_, '_> {
+    fn plan(&self, ad: &Advertisement) -> Plan {
+        plan(
+            ad,
+            self.refname,
+            self.request.commit,
+            self.parents,
+            self.request.mode,
         )
-        .await?;
-    let body = http.body(response, MAX_REPORT_BYTES, "push report").await?;
-    tracing::debug!(
-        objects,
-        pack_bytes = pack.len(),
-        advertised_ms,
-        pack_ms,
-        receive_ms = sent.elapsed().as_millis() as u64,
-        "push sent"
-    );
-    let report = wire::parse_report(&body, sideband).map_err(|e| GitError::Other(e.to_string()))?;
-    match wire::failure_text(&report, request.commit, &refname, request.url) {
-        None => Ok(Outcome::Done),
-        Some(text) => Err(classify_push_failure(&scrub(&text, &http.secrets))),
+    }
+
+    /// Sends the pack moving the branch from `old`, and reads the report.
+    async fn send(
+        &self,
+        ad: &Advertisement,
+        old: Option<ObjectId>,
+        base: Option<ObjectId>,
+        advertised_ms: u64,
+    ) -> Result<Sent, GitError> {
+        let commit = self.request.commit;
+        let packed = Instant::now();
+        let (objects, pack) = pack_for(self.mirror.clone(), commit, base, old).await?;
+        let pack_ms = packed.elapsed().as_millis() as u64;
+        let sideband = ad.capability("side-band-64k").is_some();
+        let mut capabilities = vec!["report-status".to_string()];
+        for wanted in ["side-band-64k", "quiet"] {
+            if ad.capability(wanted).is_some() {
+                capabilities.push(wanted.to_string());
+            }
+        }
+        if ad.capability("agent").is_some() {
+            capabilities.push(concat!("agent=graft/", env!("CARGO_PKG_VERSION")).to_string());
+        }
+        let sent = Instant::now();
+        let http = self.http;
+        let response = http
+            .send(
+                http.client
+                    .post(format!("{}/git-receive-pack", self.base))
+                    .header(CONTENT_TYPE, wire::REQUEST_TYPE)
+                    .header(ACCEPT, wire::RESULT_TYPE)
+                    .body(wire::request(
+                        old,
+                        commit,
+                        self.refname,
+                        &capabilities,
+                        &pack,
+                    )),
+            )
+            .await?;
+        let body = http.body(response, MAX_REPORT_BYTES, "push report").await?;
+        tracing::debug!(
+            objects,
+            pack_bytes = pack.len(),
+            advertised_ms,
+            pack_ms,
+            receive_ms = sent.elapsed().as_millis() as u64,
+            "push sent"
+        );
+        let report =
+            wire::parse_report(&body, sideband).map_err(|e| GitError::Other(e.to_string()))?;
+        Ok(
+            match wire::failure_text(&report, commit, self.refname, self.request.url) {
+                None => Sent::Done,
+                Some(text) => Sent::Refused(text),
+            },
+        )
     }
 }
 
@@ -209,16 +307,37 @@ struct Http<'a> {
 }
 
 impl<'a> Http<'a> {
-    fn new(request: &PushRequest<'a>) -> Result<Self, GitError> {
-        let mut authorization = HeaderValue::from_str(request.auth.authorization().expose_secret())
+    fn new(url: &'a str, auth: &GitAuth) -> Result<Self, GitError> {
+        let mut authorization = HeaderValue::from_str(auth.authorization().expose_secret())
             .map_err(|_| GitError::Auth("the credentials do not fit in an HTTP header".into()))?;
         authorization.set_sensitive(true);
         Ok(Http {
             client: client()?,
             authorization,
-            url: request.url,
-            secrets: request.auth.secrets(),
+            url,
+            secrets: auth.secrets(),
         })
+    }
+
+    /// The server's receive-pack ref advertisement, or why the git CLI
+    /// should push instead.
+    async fn advertisement(
+        &self,
+        base: &str,
+    ) -> Result<Result<Advertisement, &'static str>, GitError> {
+        let response = self
+            .send(
+                self.client
+                    .get(format!("{base}/info/refs?service=git-receive-pack")),
+            )
+            .await?;
+        if content_type(&response) != Some(wire::ADVERTISEMENT_TYPE) {
+            return Ok(Err("not a smart HTTP server"));
+        }
+        let body = self
+            .body(response, MAX_ADVERTISEMENT_BYTES, "ref advertisement")
+            .await?;
+        Ok(wire::parse_advertisement(&body).map_err(|_| "an unreadable ref advertisement"))
     }
 
     /// Sends with the credentials; a status other than 2xx (a redirect
@@ -334,6 +453,8 @@ mod tests {
         /// This status, then a chunked body that never ends (until the
         /// client hangs up).
         Endless(u16),
+        /// 200 with each in turn, the last one for good.
+        Series(Arc<Mutex<Vec<Vec<u8>>>>),
     }
 
     async fn serve(get: Answer, post: Answer) -> (String, Seen) {
@@ -375,8 +496,18 @@ mod tests {
                         };
                         record.lock().unwrap().push((head, body));
                         let out = stream.get_mut();
+                        let next;
                         let answer = match answer {
                             Answer::Fixed(answer) => answer,
+                            Answer::Series(series) => {
+                                let mut series = series.lock().unwrap();
+                                next = if series.len() > 1 {
+                                    series.remove(0)
+                                } else {
+                                    series[0].clone()
+                                };
+                                &next
+                            }
                             Answer::Endless(status) => {
                                 let head = format!(
                                     "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -462,6 +593,7 @@ mod tests {
                 expected: Some(f.old),
             },
             timeout: Duration::from_secs(30),
+            advertised: None,
         })
         .await
     }
@@ -529,6 +661,7 @@ mod tests {
             branch: "graft/p",
             mode,
             timeout: Duration::from_secs(10),
+            advertised: None,
         };
         let lease = |expected| PushMode::ForceWithLease { expected };
 
@@ -577,6 +710,103 @@ mod tests {
             .filter(|(h, _)| h.starts_with("POST"))
             .count();
         assert_eq!(posts, 1);
+    }
+
+    fn lease_push<'a>(
+        f: &'a Fixture,
+        url: &'a str,
+        auth: &'a GitAuth,
+        advertised: Option<Advertised>,
+    ) -> PushRequest<'a> {
+        PushRequest {
+            mirror: &f.mirror,
+            url,
+            auth,
+            commit: f.new,
+            branch: "graft/p",
+            mode: PushMode::ForceWithLease {
+                expected: Some(f.old),
+            },
+            timeout: Duration::from_secs(10),
+            advertised,
+        }
+    }
+
+    fn heads(requests: &Seen) -> Vec<String> {
+        let requests = requests.lock().unwrap();
+        requests
+            .iter()
+            .map(|(head, _)| head.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_advertisement_read_ahead_lets_the_push_start_with_the_pack() {
+        let f = fixture();
+        let (url, seen) = server(f.advertisement.clone(), f.report.clone()).await;
+        let auth = GitAuth::new("x-access-token", "sekret-token".to_string().into());
+
+        let early = advertise(&url, &auth).await.expect("advertised");
+        assert_eq!(heads(&seen).len(), 1);
+        let outcome = push(&lease_push(&f, &url, &auth, Some(early)))
+            .await
+            .unwrap();
+
+        assert!(matches!(outcome, Outcome::Done), "{outcome:?}");
+        assert_eq!(
+            heads(&seen),
+            [
+                "GET /acme/infra.git/info/refs?service=git-receive-pack",
+                "POST /acme/infra.git/git-receive-pack"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_on_an_early_advertisement_is_decided_again_on_a_fresh_one() {
+        let f = fixture();
+        // Between the early read and the push, someone moved graft's
+        // branch: the server refuses the old value, and the fresh
+        // advertisement shows the branch elsewhere (the lease is stale).
+        let mut moved = pkt_lines(&["# service=git-receive-pack\n".into()]);
+        moved.extend(pkt_lines(&[
+            format!(
+                "{} refs/heads/main\0report-status side-band-64k quiet agent=git/2\n",
+                f.base
+            ),
+            format!("{} refs/heads/graft/p\n", f.base),
+        ]));
+        let status = pkt_lines(&[
+            "unpack ok\n".into(),
+            "ng refs/heads/graft/p failed to update ref\n".into(),
+        ]);
+        let mut refused = wire::pkt_line(&[&[1u8][..], &status].concat());
+        refused.extend_from_slice(b"0000");
+        let ads = Answer::Series(Arc::new(Mutex::new(vec![f.advertisement.clone(), moved])));
+        let (url, seen) = serve(ads, Answer::Fixed(refused)).await;
+        let auth = GitAuth::new("x-access-token", "sekret-token".to_string().into());
+
+        let early = advertise(&url, &auth).await.expect("advertised");
+        let error = push(&lease_push(&f, &url, &auth, Some(early)))
+            .await
+            .unwrap_err();
+
+        // As without the early read: a stale lease, nothing sent again.
+        assert!(matches!(error, GitError::NonFastForward(_)), "{error:?}");
+        let heads = heads(&seen);
+        assert_eq!(heads.len(), 3, "{heads:?}");
+        assert!(heads[2].starts_with("GET "), "{heads:?}");
+    }
+
+    #[tokio::test]
+    async fn no_advertisement_is_read_ahead_where_the_git_cli_would_push() {
+        let auth = GitAuth::new("x-access-token", "sekret-token".to_string().into());
+        assert!(advertise("file:///srv/infra.git", &auth).await.is_none());
+        assert!(
+            advertise("https://user:pw@github.com/acme/infra.git", &auth)
+                .await
+                .is_none()
+        );
     }
 
     #[test]
