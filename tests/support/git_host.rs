@@ -431,18 +431,20 @@ impl GitHost {
         .collect()
     }
 
+    /// Every ref and what it points at, read in-process: it runs twice in
+    /// each push's request, where a `git for-each-ref` per call would add
+    /// process start-ups a real forge does not have.
     fn refs(&self, repo: &str) -> HashMap<String, String> {
-        let dir = self.repo_dir(repo);
-        let output = std::process::Command::new("git")
-            .current_dir(&dir)
-            .args(["for-each-ref", "--format=%(refname) %(objectname)"])
-            .output()
-            .expect("for-each-ref");
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|l| {
-                l.split_once(' ')
-                    .map(|(r, s)| (r.to_string(), s.to_string()))
+        let repo = gix::open_opts(self.repo_dir(repo), gix::open::Options::isolated())
+            .expect("open the bare repository");
+        let platform = repo.references().expect("references");
+        platform
+            .all()
+            .expect("all references")
+            .filter_map(Result::ok)
+            .filter_map(|r| {
+                let id = r.target().try_id()?.to_string();
+                Some((r.name().as_bstr().to_string(), id))
             })
             .collect()
     }
