@@ -17,16 +17,7 @@ use support::ui::{client, form, get_page, input_value, login, post_form_actions}
 const BIG: usize = 1024 * 1024 + 1;
 
 async fn get(h: &Harness, token: &str, path_and_query: &str) -> (u16, Value) {
-    let response = h
-        .app
-        .http
-        .get(h.app.url(&format!("/api/v1{path_and_query}")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
+    let (status, text) = h.api_get(token, path_and_query).await;
     for secret in ["ghs_", "glpat-", "Bearer", "PRIVATE-TOKEN"] {
         assert!(!text.contains(secret), "{path_and_query}: {text}");
     }
@@ -207,7 +198,7 @@ async fn refusals(h: &Harness, token: &str, provider: &str, repo: &str) {
             "`repo`",
         ),
         (
-            &format!("/repositories/tree?provider={provider}&repo={repo}"),
+            &format!("/repositories/tree?provider={provider}&repo={repo}&ref="),
             "`ref`",
         ),
         (
