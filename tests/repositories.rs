@@ -12,7 +12,7 @@ use graft::store::tokens::{TokenAccess, TokenScope};
 use serde_json::Value;
 use support::TestDb;
 use support::harness::Harness;
-use support::ui::{client, form, get_page, input_value, login, post_form_actions};
+use support::ui::{client, form, get_page, input_value, login, post_form, post_form_actions};
 
 const BIG: usize = 1024 * 1024 + 1;
 
@@ -298,21 +298,7 @@ async fn dashboard(h: &Harness, admin: &str) {
 
 /// Posts the browse page's form to start a project, with a session cookie.
 async fn post_start(h: &Harness, cookie: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
-    let response = client()
-        .post(h.app.url("/repositories/start"))
-        .header("Cookie", cookie)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(form(fields))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get("location")
-        .map(|l| l.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, location, response.text().await.unwrap())
+    post_form(&h.app, "/repositories/start", cookie, fields).await
 }
 
 /// The folder view's form creates the project the API would, with its

@@ -302,9 +302,16 @@ impl FakeGitlab {
         self.state.lock().unwrap().max_per_page = max;
     }
 
-    /// A token for `username` (created if new) with these scopes.
+    /// A token for `username` (created if new) with these scopes; as on
+    /// GitLab, `api` and `write_repository` also push and fetch over git.
     pub fn add_token(&self, token: &str, username: &str, scopes: &[&str]) {
         self.add_user(username);
+        if scopes
+            .iter()
+            .any(|s| ["api", "write_repository"].contains(s))
+        {
+            self.git.allow_token(token, username);
+        }
         let mut state = self.state.lock().unwrap();
         state.tokens.insert(token.to_string(), username.to_string());
         state.scopes.insert(
