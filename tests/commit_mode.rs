@@ -12,6 +12,7 @@ use graft::store::now_ms;
 use graft::store::projects::{Mode, SyncStatus};
 use support::TestDb;
 use support::fake_common::PushBefore;
+use support::git_host::Special;
 use support::harness::Harness;
 use support::sync::{event_kinds, github_project, gitlab_project, input, put, settled};
 
@@ -247,6 +248,89 @@ async fn an_executable_file_keeps_its_mode_on_gitlab(db: TestDb) {
     h.stop().await;
 }
 
+/// `main` with `infra/gen/run.sh` executable (100755) in `repo`.
+fn seed_executable(git: &support::git_host::GitHost, repo: &str) {
+    git.commit_special(
+        repo,
+        "main",
+        "infra/gen/run.sh",
+        Special::Executable(b"#!/bin/sh\n"),
+        "an executable script",
+    );
+}
+
+/// GitHub's createCommitOnBranch keeps an updated file's mode: a file
+/// executable in the repository that graft's is not would stay executable,
+/// so the sync refuses by name and writes nothing.
+async fn clearing_an_executable_bit_is_refused_on_github_by_name(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    seed_executable(&h.github.git, REPO);
+    let main = h.github.git.head(REPO, "main").unwrap();
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra/gen").await;
+    api_mode(&h, p.id).await;
+    put(&h, p.id, &[input("run.sh", "#!/bin/sh\necho v2\n")]).await;
+    let failed = settled(&h, p.id, SyncStatus::Error).await;
+    let error = failed.sync_error.unwrap_or_default();
+    assert!(
+        error.contains("`infra/gen/run.sh` is executable in the repository")
+            && error.contains("would stay executable")
+            && error.contains("`commit_via` `git`"),
+        "{error}"
+    );
+    assert_eq!(
+        h.github.git.head(REPO, BRANCH),
+        None,
+        "no branch, no commit"
+    );
+    assert_eq!(
+        h.github.git.head(REPO, "main").as_deref(),
+        Some(main.as_str())
+    );
+    assert!(h.github.pulls(REPO).is_empty());
+    h.stop().await;
+}
+
+/// GitLab's update keeps a file's mode; graft sends a `chmod` after it
+/// when the bit changes, either way.
+async fn the_executable_bit_is_set_and_cleared_on_gitlab(db: TestDb) {
+    const PATH: &str = "platform/infra";
+    let h = Harness::start(&db).await;
+    h.gitlab_project(PATH);
+    seed_executable(&h.gitlab.git, PATH);
+    h.gitlab.git.commit(
+        PATH,
+        "main",
+        &[("infra/gen/tool.sh", Some(b"#!/bin/sh\n".as_slice()))],
+        "a plain script",
+    );
+    let p = gitlab_project(&h, PATH, Mode::PullRequest, "infra/gen").await;
+    api_mode(&h, p.id).await;
+    put(
+        &h,
+        p.id,
+        &[
+            input("run.sh", "#!/bin/sh\necho v2\n"),
+            executable("tool.sh", "#!/bin/sh\necho v2\n"),
+        ],
+    )
+    .await;
+    settled(&h, p.id, SyncStatus::Success).await;
+    let head = h.gitlab.git.head(PATH, BRANCH).expect("the branch");
+    let tree = h.gitlab.git.tree(PATH, &head);
+    assert_eq!(tree["infra/gen/run.sh"].0, "100644", "cleared: {tree:?}");
+    assert_eq!(tree["infra/gen/tool.sh"].0, "100755", "set: {tree:?}");
+    assert_eq!(
+        h.gitlab
+            .git
+            .file(PATH, &head, "infra/gen/run.sh")
+            .as_deref(),
+        Some(b"#!/bin/sh\necho v2\n".as_slice())
+    );
+    assert!(h.gitlab.commit_is_verified(PATH, &head));
+    h.stop().await;
+}
+
 async fn direct_mode_in_api_falls_back_to_a_pr_on_a_protected_branch(db: TestDb) {
     const PATH: &str = "platform/infra";
     let h = Harness::start(&db).await;
@@ -471,6 +555,8 @@ both_backends!(
     api_mode_commits_on_gitlab_are_verified,
     an_executable_file_is_refused_on_github_by_name,
     an_executable_file_keeps_its_mode_on_gitlab,
+    clearing_an_executable_bit_is_refused_on_github_by_name,
+    the_executable_bit_is_set_and_cleared_on_gitlab,
     direct_mode_in_api_falls_back_to_a_pr_on_a_protected_branch,
     a_target_moved_under_an_api_commit_is_stale_and_kept,
     graft_branch_moved_while_rewriting_is_not_overwritten,

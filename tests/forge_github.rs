@@ -498,6 +498,23 @@ async fn server_errors_are_retried_with_backoff_then_reported(db: TestDb) {
     s.fake.faults(|f| f.fail = 0);
 }
 
+/// An answer past graft's cap (32 MiB, streamed without a length) is a
+/// clear error after graft stops reading, not retried, and the client works
+/// on as before.
+async fn an_oversized_answer_is_refused_not_buffered(db: TestDb) {
+    let s = setup(&db).await;
+    let client = s.client().await;
+    client.repo_info().await.unwrap();
+    let before = s.fake.requests().len();
+    s.fake.faults(|f| f.oversized = 1);
+    let error = client.repo_info().await.unwrap_err();
+    assert_eq!(error.class(), "unexpected", "{error}");
+    assert!(error.to_string().contains("larger than 32 MiB"), "{error}");
+    assert_eq!(s.fake.requests().len(), before + 1, "not retried");
+    assert_eq!(client.repo_info().await.unwrap().default_branch, "main");
+    s.assert_conformant();
+}
+
 async fn validation_errors_carry_githubs_message(db: TestDb) {
     let s = setup(&db).await;
     let client = s.client().await;
@@ -1030,6 +1047,7 @@ both_backends!(
     missing_permission_is_named,
     rate_limits_are_waited_out_up_to_the_ceiling,
     server_errors_are_retried_with_backoff_then_reported,
+    an_oversized_answer_is_refused_not_buffered,
     validation_errors_carry_githubs_message,
     pull_request_lifecycle,
     sticky_comment_is_found_across_pages_and_edited_in_place,

@@ -505,6 +505,22 @@ async fn auto_merge_only_takes_the_expected_head(db: TestDb) {
     assert_eq!(s.fake.git.file(PATH, &main, "infra/evil.tf"), None);
 }
 
+/// An answer past graft's cap (32 MiB, streamed without a length) is a
+/// clear error after graft stops reading, not retried, and the client works
+/// on as before.
+async fn an_oversized_answer_is_refused_not_buffered(db: TestDb) {
+    let s = setup(&db).await;
+    let client = s.client().await;
+    client.repo_info().await.unwrap();
+    let before = s.fake.requests().len();
+    s.fake.faults(|f| f.oversized = 1);
+    let error = client.branch_head("main").await.unwrap_err();
+    assert_eq!(error.class(), "unexpected", "{error}");
+    assert!(error.to_string().contains("larger than 32 MiB"), "{error}");
+    assert_eq!(s.fake.requests().len(), before + 1, "not retried");
+    assert!(client.branch_head("main").await.unwrap().is_some());
+}
+
 async fn failure_classes(db: TestDb) {
     let s = setup(&db).await;
     let client = s.client().await;
@@ -793,6 +809,7 @@ both_backends!(
     merge_when_pipeline_succeeds,
     auto_merge_only_takes_the_expected_head,
     failure_classes,
+    an_oversized_answer_is_refused_not_buffered,
     stored_integration_token_is_opened_per_call,
     git_credentials_push_over_http,
 );

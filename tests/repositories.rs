@@ -12,21 +12,12 @@ use graft::store::tokens::{TokenAccess, TokenScope};
 use serde_json::Value;
 use support::TestDb;
 use support::harness::Harness;
-use support::ui::{client, form, get_page, input_value, login, post_form_actions};
+use support::ui::{client, form, get_page, input_value, login, post_form, post_form_actions};
 
 const BIG: usize = 1024 * 1024 + 1;
 
 async fn get(h: &Harness, token: &str, path_and_query: &str) -> (u16, Value) {
-    let response = h
-        .app
-        .http
-        .get(h.app.url(&format!("/api/v1{path_and_query}")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
+    let (status, text) = h.api_get(token, path_and_query).await;
     for secret in ["ghs_", "glpat-", "Bearer", "PRIVATE-TOKEN"] {
         assert!(!text.contains(secret), "{path_and_query}: {text}");
     }
@@ -207,7 +198,7 @@ async fn refusals(h: &Harness, token: &str, provider: &str, repo: &str) {
             "`repo`",
         ),
         (
-            &format!("/repositories/tree?provider={provider}&repo={repo}"),
+            &format!("/repositories/tree?provider={provider}&repo={repo}&ref="),
             "`ref`",
         ),
         (
@@ -307,21 +298,7 @@ async fn dashboard(h: &Harness, admin: &str) {
 
 /// Posts the browse page's form to start a project, with a session cookie.
 async fn post_start(h: &Harness, cookie: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
-    let response = client()
-        .post(h.app.url("/repositories/start"))
-        .header("Cookie", cookie)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(form(fields))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get("location")
-        .map(|l| l.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, location, response.text().await.unwrap())
+    post_form(&h.app, "/repositories/start", cookie, fields).await
 }
 
 /// The folder view's form creates the project the API would, with its

@@ -7,7 +7,7 @@ mod support;
 
 use graft::store::projects::{Mode, Project, SyncStatus};
 use support::TestDb;
-use support::commands::jobs_of_kind;
+use support::commands::{jobs_of_kind, sync_and_reconcile_jobs};
 use support::git_host::{GitHost, RefUpdate, git};
 use support::harness::Harness;
 use support::sync::{github_project, gitlab_project, hold, input, put, settled};
@@ -296,6 +296,73 @@ async fn a_push_while_a_job_runs_reconciles_after_it(db: TestDb, forge: Forge) {
     h.stop().await;
 }
 
+/// Commit mode `api` rewrites graft's branch through a temporary
+/// `graft-tmp/<branch>`, and the forge sends a push webhook for it like
+/// for any push: a branch that is not the target's (here with a commit
+/// below the base path) changes nothing, neither a job nor a fetch nor the
+/// head graft has seen.
+async fn a_push_to_a_temporary_branch_changes_nothing(db: TestDb, forge: Forge) {
+    let h = Harness::start(&db).await;
+    let p = forge.synced_project(&h).await;
+    h.settle().await;
+    let before = h.app.store.require_project(p.id).await.unwrap();
+    let jobs = sync_and_reconcile_jobs(&h).await;
+    let fetches = forge.fetches(&h);
+    let main = forge.head(&h);
+
+    let temp = graft::forge::github::commit::temp_branch(&p.sync_branch);
+    let git = forge.git(&h);
+    git.create_branch(forge.repo(), &temp, "main");
+    let new = git.commit(
+        forge.repo(),
+        &temp,
+        &[("infra/a.tf", Some(b"# rewritten\n".as_slice()))],
+        "graft: sync",
+    );
+    let update = [RefUpdate {
+        name: format!("refs/heads/{temp}"),
+        old: None,
+        new: Some(new.clone()),
+    }];
+    match forge {
+        Forge::Github => h.github.after_push(REPO, &update, "graft[bot]"),
+        Forge::Gitlab => h.gitlab.after_push(PATH, &update, "alice"),
+    }
+    // Answered 202: the delivery and its job are stored; then processed.
+    let reference = format!("refs/heads/{temp}");
+    h.wait_for("the temporary branch's push accepted", || async {
+        let sent = match forge {
+            Forge::Github => h.github.hooks.sent(),
+            Forge::Gitlab => h.gitlab.hooks.sent(),
+        };
+        sent.into_iter()
+            .find(|s| s.body["ref"] == reference.as_str() && s.status == Some(202))
+    })
+    .await;
+    h.settle().await;
+
+    let after = h.app.store.require_project(p.id).await.unwrap();
+    assert_eq!(
+        (
+            &after.last_synced_commit_sha,
+            after.last_pulled_at,
+            after.sync_status,
+            &after.sync_branch_sha,
+        ),
+        (
+            &before.last_synced_commit_sha,
+            before.last_pulled_at,
+            before.sync_status,
+            &before.sync_branch_sha,
+        ),
+        "{forge:?}: the push changed the project"
+    );
+    assert_eq!(after.last_synced_commit_sha.as_deref(), Some(main.as_str()));
+    assert_eq!(sync_and_reconcile_jobs(&h).await, jobs, "{forge:?}: no job");
+    assert_eq!(forge.fetches(&h), fetches, "{forge:?}: no fetch");
+    h.stop().await;
+}
+
 macro_rules! on_both_forges {
     ($($name:ident),+ $(,)?) => {$(
         mod $name {
@@ -316,6 +383,7 @@ on_both_forges!(
     a_push_below_the_base_path_reconciles,
     a_push_after_a_missed_one_reconciles,
     a_push_while_a_job_runs_reconciles_after_it,
+    a_push_to_a_temporary_branch_changes_nothing,
 );
 
 both_backends!(

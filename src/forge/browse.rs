@@ -116,6 +116,10 @@ pub trait RepoBrowse: Send + Sync {
 
     /// The file at `path`, read only when at most `max_bytes` long.
     async fn file(&self, reference: &str, path: &str, max_bytes: u64) -> Result<FileRead>;
+
+    /// The repository's default branch, where browsing starts when no ref
+    /// is given; an empty repository has none (`ForgeError::NotFound`).
+    async fn default_branch(&self) -> Result<String>;
 }
 
 impl Forges {

@@ -28,6 +28,9 @@ pub struct FileWrite {
     pub existed: bool,
     /// Whether the written file is executable (mode 100755).
     pub executable: bool,
+    /// Whether the file is executable at the start: an update keeps the
+    /// old mode on both forges unless told otherwise.
+    pub was_executable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +125,7 @@ mod tests {
             content: Some(vec![b'x'; len]),
             existed: false,
             executable: false,
+            was_executable: false,
         }
     }
 
@@ -132,6 +136,7 @@ mod tests {
             content: None,
             existed: true,
             executable: false,
+            was_executable: false,
         };
         let files = vec![put("a", 4), delete, put("b", 6)];
         assert_eq!(one_commit(files.clone(), 10, 10).unwrap(), files);

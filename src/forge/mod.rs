@@ -8,6 +8,7 @@
 //! to graft's failure classes ([`ForgeError`]). Tokens stay in
 //! `SecretString`s and are never logged or put into errors.
 
+pub mod body;
 pub mod browse;
 pub mod commit_api;
 pub mod error;

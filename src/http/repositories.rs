@@ -18,7 +18,7 @@ use super::error::{ApiError, ApiJson, ApiQuery, ErrorBody};
 use super::files::Content;
 use super::projects::ProviderName;
 use crate::file_set::{MAX_FILE_BYTES, content_json};
-use crate::forge::browse::FileRead;
+use crate::forge::browse::{FileRead, RepoBrowse};
 use crate::git::paths;
 use crate::http::HttpState;
 use crate::ids::Provider;
@@ -145,14 +145,23 @@ impl Params {
         Ok(repo.to_string())
     }
 
-    pub(crate) fn reference(&self) -> Result<String, ApiError> {
-        let reference = self.required(
-            "ref",
-            "a branch, tag or commit (the repository list gives each default_branch)",
-        )?;
+    /// `ref`: a branch, tag or commit, checked before the forge is asked;
+    /// `None` when left out (see [`or_default_branch`]).
+    pub(crate) fn reference(&self) -> Result<Option<String>, ApiError> {
+        let Some(given) = self.0.get("ref") else {
+            return Ok(None);
+        };
+        let reference = given.trim();
+        if reference.is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "query parameter `ref` is empty: give a branch, tag or commit, or leave it out \
+                 for the repository's default branch",
+            ));
+        }
         validation::branch_name(reference)
             .map_err(|e| ApiError::bad_request("invalid_query", format!("`ref`: {e}")))?;
-        Ok(reference.to_string())
+        Ok(Some(reference.to_string()))
     }
 
     /// A folder (`""`: the root) or, `required`, a file path; relative to
@@ -221,6 +230,18 @@ impl Params {
     }
 }
 
+/// The ref given, else the repository's default branch (asked of the
+/// forge: an empty repository has none, which is `not_found`).
+pub(crate) async fn or_default_branch(
+    given: Option<String>,
+    browser: &dyn RepoBrowse,
+) -> Result<String, ApiError> {
+    match given {
+        Some(reference) => Ok(reference),
+        None => browser.default_branch().await.map_err(ApiError::from),
+    }
+}
+
 /// List repositories
 ///
 /// The repositories graft can reach: on GitHub those of every
@@ -264,7 +285,8 @@ async fn list_repositories(
 /// Browse a tree
 ///
 /// The entries of folder `path` at `ref` (every level below it with
-/// `recursive=true`), paths from the repository's root.
+/// `recursive=true`), paths from the repository's root. Without `ref`, at
+/// the repository's default branch.
 #[utoipa::path(
     get,
     path = "/repositories/tree",
@@ -272,7 +294,7 @@ async fn list_repositories(
     params(
         ("provider" = ProviderName, Query, description = "`github` or `gitlab`"),
         ("repo" = String, Query, description = "`owner/name` or `group/sub/name`"),
-        ("ref" = String, Query, description = "A branch, tag or commit"),
+        ("ref" = Option<String>, Query, description = "A branch, tag or commit; left out, the repository's default branch"),
         ("path" = Option<String>, Query, description = "A folder; left out, the root"),
         ("recursive" = Option<bool>, Query, description = "Every level below `path`"),
         ("integration_id" = Option<i64>, Query, description = "GitLab: a stored integration"),
@@ -313,6 +335,7 @@ async fn repository_tree(
         .browser(provider, integration, &repo)
         .await
         .map_err(ApiError::from)?;
+    let reference = or_default_branch(reference, browser.as_ref()).await?;
     let tree = browser
         .tree(&reference, &path, recursive)
         .await
@@ -327,8 +350,9 @@ async fn repository_tree(
 
 /// Read a file
 ///
-/// One file at `ref`, its content as in the files API. Files over 1 MiB
-/// (the files API's limit) are refused without being read.
+/// One file at `ref` (without it, the repository's default branch), its
+/// content as in the files API. Files over 1 MiB (the files API's limit)
+/// are refused without being read.
 #[utoipa::path(
     get,
     path = "/repositories/file",
@@ -336,7 +360,7 @@ async fn repository_tree(
     params(
         ("provider" = ProviderName, Query, description = "`github` or `gitlab`"),
         ("repo" = String, Query, description = "`owner/name` or `group/sub/name`"),
-        ("ref" = String, Query, description = "A branch, tag or commit"),
+        ("ref" = Option<String>, Query, description = "A branch, tag or commit; left out, the repository's default branch"),
         ("path" = String, Query, description = "The file, from the repository's root"),
         ("integration_id" = Option<i64>, Query, description = "GitLab: a stored integration"),
     ),
@@ -370,6 +394,7 @@ async fn repository_file(
         .browser(provider, integration, &repo)
         .await
         .map_err(ApiError::from)?;
+    let reference = or_default_branch(reference, browser.as_ref()).await?;
     match browser
         .file(&reference, &path, MAX_FILE_BYTES as u64)
         .await

@@ -4,7 +4,7 @@
 //! signatures). Where an API commit starts is decided by [`start_for`],
 //! pure; the head it leaves is graft's recorded push either way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use gix::ObjectId;
 
@@ -15,7 +15,7 @@ use crate::git::overlay::ManagedFile;
 use crate::git::pipeline::{Built, Fetched};
 use crate::git::push::PushMode;
 use crate::git::push_refusal::is_signature_refusal;
-use crate::git::read::{ChangeKind, FileChange};
+use crate::git::read::{ChangeKind, FileChange, list_subtree};
 use crate::store::audit::NewEvent;
 use crate::store::commit_via::CommitVia;
 use crate::store::now_ms;
@@ -60,12 +60,15 @@ pub fn start_for(
     })
 }
 
-/// The overlay's changes as whole files from the repository's root. A
-/// written path the plan has no content for is an error, never a deletion.
+/// The overlay's changes as whole files from the repository's root;
+/// `executable_before` holds the paths (below the base path) executable
+/// where the commit starts. A written path the plan has no content for is
+/// an error, never a deletion.
 pub fn file_writes(
     base_path: &str,
     changes: &[FileChange],
     files: &[ManagedFile],
+    executable_before: &HashSet<String>,
 ) -> Result<Vec<FileWrite>, SyncError> {
     let full = |path: &str| {
         if base_path.is_empty() {
@@ -92,6 +95,7 @@ pub fn file_writes(
                 content: written.map(|f| f.content.clone()),
                 existed: change.kind != ChangeKind::Added,
                 executable: written.is_some_and(|f| f.executable),
+                was_executable: executable_before.contains(&change.path),
             })
         })
         .collect()
@@ -175,8 +179,14 @@ async fn via_api(
         }
         None => "graft: sync".to_string(),
     };
+    let executable_before = executable_at(fetched, built, &project.base_path).await?;
     let files = commit_api::one_commit(
-        file_writes(&project.base_path, &built.overlay.changes, &files.write)?,
+        file_writes(
+            &project.base_path,
+            &built.overlay.changes,
+            &files.write,
+            &executable_before,
+        )?,
         commit_api::MAX_FILE_BYTES,
         commit_api::MAX_COMMIT_BYTES,
     )
@@ -207,6 +217,25 @@ async fn via_api(
             "the forge answered a commit id graft cannot read: {e}"
         )))
     })
+}
+
+/// The executable files below `base_path` in the tree the overlay built
+/// on: where the API commit starts (see [`start_for`]).
+async fn executable_at(
+    fetched: &Fetched,
+    built: &Built,
+    base_path: &str,
+) -> Result<HashSet<String>, GitError> {
+    let (tree, base_path) = (built.overlay.base_tree, base_path.to_string());
+    fetched
+        .with_repo(move |repo| {
+            Ok(list_subtree(repo, tree, &base_path)?
+                .into_iter()
+                .filter(|(_, file)| file.executable)
+                .map(|(path, _)| path)
+                .collect())
+        })
+        .await
 }
 
 #[cfg(test)]
@@ -270,7 +299,8 @@ mod tests {
             change("old.tf", ChangeKind::Deleted),
         ];
         let files = [managed("run.sh", true), managed("a.tf", false)];
-        let writes = file_writes("infra/gen/", &changes, &files).unwrap();
+        let before = HashSet::from(["old.tf".to_string()]);
+        let writes = file_writes("infra/gen/", &changes, &files, &before).unwrap();
         assert_eq!(
             writes,
             vec![
@@ -279,18 +309,21 @@ mod tests {
                     content: Some(b"a.tf".to_vec()),
                     existed: false,
                     executable: false,
+                    was_executable: false,
                 },
                 FileWrite {
                     path: "infra/gen/run.sh".into(),
                     content: Some(b"run.sh".to_vec()),
                     existed: true,
                     executable: true,
+                    was_executable: false,
                 },
                 FileWrite {
                     path: "infra/gen/old.tf".into(),
                     content: None,
                     existed: true,
                     executable: false,
+                    was_executable: true,
                 },
             ]
         );
@@ -299,7 +332,8 @@ mod tests {
     #[test]
     fn a_written_path_without_content_is_an_error_not_a_deletion() {
         let changes = [change("lost.tf", ChangeKind::Modified)];
-        let error = file_writes("", &changes, &[managed("other.tf", false)]).unwrap_err();
+        let none = HashSet::new();
+        let error = file_writes("", &changes, &[managed("other.tf", false)], &none).unwrap_err();
         assert!(error.to_string().contains("`lost.tf`"), "{error}");
     }
 }

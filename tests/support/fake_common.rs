@@ -452,6 +452,25 @@ pub struct Faults {
     /// the second part is the permission GitHub names in
     /// `x-accepted-github-permissions`.
     pub forbid: Vec<(String, String)>,
+    /// Answers of [`OVERSIZED_BYTES`] (see [`oversized_answer`]).
+    pub oversized: u32,
+    /// Requests whose path contains one of these answer 502, every time.
+    pub broken: Vec<String>,
+}
+
+/// How much an oversized answer sends: twice graft's cap on a forge answer.
+pub const OVERSIZED_BYTES: usize = 2 * graft::forge::body::MAX_RESPONSE_BYTES;
+
+/// A `200` whose JSON body never ends within graft's cap, streamed without
+/// `Content-Length` (as a broken proxy or a misrouted file server might
+/// send it), so a client that does not stop reading buffers all of it.
+pub fn oversized_answer() -> Response {
+    const CHUNK: usize = 64 * 1024;
+    static SPACES: [u8; CHUNK] = [b' '; CHUNK];
+    let chunks = (0..OVERSIZED_BYTES / CHUNK)
+        .map(|_| Ok::<_, std::io::Error>(axum::body::Bytes::from_static(&SPACES)));
+    let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+    (StatusCode::OK, [("content-type", "application/json")], body).into_response()
 }
 
 /// Lets a creation through a gate set up to make clients race: it waits

@@ -309,8 +309,8 @@ impl GitHost {
         git(w, &["rev-parse", "HEAD"])
     }
 
-    /// Creates a symlink or a submodule entry in a commit (what `commit`
-    /// cannot express with plain files).
+    /// Creates a symlink, a submodule entry or an executable file in a
+    /// commit (what `commit` cannot express with plain files).
     pub fn commit_special(
         &self,
         repo: &str,
@@ -341,6 +341,13 @@ impl GitHost {
                 #[cfg(unix)]
                 std::os::unix::fs::symlink(target, &link).expect("symlink");
                 git(w, &["add", path]);
+            }
+            Special::Executable(content) => {
+                let file = w.join(path);
+                std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+                std::fs::write(&file, content).expect("write");
+                git(w, &["add", path]);
+                git(w, &["update-index", "--chmod=+x", path]);
             }
             Special::Submodule(sha) => {
                 git(
@@ -453,4 +460,6 @@ impl GitHost {
 pub enum Special<'a> {
     Symlink(&'a str),
     Submodule(&'a str),
+    /// A file of this content with mode 100755.
+    Executable(&'a [u8]),
 }

@@ -196,6 +196,21 @@ impl Harness {
         }
     }
 
+    /// `GET /api/v1{path_and_query}` with `token`: the status and the
+    /// answer's text.
+    pub async fn api_get(&self, token: &str, path_and_query: &str) -> (u16, String) {
+        let response = self
+            .app
+            .http
+            .get(self.app.url(&format!("/api/v1{path_and_query}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
     /// Every delivery graft stored, oldest first.
     pub async fn deliveries(&self) -> Vec<Delivery> {
         let count = self.app.store.delivery_count().await.unwrap();

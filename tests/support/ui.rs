@@ -26,6 +26,31 @@ pub fn form(fields: &[(&str, &str)]) -> String {
         .join("&")
 }
 
+/// Posts `fields` as a form to `path` with a session cookie, as the
+/// browser does: (status, `Location`, body).
+pub async fn post_form(
+    app: &TestApp,
+    path: &str,
+    cookie: &str,
+    fields: &[(&str, &str)],
+) -> (u16, String, String) {
+    let response = client()
+        .post(app.url(path))
+        .header("Cookie", cookie)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form(fields))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, location, response.text().await.unwrap())
+}
+
 /// The `value` of the first `<input name="NAME" ...>` in `html`.
 pub fn input_value(html: &str, name: &str) -> Option<String> {
     let at = html.find(&format!("name=\"{name}\""))?;

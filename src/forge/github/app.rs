@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 use super::errors::classify;
 use crate::crypto::install_crypto_provider;
 use crate::forge::Result;
+use crate::forge::body::{MAX_RESPONSE_BYTES, ReadError, read_capped, too_large};
 use crate::forge::error::{ForgeError, ForgeKind, short};
 use crate::forge::http::RawResponse;
 use crate::forge::retry::Retrier;
@@ -284,7 +285,12 @@ impl GithubApp {
         let response = client.execute(request).await.map_err(network)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = client.body_to_string(response).await.map_err(network)?;
+        let body = read_capped(&headers, response.into_body(), MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| match e {
+                ReadError::Body(e) => network(e),
+                ReadError::TooLarge => too_large(GITHUB),
+            })?;
         Ok(RawResponse {
             status,
             headers,

@@ -8,7 +8,8 @@
 //! temporary branch. graft's branch never points at the base in between
 //! (a PR whose head equals its base is closed by GitHub), and a refused
 //! commit leaves it where it was. `createCommitOnBranch` cannot set file
-//! modes, so an executable file is refused by name.
+//! modes, so a file executable before or after the change is refused by
+//! name ([`mode_refusal`]).
 
 use base64::Engine;
 use http::Method;
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::{GITHUB, GithubRepo};
 use crate::forge::Result;
-use crate::forge::commit_api::{ApiCommit, Committed, Start};
+use crate::forge::commit_api::{ApiCommit, Committed, FileWrite, Start};
 use crate::forge::error::{ForgeError, short};
 use crate::forge::repo::RepoForge;
 
@@ -48,6 +49,33 @@ pub fn commit_input(repo: &str, branch: &str, commit: &ApiCommit, expected: &str
         "expectedHeadOid": expected,
         "fileChanges": {"additions": additions, "deletions": deletions},
     }})
+}
+
+/// Why `file` cannot be written with `createCommitOnBranch`, which takes
+/// no file modes: a new file is created 100644 and a changed one keeps its
+/// mode, so an executable file could neither get nor lose its bit. Any
+/// written file executable before or after is refused by name (a deletion
+/// needs no mode).
+pub fn mode_refusal(file: &FileWrite) -> Option<String> {
+    let advice = "use `commit_via` `git` for this project";
+    // A deletion needs no mode.
+    file.content.as_ref()?;
+    if file.executable {
+        return Some(format!(
+            "`{}` is executable, and GitHub's createCommitOnBranch (commit mode `api`) cannot \
+             set file modes, so the file would lose its executable bit: {advice}, or do not \
+             mark the file executable",
+            file.path
+        ));
+    }
+    file.was_executable.then(|| {
+        format!(
+            "`{}` is executable in the repository and graft's file is not, and GitHub's \
+             createCommitOnBranch (commit mode `api`) cannot change file modes, so the file \
+             would stay executable: {advice}, or mark the file executable",
+            file.path
+        )
+    })
 }
 
 /// Where graft builds a commit that rewrites `branch`.
@@ -107,15 +135,10 @@ impl GithubRepo {
     }
 
     pub(super) async fn commit_via_api(&self, commit: &ApiCommit) -> Result<Committed> {
-        if let Some(file) = commit.files.iter().find(|f| f.executable) {
+        if let Some(refusal) = commit.files.iter().find_map(mode_refusal) {
             return Err(ForgeError::Validation {
                 forge: GITHUB,
-                message: format!(
-                    "`{}` is executable, and GitHub's createCommitOnBranch (commit mode `api`) \
-                     cannot set file modes, so the file would lose its executable bit: use \
-                     `commit_via` `git` for this project, or do not mark the file executable",
-                    file.path
-                ),
+                message: refusal,
             });
         }
         match &commit.start {
@@ -222,5 +245,42 @@ impl GithubRepo {
             forge: GITHUB,
             message: format!("createCommitOnBranch refused: {}", short(&messages)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(content: bool, executable: bool, was_executable: bool) -> FileWrite {
+        FileWrite {
+            path: "infra/run.sh".into(),
+            content: content.then(|| b"#!/bin/sh\n".to_vec()),
+            existed: true,
+            executable,
+            was_executable,
+        }
+    }
+
+    #[test]
+    fn only_plain_files_that_stay_plain_are_written_through_the_api() {
+        assert_eq!(mode_refusal(&write(true, false, false)), None);
+        // A deletion needs no mode.
+        assert_eq!(mode_refusal(&write(false, false, true)), None);
+        for (executable, was) in [(true, false), (true, true)] {
+            let refusal = mode_refusal(&write(true, executable, was)).unwrap();
+            assert!(
+                refusal.contains("`infra/run.sh` is executable"),
+                "{refusal}"
+            );
+            assert!(refusal.contains("lose its executable bit"), "{refusal}");
+        }
+        let cleared = mode_refusal(&write(true, false, true)).unwrap();
+        assert!(
+            cleared.contains("`infra/run.sh` is executable in the repository")
+                && cleared.contains("would stay executable")
+                && cleared.contains("`commit_via` `git`"),
+            "{cleared}"
+        );
     }
 }

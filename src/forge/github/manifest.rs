@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::crypto::install_crypto_provider;
+use crate::forge::body::{MAX_RESPONSE_BYTES, ReadError, read_response};
 use crate::forge::error::short;
 
 /// The manifest as shipped, with placeholders.
@@ -206,8 +207,13 @@ pub async fn convert(api_url: &str, code: &str) -> Result<Conversion, ManifestEr
         .send()
         .await
         .map_err(network)?;
-    let status = response.status().as_u16();
-    let body = response.text().await.map_err(network)?;
+    let (status, _, body) = read_response(response).await.map_err(|e| match e {
+        ReadError::Body(e) => network(e),
+        ReadError::TooLarge => ManifestError::Unreadable(format!(
+            "the answer is larger than {} MiB; graft stopped reading it",
+            MAX_RESPONSE_BYTES >> 20
+        )),
+    })?;
     match status {
         200 | 201 => {
             let json: ConversionJson = serde_json::from_str(&body)

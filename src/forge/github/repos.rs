@@ -1,6 +1,7 @@
 //! Browsing on GitHub (see `forge::browse`): the repositories of every
 //! installation of the App (`GET /app/installations` with the App's JWT,
-//! then `GET /installation/repositories` with each installation's token),
+//! then `GET /installation/repositories` with each installation's token;
+//! one that refuses graft (403/404) is left out with a warning),
 //! and trees and blobs through the Git data API. A ref is resolved once
 //! (`GET /commits/{ref}`), then the path is walked one tree per folder, so
 //! every answer belongs to one commit and a file is measured (its tree
@@ -21,6 +22,7 @@ use crate::forge::browse::{
 use crate::forge::error::{ForgeError, ForgeKind};
 use crate::forge::http::{RawResponse, foreign_next_page, next_link_within};
 use crate::forge::pages::{MAX_PAGES, Pages};
+use crate::forge::repo::RepoForge;
 
 /// GitHub's largest page.
 const PER_PAGE: usize = 100;
@@ -164,6 +166,17 @@ impl GithubApp {
                 Ok(complete) => forge_cut |= !complete,
                 // Removed between the two lists.
                 Err(ForgeError::NotInstalled { .. }) => {}
+                // This installation's answer is final (suspended, or its
+                // permissions taken away): what graft cannot reach is not
+                // listed, the others are. A failure that may pass (5xx,
+                // network, rate limit) fails the listing instead, so no
+                // list is silently short.
+                Err(e @ (ForgeError::NoPermission { .. } | ForgeError::NotFound { .. })) => {
+                    tracing::warn!(
+                        installation = installation.id,
+                        "the repositories of a GitHub App installation are not listed: {e}"
+                    );
+                }
                 Err(e) => return Err(e),
             }
             if found.len() > MAX_REPOSITORIES {
@@ -286,5 +299,11 @@ impl RepoBrowse for GithubRepo {
         let blob: BlobJson = decode(&response, what)?;
         let is_text = blob.encoding == "utf-8";
         FileRead::decoded(GITHUB, path, blob.content, is_text, entry.sha, max_bytes)
+    }
+
+    async fn default_branch(&self) -> Result<String> {
+        // GitHub names one even for an empty repository, whose tree is
+        // then not found at it.
+        Ok(self.repo_info().await?.default_branch)
     }
 }

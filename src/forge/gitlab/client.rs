@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::crypto::Keyring;
 use crate::crypto::install_crypto_provider;
 use crate::forge::Result;
+use crate::forge::body::{ReadError, read_response, too_large};
 use crate::forge::error::{ForgeError, ForgeKind, short};
 use crate::forge::http::{
     RawResponse, foreign_next_page, next_link_within, retry_after, until_reset,
@@ -333,9 +334,10 @@ impl GitlabClient {
             message: short(&e.without_url().to_string()),
         };
         let response = request.send().await.map_err(network)?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.text().await.map_err(network)?;
+        let (status, headers, body) = read_response(response).await.map_err(|e| match e {
+            ReadError::Body(e) => network(e),
+            ReadError::TooLarge => too_large(GITLAB),
+        })?;
         Ok(RawResponse {
             status,
             headers,

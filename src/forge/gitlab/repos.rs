@@ -218,4 +218,12 @@ impl RepoBrowse for GitlabRepo {
         let is_text = file.encoding == "text";
         FileRead::decoded(GITLAB, path, file.content, is_text, file.blob_id, max_bytes)
     }
+
+    async fn default_branch(&self) -> Result<String> {
+        match &self.project().await?.default_branch {
+            Some(branch) => Ok(branch.clone()),
+            None => Err(self
+                .not_found("a default branch (the project is empty; push a first commit)".into())),
+        }
+    }
 }

@@ -17,7 +17,7 @@ use crate::file_set::MAX_FILE_BYTES;
 use crate::forge::browse::{EntryKind, FileRead};
 use crate::http::HttpState;
 use crate::http::error::ApiError;
-use crate::http::repositories::Params;
+use crate::http::repositories::{Params, or_default_branch};
 
 const PARAMS: &[&str] = &["provider", "repo", "ref", "path", "file", "integration_id"];
 
@@ -100,6 +100,7 @@ async fn body(
         .browser(provider, integration, &repo)
         .await
         .map_err(ApiError::from)?;
+    let reference = or_default_branch(reference, browser.as_ref()).await?;
     let here = |extra: &[(&str, &str)]| {
         let mut pairs = vec![
             ("provider", provider.as_str()),

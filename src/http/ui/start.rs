@@ -41,6 +41,15 @@ pub struct StartForm {
     /// A checkbox: present (whatever its value) means on.
     #[serde(default)]
     pub auto_sync: Option<String>,
+    /// A checkbox, as `auto_sync`.
+    #[serde(default)]
+    pub auto_merge: Option<String>,
+    /// Empty: graft's own branch name (`graft/<slug>`).
+    #[serde(default)]
+    pub sync_branch: String,
+    /// `git` or `api`; empty is the API's default (`git`).
+    #[serde(default)]
+    pub commit_via: String,
     #[serde(default)]
     pub integration_id: String,
 }
@@ -69,6 +78,9 @@ impl StartForm {
             kind: "iac".into(),
             mode: "pull_request".into(),
             auto_sync: None,
+            auto_merge: None,
+            sync_branch: String::new(),
+            commit_via: "git".into(),
             integration_id: integration
                 .filter(|_| provider == Provider::Gitlab)
                 .map(|id| id.to_string())
@@ -91,6 +103,17 @@ impl StartForm {
             body.insert(name.into(), Value::String(value.trim().to_string()));
         }
         body.insert("auto_sync".into(), Value::Bool(self.auto_sync.is_some()));
+        body.insert("auto_merge".into(), Value::Bool(self.auto_merge.is_some()));
+        // Left empty, the API's defaults apply.
+        for (name, value) in [
+            ("sync_branch", &self.sync_branch),
+            ("commit_via", &self.commit_via),
+        ] {
+            let value = value.trim();
+            if !value.is_empty() {
+                body.insert(name.into(), Value::String(value.to_string()));
+            }
+        }
         let id = self.integration_id.trim();
         if !id.is_empty() {
             let id: i64 = id.parse().map_err(|_| {
@@ -134,6 +157,19 @@ pub fn form(values: &StartForm, csrf: &str) -> Markup {
             label {
                 input type="checkbox" name="auto_sync" value="true" checked[values.auto_sync.is_some()];
                 " Sync automatically when files change"
+            }
+            label {
+                input type="checkbox" name="auto_merge" value="true" checked[values.auto_merge.is_some()];
+                " Merge the pull request automatically once its checks pass"
+            }
+            label for="sync_branch" { "graft's branch (empty: graft/<project>)" }
+            input #sync_branch type="text" name="sync_branch" value=(values.sync_branch);
+            label for="commit_via" { "Commits" }
+            select #commit_via name="commit_via" {
+                option value="git" selected[values.commit_via != "api"] { "git: pushed by graft" }
+                option value="api" selected[values.commit_via == "api"] {
+                    "api: created and signed by the forge (for branches that require signed commits)"
+                }
             }
             p { button type="submit" { "Create the project" } }
         }

@@ -11,7 +11,7 @@ use octocrab::jsonwebtoken::{self, Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use super::super::fake_common::{
-    Recorded, decode_segment, iso, json_response, now_secs, paginate, parse_query, pass_gate,
+    self, Recorded, decode_segment, iso, json_response, now_secs, paginate, parse_query, pass_gate,
     random_id, read_body,
 };
 use super::super::git_host::TokenScope;
@@ -343,6 +343,17 @@ pub(super) fn injected_fault(fake: &FakeGithub, path: &str) -> Option<Response> 
     }
     if faults.fail > 0 {
         faults.fail -= 1;
+        return Some(gh_error(StatusCode::BAD_GATEWAY, "Server Error"));
+    }
+    if faults.oversized > 0 {
+        faults.oversized -= 1;
+        return Some(fake_common::oversized_answer());
+    }
+    if faults
+        .broken
+        .iter()
+        .any(|part| path.contains(part.as_str()))
+    {
         return Some(gh_error(StatusCode::BAD_GATEWAY, "Server Error"));
     }
     None

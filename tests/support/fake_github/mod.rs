@@ -329,6 +329,17 @@ impl FakeGithub {
         head
     }
 
+    /// Makes `branch` (which exists) the repository's default branch.
+    pub fn set_default_branch(&self, repo: &str, branch: &str) {
+        assert!(self.git.head(repo, branch).is_some(), "no branch {branch}");
+        let mut state = self.state.lock().unwrap();
+        state
+            .repos
+            .get_mut(repo)
+            .expect("the repository exists")
+            .default_branch = branch.to_string();
+    }
+
     /// Gives `login` a collaborator role (`admin`, `maintain`, `write`,
     /// `triage`, `read`, or a custom one) on `repo`.
     pub fn set_role(&self, repo: &str, login: &str, role: &str) {

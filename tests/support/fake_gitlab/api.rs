@@ -238,6 +238,17 @@ fn injected_fault(fake: &FakeGitlab, path: &str) -> Option<Response> {
                 .into_response(),
         );
     }
+    if faults.oversized > 0 {
+        faults.oversized -= 1;
+        return Some(super::super::fake_common::oversized_answer());
+    }
+    if faults
+        .broken
+        .iter()
+        .any(|part| path.contains(part.as_str()))
+    {
+        return Some(message(StatusCode::BAD_GATEWAY, "502 Bad Gateway"));
+    }
     None
 }
 

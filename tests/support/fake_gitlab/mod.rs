@@ -210,15 +210,22 @@ impl FakeGitlab {
     /// Creates project `path` (`group/sub/name`) with one commit on `main`;
     /// graft's bot user is a Maintainer.
     pub fn create_project(&self, path: &str) -> i64 {
-        self.git.create_repo(path);
-        self.git
-            .set_protection_message(path, PROTECTED_BRANCH_REFUSAL);
+        let id = self.create_empty_project(path);
         self.git.commit(
             path,
             "main",
             &[("README.md", Some(b"# test project\n".as_slice()))],
             "initial commit",
         );
+        id
+    }
+
+    /// Creates project `path` with an empty repository (no commit, so no
+    /// default branch yet); graft's bot user is a Maintainer.
+    pub fn create_empty_project(&self, path: &str) -> i64 {
+        self.git.create_repo(path);
+        self.git
+            .set_protection_message(path, PROTECTED_BRANCH_REFUSAL);
         let mut state = self.state.lock().unwrap();
         let id = state.id();
         state.projects.insert(
@@ -232,6 +239,20 @@ impl FakeGitlab {
         );
         state.members.insert((id, 1), 40);
         id
+    }
+
+    /// Makes `branch` (which exists) the project's default branch.
+    pub fn set_default_branch(&self, project: i64, branch: &str) {
+        let mut state = self.state.lock().unwrap();
+        let project = state
+            .projects
+            .get_mut(&project)
+            .expect("the project exists");
+        assert!(
+            self.git.head(&project.path, branch).is_some(),
+            "no branch {branch}"
+        );
+        project.default_branch = branch.to_string();
     }
 
     pub fn set_access_level(&self, project: i64, username: &str, level: i64) -> i64 {
@@ -281,9 +302,16 @@ impl FakeGitlab {
         self.state.lock().unwrap().max_per_page = max;
     }
 
-    /// A token for `username` (created if new) with these scopes.
+    /// A token for `username` (created if new) with these scopes; as on
+    /// GitLab, `api` and `write_repository` also push and fetch over git.
     pub fn add_token(&self, token: &str, username: &str, scopes: &[&str]) {
         self.add_user(username);
+        if scopes
+            .iter()
+            .any(|s| ["api", "write_repository"].contains(s))
+        {
+            self.git.allow_token(token, username);
+        }
         let mut state = self.state.lock().unwrap();
         state.tokens.insert(token.to_string(), username.to_string());
         state.scopes.insert(
@@ -552,7 +580,11 @@ impl FakeGitlab {
             "path_with_namespace": project.path,
             "namespace": {"full_path": namespace},
             "visibility": project.visibility,
-            "default_branch": project.default_branch,
+            // GitLab says none while the repository is empty.
+            "default_branch": self
+                .git
+                .head(&project.path, &project.default_branch)
+                .map(|_| project.default_branch.clone()),
             "web_url": format!("{}/{}", self.url, project.path),
             "http_url_to_repo": self.git.clone_url(&project.path),
         })

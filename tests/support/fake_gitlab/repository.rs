@@ -364,7 +364,7 @@ fn changes(
             "update" | "delete" | "chmod" if !exists(&path) => {
                 return Err(bad_request("A file with this name doesn't exist"));
             }
-            "create" | "update" => {
+            "create" => {
                 changes.push(Change::Put {
                     path: path.clone(),
                     content: content()?,
@@ -373,6 +373,12 @@ fn changes(
                     changes.push(Change::Chmod { path, executable });
                 }
             }
+            // As Gitaly does: an update keeps the file's mode whatever
+            // `execute_filemode` says; only `create` and `chmod` read it.
+            "update" => changes.push(Change::Put {
+                path,
+                content: content()?,
+            }),
             "delete" => changes.push(Change::Delete { path }),
             "move" => {
                 let Some(from) = previous else {
