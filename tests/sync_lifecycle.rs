@@ -6,7 +6,7 @@ mod support;
 
 use graft::store::now_ms;
 use graft::store::projects::{Mode, SyncStatus};
-use graft::sync::schedule::{self, Scope, SyncRequest};
+use graft::sync::schedule::{Scope, SyncRequest};
 use support::TestDb;
 use support::harness::Harness;
 use support::sync::{event_kinds, github_project, input, poll_now, put, put_quietly, settled};
@@ -18,14 +18,12 @@ const INSTALLATION: i64 = 77;
 /// held back until `then` is done, and waits until it ran.
 async fn automatic_sync_queued_earlier(h: &Harness, project: i64, then: impl AsyncFnOnce()) {
     let held = now_ms() + 3_600_000;
-    let id = schedule::enqueue_sync(
-        h.app.jobs(),
-        project,
-        &SyncRequest::automatic(Scope::All, "test"),
-        held,
-    )
-    .await
-    .unwrap();
+    let id = h
+        .app
+        .jobs()
+        .enqueue_sync(project, &SyncRequest::automatic(Scope::All, "test"), held)
+        .await
+        .unwrap();
     then().await;
     sqlx::query("UPDATE jobs SET run_at = $1 WHERE id = $2")
         .bind(now_ms())

@@ -23,7 +23,7 @@ use crate::store::audit::NewEvent;
 use crate::store::projects::{Kind, Mode, NewProject, Project};
 use crate::store::tokens::ApiToken;
 use crate::store::{Store, StoreError, now_ms};
-use crate::sync::schedule::{SyncRequest, enqueue_sync};
+use crate::sync::schedule::SyncRequest;
 use crate::validation;
 
 pub fn routes() -> OpenApiRouter<HttpState> {
@@ -436,7 +436,11 @@ async fn sync_now(
     let now = now_ms();
     let actor = actor(&caller);
     let request = SyncRequest::explicit(&actor);
-    let job_id = enqueue_sync(&state.ctx.jobs, project.id, &request, now).await?;
+    let job_id = state
+        .ctx
+        .jobs
+        .enqueue_sync(project.id, &request, now)
+        .await?;
     state
         .ctx
         .store

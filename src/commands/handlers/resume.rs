@@ -19,7 +19,7 @@ pub async fn run(call: &Call<'_>) -> Result<Outcome, SyncError> {
     let queued = match schedule::on_files_changed(&resumed, &waiting) {
         Some(scope) => {
             let request = SyncRequest::automatic(scope, call.actor);
-            schedule::enqueue_sync(&ctx.jobs, id, &request, call.now).await?;
+            ctx.jobs.enqueue_sync(id, &request, call.now).await?;
             Some(waiting.len())
         }
         None => None,
