@@ -16,13 +16,12 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiJson, ApiQuery, ErrorBody};
 use super::files::Content;
-use super::projects::ProviderName;
+use super::projects::{IntegrationError, ProviderName, check_integration};
 use crate::file_set::{MAX_FILE_BYTES, content_json};
 use crate::forge::browse::FileRead;
 use crate::git::paths;
 use crate::http::HttpState;
 use crate::ids::Provider;
-use crate::store::StoreError;
 use crate::validation;
 
 pub fn routes() -> OpenApiRouter<HttpState> {
@@ -233,18 +232,16 @@ impl Params {
                  the GitHub App",
             ));
         }
-        match state.ctx.store.integration_credentials(id).await {
-            Ok(found) if found.provider == Provider::Gitlab => Ok(Some(id)),
-            Ok(found) => Err(invalid_query(format!(
-                "integration {id} is a {} integration",
-                found.provider
-            ))),
-            Err(StoreError::NotFound(_)) => Err(ApiError::not_found(format!(
-                "integration {id} not found; list integrations with GET \
-                 /api/v1/integrations/gitlab"
-            ))),
-            Err(e) => Err(e.into()),
-        }
+        check_integration(&state.ctx.store, id, provider)
+            .await
+            .map_err(|e| match e {
+                IntegrationError::Missing(_) => ApiError::not_found(e.to_string()),
+                IntegrationError::OtherProvider { .. } => {
+                    invalid_query(format!("`integration_id`: {e}"))
+                }
+                IntegrationError::Store(e) => e.into(),
+            })?;
+        Ok(Some(id))
     }
 }
 
