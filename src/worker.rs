@@ -273,7 +273,7 @@ impl GraftJobs {
         };
         self.ctx
             .jobs
-            .enqueue(&job, Some(project.id), now_ms())
+            .enqueue(&job, project.id, now_ms())
             .await
             .map_err(store_error)?;
         Ok(())

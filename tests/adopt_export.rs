@@ -641,9 +641,14 @@ async fn a_stalled_export_frees_its_thread(db: TestDb) {
 
 /// Runs the `graft` binary against the harness's server.
 async fn graft(h: &Harness, token: &str, args: &[&str]) -> (bool, String, String) {
+    graft_at(&h.app.base, token, args).await
+}
+
+/// Runs the `graft` binary against the graft at `url`.
+async fn graft_at(url: &str, token: &str, args: &[&str]) -> (bool, String, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_graft"))
         .args(args)
-        .env("GRAFT_URL", &h.app.base)
+        .env("GRAFT_URL", url)
         .env("GRAFT_TOKEN", token)
         .output()
         .await
@@ -739,8 +744,211 @@ async fn cli_adopt_and_pull(db: TestDb) {
     h.stop().await;
 }
 
+/// A file graft wrote that the project no longer has is removed (with
+/// the folders it leaves empty), unless it changed locally: then the pull
+/// refuses and removes nothing, like any local change, until the change
+/// is undone (or `--force`). Files graft never wrote stay.
+async fn a_pull_removes_what_the_project_dropped(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    let id = p.id.to_string();
+    let admin = h.app.create_token("admin").await;
+    let files = [
+        ("keep.tf", "# keep\n"),
+        ("gone.tf", "# gone\n"),
+        ("mod/deep/x.tf", "# x\n"),
+        ("mine.tf", "# mine\n"),
+    ];
+    let inputs: Vec<_> = files
+        .iter()
+        .map(|(path, text)| support::sync::input(path, text))
+        .collect();
+    support::sync::put_quietly(&h, p.id, &inputs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let target = out.to_str().unwrap();
+    let (ok, stdout, err) = graft(&h, &admin, &["pull", "--project", &id, target]).await;
+    assert!(ok, "{stdout}{err}");
+    std::fs::write(out.join("notes.txt"), b"not graft's\n").unwrap();
+
+    for path in ["gone.tf", "mod/deep/x.tf", "mine.tf"] {
+        h.app.store.delete_file(p.id, path, now_ms()).await.unwrap();
+    }
+    std::fs::write(out.join("mine.tf"), b"# my edit\n").unwrap();
+    let (ok, stdout, err) = graft(&h, &admin, &["pull", "--project", &id, target]).await;
+    assert!(!ok, "{stdout}");
+    assert!(
+        err.contains("changed locally: mine.tf") && err.contains("--force"),
+        "{err}"
+    );
+    for path in ["gone.tf", "mod/deep/x.tf", "mine.tf"] {
+        assert!(
+            out.join(path).exists(),
+            "{path}: nothing removed on a refusal"
+        );
+    }
+
+    std::fs::write(out.join("mine.tf"), b"# mine\n").unwrap();
+    let (ok, stdout, err) = graft(&h, &admin, &["pull", "--project", &id, target]).await;
+    assert!(ok, "{stdout}{err}");
+    assert!(stdout.contains("3 removed"), "{stdout}");
+    for path in ["gone.tf", "mod", "mine.tf"] {
+        assert!(!out.join(path).exists(), "{path} removed");
+    }
+    assert_eq!(std::fs::read(out.join("keep.tf")).unwrap(), b"# keep\n");
+    assert_eq!(
+        std::fs::read(out.join("notes.txt")).unwrap(),
+        b"not graft's\n"
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out.join(".graft-pull.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest,
+        json!({"keep.tf": graft::git::read::blob_id(b"# keep\n").to_string()})
+    );
+
+    // `--force` removes a dropped file even when it changed locally.
+    h.app
+        .store
+        .delete_file(p.id, "keep.tf", now_ms())
+        .await
+        .unwrap();
+    std::fs::write(out.join("keep.tf"), b"# changed\n").unwrap();
+    let (ok, stdout, err) = graft(&h, &admin, &["pull", "--project", &id, target]).await;
+    assert!(
+        !ok && err.contains("changed locally: keep.tf"),
+        "{stdout}{err}"
+    );
+    let (ok, stdout, err) = graft(&h, &admin, &["pull", "--project", &id, "--force", target]).await;
+    assert!(ok, "{stdout}{err}");
+    assert!(!out.join("keep.tf").exists());
+    h.stop().await;
+}
+
+/// The export as a stand-in for graft serves it: cut off inside the data
+/// of `path`, so a pull stops part-way after writing the files before it.
+fn cut_inside(export: &[u8], path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(export)
+        .read_to_end(&mut tar)
+        .unwrap();
+    let mut entries = tar::Archive::new(tar.as_slice());
+    let at = entries
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.path().unwrap().to_str() == Some(path))
+        .map(|e| e.raw_file_position())
+        .expect("the path is in the export");
+    tar.truncate(usize::try_from(at).unwrap() + 3);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A stand-in for graft's API: the project's file listing and `export`.
+async fn stand_in(listing: Value, export: Vec<u8>) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::routing::get;
+    let router = axum::Router::new()
+        .route(
+            "/api/v1/projects/{id}/files",
+            get(move || {
+                let listing = listing.clone();
+                async move { axum::Json(listing) }
+            }),
+        )
+        .route(
+            "/api/v1/projects/{id}/export",
+            get(move || {
+                let export = export.clone();
+                async move { export }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (base, server)
+}
+
+/// A pull that stops part-way leaves what it wrote recorded: the next
+/// pull updates those files instead of calling them changed locally.
+async fn a_pull_stopped_part_way_keeps_what_it_wrote(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::PullRequest, "infra").await;
+    let id = p.id.to_string();
+    let admin = h.app.create_token("admin").await;
+    let put = |a: &'static str, b: &'static str| {
+        let files = [
+            support::sync::input("a.tf", a),
+            support::sync::input("b.tf", b),
+        ];
+        let h = &h;
+        async move { support::sync::put_quietly(h, p.id, &files).await }
+    };
+    put("# a1\n", "# b1\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let target = out.to_str().unwrap();
+    let (ok, stdout, err) = graft(&h, &admin, &["pull", "--project", &id, target]).await;
+    assert!(ok, "{stdout}{err}");
+
+    // The next pull breaks off inside b.tf, after writing a.tf.
+    put("# a2\n", "# b2 longer\n").await;
+    let (_, listing) = call(
+        &h,
+        &admin,
+        Method::GET,
+        &format!("/projects/{id}/files"),
+        None,
+    )
+    .await;
+    let export = h
+        .app
+        .http
+        .get(h.app.url(&format!("/api/v1/projects/{id}/export")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (url, server) = stand_in(listing, cut_inside(&export, "b.tf")).await;
+    let (ok, stdout, err) = graft_at(&url, &admin, &["pull", "--project", &id, target]).await;
+    server.abort();
+    assert!(!ok, "{stdout}");
+    assert!(err.contains("damaged") || err.contains("export"), "{err}");
+    assert_eq!(std::fs::read(out.join("a.tf")).unwrap(), b"# a2\n");
+    assert_eq!(std::fs::read(out.join("b.tf")).unwrap(), b"# b1\n");
+
+    // The server moves on; neither file was changed locally.
+    put("# a3\n", "# b2 longer\n").await;
+    let (ok, stdout, err) = graft(&h, &admin, &["pull", "--project", &id, target]).await;
+    assert!(ok, "{stdout}{err}");
+    assert_eq!(std::fs::read(out.join("a.tf")).unwrap(), b"# a3\n");
+    assert_eq!(std::fs::read(out.join("b.tf")).unwrap(), b"# b2 longer\n");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out.join(".graft-pull.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest,
+        json!({
+            "a.tf": graft::git::read::blob_id(b"# a3\n").to_string(),
+            "b.tf": graft::git::read::blob_id(b"# b2 longer\n").to_string(),
+        }),
+        "one version per file after a finished pull"
+    );
+    h.stop().await;
+}
+
 both_backends!(
     cli_adopt_and_pull,
+    a_pull_removes_what_the_project_dropped,
+    a_pull_stopped_part_way_keeps_what_it_wrote,
     export_equals_the_database,
     adopt_on_github,
     adopt_on_gitlab,

@@ -13,7 +13,7 @@ use graft::store::Store;
 use graft::store::jobs::{JobRecord, JobRow, NewJob};
 use graft::store::now_ms;
 use graft::store::projects::{Kind, Mode, NewProject};
-use graft::sync::schedule::{self, SYNC_JOB, SyncRequest};
+use graft::sync::schedule::{SYNC_JOB, SyncRequest};
 use graft::worker::GraftJobs;
 use serde_json::json;
 use support::{TestApp, TestDb, default_settings, eventually, fast_pool};
@@ -181,14 +181,10 @@ async fn a_panicking_sync_is_recorded_on_the_project(db: TestDb) {
         .require_project(a_project(&store).await)
         .await
         .unwrap();
-    schedule::enqueue_sync(
-        app.jobs(),
-        project.id,
-        &SyncRequest::explicit("test"),
-        now_ms() - 10,
-    )
-    .await
-    .unwrap();
+    app.jobs()
+        .enqueue_sync(project.id, &SyncRequest::explicit("test"), now_ms() - 10)
+        .await
+        .unwrap();
     let after = enqueue(&store, "ping", Some(project.id), now_ms()).await;
     let handler = Arc::new(PanickingSync(GraftJobs::new(app.state.context.clone())));
     let (tx, set) = start(&store, handler);

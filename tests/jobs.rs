@@ -350,7 +350,7 @@ async fn identical_queued_work_coalesces(db: TestDb) {
 }
 
 /// A sync queued through `JobQueue::enqueue` folds into the project's
-/// queued sync like one from `schedule::enqueue_sync`: a `--force` or a
+/// queued sync like one from `JobQueue::enqueue_sync`: a `--force` or a
 /// rebase asked for by either survives.
 async fn a_sync_through_the_queue_keeps_the_queued_flags(db: TestDb) {
     let store = db.store().await;
@@ -371,11 +371,12 @@ async fn a_sync_through_the_queue_keeps_the_queued_flags(db: TestDb) {
         }
     };
 
-    let forced = graft::sync::schedule::enqueue_sync(&queue, 1, &request(true, false, "a"), 1)
+    let forced = queue
+        .enqueue_sync(1, &request(true, false, "a"), 1)
         .await
         .unwrap();
     let plain = queue
-        .enqueue(&Job::Sync(request(false, true, "b")), Some(1), 2)
+        .enqueue(&Job::Sync(request(false, true, "b")), 1, 2)
         .await
         .unwrap();
     assert_eq!(plain, Some(forced), "folded into the queued sync");
@@ -386,12 +387,12 @@ async fn a_sync_through_the_queue_keeps_the_queued_flags(db: TestDb) {
     // The other way round: a plain sync queued first takes the flags of a
     // forced one queued through the queue.
     let other = queue
-        .enqueue(&Job::Sync(request(false, false, "c")), Some(2), 3)
+        .enqueue(&Job::Sync(request(false, false, "c")), 2, 3)
         .await
         .unwrap()
         .unwrap();
     let again = queue
-        .enqueue(&Job::Sync(request(true, false, "d")), Some(2), 4)
+        .enqueue(&Job::Sync(request(true, false, "d")), 2, 4)
         .await
         .unwrap();
     assert_eq!(again, Some(other));

@@ -227,6 +227,37 @@ async fn refusals(h: &Harness, token: &str, provider: &str, repo: &str) {
             &format!("/repositories/tree?provider={provider}&repo={repo}&ref=main&recursive=maybe"),
             "recursive",
         ),
+        // Only `true` or `false`: an empty value or a `1` is not read as either.
+        (
+            &format!("/repositories/tree?provider={provider}&repo={repo}&ref=main&recursive="),
+            "`recursive` must be `true` or `false`, not ``",
+        ),
+        (
+            &format!("/repositories/tree?provider={provider}&repo={repo}&ref=main&recursive=1"),
+            "`recursive` must be `true` or `false`, not `1`",
+        ),
+        // A parameter given twice is refused, not read as its last value.
+        (
+            "/repositories?provider=github&provider=gitlab",
+            "`provider` is given more than once",
+        ),
+        (
+            &format!("/repositories/tree?provider={provider}&repo={repo}&ref=main&ref=dev"),
+            "`ref` is given more than once",
+        ),
+        (
+            &format!(
+                "/repositories/tree?provider={provider}&repo={repo}&ref=main&recursive=false\
+                 &recursive=true"
+            ),
+            "`recursive` is given more than once",
+        ),
+        (
+            &format!(
+                "/repositories/file?provider={provider}&repo={repo}&ref=main&path=a.tf&path=b.tf"
+            ),
+            "`path` is given more than once",
+        ),
         (
             &format!("/repositories/tree?provider={provider}&repo=../x&ref=main"),
             "`repo`",

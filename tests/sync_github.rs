@@ -6,7 +6,7 @@ mod support;
 use graft::store::files::FileState;
 use graft::store::now_ms;
 use graft::store::projects::{Kind, Mode, Project, SyncStatus};
-use graft::sync::schedule::{self, SyncRequest};
+use graft::sync::schedule::SyncRequest;
 use support::TestDb;
 use support::fake_github::BOT_LOGIN;
 use support::harness::Harness;
@@ -693,7 +693,10 @@ async fn a_restart_in_the_middle_of_a_sync_still_gives_one_pr(db: TestDb) {
     // Queued for later, so no live worker takes it first; then held by a
     // replica that dies: its lease runs out in a second.
     let later = now_ms() + 3_600_000;
-    let id = schedule::enqueue_sync(h.app.jobs(), p.id, &SyncRequest::explicit("test"), later)
+    let id = h
+        .app
+        .jobs()
+        .enqueue_sync(p.id, &SyncRequest::explicit("test"), later)
         .await
         .unwrap();
     let held = sqlx::query(

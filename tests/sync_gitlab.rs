@@ -6,7 +6,7 @@ mod support;
 use graft::store::files::{FileInput, FileState};
 use graft::store::now_ms;
 use graft::store::projects::{Kind, Mode, Project, SyncStatus};
-use graft::sync::schedule::{self, SyncRequest};
+use graft::sync::schedule::SyncRequest;
 use support::TestDb;
 use support::fake_gitlab::BOT_USERNAME;
 use support::harness::Harness;
@@ -121,7 +121,9 @@ async fn configuration_projects_push_flagged_files_and_hold_the_rest(db: TestDb)
     let quiet = h.app.store.file(p.id, "quiet.yaml").await.unwrap().unwrap();
     assert_eq!(quiet.state, FileState::Pending);
     // The explicit sync carries it.
-    schedule::enqueue_sync(h.app.jobs(), p.id, &SyncRequest::explicit("api"), now_ms())
+    h.app
+        .jobs()
+        .enqueue_sync(p.id, &SyncRequest::explicit("api"), now_ms())
         .await
         .unwrap();
     h.wait_for("quiet file pushed", || async {

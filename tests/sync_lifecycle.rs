@@ -4,10 +4,12 @@
 
 mod support;
 
+use graft::commands::handlers::resume::{self, Resumed};
 use graft::store::now_ms;
 use graft::store::projects::{Mode, SyncStatus};
-use graft::sync::schedule::{self, Scope, SyncRequest};
+use graft::sync::schedule::{Scope, SyncRequest};
 use support::TestDb;
+use support::commands::jobs_of_kind;
 use support::harness::Harness;
 use support::sync::{event_kinds, github_project, input, poll_now, put, put_quietly, settled};
 
@@ -18,14 +20,12 @@ const INSTALLATION: i64 = 77;
 /// held back until `then` is done, and waits until it ran.
 async fn automatic_sync_queued_earlier(h: &Harness, project: i64, then: impl AsyncFnOnce()) {
     let held = now_ms() + 3_600_000;
-    let id = schedule::enqueue_sync(
-        h.app.jobs(),
-        project,
-        &SyncRequest::automatic(Scope::All, "test"),
-        held,
-    )
-    .await
-    .unwrap();
+    let id = h
+        .app
+        .jobs()
+        .enqueue_sync(project, &SyncRequest::automatic(Scope::All, "test"), held)
+        .await
+        .unwrap();
     then().await;
     sqlx::query("UPDATE jobs SET run_at = $1 WHERE id = $2")
         .bind(now_ms())
@@ -68,6 +68,44 @@ async fn automatic_syncs_queued_before_a_pause_do_not_run(db: TestDb) {
         h.github.git.file(REPO, "main", "infra/a.tf")
     })
     .await;
+    h.stop().await;
+}
+
+/// `/graft resume` lifts the pause and queues the sync of what waited in
+/// one transaction: when queueing fails the project stays paused, so the
+/// command run again resumes it and queues the sync.
+async fn a_resume_that_cannot_queue_its_sync_stays_paused(db: TestDb) {
+    let h = Harness::start(&db).await;
+    h.github_repo(REPO, INSTALLATION);
+    let p = github_project(&h, REPO, Mode::Direct, "infra").await;
+    h.app.store.set_paused(p.id, true, now_ms()).await.unwrap();
+    put_quietly(&h, p.id, &[input("a.tf", "# a\n")]).await;
+    let ctx = &h.app.state.context;
+
+    support::fail_inserts_into(&h.app.store, "jobs", true).await;
+    let failed = resume::resume(ctx, p.id, "comment:ann", now_ms()).await;
+    assert!(failed.is_err(), "{failed:?}");
+    let still = h.app.store.require_project(p.id).await.unwrap();
+    assert_eq!(
+        (still.paused, still.sync_status),
+        (true, SyncStatus::Paused)
+    );
+    assert_eq!(jobs_of_kind(&h, "sync").await, 0);
+
+    support::fail_inserts_into(&h.app.store, "jobs", false).await;
+    let again = resume::resume(ctx, p.id, "comment:ann", now_ms()).await;
+    assert_eq!(again.unwrap(), Resumed::Resumed { queued: Some(1) });
+    assert_eq!(jobs_of_kind(&h, "sync").await, 1);
+    h.wait_for("the waiting change pushed", || async {
+        h.github.git.file(REPO, "main", "infra/a.tf")
+    })
+    .await;
+    assert_eq!(
+        resume::resume(ctx, p.id, "comment:ann", now_ms())
+            .await
+            .unwrap(),
+        Resumed::NotPaused
+    );
     h.stop().await;
 }
 
@@ -465,6 +503,7 @@ both_backends!(
     the_status_comment_shows_a_sync_under_way,
     the_poll_rebuilds_only_prs_whose_base_path_changed,
     automatic_syncs_queued_before_a_pause_do_not_run,
+    a_resume_that_cannot_queue_its_sync_stays_paused,
     a_closed_pr_is_not_reopened_by_a_sync_queued_before,
     a_pr_whose_content_landed_otherwise_is_closed,
     a_refused_auto_merge_is_a_note_not_a_failure,

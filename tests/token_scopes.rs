@@ -200,6 +200,75 @@ async fn generator_tokens_reach_only_their_projects_files(db: TestDb) {
     app.stop().await;
 }
 
+/// `discovery` is the label adopt gives files taken from the repository:
+/// a generator token may not claim it (403, nothing stored, by either
+/// put); an admin token may.
+async fn only_admins_label_files_discovery(db: TestDb) {
+    let app = TestApp::start(&db, default_settings(), None).await;
+    let id = create_project(&app, "acme/own").await.id;
+    let admin = app.create_token("admin").await;
+    let generator = generator_token(&app, "tf-gen", &[id]).await;
+    let labelled =
+        |path: &str| json!({"path": path, "content": "# found\n", "source": "discovery"});
+    let refused: Vec<(String, Value)> = vec![
+        (
+            format!("/projects/{id}/files"),
+            json!({"files": [{"path": "plain.tf", "content": "# plain\n"}, labelled("found.tf")]}),
+        ),
+        (
+            format!("/projects/{id}/files/found.tf"),
+            json!({"content": "# found\n", "source": "discovery"}),
+        ),
+    ];
+    for (path, body) in refused {
+        let (status, answer) = call(&app, &generator, Method::PUT, &path, Some(body)).await;
+        assert_eq!(status, 403, "{path}: {answer}");
+        assert_eq!(answer["error"]["code"], "forbidden", "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("`found.tf`") && message.contains("admin token"),
+            "{message}"
+        );
+    }
+    assert!(
+        app.store.files(id).await.unwrap().is_empty(),
+        "nothing stored"
+    );
+    assert!(
+        app.store
+            .list_events(Some(id), 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| !e.actor.contains("tf-gen")),
+        "nothing recorded"
+    );
+
+    // `generator` stays the generator's own label.
+    let (status, answer) = call(
+        &app,
+        &generator,
+        Method::PUT,
+        &format!("/projects/{id}/files/mine.tf"),
+        Some(json!({"content": "# mine\n", "source": "generator"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    // An admin (a discovery run on the operator's behalf) may set it.
+    let (status, answer) = call(
+        &app,
+        &admin,
+        Method::PUT,
+        &format!("/projects/{id}/files"),
+        Some(json!({"files": [labelled("found.tf")]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let found = app.store.file(id, "found.tf").await.unwrap().unwrap();
+    assert_eq!(found.source, graft::store::files::FileSource::Discovery);
+    app.stop().await;
+}
+
 async fn the_dashboard_and_set_up_refuse_generator_tokens(db: TestDb) {
     let app = TestApp::start(&db, default_settings(), None).await;
     let own = create_project(&app, "acme/own").await.id;
@@ -436,6 +505,7 @@ async fn graft_token_create_makes_scoped_tokens(db: TestDb) {
 }
 
 both_backends!(
+    only_admins_label_files_discovery,
     generator_tokens_reach_only_their_projects_files,
     the_dashboard_and_set_up_refuse_generator_tokens,
     tokens_made_before_scopes_are_admins,

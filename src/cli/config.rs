@@ -146,12 +146,14 @@ pub enum Command {
     ///
     /// The inverse of `graft push`: downloads the project's export
     /// (GET /api/v1/projects/ID/export) and writes each file under DIR,
-    /// creating DIR if needed. A file in DIR that differs from the
-    /// server's version and from what the last `graft pull` wrote there
-    /// is a local change: the pull refuses, naming them, and writes
-    /// nothing, unless --force. What graft wrote is remembered in
-    /// DIR/.graft-pull.json (which `graft push` skips). Files graft does
-    /// not manage are left alone; symlinks in DIR are never followed.
+    /// creating DIR if needed; a file an earlier pull wrote that the
+    /// project no longer has is removed. A file graft would replace or
+    /// remove that differs from what `graft pull` wrote there (and from
+    /// the server's version) is a local change: the pull refuses, naming
+    /// them, and writes nothing, unless --force. What graft wrote
+    /// is remembered in DIR/.graft-pull.json (which `graft push` skips),
+    /// also when a pull stops part-way. Files graft never wrote are left
+    /// alone; symlinks in DIR are never followed.
     ///
     /// Example: `graft pull --project 3 ./infra`
     Pull(PullArgs),

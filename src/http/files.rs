@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use base64::Engine;
@@ -205,6 +206,31 @@ fn file_source(f: &mut Fields, context: &str) -> Result<Option<FileSource>, ApiE
     }
 }
 
+/// `discovery` is the label adopt gives files taken from the repository:
+/// only an admin may set it, so a generator cannot pass its files off as
+/// the repository's.
+fn check_sources(caller: &Caller, files: &[FileInput]) -> Result<(), ApiError> {
+    if caller.access().is_admin() {
+        return Ok(());
+    }
+    match files
+        .iter()
+        .find(|f| f.source == Some(FileSource::Discovery))
+    {
+        Some(file) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "`{}`: `source` `discovery` marks files graft adopted from the repository and \
+                 needs an admin token; a generator token sends `generator` or leaves `source` \
+                 out",
+                file.path
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn checked_path(path: String, context: &str) -> Result<String, ApiError> {
     validation::file_path(&path)
         .map_err(|e| ApiError::invalid_field(format!("{context}`path`: {e}")))?;
@@ -296,6 +322,7 @@ pub fn parse_files_put(body: Value) -> Result<FilesPut, ApiError> {
     request_body = FilesPutBody,
     responses(
         (status = 200, description = "Applied", body = FilesChanged),
+        (status = 403, description = "`forbidden`: a generator token labelled a file `source` `discovery`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 413, description = "`too_large`: over 1 MiB per file, 20 MiB or 10,000 files per request", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the message names the file and field", body = ErrorBody),
@@ -325,6 +352,9 @@ async fn change(
     caller: &Caller,
     op: FileOp<'_>,
 ) -> Result<Json<Value>, ApiError> {
+    if let FileOp::Put { files, .. } = &op {
+        check_sources(caller, files)?;
+    }
     let ctx = &state.ctx;
     let applied = ctx
         .jobs
@@ -451,6 +481,7 @@ async fn get_file(
     request_body = FilePutBody,
     responses(
         (status = 200, description = "Applied", body = FilesChanged),
+        (status = 403, description = "`forbidden`: a generator token labelled the file `source` `discovery`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 413, description = "`too_large`: over 1 MiB", body = ErrorBody),
         (status = 422, description = "`invalid_field`", body = ErrorBody),

@@ -23,7 +23,7 @@ use crate::store::audit::NewEvent;
 use crate::store::projects::{Kind, Mode, NewProject, Project};
 use crate::store::tokens::ApiToken;
 use crate::store::{Store, StoreError, now_ms};
-use crate::sync::schedule::{SyncRequest, enqueue_sync};
+use crate::sync::schedule::SyncRequest;
 use crate::validation;
 
 pub fn routes() -> OpenApiRouter<HttpState> {
@@ -291,6 +291,46 @@ pub fn parse_new_project(body: Value) -> Result<NewProject, ApiError> {
     })
 }
 
+/// Why an `integration_id` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrationError {
+    #[error(
+        "integration {0} does not exist; list integrations with GET /api/v1/integrations/gitlab"
+    )]
+    Missing(i64),
+    #[error("integration {id} is a {found} integration, not a {wanted} one")]
+    OtherProvider {
+        id: i64,
+        found: Provider,
+        wanted: Provider,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The one check of an `integration_id`: it exists and is `provider`'s.
+/// Where the id came from decides the status: in a project's body it is
+/// a field of a well-formed request, `422 invalid_field` either way; in
+/// the repositories' query a missing one is `404 not_found` (like a
+/// repository or ref the query names that does not exist) and one of
+/// another provider a wrong parameter, `400 invalid_query`.
+pub async fn check_integration(
+    store: &Store,
+    id: i64,
+    provider: Provider,
+) -> Result<(), IntegrationError> {
+    match store.integration_credentials(id).await {
+        Ok(found) if found.provider == provider => Ok(()),
+        Ok(found) => Err(IntegrationError::OtherProvider {
+            id,
+            found: found.provider,
+            wanted: provider,
+        }),
+        Err(StoreError::NotFound(_)) => Err(IntegrationError::Missing(id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Create a project
 #[utoipa::path(
     post,
@@ -327,22 +367,12 @@ pub async fn create_from_body(
     let mut new = parse_new_project(body)?;
     new.commit_via = commit_via.unwrap_or_default();
     if let Some(id) = new.integration_id {
-        match state.ctx.store.integration_credentials(id).await {
-            Ok(found) if found.provider == new.provider => {}
-            Ok(found) => {
-                return Err(ApiError::invalid_field(format!(
-                    "`integration_id` {id} is a {} integration, not a {} one",
-                    found.provider, new.provider
-                )));
-            }
-            Err(StoreError::NotFound(_)) => {
-                return Err(ApiError::invalid_field(format!(
-                    "`integration_id` {id} does not exist; list integrations with \
-                     GET /api/v1/integrations/gitlab"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        check_integration(&state.ctx.store, id, new.provider)
+            .await
+            .map_err(|e| match e {
+                IntegrationError::Store(e) => e.into(),
+                refused => ApiError::invalid_field(format!("`integration_id`: {refused}")),
+            })?;
     }
     let now = now_ms();
     // One INSERT, `commit_via` included: no project exists half-made.
@@ -436,7 +466,11 @@ async fn sync_now(
     let now = now_ms();
     let actor = actor(&caller);
     let request = SyncRequest::explicit(&actor);
-    let job_id = enqueue_sync(&state.ctx.jobs, project.id, &request, now).await?;
+    let job_id = state
+        .ctx
+        .jobs
+        .enqueue_sync(project.id, &request, now)
+        .await?;
     state
         .ctx
         .store

@@ -16,13 +16,12 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiJson, ApiQuery, ErrorBody};
 use super::files::Content;
-use super::projects::ProviderName;
+use super::projects::{IntegrationError, ProviderName, check_integration};
 use crate::file_set::{MAX_FILE_BYTES, content_json};
 use crate::forge::browse::{FileRead, RepoBrowse};
 use crate::git::paths;
 use crate::http::HttpState;
 use crate::ids::Provider;
-use crate::store::StoreError;
 use crate::validation;
 
 pub fn routes() -> OpenApiRouter<HttpState> {
@@ -92,27 +91,47 @@ pub struct RepositoryFile {
     pub blob_sha: String,
 }
 
-/// The query parameters by name (a name given twice keeps its last value);
-/// any other name is refused, so a misspelt parameter is not silently
-/// ignored.
+/// The query parameters by name. A name the route does not take, or one
+/// given twice, is refused with the parameter named: a misspelt
+/// parameter is not silently ignored, and a repeated one does not
+/// silently keep one of its values.
 pub(crate) struct Params(BTreeMap<String, String>);
 
+fn invalid_query(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_query", message)
+}
+
 impl Params {
-    pub(crate) fn new(query: BTreeMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
-        if let Some(unknown) = query.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!(
-                    "unknown query parameter `{unknown}`; this route takes {}",
+    pub(crate) fn new(query: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, ApiError> {
+        let mut params = BTreeMap::new();
+        for (name, value) in query {
+            if !allowed.contains(&name.as_str()) {
+                return Err(invalid_query(format!(
+                    "unknown query parameter `{name}`; this route takes {}",
                     allowed
                         .iter()
                         .map(|a| format!("`{a}`"))
                         .collect::<Vec<_>>()
                         .join(", ")
-                ),
-            ));
+                )));
+            }
+            if params.contains_key(&name) {
+                return Err(invalid_query(format!(
+                    "query parameter `{name}` is given more than once; give it once"
+                )));
+            }
+            params.insert(name, value);
         }
-        Ok(Params(query))
+        Ok(Params(params))
+    }
+
+    /// Whether the query names `name` at all.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
     }
 
     pub(crate) fn required(&self, name: &str, what: &str) -> Result<&str, ApiError> {
@@ -187,9 +206,16 @@ impl Params {
         Ok(path)
     }
 
+    /// `true` or `false`; left out, `false`. Nothing else (not even an
+    /// empty value) is read as either.
     pub(crate) fn flag(&self, name: &str) -> Result<bool, ApiError> {
-        super::input::query_flag(self.0.get(name), name)
-            .map_err(|e| ApiError::bad_request("invalid_query", e.message))
+        match self.get(name) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(invalid_query(format!(
+                "query parameter `{name}` must be `true` or `false`, not `{other}`"
+            ))),
+        }
     }
 
     /// `integration_id`: a stored GitLab integration (else the default one).
@@ -215,18 +241,16 @@ impl Params {
                  the GitHub App",
             ));
         }
-        match state.ctx.store.integration_credentials(id).await {
-            Ok(found) if found.provider == Provider::Gitlab => Ok(Some(id)),
-            Ok(found) => Err(ApiError::bad_request(
-                "invalid_query",
-                format!("integration {id} is a {} integration", found.provider),
-            )),
-            Err(StoreError::NotFound(_)) => Err(ApiError::not_found(format!(
-                "integration {id} not found; list integrations with GET \
-                 /api/v1/integrations/gitlab"
-            ))),
-            Err(e) => Err(e.into()),
-        }
+        check_integration(&state.ctx.store, id, provider)
+            .await
+            .map_err(|e| match e {
+                IntegrationError::Missing(_) => ApiError::not_found(e.to_string()),
+                IntegrationError::OtherProvider { .. } => {
+                    invalid_query(format!("`integration_id`: {e}"))
+                }
+                IntegrationError::Store(e) => e.into(),
+            })?;
+        Ok(Some(id))
     }
 }
 
@@ -265,7 +289,7 @@ pub(crate) async fn or_default_branch(
 )]
 async fn list_repositories(
     State(state): State<HttpState>,
-    ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
+    ApiQuery(query): ApiQuery<Vec<(String, String)>>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let params = Params::new(query, &["provider", "integration_id"])?;
     let provider = params.provider()?;
@@ -310,7 +334,7 @@ async fn list_repositories(
 )]
 async fn repository_tree(
     State(state): State<HttpState>,
-    ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
+    ApiQuery(query): ApiQuery<Vec<(String, String)>>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let params = Params::new(
         query,
@@ -377,7 +401,7 @@ async fn repository_tree(
 )]
 async fn repository_file(
     State(state): State<HttpState>,
-    ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
+    ApiQuery(query): ApiQuery<Vec<(String, String)>>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let params = Params::new(
         query,

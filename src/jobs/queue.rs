@@ -27,16 +27,22 @@ impl JobQueue {
         }
     }
 
-    /// Stores `job` (for `project`, due `now`) and wakes the workers.
+    /// Stores `job` of `project` (due `now`) and wakes the workers.
     /// `None` when a job with the same dedupe key is already queued (it
     /// covers this one).
-    /// A project's sync is folded into its queued sync instead (see
+    /// A sync is folded into the project's queued sync instead (see
     /// [`Self::enqueue_sync`]), so a flag it carries is never dropped.
-    pub async fn enqueue(&self, job: &Job, project: Option<i64>, now: i64) -> Result<Option<i64>> {
-        if let (Job::Sync(request), Some(project)) = (job, project) {
+    /// Every job queued here is a project's: the project is not optional,
+    /// so none can be stored that its worker must refuse for want of one
+    /// (a webhook delivery's job is stored with the delivery instead).
+    pub async fn enqueue(&self, job: &Job, project: i64, now: i64) -> Result<Option<i64>> {
+        if let Job::Sync(request) = job {
             return self.enqueue_sync(project, request, now).await.map(Some);
         }
-        let id = self.store.enqueue(&job.row(project, now), now).await?;
+        let id = self
+            .store
+            .enqueue(&job.row(Some(project), now), now)
+            .await?;
         if id.is_some() {
             self.wake();
         }

@@ -385,6 +385,18 @@ pub async fn delete_file_in(
     delete_in(conn, project, path, now).await
 }
 
+/// [`Store::file_listing`] inside the caller's transaction.
+pub async fn file_listing_in(conn: &mut AnyConnection, project: i64) -> Result<Vec<FileMeta>> {
+    let rows: Vec<MetaRow> = sqlx::query_as(
+        "SELECT path, blob_sha, state, size, sync_on_change, executable, source \
+         FROM managed_files WHERE project_id = $1 ORDER BY path",
+    )
+    .bind(project)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(FileMeta::from).collect())
+}
+
 /// Paths of the files that stay in the repository (not
 /// `deleted_pending`), without their contents.
 pub async fn live_paths_in(conn: &mut AnyConnection, project: i64) -> Result<Vec<String>> {
@@ -437,14 +449,8 @@ impl Store {
     /// Every managed file of `project` by path, without contents (the
     /// query does not read them).
     pub async fn file_listing(&self, project: i64) -> Result<Vec<FileMeta>> {
-        let rows: Vec<MetaRow> = sqlx::query_as(
-            "SELECT path, blob_sha, state, size, sync_on_change, executable, source \
-             FROM managed_files WHERE project_id = $1 ORDER BY path",
-        )
-        .bind(project)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(FileMeta::from).collect())
+        let mut conn = self.pool.acquire().await?;
+        file_listing_in(&mut conn, project).await
     }
 
     pub async fn live_paths(&self, project: i64) -> Result<Vec<String>> {

@@ -257,24 +257,8 @@ impl Store {
     /// replaces; resuming puts them back (unless a sync ran meanwhile and
     /// showed through). Both are no-ops when already in that state.
     pub async fn set_paused(&self, id: i64, paused: bool, now: i64) -> Result<()> {
-        let sql = if paused {
-            "UPDATE projects SET paused = 1, status_before_pause = \
-               CASE WHEN sync_status = 'syncing' THEN 'idle' ELSE sync_status END, \
-             error_before_pause = sync_error, sync_status = 'paused', sync_error = NULL, \
-             updated_at = $1 WHERE id = $2 AND paused = 0"
-        } else {
-            "UPDATE projects SET paused = 0, \
-             sync_status = CASE WHEN sync_status = 'paused' \
-               THEN COALESCE(status_before_pause, 'idle') ELSE sync_status END, \
-             sync_error = CASE WHEN sync_status = 'paused' THEN error_before_pause ELSE sync_error END, \
-             status_before_pause = NULL, error_before_pause = NULL, \
-             updated_at = $1 WHERE id = $2 AND paused = 1"
-        };
-        sqlx::query(sql)
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        set_paused_in(&mut conn, id, paused, now).await?;
         Ok(())
     }
 
@@ -292,6 +276,36 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         set_auto_sync_held_in(&mut conn, id, held, now).await
     }
+}
+
+/// Pauses or resumes project `id`; `false` when it already was in that
+/// state (nothing changed). A pause keeps the status and error to give
+/// back on resume.
+pub async fn set_paused_in(
+    conn: &mut AnyConnection,
+    id: i64,
+    paused: bool,
+    now: i64,
+) -> Result<bool> {
+    let sql = if paused {
+        "UPDATE projects SET paused = 1, status_before_pause = \
+               CASE WHEN sync_status = 'syncing' THEN 'idle' ELSE sync_status END, \
+             error_before_pause = sync_error, sync_status = 'paused', sync_error = NULL, \
+             updated_at = $1 WHERE id = $2 AND paused = 0"
+    } else {
+        "UPDATE projects SET paused = 0, \
+             sync_status = CASE WHEN sync_status = 'paused' \
+               THEN COALESCE(status_before_pause, 'idle') ELSE sync_status END, \
+             sync_error = CASE WHEN sync_status = 'paused' THEN error_before_pause ELSE sync_error END, \
+             status_before_pause = NULL, error_before_pause = NULL, \
+             updated_at = $1 WHERE id = $2 AND paused = 1"
+    };
+    let done = sqlx::query(sql)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 pub async fn set_auto_sync_held_in(

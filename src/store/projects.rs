@@ -414,12 +414,8 @@ impl Store {
     }
 
     pub async fn project(&self, id: i64) -> Result<Option<Project>> {
-        let sql = format!("SELECT {COLUMNS} FROM projects WHERE id = $1");
-        let row: Option<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(Project::from))
+        let mut conn = self.pool.acquire().await?;
+        project_in(&mut conn, id).await
     }
 
     pub async fn require_project(&self, id: i64) -> Result<Project> {
@@ -494,6 +490,16 @@ impl Store {
         let rows = query.fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(Project::from).collect())
     }
+}
+
+/// Project `id` as `conn` sees it (inside the caller's transaction).
+pub async fn project_in(conn: &mut AnyConnection, id: i64) -> Result<Option<Project>> {
+    let sql = format!("SELECT {COLUMNS} FROM projects WHERE id = $1");
+    let row: Option<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(Project::from))
 }
 
 #[cfg(test)]

@@ -5,10 +5,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use gix::ObjectId;
 use serde::Serialize;
 
 use crate::context::Context;
 use crate::file_set::{MAX_FILE_BYTES, MAX_REQUEST_BYTES};
+use crate::git::pipeline::Fetched;
 use crate::git::read::{self, TreeFile};
 use crate::store::adopt::{AdoptStoreError, FoundFile};
 use crate::store::now_ms;
@@ -151,15 +153,40 @@ pub async fn adopt(
             count: candidates.len(),
         });
     }
-    let mut adoption = Adoption::default();
-    let Some(head) = target else {
-        skipped.sort_by(|a, b| a.path.cmp(&b.path));
-        adoption.skipped = skipped;
-        return Ok(adoption);
+    let adopted = match target {
+        Some(head) => {
+            take(
+                ctx,
+                project,
+                &fetched,
+                head,
+                candidates,
+                actor,
+                &mut skipped,
+            )
+            .await?
+        }
+        None => Vec::new(),
     };
+    skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Adoption { adopted, skipped })
+}
+
+/// Reads `candidates` at `head` and stores them as adopted; what is
+/// skipped on the way (too large, past the request's total, managed
+/// meanwhile) joins `skipped`.
+async fn take(
+    ctx: &Context,
+    project: &Project,
+    fetched: &Fetched,
+    head: ObjectId,
+    candidates: Vec<(String, TreeFile)>,
+    actor: &str,
+    skipped: &mut Vec<Skipped>,
+) -> Result<Vec<Adopted>, AdoptError> {
     // Sizes come from the object headers, so what is skipped is never read,
     // and what is read stays within one request's total.
-    let found = fetched
+    let (found, left) = fetched
         .with_repo(move |repo| {
             let mut found = Vec::new();
             let mut left = Vec::new();
@@ -197,13 +224,10 @@ pub async fn adopt(
         })
         .await
         .map_err(SyncError::from)?;
-    let (found, left) = found;
     skipped.extend(left);
     if found.is_empty() {
         // Nothing to store: no transaction, no audit event.
-        skipped.sort_by(|a, b| a.path.cmp(&b.path));
-        adoption.skipped = skipped;
-        return Ok(adoption);
+        return Ok(Vec::new());
     }
     let stored = ctx
         .store
@@ -213,18 +237,15 @@ pub async fn adopt(
             AdoptStoreError::Moved { head, recorded } => AdoptError::Moved { head, recorded },
             AdoptStoreError::Store(e) => AdoptError::Sync(e.into()),
         })?;
-    adoption.adopted = stored
-        .adopted
-        .into_iter()
-        .map(|(path, blob_sha)| Adopted { path, blob_sha })
-        .collect();
     skipped.extend(stored.raced.into_iter().map(|path| Skipped {
         path,
         reason: ALREADY_MANAGED.to_string(),
     }));
-    skipped.sort_by(|a, b| a.path.cmp(&b.path));
-    adoption.skipped = skipped;
-    Ok(adoption)
+    Ok(stored
+        .adopted
+        .into_iter()
+        .map(|(path, blob_sha)| Adopted { path, blob_sha })
+        .collect())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::store::projects::SyncStatus;
 use super::errors::SyncError;
 use super::plan;
 use super::publish::{self, CommentContent};
-use super::schedule::{self, SyncRequest};
+use super::schedule::SyncRequest;
 use super::upstream::{apply_upstream, fetch_target_listing, upstream_actions};
 
 /// `/graft import`: the repository wins where it changed a managed file.
@@ -102,7 +102,9 @@ pub async fn import_upstream(
         .await?;
     if project.pull_request_number.is_some() {
         // The PR branch should now match the database again.
-        schedule::enqueue_sync(&ctx.jobs, project_id, &SyncRequest::explicit(actor), now).await?;
+        ctx.jobs
+            .enqueue_sync(project_id, &SyncRequest::explicit(actor), now)
+            .await?;
     }
     Ok(imported)
 }

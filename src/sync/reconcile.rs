@@ -155,13 +155,13 @@ pub async fn reconcile(ctx: &Context, project_id: i64) -> Result<(), SyncError> 
         let held = project.paused || project.auto_sync_held;
         if target_moved && subtree_moved && !shared && !held {
             // Rebuild the PR on the new target head.
-            schedule::enqueue_sync(
-                &ctx.jobs,
-                project_id,
-                &SyncRequest::automatic(Scope::All, "reconcile"),
-                now,
-            )
-            .await?;
+            ctx.jobs
+                .enqueue_sync(
+                    project_id,
+                    &SyncRequest::automatic(Scope::All, "reconcile"),
+                    now,
+                )
+                .await?;
         } else if branch_moved {
             // Someone else's commits on graft's branch: the comment says
             // the branch is shared now.

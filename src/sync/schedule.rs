@@ -1,7 +1,8 @@
 //! When a change of files schedules a sync (`iac` projects with auto-sync:
 //! the whole project; `configuration` projects: files flagged
-//! `sync_on_change`), as a pure decision, and the enqueueing that
-//! coalesces rapid changes into one job.
+//! `sync_on_change`), as a pure decision, and the reconcile job. A sync is
+//! queued through `JobQueue::enqueue_sync`, which coalesces rapid changes
+//! into one job.
 
 use crate::store::files::ChangedPath;
 
@@ -26,17 +27,6 @@ pub fn on_files_changed(project: &Project, changes: &[ChangedPath]) -> Option<Sc
     }
 }
 
-/// Queues a sync, or folds it into the one already queued for the project
-/// (widening its scope if needed). Returns the id of the queued job.
-pub async fn enqueue_sync(
-    jobs: &JobQueue,
-    project: i64,
-    request: &SyncRequest,
-    now: i64,
-) -> Result<i64> {
-    jobs.enqueue_sync(project, request, now).await
-}
-
 /// A reconcile of one project (coalesced like syncs).
 pub fn reconcile_job(project: i64, reason: &str, now: i64) -> NewJob {
     reconcile(reason).row(Some(project), now)
@@ -55,7 +45,7 @@ pub async fn enqueue_reconcile(
     reason: &str,
     now: i64,
 ) -> Result<Option<i64>> {
-    jobs.enqueue(&reconcile(reason), Some(project), now).await
+    jobs.enqueue(&reconcile(reason), project, now).await
 }
 
 #[cfg(test)]

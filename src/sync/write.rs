@@ -118,8 +118,19 @@ pub async fn write(
         .commit
         .ok_or_else(|| GitError::Other("nothing to write".into()))?;
     let branch_head = fetched.head(branch);
+    let via_api = || {
+        via_api(
+            remote,
+            fetched,
+            project,
+            (built, commit),
+            files,
+            branch,
+            branch_head,
+        )
+    };
     if project.commit_via == CommitVia::Api {
-        let head = via_api(remote, fetched, project, built, files, branch, branch_head).await?;
+        let head = via_api().await?;
         return Ok(Written { head, note: None });
     }
     match super::run::push_to(remote, fetched, commit, branch, mode).await {
@@ -128,7 +139,7 @@ pub async fn write(
             note: None,
         }),
         Err(error) if is_signature_refusal(&error) => {
-            let head = via_api(remote, fetched, project, built, files, branch, branch_head).await?;
+            let head = via_api().await?;
             let note = format!(
                 "`{branch}` requires signed commits and refused graft's git push; graft \
                  committed through the {} API instead (signed by the forge) for this sync. \
@@ -157,28 +168,24 @@ pub async fn write(
 }
 
 /// One API commit of the whole change (never split: a split change could
-/// stop part-way with commits on the branch graft never recorded).
+/// stop part-way with commits on the branch graft never recorded), with
+/// the message of `commit`, the one graft built.
 async fn via_api(
     remote: &Remote,
     fetched: &Fetched,
     project: &Project,
-    built: &Built,
+    (built, commit): (&Built, ObjectId),
     files: &FilePlan,
     branch: &str,
     branch_head: Option<ObjectId>,
 ) -> Result<ObjectId, SyncError> {
     let start = start_for(built.parent, branch_head)?;
-    let message = match built.commit {
-        Some(local) => {
-            fetched
-                .with_repo(move |repo| {
-                    let commit = repo.find_commit(local).map_err(crate::git::missing)?;
-                    Ok(commit.message_raw_sloppy().to_string())
-                })
-                .await?
-        }
-        None => "graft: sync".to_string(),
-    };
+    let message = fetched
+        .with_repo(move |repo| {
+            let commit = repo.find_commit(commit).map_err(crate::git::missing)?;
+            Ok(commit.message_raw_sloppy().to_string())
+        })
+        .await?;
     let executable_before = executable_at(fetched, built, &project.base_path).await?;
     let files = commit_api::one_commit(
         file_writes(

@@ -5,7 +5,7 @@ use graft::store::files::FileInput;
 use graft::store::now_ms;
 use graft::store::projects::{Project, SyncStatus};
 use graft::sync::intake::{FileOp, change_files};
-use graft::sync::schedule::{self, SyncRequest};
+use graft::sync::schedule::SyncRequest;
 
 use super::harness::Harness;
 
@@ -44,7 +44,9 @@ pub async fn sync_now(h: &Harness, project: i64, force: bool) {
         force,
         ..SyncRequest::explicit("test")
     };
-    schedule::enqueue_sync(h.app.jobs(), project, &request, now_ms())
+    h.app
+        .jobs()
+        .enqueue_sync(project, &request, now_ms())
         .await
         .unwrap();
 }

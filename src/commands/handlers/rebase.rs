@@ -4,7 +4,7 @@
 use crate::store::projects::Project;
 use crate::sync::errors::SyncError;
 use crate::sync::reconcile;
-use crate::sync::schedule::{self, SyncRequest};
+use crate::sync::schedule::SyncRequest;
 
 use super::super::reply::Outcome;
 use super::{Call, paths};
@@ -23,7 +23,7 @@ pub async fn run(call: &Call<'_>) -> Result<Outcome, SyncError> {
         rebase: true,
         ..SyncRequest::explicit(call.actor)
     };
-    schedule::enqueue_sync(&call.ctx.jobs, id, &request, call.now).await?;
+    call.ctx.jobs.enqueue_sync(id, &request, call.now).await?;
     Ok(call.done(message))
 }
 

@@ -1,7 +1,10 @@
 //! `/graft resume`: automatic syncs again, and a sync of what changed
 //! while paused if the project would have synced it.
 
-use crate::store::files::{Change, ChangedPath, FileState, ManagedFileRow};
+use crate::context::Context;
+use crate::jobs::queue::enqueue_sync_in;
+use crate::store::files::{self, Change, ChangedPath, FileMeta, FileState};
+use crate::store::{StoreError, project_state, projects};
 use crate::sync::errors::SyncError;
 use crate::sync::schedule::{self, SyncRequest};
 
@@ -10,27 +13,58 @@ use super::{Call, refresh_sticky};
 
 pub async fn run(call: &Call<'_>) -> Result<Outcome, SyncError> {
     if !call.project.paused {
-        return Ok(call.done("Automatic syncs are already on.".to_string()));
+        return Ok(call.done(ALREADY_ON.to_string()));
     }
-    let (ctx, id) = (call.ctx, call.project_id());
-    ctx.store.set_paused(id, false, call.now).await?;
-    let resumed = ctx.store.require_project(id).await?;
-    let waiting = waiting(ctx.store.files(id).await?);
+    match resume(call.ctx, call.project_id(), call.actor, call.now).await? {
+        Resumed::NotPaused => Ok(call.done(ALREADY_ON.to_string())),
+        Resumed::Resumed { queued } => {
+            refresh_sticky(call.ctx, call.project_id()).await;
+            Ok(call.done(reply(queued)))
+        }
+    }
+}
+
+const ALREADY_ON: &str = "Automatic syncs are already on.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// The project was not paused (any more): nothing changed.
+    NotPaused,
+    /// The pause is lifted; `queued` as in [`reply`].
+    Resumed { queued: Option<usize> },
+}
+
+/// Lifts the pause of project `id` and queues the sync of what waited
+/// (when the project's rules sync it) in one transaction: if queueing
+/// fails, the project stays paused, so the retried command resumes it
+/// and queues the sync then. Wakes the workers after the commit.
+pub async fn resume(ctx: &Context, id: i64, actor: &str, now: i64) -> Result<Resumed, StoreError> {
+    let mut tx = ctx.store.begin_write().await?;
+    if !project_state::set_paused_in(&mut tx, id, false, now).await? {
+        return Ok(Resumed::NotPaused);
+    }
+    let resumed = projects::project_in(&mut tx, id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("project {id}")))?;
+    let waiting = waiting(files::file_listing_in(&mut tx, id).await?);
     let queued = match schedule::on_files_changed(&resumed, &waiting) {
         Some(scope) => {
-            let request = SyncRequest::automatic(scope, call.actor);
-            schedule::enqueue_sync(&ctx.jobs, id, &request, call.now).await?;
+            let request = SyncRequest::automatic(scope, actor);
+            enqueue_sync_in(&mut tx, id, &request, now).await?;
             Some(waiting.len())
         }
         None => None,
     };
-    refresh_sticky(ctx, id).await;
-    Ok(call.done(reply(queued)))
+    tx.commit().await?;
+    if queued.is_some() {
+        ctx.jobs.wake();
+    }
+    Ok(Resumed::Resumed { queued })
 }
 
 /// The files that changed while paused, as a change of files (which the
 /// project's rules turn into a sync or not).
-pub fn waiting(files: Vec<ManagedFileRow>) -> Vec<ChangedPath> {
+pub fn waiting(files: Vec<FileMeta>) -> Vec<ChangedPath> {
     files
         .into_iter()
         .filter(|f| f.state != FileState::Synced)
@@ -62,16 +96,14 @@ mod tests {
     use super::*;
     use crate::store::files::FileSource;
 
-    fn file(path: &str, state: FileState, sync_on_change: bool) -> ManagedFileRow {
-        ManagedFileRow {
+    fn file(path: &str, state: FileState, sync_on_change: bool) -> FileMeta {
+        FileMeta {
             path: path.into(),
-            content: Vec::new(),
             blob_sha: String::new(),
             state,
             size: 0,
             sync_on_change,
             executable: false,
-            synced_blob_sha: None,
             source: FileSource::Generator,
         }
     }

@@ -3,7 +3,6 @@
 use crate::jobs::Job;
 use crate::store::projects::{Project, SyncStatus};
 use crate::sync::errors::SyncError;
-use crate::sync::schedule;
 
 use super::super::reply::Outcome;
 use super::Call;
@@ -29,13 +28,17 @@ pub fn plan(project: &Project) -> Plan {
 }
 
 /// The failed job as it runs again: a sync for whoever retries it (with
-/// the flags it had), any other job as it was.
+/// the flags it had), a reconcile queued for the retry, any other job as
+/// it was.
 pub fn again(job: Job, actor: &str) -> Job {
     match job {
         Job::Sync(mut request) => {
             request.actor = actor.to_string();
             Job::Sync(request)
         }
+        Job::Reconcile { .. } => Job::Reconcile {
+            reason: "retry".to_string(),
+        },
         other => other,
     }
 }
@@ -67,19 +70,11 @@ pub async fn run(call: &Call<'_>) -> Result<Outcome, SyncError> {
             "The failed job can no longer be read; `{prefix} sync` starts a new sync."
         )));
     };
-    match again(job, call.actor) {
-        // Through the sync queue, so it merges with a queued sync.
-        Job::Sync(request) => {
-            schedule::enqueue_sync(&ctx.jobs, id, &request, call.now).await?;
-        }
-        // A fresh reconcile: it carries only why it was queued.
-        Job::Reconcile { .. } => {
-            schedule::enqueue_reconcile(&ctx.jobs, id, "retry", call.now).await?;
-        }
-        job @ (Job::Webhook { .. } | Job::PullRequestClosed { .. } | Job::Command(_)) => {
-            ctx.jobs.enqueue(&job, Some(id), call.now).await?;
-        }
-    }
+    // The queue folds a sync into one already queued (keeping either's
+    // flags) and a reconcile into a queued reconcile.
+    ctx.jobs
+        .enqueue(&again(job, call.actor), id, call.now)
+        .await?;
     Ok(call.done(format!(
         "Re-queued the last failed job ({}). The status comment shows the result.",
         kind.replace('_', " ")
@@ -111,7 +106,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sync_is_retried_for_whoever_asks_and_other_jobs_as_they_were() {
+    fn a_sync_is_retried_for_whoever_asks_a_reconcile_for_the_retry_and_others_as_they_were() {
         let mut request = SyncRequest::explicit("token:gen");
         request.force = true;
         let expected = SyncRequest {
@@ -122,6 +117,17 @@ mod tests {
             again(Job::Sync(request), "comment:ann"),
             Job::Sync(expected),
             "the flags of the failed sync stay"
+        );
+        assert_eq!(
+            again(
+                Job::Reconcile {
+                    reason: "push".into()
+                },
+                "ann"
+            ),
+            Job::Reconcile {
+                reason: "retry".into()
+            }
         );
         let closed = Job::PullRequestClosed {
             number: 3,

@@ -1,7 +1,7 @@
 //! `/graft sync [--force]`: queue a sync of the whole project now.
 
 use crate::sync::errors::SyncError;
-use crate::sync::schedule::{self, SyncRequest};
+use crate::sync::schedule::SyncRequest;
 
 use super::super::reply::Outcome;
 use super::{Call, paths};
@@ -11,7 +11,10 @@ pub async fn run(call: &Call<'_>, force: bool) -> Result<Outcome, SyncError> {
         force,
         ..SyncRequest::explicit(call.actor)
     };
-    schedule::enqueue_sync(&call.ctx.jobs, call.project_id(), &request, call.now).await?;
+    call.ctx
+        .jobs
+        .enqueue_sync(call.project_id(), &request, call.now)
+        .await?;
     let conflicts = call.project.conflicts.as_deref().unwrap_or_default();
     Ok(call.done(reply(
         force,

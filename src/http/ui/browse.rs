@@ -4,8 +4,6 @@
 //! `/api/v1/repositories` (read only, so no CSRF token is needed); a folder
 //! shows a form that starts a project from it ([`start`]).
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use maud::{Markup, html};
@@ -33,7 +31,7 @@ fn link(pairs: &[(&str, &str)]) -> String {
 pub async fn page(
     State(state): State<HttpState>,
     admin: Admin,
-    Query(query): Query<BTreeMap<String, String>>,
+    Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
     let nav = Nav::of(&admin, &state);
     match body(&state, query, &admin.csrf(&state)).await {
@@ -46,12 +44,12 @@ pub async fn page(
 
 async fn body(
     state: &HttpState,
-    query: BTreeMap<String, String>,
+    query: Vec<(String, String)>,
     csrf: &str,
 ) -> Result<(String, Markup), ApiError> {
-    let file = query.get("file").cloned();
-    let params = Params::new(query.clone(), PARAMS)?;
-    if !query.contains_key("provider") {
+    let params = Params::new(query, PARAMS)?;
+    let file = params.get("file").map(str::to_string);
+    if !params.has("provider") {
         let body = html! {
             h1 { "Repositories" }
             p { "Browse what graft can reach, then start a project from a folder." }
@@ -64,7 +62,7 @@ async fn body(
     }
     let provider = params.provider()?;
     let integration = params.integration(state, provider).await?;
-    if !query.contains_key("repo") {
+    if !params.has("repo") {
         let list = state
             .ctx
             .forges
@@ -111,8 +109,7 @@ async fn body(
         link(&pairs)
     };
     if let Some(file) = file {
-        let path =
-            Params::new(BTreeMap::from([("path".to_string(), file)]), &["path"])?.path(true)?;
+        let path = Params::new(vec![("path".to_string(), file)], &["path"])?.path(true)?;
         let read = browser
             .file(&reference, &path, MAX_FILE_BYTES as u64)
             .await
