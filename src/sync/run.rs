@@ -78,8 +78,7 @@ async fn sync(ctx: &Context, project: &Project, request: &SyncRequest) -> Result
                     CommitVia::Api => None,
                 }
             };
-            let (fetched, advertised) =
-                tokio::join!(fetch_for(ctx, project, &remote), early_push);
+            let (fetched, advertised) = tokio::join!(fetch_for(ctx, project, &remote), early_push);
             Ok::<_, SyncError>((remote, fetched?.with_push_advertisement(advertised)))
         })
     );
