@@ -174,7 +174,7 @@ async fn gitlab_through_an_integration(db: TestDb) {
     let (status, _, html) = post_start(&h, &cookie, &fields("999")).await;
     assert_eq!(status, 422, "{html}");
     assert!(
-        html.contains("`integration_id` 999 does not exist"),
+        html.contains("`integration_id`: integration 999 does not exist"),
         "{html}"
     );
     assert!(h.app.store.list_projects().await.unwrap().is_empty());
