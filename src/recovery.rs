@@ -209,7 +209,7 @@ async fn recover_gitlab(ctx: &Context, done: &mut Recovered) {
     for project in projects.iter().filter(|p| p.provider == Provider::Gitlab) {
         if let Err(e) = recover_project(ctx, project, &mut checked, done).await {
             done.failures += 1;
-            warn!(project = project.id, error = %e, "recovery: could not check the GitLab project");
+            warn!(project = project.id.get(), error = %e, "recovery: could not check the GitLab project");
         }
     }
 }

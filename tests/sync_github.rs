@@ -28,7 +28,7 @@ fn sticky(h: &Harness, number: i64) -> support::fake_github::Comment {
         .expect("a status comment")
 }
 
-async fn events(h: &Harness, project: i64) -> Vec<String> {
+async fn events(h: &Harness, project: graft::ids::ProjectId) -> Vec<String> {
     h.app
         .store
         .list_events(Some(project), 100)
@@ -555,7 +555,7 @@ async fn a_push_elsewhere_in_a_monorepo_queues_nothing(db: TestDb) {
     );
     let rows = h
         .wait_for("one reconcile", || async {
-            let rows: Vec<(String, Option<i64>)> =
+            let rows: Vec<(String, Option<graft::ids::ProjectId>)> =
                 sqlx::query_as("SELECT kind, project_id FROM jobs WHERE kind = 'reconcile'")
                     .fetch_all(h.app.store.pool())
                     .await
@@ -801,7 +801,7 @@ async fn the_generator_api_drives_the_whole_loop(db: TestDb) {
         .json()
         .await
         .unwrap();
-    let id = created["id"].as_i64().unwrap();
+    let id = graft::ids::ProjectId(created["id"].as_i64().unwrap());
     assert_eq!(created["sync_status"], "idle");
     let put: serde_json::Value = h
         .app

@@ -27,7 +27,7 @@ async fn project(h: &Harness, mode: Mode) -> Project {
     gitlab_project(h, PATH, mode, "infra").await
 }
 
-async fn reload(h: &Harness, id: i64) -> Project {
+async fn reload(h: &Harness, id: graft::ids::ProjectId) -> Project {
     h.app.store.require_project(id).await.unwrap()
 }
 
@@ -550,7 +550,7 @@ async fn a_push_elsewhere_in_a_monorepo_queues_nothing(db: TestDb) {
         (pushes == 2).then_some(())
     })
     .await;
-    let reconciles: Vec<(Option<i64>,)> =
+    let reconciles: Vec<(Option<graft::ids::ProjectId>,)> =
         sqlx::query_as("SELECT project_id FROM jobs WHERE kind = 'reconcile'")
             .fetch_all(h.app.store.pool())
             .await

@@ -16,7 +16,11 @@ const INSTALLATION: i64 = 77;
 
 /// Queues an automatic sync (as if queued before whatever `then` does),
 /// held back until `then` is done, and waits until it ran.
-async fn automatic_sync_queued_earlier(h: &Harness, project: i64, then: impl AsyncFnOnce()) {
+async fn automatic_sync_queued_earlier(
+    h: &Harness,
+    project: graft::ids::ProjectId,
+    then: impl AsyncFnOnce(),
+) {
     let held = now_ms() + 3_600_000;
     let id = schedule::enqueue_sync(
         h.app.jobs(),

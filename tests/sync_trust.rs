@@ -48,7 +48,10 @@ async fn with_auto_merge(
     p
 }
 
-async fn events(h: &Harness, project: i64) -> Vec<graft::store::audit::AuditEvent> {
+async fn events(
+    h: &Harness,
+    project: graft::ids::ProjectId,
+) -> Vec<graft::store::audit::AuditEvent> {
     h.app.store.list_events(Some(project), 100).await.unwrap()
 }
 
@@ -292,7 +295,7 @@ async fn github_sticky(h: &Harness, number: i64) -> String {
 /// graft's PR with auto-merge turned on by graft (`/graft automerge on`)
 /// while a CI check is still running on graft's commit. Returns the PR
 /// number and graft's commit.
-async fn github_pr_set_to_merge(h: &Harness, project: i64) -> (i64, String) {
+async fn github_pr_set_to_merge(h: &Harness, project: graft::ids::ProjectId) -> (i64, String) {
     put(h, project, &[input("a.tf", "# a\n")]).await;
     let synced = settled(h, project, SyncStatus::Success).await;
     let number = synced.pull_request_number.expect("a PR");

@@ -4,6 +4,7 @@
 //! (the forge was down when replying) neither repeats a command nor loses
 //! what it did.
 
+use crate::ids::ProjectId;
 use tracing::{info, warn};
 
 use crate::context::Context;
@@ -252,7 +253,7 @@ pub async fn run(ctx: &Context, job: &JobRow, mut command_job: CommandJob) -> Re
     let done = reply::all_done(&outcomes);
     verdict(&client, &command_job, done).await;
     info!(
-        project = project.id,
+        project = project.id.get(),
         comment = command_job.comment_id,
         commands = outcomes.len(),
         all_done = done,
@@ -345,7 +346,7 @@ async fn one(
 async fn act(
     ctx: &Context,
     client: &RepoClient,
-    project_id: i64,
+    project_id: ProjectId,
     command: Command,
     job: &CommandJob,
 ) -> Result<Outcome, SyncError> {

@@ -1,6 +1,7 @@
 //! From a comment webhook to a queued `command` job. Runs inside the
 //! webhook job, so it only decides and records; the job does the rest.
 
+use crate::ids::ProjectId;
 use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
@@ -298,7 +299,7 @@ impl Reading<'_> {
     }
 
     /// The `command` job that runs `commands` for `project`.
-    fn job(&self, commands: Vec<QueuedCommand>, project: i64) -> NewJob {
+    fn job(&self, commands: Vec<QueuedCommand>, project: ProjectId) -> NewJob {
         let payload = CommandJob {
             commands,
             // GitHub signs its deliveries: 👀 right away.

@@ -2,6 +2,7 @@
 //! the field (and the file) to fix, and unknown fields are refused instead
 //! of silently ignored.
 
+use crate::ids::ProjectId;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -103,10 +104,11 @@ impl Fields {
 
 /// A project id from the URL; anything but a positive integer names no
 /// project.
-pub fn project_id(raw: &str) -> Result<i64, ApiError> {
+pub fn project_id(raw: &str) -> Result<ProjectId, ApiError> {
     raw.parse::<i64>()
         .ok()
         .filter(|id| *id > 0)
+        .map(ProjectId)
         .ok_or_else(|| ApiError::not_found(format!("project `{raw}` not found")))
 }
 
@@ -150,7 +152,7 @@ mod tests {
 
     #[test]
     fn project_ids_are_positive_integers() {
-        assert_eq!(project_id("12").unwrap(), 12);
+        assert_eq!(project_id("12").unwrap(), ProjectId(12));
         for bad in ["0", "-1", "x", "1.5", ""] {
             assert_eq!(project_id(bad).unwrap_err().code, "not_found");
         }

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::events::{Actor, Provider};
+use crate::ids::ProjectId;
 use crate::slash::parse::{Command, CommandError};
 use crate::store::jobs::NewJob;
 
@@ -87,7 +88,7 @@ impl Job {
 
     /// The row to store: this job for `project` (`None`: not tied to one),
     /// due `now`, with the kind's dedupe key. Callers adjust the rest.
-    pub fn row(&self, project: Option<i64>, now: i64) -> NewJob {
+    pub fn row(&self, project: Option<ProjectId>, now: i64) -> NewJob {
         let dedupe_key = match (self, project) {
             (Job::Sync(_), Some(p)) => Some(format!("sync:project:{p}")),
             (Job::Reconcile { .. }, Some(p)) => Some(format!("reconcile:project:{p}")),
@@ -222,7 +223,7 @@ mod tests {
     use super::*;
 
     fn round_trip(job: Job) {
-        let row = job.row(Some(3), 0);
+        let row = job.row(Some(ProjectId(3)), 0);
         assert_eq!(
             Job::decode(&row.kind, &row.payload.to_string()).unwrap(),
             job

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::Job;
 use super::job::{SyncRequest, merge_requests};
+use crate::ids::ProjectId;
 use crate::store::jobs::{enqueue_in, merge_into_queued_in};
 use crate::store::{Result, Store};
 
@@ -32,7 +33,12 @@ impl JobQueue {
     /// covers this one).
     /// A project's sync is folded into its queued sync instead (see
     /// [`Self::enqueue_sync`]), so a flag it carries is never dropped.
-    pub async fn enqueue(&self, job: &Job, project: Option<i64>, now: i64) -> Result<Option<i64>> {
+    pub async fn enqueue(
+        &self,
+        job: &Job,
+        project: Option<ProjectId>,
+        now: i64,
+    ) -> Result<Option<i64>> {
         if let (Job::Sync(request), Some(project)) = (job, project) {
             return self.enqueue_sync(project, request, now).await.map(Some);
         }
@@ -46,7 +52,12 @@ impl JobQueue {
     /// Queues a sync of `project`, or folds it into the one already queued
     /// (the broader scope, either's `force` and `rebase`). Returns the id
     /// of the queued job.
-    pub async fn enqueue_sync(&self, project: i64, request: &SyncRequest, now: i64) -> Result<i64> {
+    pub async fn enqueue_sync(
+        &self,
+        project: ProjectId,
+        request: &SyncRequest,
+        now: i64,
+    ) -> Result<i64> {
         let mut tx = self.store.begin_write().await?;
         let id = enqueue_sync_in(&mut tx, project, request, now).await?;
         tx.commit().await?;
@@ -92,7 +103,7 @@ impl JobQueue {
 /// wakes the workers after its commit).
 pub async fn enqueue_sync_in(
     conn: &mut AnyConnection,
-    project: i64,
+    project: ProjectId,
     request: &SyncRequest,
     now: i64,
 ) -> Result<i64> {

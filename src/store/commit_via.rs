@@ -1,5 +1,6 @@
 //! A project's commit mode: how a sync writes its commit to the forge.
 
+use crate::ids::ProjectId;
 use serde::Serialize;
 
 use super::{Result, Store};
@@ -33,7 +34,7 @@ impl CommitVia {
 }
 
 impl Store {
-    pub async fn set_commit_via(&self, id: i64, via: CommitVia, now: i64) -> Result<()> {
+    pub async fn set_commit_via(&self, id: ProjectId, via: CommitVia, now: i64) -> Result<()> {
         sqlx::query("UPDATE projects SET commit_via = $1, updated_at = $2 WHERE id = $3")
             .bind(via.as_str())
             .bind(now)

@@ -4,6 +4,7 @@
 
 use super::jobs::{NewJob, kind};
 use super::{Result, Store};
+use crate::ids::ProjectId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryStatus {
@@ -244,7 +245,7 @@ impl Store {
 
     pub async fn set_webhook_health(
         &self,
-        project_id: i64,
+        project_id: ProjectId,
         state: &str,
         disabled_until: Option<i64>,
         now: i64,
@@ -264,7 +265,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn webhook_health(&self, project_id: i64) -> Result<Option<WebhookHealth>> {
+    pub async fn webhook_health(&self, project_id: ProjectId) -> Result<Option<WebhookHealth>> {
         let health = sqlx::query_as(
             "SELECT state, disabled_until, checked_at FROM webhook_health WHERE project_id = $1",
         )

@@ -5,6 +5,7 @@
 //! (same `dedupe_key`) to one row. Every function takes `now` so the rules
 //! are testable without waiting for clocks.
 
+use crate::ids::ProjectId;
 use sqlx::AnyConnection;
 
 use super::{Backend, Result, Store, is_unique_violation};
@@ -24,7 +25,7 @@ pub mod kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJob {
     pub kind: String,
-    pub project_id: Option<i64>,
+    pub project_id: Option<ProjectId>,
     pub payload: serde_json::Value,
     /// Jobs with the same key coalesce while one of them is still queued.
     pub dedupe_key: Option<String>,
@@ -49,7 +50,7 @@ impl NewJob {
 pub struct JobRow {
     pub id: i64,
     pub kind: String,
-    pub project_id: Option<i64>,
+    pub project_id: Option<ProjectId>,
     pub payload: String,
     /// Attempts including this one.
     pub attempts: i64,

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use sqlx::AnyConnection;
 
-use crate::ids::Provider;
+use crate::ids::{ProjectId, Provider};
 
 use super::commit_via::CommitVia;
 use super::{Result, Store, StoreError, flag, is_unique_violation};
@@ -105,7 +105,7 @@ pub struct NewProject {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Project {
-    pub id: i64,
+    pub id: ProjectId,
     pub provider: Provider,
     pub integration_id: Option<i64>,
     pub repo: String,
@@ -170,7 +170,7 @@ const COLUMNS: &str = "id, provider, integration_id, repo, branch, base_path, ki
 /// A `projects` row as stored: flags as integers, enums and JSON as text.
 #[derive(sqlx::FromRow)]
 struct ProjectRow {
-    id: i64,
+    id: ProjectId,
     provider: Provider,
     integration_id: Option<i64>,
     repo: String,
@@ -375,7 +375,7 @@ impl Store {
                     })?
             }
         };
-        let (id,): (i64,) = sqlx::query_as(
+        let (id,): (ProjectId,) = sqlx::query_as(
             "INSERT INTO projects (provider, integration_id, repo, branch, base_path, kind, mode, \
              auto_sync, auto_merge, slug, sync_branch, commit_via, sync_status, created_at, \
              updated_at) \
@@ -413,7 +413,7 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("project {id}")))
     }
 
-    pub async fn project(&self, id: i64) -> Result<Option<Project>> {
+    pub async fn project(&self, id: ProjectId) -> Result<Option<Project>> {
         let sql = format!("SELECT {COLUMNS} FROM projects WHERE id = $1");
         let row: Option<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
@@ -422,7 +422,7 @@ impl Store {
         Ok(row.map(Project::from))
     }
 
-    pub async fn require_project(&self, id: i64) -> Result<Project> {
+    pub async fn require_project(&self, id: ProjectId) -> Result<Project> {
         self.project(id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("project {id}")))

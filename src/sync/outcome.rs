@@ -2,6 +2,7 @@
 //! audit log and what the PR says, for every outcome (success, failure,
 //! skipped, nothing to do).
 
+use crate::ids::ProjectId;
 use std::collections::BTreeMap;
 
 use gix::ObjectId;
@@ -23,7 +24,7 @@ use super::schedule::SyncRequest;
 
 /// The open PR's status comment says a sync is under way (every state
 /// change shows there). Best effort: the sync's outcome rewrites it.
-pub(super) async fn show_syncing(ctx: &Context, project_id: i64) {
+pub(super) async fn show_syncing(ctx: &Context, project_id: ProjectId) {
     let Ok(project) = ctx.store.require_project(project_id).await else {
         return;
     };
@@ -46,7 +47,7 @@ pub(super) async fn show_syncing(ctx: &Context, project_id: i64) {
     }
     .await;
     if let Err(e) = shown {
-        tracing::debug!(project = project_id, error = %e, "could not show the sync on the pull request");
+        tracing::debug!(project = project_id.get(), error = %e, "could not show the sync on the pull request");
     }
 }
 
@@ -67,7 +68,12 @@ pub fn skip_reason(project: &Project, request: &SyncRequest) -> Option<&'static 
 }
 
 /// Marks the project failed, writes the audit event and tells the PR.
-pub async fn record_failure(ctx: &Context, project_id: i64, message: &str, job_id: Option<i64>) {
+pub async fn record_failure(
+    ctx: &Context,
+    project_id: ProjectId,
+    message: &str,
+    job_id: Option<i64>,
+) {
     let message = &crate::slash::help::with_prefix(message, &ctx.commands.prefix);
     let now = now_ms();
     if let Err(e) = ctx
@@ -75,7 +81,7 @@ pub async fn record_failure(ctx: &Context, project_id: i64, message: &str, job_i
         .record_sync_error(project_id, message, job_id, now)
         .await
     {
-        tracing::error!(project = project_id, error = %e, "could not record the sync failure");
+        tracing::error!(project = project_id.get(), error = %e, "could not record the sync failure");
     }
     let _ = ctx
         .store

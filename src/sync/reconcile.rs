@@ -3,6 +3,7 @@
 //! someone else pushed to graft's branch, import their edits and stop
 //! rewriting it; when graft's PR closed, record what landed.
 
+use crate::ids::ProjectId;
 use gix::ObjectId;
 
 use crate::context::Context;
@@ -24,7 +25,7 @@ fn parse(sha: Option<&str>) -> Option<ObjectId> {
     sha.and_then(|s| ObjectId::from_hex(s.as_bytes()).ok())
 }
 
-pub async fn reconcile(ctx: &Context, project_id: i64) -> Result<(), SyncError> {
+pub async fn reconcile(ctx: &Context, project_id: ProjectId) -> Result<(), SyncError> {
     let store = &ctx.store;
     let project = store.require_project(project_id).await?;
     let remote = remote::remote_for(ctx, &project).await?;
@@ -188,7 +189,7 @@ pub async fn reconcile(ctx: &Context, project_id: i64) -> Result<(), SyncError> 
 /// comes from graft's branch, and what it says is recorded, not the hook.
 pub async fn pull_request_closed(
     ctx: &Context,
-    project_id: i64,
+    project_id: ProjectId,
     number: i64,
     merged: bool,
     merge_commit: Option<&str>,
@@ -207,7 +208,7 @@ pub async fn pull_request_closed(
     let (state_of, merge_commit_sha) = match &pr {
         Some(pr) if pr.head_branch != project.sync_branch => {
             tracing::warn!(
-                project = project_id,
+                project = project_id.get(),
                 number,
                 "a webhook says graft's pull request ended, but the forge's is from another branch: nothing changed"
             );
@@ -218,7 +219,7 @@ pub async fn pull_request_closed(
     };
     if state_of == PullRequestState::Open {
         tracing::warn!(
-            project = project_id,
+            project = project_id.get(),
             number,
             merged,
             "a webhook says graft's pull request ended, but the forge says it is open: nothing changed"
@@ -228,7 +229,7 @@ pub async fn pull_request_closed(
     let really_merged = state_of == PullRequestState::Merged;
     if really_merged != merged || (merged && merge_commit != merge_commit_sha.as_deref()) {
         tracing::warn!(
-            project = project_id,
+            project = project_id.get(),
             number,
             merged = really_merged,
             "the webhook about graft's pull request differs from the forge: the forge's word is recorded"
@@ -248,7 +249,7 @@ pub async fn pull_request_closed(
 /// else (an older PR of graft's, one already settled) changes nothing.
 async fn settle_pull_request(
     ctx: &Context,
-    project_id: i64,
+    project_id: ProjectId,
     number: i64,
     merged: bool,
     merge_commit: Option<&str>,

@@ -262,7 +262,7 @@ mod tests {
 
     fn project() -> Project {
         Project {
-            id: 7,
+            id: crate::ids::ProjectId(7),
             provider: crate::ids::Provider::Github,
             integration_id: None,
             repo: "acme/infra".into(),

@@ -3,6 +3,7 @@
 //! `sync_on_change`), as a pure decision, and the enqueueing that
 //! coalesces rapid changes into one job.
 
+use crate::ids::ProjectId;
 use crate::store::files::ChangedPath;
 
 use crate::jobs::{Job, JobQueue};
@@ -30,7 +31,7 @@ pub fn on_files_changed(project: &Project, changes: &[ChangedPath]) -> Option<Sc
 /// (widening its scope if needed). Returns the id of the queued job.
 pub async fn enqueue_sync(
     jobs: &JobQueue,
-    project: i64,
+    project: ProjectId,
     request: &SyncRequest,
     now: i64,
 ) -> Result<i64> {
@@ -38,7 +39,7 @@ pub async fn enqueue_sync(
 }
 
 /// A reconcile of one project (coalesced like syncs).
-pub fn reconcile_job(project: i64, reason: &str, now: i64) -> NewJob {
+pub fn reconcile_job(project: ProjectId, reason: &str, now: i64) -> NewJob {
     reconcile(reason).row(Some(project), now)
 }
 
@@ -51,7 +52,7 @@ fn reconcile(reason: &str) -> Job {
 /// Queues a reconcile of one project (coalesced like syncs).
 pub async fn enqueue_reconcile(
     jobs: &JobQueue,
-    project: i64,
+    project: ProjectId,
     reason: &str,
     now: i64,
 ) -> Result<Option<i64>> {
@@ -65,7 +66,7 @@ mod tests {
 
     fn project(kind: Kind, auto_sync: bool) -> Project {
         Project {
-            id: 1,
+            id: ProjectId(1),
             provider: crate::ids::Provider::Github,
             integration_id: None,
             repo: "o/r".into(),

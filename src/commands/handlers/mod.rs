@@ -3,6 +3,7 @@
 //! with a [`Call`]; where what a command does depends only on the state it
 //! finds, that decision is a pure function beside its handler.
 
+use crate::ids::ProjectId;
 use tracing::warn;
 
 use crate::context::Context;
@@ -47,7 +48,7 @@ impl Call<'_> {
         Outcome::failed(&self.usage, message)
     }
 
-    pub fn project_id(&self) -> i64 {
+    pub fn project_id(&self) -> ProjectId {
         self.project.id
     }
 }
@@ -71,9 +72,9 @@ pub fn paths(list: &[String]) -> String {
 /// change itself is done. Best effort: failing here must not retry the
 /// command (a retried `resume` would find the project resumed and queue
 /// nothing), and the next sync rewrites the comment anyway.
-pub async fn refresh_sticky(ctx: &Context, project_id: i64) {
+pub async fn refresh_sticky(ctx: &Context, project_id: ProjectId) {
     if let Err(e) = ops::refresh_status(ctx, project_id).await {
-        warn!(project = project_id, error = %e, "could not refresh the status comment");
+        warn!(project = project_id.get(), error = %e, "could not refresh the status comment");
     }
 }
 
@@ -86,7 +87,7 @@ pub(crate) mod test_support {
     /// A GitHub project with an open PR that synced cleanly.
     pub fn project() -> Project {
         Project {
-            id: 7,
+            id: crate::ids::ProjectId(7),
             provider: Provider::Github,
             integration_id: None,
             repo: "acme/infra".into(),
