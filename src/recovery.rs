@@ -25,6 +25,7 @@ use crate::forge::ForgeError;
 use crate::forge::github::deliveries::{HookDelivery, RETENTION_MS};
 use crate::forge::gitlab::GitlabRepo;
 use crate::forge::gitlab::hooks::{HookHealth, ProjectHook};
+use crate::ids::PrNumber;
 use crate::store::deliveries::WebhookHealth;
 use crate::store::projects::Project;
 use crate::store::{StoreError, now_ms};
@@ -321,7 +322,7 @@ async fn read_missed_notes(
     ctx: &Context,
     project: &Project,
     repo: &GitlabRepo,
-    number: i64,
+    number: PrNumber,
     done: &mut Recovered,
 ) -> Result<(), RecoveryError> {
     let store = &ctx.store;

@@ -3,6 +3,7 @@
 
 mod support;
 
+use graft::ids::PrNumber;
 use graft::store::files::FileState;
 use graft::store::now_ms;
 use graft::store::projects::{Kind, Mode, Project, SyncStatus};
@@ -76,7 +77,7 @@ async fn new_project_opens_a_pr_with_the_overlay_and_merging_completes_it(db: Te
         ("graft/infra-gen", "main", "open")
     );
     assert!(pr.body.contains("/graft sync"), "{}", pr.body);
-    assert_eq!(synced.pull_request_number, Some(pr.number));
+    assert_eq!(synced.pull_request_number, Some(PrNumber(pr.number)));
     assert_eq!(
         synced
             .pull_request_url
@@ -217,7 +218,10 @@ async fn direct_mode_pushes_to_the_target_and_protection_falls_back_to_a_pr(db: 
     );
     let pulls = h.github.pulls(REPO);
     assert_eq!(pulls.len(), 1);
-    assert_eq!(fallback.pull_request_number, Some(pulls[0].number));
+    assert_eq!(
+        fallback.pull_request_number,
+        Some(PrNumber(pulls[0].number))
+    );
     let sticky = sticky(&h, pulls[0].number);
     assert!(
         sticky.body.contains("refused by branch protection"),
@@ -487,7 +491,7 @@ async fn a_pr_closed_unmerged_leaves_files_pending_and_holds_auto_sync(db: TestD
     put(&h, p.id, &[input("a.tf", "# a\n")]).await;
     let synced = settled(&h, p.id, SyncStatus::Success).await;
     h.github
-        .close_pull(REPO, synced.pull_request_number.unwrap(), "octocat");
+        .close_pull(REPO, synced.pull_request_number.unwrap().get(), "octocat");
     let closed = settled(&h, p.id, SyncStatus::Idle).await;
     assert_eq!(closed.pull_request_number, None);
     assert!(closed.auto_sync_held);

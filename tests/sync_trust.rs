@@ -311,14 +311,14 @@ async fn github_pr_set_to_merge(h: &Harness, project: graft::ids::ProjectId) -> 
         summary: None,
     });
     h.github.set_role(REPO, "writer", "write");
-    h.comment_on_github(REPO, number, "writer", "/graft automerge on");
+    h.comment_on_github(REPO, number.get(), "writer", "/graft automerge on");
     h.wait_for("graft turned auto-merge on", || async {
         let pull = h.github.pulls(REPO).into_iter().next()?;
         (pull.auto_merge && !pull.merged).then_some(())
     })
     .await;
     settled(h, project, SyncStatus::Success).await;
-    (number, ours)
+    (number.get(), ours)
 }
 
 /// The attack: auto-merge is on; a writer pushes a commit that names graft
@@ -489,7 +489,7 @@ async fn gitlab_a_writer_posing_as_graft_gets_nothing_merged(db: TestDb) {
     settled(&h, p.id, SyncStatus::Success).await;
     let sticky = h
         .gitlab
-        .notes(id, iid)
+        .notes(id, iid.get())
         .into_iter()
         .find(|n| n.body.contains("<!-- graft:status -->"))
         .expect("a status note");

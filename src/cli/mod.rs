@@ -12,11 +12,11 @@ pub mod remote;
 pub mod server;
 pub mod telemetry;
 
-use crate::ids::ProjectId;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{CommandFactory, Parser};
 
 use crate::crypto::{self, Key, Keyring};
+use crate::ids::ProjectId;
 use crate::store::tokens::{TokenAccess, TokenScope};
 use crate::store::{Store, StoreError, now_ms, redact_url};
 use config::{Cli, Command, GithubCommand, GitlabCommand, GlobalArgs, KeysCommand, TokenCommand};

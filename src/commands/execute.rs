@@ -4,12 +4,12 @@
 //! (the forge was down when replying) neither repeats a command nor loses
 //! what it did.
 
-use crate::ids::ProjectId;
 use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::events::{Actor, Provider};
 use crate::forge::{ForgeKind, Permission, Reaction, RepoClient, UserRef};
+use crate::ids::ProjectId;
 use crate::jobs::JobError;
 use crate::slash::Command;
 use crate::store::audit::NewEvent;
@@ -87,7 +87,7 @@ async fn reject(
     let store = &ctx.store;
     warn!(
         comment = job.comment_id,
-        number = job.number,
+        number = job.number.get(),
         named = %job.author.login,
         reason = %rejection,
         "slash commands not run: the webhook does not match the forge"

@@ -1,7 +1,6 @@
 //! From a comment webhook to a queued `command` job. Runs inside the
 //! webhook job, so it only decides and records; the job does the rest.
 
-use crate::ids::ProjectId;
 use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
@@ -11,6 +10,7 @@ use crate::context::Context;
 use crate::events::{Actor, CommentAction, CommentEvent, Provider};
 use crate::forge::STATUS_MARKER;
 use crate::forge::gitlab::StoredNote;
+use crate::ids::ProjectId;
 use crate::jobs::{Job, JobError};
 use crate::slash::parse::{Invocation, MAX_COMMANDS, new_since, parse};
 use crate::store::commands::{Accepted, Claimed, CommandRun, CommentKey, NewCommandRun, RateLimit};
@@ -209,7 +209,7 @@ pub async fn on_comment(
         Accepted::RateLimited { recent } => warn!(
             comment = comment.comment_id,
             author = %person,
-            number = comment.number,
+            number = comment.number.get(),
             recent,
             limit = RATE_LIMIT.max_runs,
             "slash commands ignored: too many runs by this person on this PR in the last minute"
@@ -379,7 +379,7 @@ async fn owning_project(
         .map_err(database)?;
     if project.is_none() {
         debug!(
-            number = comment.number,
+            number = comment.number.get(),
             "commands on a pull/merge request graft does not own: ignored"
         );
     }
@@ -457,7 +457,7 @@ async fn on_note(
         ),
         Accepted::RateLimited { recent } => warn!(
             note = comment.comment_id,
-            number = comment.number,
+            number = comment.number.get(),
             recent,
             limit = NOTE_JOBS.max_runs,
             "GitLab note ignored: too many command jobs on this merge request in the last minute"
@@ -652,7 +652,7 @@ mod tests {
                 id: Some(1),
             },
             action: CommentAction::Created,
-            number: 3,
+            number: crate::ids::PrNumber(3),
             on_pull_request: true,
             comment_id: 5,
             body: body.into(),

@@ -7,7 +7,6 @@
 //! hold the blocking threads. Paths are the files API's (relative to the
 //! base path); files pending deletion are left out.
 
-use crate::ids::ProjectId;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +29,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiPath, ErrorBody};
 use super::projects::load_project;
 use crate::http::HttpState;
+use crate::ids::ProjectId;
 use crate::store::Store;
 use crate::store::files::FileState;
 

@@ -2,8 +2,9 @@
 //! the field (and the file) to fix, and unknown fields are refused instead
 //! of silently ignored.
 
-use crate::ids::ProjectId;
 use serde_json::{Map, Value};
+
+use crate::ids::ProjectId;
 
 use super::error::ApiError;
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::events::{Actor, Provider};
-use crate::ids::ProjectId;
+use crate::ids::{PrNumber, ProjectId};
 use crate::slash::parse::{Command, CommandError};
 use crate::store::jobs::NewJob;
 
@@ -34,7 +34,7 @@ pub enum Job {
     },
     /// graft's PR or MR was closed or merged.
     PullRequestClosed {
-        number: i64,
+        number: PrNumber,
         #[serde(default)]
         merged: bool,
         #[serde(default)]
@@ -191,7 +191,7 @@ pub struct CommandJob {
     #[serde(default)]
     pub integration_id: Option<i64>,
     pub repo: String,
-    pub number: i64,
+    pub number: PrNumber,
     pub comment_id: i64,
     /// Who the run is for: the editor of an edit, else the author. Their
     /// permission is checked and the audit log names them.
@@ -238,7 +238,7 @@ mod tests {
             reason: "push".into(),
         });
         round_trip(Job::PullRequestClosed {
-            number: 7,
+            number: PrNumber(7),
             merged: true,
             merge_commit_sha: Some("abc".into()),
         });
@@ -275,7 +275,7 @@ mod tests {
                 "pull_request_closed",
                 r#"{"merged":false,"merge_commit_sha":null,"number":4}"#,
                 Job::PullRequestClosed {
-                    number: 4,
+                    number: PrNumber(4),
                     merged: false,
                     merge_commit_sha: None,
                 },
@@ -289,7 +289,10 @@ mod tests {
             "commands":[{"run_id":2,"text":"/graft sync","result":{"Ok":{"command":"sync","force":false}}}]}"#;
         match Job::decode("command", command) {
             Ok(Job::Command(job)) => {
-                assert_eq!((job.number, job.comment_id, job.commands.len()), (3, 9, 1));
+                assert_eq!(
+                    (job.number, job.comment_id, job.commands.len()),
+                    (PrNumber(3), 9, 1)
+                );
                 assert!(!job.acknowledged);
             }
             other => panic!("{other:?}"),
@@ -325,7 +328,7 @@ mod tests {
             ),
             (
                 Job::PullRequestClosed {
-                    number: 1,
+                    number: PrNumber(1),
                     merged: false,
                     merge_commit_sha: None,
                 },

@@ -1,7 +1,8 @@
 //! The audit log: who did what, when, with commit SHAs and PR links.
 
-use super::{Result, Store};
 use crate::ids::ProjectId;
+
+use super::{Result, Store};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewEvent<'a> {

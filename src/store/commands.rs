@@ -6,6 +6,7 @@
 
 use super::jobs::{NewJob, enqueue_in};
 use super::{Backend, Result, Store};
+use crate::ids::PrNumber;
 use crate::ids::ProjectId;
 
 /// Which comment.
@@ -13,7 +14,7 @@ use crate::ids::ProjectId;
 pub struct CommentKey<'a> {
     pub provider: &'a str,
     pub repo: &'a str,
-    pub number: i64,
+    pub number: PrNumber,
     pub comment_id: i64,
     pub author: &'a str,
 }

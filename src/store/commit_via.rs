@@ -1,7 +1,8 @@
 //! A project's commit mode: how a sync writes its commit to the forge.
 
-use crate::ids::ProjectId;
 use serde::Serialize;
+
+use crate::ids::ProjectId;
 
 use super::{Result, Store};
 

@@ -2,9 +2,10 @@
 //! the forge's delivery id, and processed by a job enqueued in the same
 //! transaction, so a delivery is never acknowledged and then lost.
 
+use crate::ids::ProjectId;
+
 use super::jobs::{NewJob, kind};
 use super::{Result, Store};
-use crate::ids::ProjectId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryStatus {

@@ -2,12 +2,12 @@
 //! base path, with the git blob id that tells a real change from a re-put
 //! of the same content.
 
-use crate::ids::ProjectId;
 use serde::Serialize;
 use sqlx::AnyConnection;
 
 use super::{Result, Store, flag};
 use crate::git::read::blob_id;
+use crate::ids::ProjectId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

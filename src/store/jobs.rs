@@ -5,8 +5,9 @@
 //! (same `dedupe_key`) to one row. Every function takes `now` so the rules
 //! are testable without waiting for clocks.
 
-use crate::ids::ProjectId;
 use sqlx::AnyConnection;
+
+use crate::ids::ProjectId;
 
 use super::{Backend, Result, Store, is_unique_violation};
 

@@ -4,16 +4,17 @@
 
 use sqlx::AnyConnection;
 
+use crate::ids::{PrNumber, ProjectId};
+
 use super::projects::SyncStatus;
 use super::{Result, Store, flag};
-use crate::ids::ProjectId;
 
 /// What a sync changed, for [`Store::record_sync_success`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncSuccess {
     pub commit_sha: Option<String>,
     pub target_head: Option<String>,
-    pub pull_request_number: Option<i64>,
+    pub pull_request_number: Option<PrNumber>,
     pub pull_request_url: Option<String>,
     pub sync_branch_sha: Option<String>,
     pub findings: Option<serde_json::Value>,
@@ -174,7 +175,7 @@ impl Store {
     pub async fn set_pull_request(
         &self,
         id: ProjectId,
-        number: Option<i64>,
+        number: Option<PrNumber>,
         url: Option<&str>,
         now: i64,
     ) -> Result<()> {
@@ -227,7 +228,7 @@ impl Store {
     pub async fn record_pull_request_open(
         &self,
         id: ProjectId,
-        number: i64,
+        number: PrNumber,
         url: &str,
         changes: &[crate::git::read::FileChange],
         branch_sha: &str,

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use sqlx::AnyConnection;
 
-use crate::ids::{ProjectId, Provider};
+use crate::ids::{PrNumber, ProjectId, Provider};
 
 use super::commit_via::CommitVia;
 use super::{Result, Store, StoreError, flag, is_unique_violation};
@@ -124,7 +124,7 @@ pub struct Project {
     pub sync_error: Option<String>,
     pub last_synced_commit_sha: Option<String>,
     pub last_pulled_at: Option<i64>,
-    pub pull_request_number: Option<i64>,
+    pub pull_request_number: Option<PrNumber>,
     pub pull_request_url: Option<String>,
     pub auto_sync_held: bool,
     pub sync_branch_shared: bool,
@@ -187,7 +187,7 @@ struct ProjectRow {
     sync_error: Option<String>,
     last_synced_commit_sha: Option<String>,
     last_pulled_at: Option<i64>,
-    pull_request_number: Option<i64>,
+    pull_request_number: Option<PrNumber>,
     pull_request_url: Option<String>,
     auto_sync_held: i64,
     sync_branch_shared: i64,
@@ -316,7 +316,7 @@ fn sync_branch_conflict(
 /// A value to match in [`Store::projects_where`].
 enum Value<'a> {
     Text(&'a str),
-    Number(i64),
+    Number(PrNumber),
 }
 
 /// A repository as events name it: the forge, the integration the event
@@ -463,7 +463,7 @@ impl Store {
     pub async fn project_by_pull_request(
         &self,
         repo: &RepoKey<'_>,
-        number: i64,
+        number: PrNumber,
     ) -> Result<Option<Project>> {
         Ok(self
             .projects_where(repo, "pull_request_number = $4", Value::Number(number))

@@ -7,8 +7,9 @@
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::{Result, Store, StoreError, is_unique_violation};
 use crate::ids::ProjectId;
+
+use super::{Result, Store, StoreError, is_unique_violation};
 
 const TOKEN_PREFIX: &str = "graft_";
 

@@ -2,7 +2,6 @@
 //! audit log and what the PR says, for every outcome (success, failure,
 //! skipped, nothing to do).
 
-use crate::ids::ProjectId;
 use std::collections::BTreeMap;
 
 use gix::ObjectId;
@@ -12,6 +11,7 @@ use crate::forge::{AutoMerge, ForgeError, PullRequest, RepoClient};
 use crate::git::pipeline::Built;
 use crate::git::read;
 use crate::git::validate::passed;
+use crate::ids::{PrNumber, ProjectId};
 use crate::store::audit::NewEvent;
 use crate::store::now_ms;
 use crate::store::project_state::SyncSuccess;
@@ -176,7 +176,7 @@ pub(super) async fn ask_to_merge(
 /// Graft's PR whose head is not graft's push: what auto-merge is withheld
 /// from, and why.
 pub(super) struct Withheld<'a> {
-    pub number: i64,
+    pub number: PrNumber,
     pub url: Option<&'a str>,
     pub head: ObjectId,
     /// Someone else's commits are on the branch (otherwise its head is
@@ -279,7 +279,7 @@ pub(super) async fn finish(
     built: &Built,
     files: &plan::FilePlan,
     landed_head: Option<ObjectId>,
-    pull_request: Option<(i64, String, ObjectId)>,
+    pull_request: Option<(PrNumber, String, ObjectId)>,
     landed: bool,
 ) -> Result<(), SyncError> {
     let now = now_ms();

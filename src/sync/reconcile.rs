@@ -3,12 +3,12 @@
 //! someone else pushed to graft's branch, import their edits and stop
 //! rewriting it; when graft's PR closed, record what landed.
 
-use crate::ids::ProjectId;
 use gix::ObjectId;
 
 use crate::context::Context;
 use crate::forge::{ForgeError, PullRequestState};
 use crate::git::read;
+use crate::ids::{PrNumber, ProjectId};
 use crate::store::audit::NewEvent;
 use crate::store::files::FileState;
 use crate::store::now_ms;
@@ -190,7 +190,7 @@ pub async fn reconcile(ctx: &Context, project_id: ProjectId) -> Result<(), SyncE
 pub async fn pull_request_closed(
     ctx: &Context,
     project_id: ProjectId,
-    number: i64,
+    number: PrNumber,
     merged: bool,
     merge_commit: Option<&str>,
 ) -> Result<(), SyncError> {
@@ -209,7 +209,7 @@ pub async fn pull_request_closed(
         Some(pr) if pr.head_branch != project.sync_branch => {
             tracing::warn!(
                 project = project_id.get(),
-                number,
+                number = number.get(),
                 "a webhook says graft's pull request ended, but the forge's is from another branch: nothing changed"
             );
             return Ok(());
@@ -220,7 +220,7 @@ pub async fn pull_request_closed(
     if state_of == PullRequestState::Open {
         tracing::warn!(
             project = project_id.get(),
-            number,
+            number = number.get(),
             merged,
             "a webhook says graft's pull request ended, but the forge says it is open: nothing changed"
         );
@@ -230,7 +230,7 @@ pub async fn pull_request_closed(
     if really_merged != merged || (merged && merge_commit != merge_commit_sha.as_deref()) {
         tracing::warn!(
             project = project_id.get(),
-            number,
+            number = number.get(),
             merged = really_merged,
             "the webhook about graft's pull request differs from the forge: the forge's word is recorded"
         );
@@ -250,7 +250,7 @@ pub async fn pull_request_closed(
 async fn settle_pull_request(
     ctx: &Context,
     project_id: ProjectId,
-    number: i64,
+    number: PrNumber,
     merged: bool,
     merge_commit: Option<&str>,
 ) -> Result<(), SyncError> {

@@ -3,7 +3,6 @@
 //! the PR/MR → report. One job per project at a time (the queue sees to
 //! it); every outcome lands in the project's state and the audit log.
 
-use crate::ids::ProjectId;
 use std::collections::BTreeMap;
 
 use gix::ObjectId;
@@ -14,6 +13,7 @@ use crate::git::pipeline::{self, BuildSpec, Fetched};
 use crate::git::push::{PushMode, PushRequest, push};
 use crate::git::read::{self, TreeFile};
 use crate::git::validate::passed;
+use crate::ids::ProjectId;
 use crate::store::audit::NewEvent;
 use crate::store::now_ms;
 use crate::store::projects::{Mode, Project, SyncStatus};

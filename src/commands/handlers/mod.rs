@@ -3,11 +3,11 @@
 //! with a [`Call`]; where what a command does depends only on the state it
 //! finds, that decision is a pure function beside its handler.
 
-use crate::ids::ProjectId;
 use tracing::warn;
 
 use crate::context::Context;
 use crate::forge::RepoClient;
+use crate::ids::ProjectId;
 use crate::store::projects::Project;
 use crate::sync::ops;
 
@@ -105,7 +105,7 @@ pub(crate) mod test_support {
             sync_error: None,
             last_synced_commit_sha: Some("a".repeat(40)),
             last_pulled_at: None,
-            pull_request_number: Some(3),
+            pull_request_number: Some(crate::ids::PrNumber(3)),
             pull_request_url: Some("https://github.com/acme/infra/pull/3".into()),
             auto_sync_held: false,
             sync_branch_shared: false,

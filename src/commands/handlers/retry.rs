@@ -124,7 +124,7 @@ mod tests {
             "the flags of the failed sync stay"
         );
         let closed = Job::PullRequestClosed {
-            number: 3,
+            number: crate::ids::PrNumber(3),
             merged: true,
             merge_commit_sha: None,
         };
