@@ -454,7 +454,12 @@ fn inputs(version: usize) -> Vec<FileInput> {
 
 /// One graft sync through the real job: from the `PUT` until the PR is
 /// open and its head holds `version`. Waits (untimed) for the job to end.
-async fn graft_sync(h: &Harness, repo: &str, project: graft::ids::ProjectId, version: usize) -> Duration {
+async fn graft_sync(
+    h: &Harness,
+    repo: &str,
+    project: graft::ids::ProjectId,
+    version: usize,
+) -> Duration {
     let server = h.github.git.repo_dir(repo);
     let branch = h
         .app
