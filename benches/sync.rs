@@ -454,7 +454,12 @@ fn inputs(version: usize) -> Vec<FileInput> {
 
 /// One graft sync through the real job: from the `PUT` until the PR is
 /// open and its head holds `version`. Waits (untimed) for the job to end.
-async fn graft_sync(h: &Harness, repo: &str, project: i64, version: usize) -> Duration {
+async fn graft_sync(
+    h: &Harness,
+    repo: &str,
+    project: graft::ids::ProjectId,
+    version: usize,
+) -> Duration {
     let server = h.github.git.repo_dir(repo);
     let branch = h
         .app
@@ -677,7 +682,7 @@ async fn bench(params: Params, switch: &trace::GitSwitch) {
 
     let mut cold: BTreeMap<&'static str, Vec<Duration>> = BTreeMap::new();
     let mut kept: BTreeMap<Script, PathBuf> = BTreeMap::new();
-    let mut project = 0;
+    let mut project = graft::ids::ProjectId(0);
     let mut repo = String::new();
     for round in 0..params.cold_rounds {
         repo = format!("bench/mono{round}");

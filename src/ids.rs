@@ -1,7 +1,9 @@
-//! The identifiers that cross modules, as types: the `RepoPath` of a
-//! repository (checked for its forge) and the `Provider` a project lives
-//! on. A leaf: it depends on no other module of graft. Each is stored as
-//! text and serialised as its plain value.
+//! The identifiers that cross modules, as types: a project's `ProjectId`,
+//! a pull or merge request's `PrNumber`, the `RepoPath` of a repository
+//! (checked for its forge) and the `Provider` a project lives on. A leaf:
+//! it depends on no other module of graft. Each is stored and serialised
+//! as its plain value (a number or a text), so the types change no column
+//! and no JSON.
 
 use std::fmt;
 
@@ -66,6 +68,52 @@ impl<'r> Decode<'r, Any> for Provider {
         Provider::parse(text).ok_or_else(|| format!("unknown provider `{text}`").into())
     }
 }
+
+/// A number newtype: stored as an integer column, serialised and shown as
+/// the plain number; `get` gives the number where one must be formatted
+/// into a URL or bound to a foreign API.
+macro_rules! number_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            ToSchema, sqlx::Type,
+        )]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(pub i64);
+
+        impl $name {
+            pub const fn get(self) -> i64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl From<$name> for i64 {
+            fn from(id: $name) -> i64 {
+                id.0
+            }
+        }
+    };
+}
+
+number_id!(
+    /// A project's row id: what `/api/v1/projects/{id}` names and jobs,
+    /// files and the audit log are kept under.
+    ProjectId
+);
+
+number_id!(
+    /// A pull request's number (GitHub) or a merge request's iid (GitLab):
+    /// unique within its repository.
+    PrNumber
+);
 
 /// A repository's path on its forge: GitHub `owner/name`, GitLab
 /// `group/sub/name`. Built from outside input only through `parse`, which
@@ -168,6 +216,16 @@ mod tests {
         assert!(err.contains("owner/name"), "{err}");
         let repo = RepoPath::parse(Provider::Github, "acme/infra").unwrap();
         assert_eq!(serde_json::to_string(&repo).unwrap(), "\"acme/infra\"");
+    }
+
+    #[test]
+    fn number_ids_are_plain_numbers() {
+        let id = ProjectId(42);
+        assert_eq!(serde_json::to_string(&id).unwrap(), "42");
+        assert_eq!(serde_json::from_str::<ProjectId>("42").unwrap(), id);
+        assert_eq!(id.to_string(), "42");
+        assert_eq!(format!("#{}", PrNumber(7)), "#7");
+        assert!(serde_json::from_str::<PrNumber>("\"7\"").is_err());
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::forge::ForgeError;
 use crate::forge::github::deliveries::{HookDelivery, RETENTION_MS};
 use crate::forge::gitlab::GitlabRepo;
 use crate::forge::gitlab::hooks::{HookHealth, ProjectHook};
+use crate::ids::PrNumber;
 use crate::store::deliveries::WebhookHealth;
 use crate::store::projects::Project;
 use crate::store::{StoreError, now_ms};
@@ -209,7 +210,7 @@ async fn recover_gitlab(ctx: &Context, done: &mut Recovered) {
     for project in projects.iter().filter(|p| p.provider == Provider::Gitlab) {
         if let Err(e) = recover_project(ctx, project, &mut checked, done).await {
             done.failures += 1;
-            warn!(project = project.id, error = %e, "recovery: could not check the GitLab project");
+            warn!(project = project.id.get(), error = %e, "recovery: could not check the GitLab project");
         }
     }
 }
@@ -321,7 +322,7 @@ async fn read_missed_notes(
     ctx: &Context,
     project: &Project,
     repo: &GitlabRepo,
-    number: i64,
+    number: PrNumber,
     done: &mut Recovered,
 ) -> Result<(), RecoveryError> {
     let store = &ctx.store;

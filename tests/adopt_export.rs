@@ -43,7 +43,7 @@ async fn call(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn generator_token(h: &Harness, projects: &[i64]) -> String {
+async fn generator_token(h: &Harness, projects: &[graft::ids::ProjectId]) -> String {
     let access = TokenAccess::new(TokenScope::Generator, projects).unwrap();
     h.app
         .store

@@ -50,16 +50,16 @@ impl Api {
         self.send(reqwest::Method::DELETE, path, None).await
     }
 
-    async fn project(&self, kind: &str, auto_sync: bool) -> i64 {
+    async fn project(&self, kind: &str, auto_sync: bool) -> graft::ids::ProjectId {
         let mut body = project_body();
         body["kind"] = json!(kind);
         body["auto_sync"] = json!(auto_sync);
         let (status, project) = self.post("/projects", &body).await;
         assert_eq!(status, 201, "{project}");
-        project["id"].as_i64().unwrap()
+        graft::ids::ProjectId(project["id"].as_i64().unwrap())
     }
 
-    async fn put_files(&self, id: i64, body: Value) -> Value {
+    async fn put_files(&self, id: graft::ids::ProjectId, body: Value) -> Value {
         let (status, reply) = self.put(&format!("/projects/{id}/files"), &body).await;
         assert_eq!(status, 200, "{reply}");
         reply
@@ -150,7 +150,7 @@ async fn projects_are_created_read_and_listed(db: TestDb) {
     let api = Api::start(&db).await;
     let (status, created) = api.post("/projects", &project_body()).await;
     assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_i64().unwrap();
+    let id = graft::ids::ProjectId(created["id"].as_i64().unwrap());
     for (field, expected) in [
         ("provider", json!("github")),
         ("repo", json!("acme/infra")),
@@ -192,7 +192,7 @@ async fn projects_are_created_read_and_listed(db: TestDb) {
     assert_eq!(status, 200);
     let list = list["projects"].as_array().unwrap();
     assert_eq!(list.len(), 2);
-    assert_eq!(list[0]["id"], id);
+    assert_eq!(list[0]["id"], id.get());
     assert_eq!(list[0]["pending_files"], 2);
     assert_eq!(list[1]["kind"], "configuration");
     assert_eq!(list[1]["mode"], "direct");

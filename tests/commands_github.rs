@@ -5,6 +5,7 @@
 mod support;
 
 use graft::commands::REPLY_MARKER;
+use graft::ids::PrNumber;
 use graft::store::files::FileState;
 use graft::store::now_ms;
 use graft::store::projects::{Kind, Mode, NewProject, Project, SyncStatus};
@@ -51,7 +52,7 @@ async fn managed_pr(h: &Harness) -> (Project, i64) {
     let number = synced.pull_request_number.expect("a PR");
     h.github.set_role(REPO, "writer", "write");
     h.github.set_role(REPO, "reader", "read");
-    (synced, number)
+    (synced, number.get())
 }
 
 fn replies(h: &Harness, number: i64) -> Vec<Comment> {
@@ -202,7 +203,7 @@ async fn bots_and_graft_itself_are_never_obeyed(db: TestDb) {
     let own = h
         .github_client(REPO)
         .await
-        .reply(n, "/graft pause")
+        .reply(PrNumber(n), "/graft pause")
         .await
         .unwrap()
         .id;
@@ -720,7 +721,7 @@ async fn a_writer_syncs_the_pending_change(db: TestDb) {
     );
     let pulls = h.github.pulls(REPO);
     assert_eq!(pulls.len(), 1, "{pulls:?}");
-    assert_eq!(synced.pull_request_number, Some(n));
+    assert_eq!(synced.pull_request_number, Some(PrNumber(n)));
     assert_eq!(
         Some(pulls[0].head_sha.clone()),
         h.github.git.head(REPO, BRANCH)

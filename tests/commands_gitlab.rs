@@ -7,6 +7,7 @@ mod support;
 
 use graft::commands::REPLY_MARKER;
 use graft::forge::NewPullRequest;
+use graft::ids::PrNumber;
 use graft::store::files::FileState;
 use graft::store::now_ms;
 use graft::store::projects::{Kind, Mode, NewProject, Project, SyncStatus};
@@ -61,7 +62,7 @@ async fn managed_mr(h: &Harness) -> Setup {
     Setup {
         project: synced,
         gitlab_id,
-        iid,
+        iid: iid.get(),
     }
 }
 
@@ -219,7 +220,7 @@ async fn bots_and_graft_itself_are_never_obeyed(db: TestDb) {
     let own = h
         .gitlab_client(PATH)
         .await
-        .reply(s.iid, "/graft pause")
+        .reply(PrNumber(s.iid), "/graft pause")
         .await
         .unwrap()
         .id;
@@ -253,10 +254,10 @@ async fn a_merge_request_graft_does_not_own_stores_and_runs_nothing(db: TestDb) 
         })
         .await
         .unwrap();
-    assert_ne!(other.number, s.iid);
+    assert_ne!(other.number, PrNumber(s.iid));
     let mut notes = Vec::new();
     for _ in 0..3 {
-        notes.push(h.comment_on_gitlab(s.gitlab_id, other.number, "dev", "/graft sync"));
+        notes.push(h.comment_on_gitlab(s.gitlab_id, other.number.get(), "dev", "/graft sync"));
     }
     for note in &notes {
         processed(&h, *note, 1).await;
@@ -265,7 +266,7 @@ async fn a_merge_request_graft_does_not_own_stores_and_runs_nothing(db: TestDb) 
     assert_eq!(command_jobs(&h).await, 0, "no job");
     assert_eq!(count(&h, "SELECT COUNT(*) FROM command_runs").await, 0);
     assert_eq!(count(&h, "SELECT COUNT(*) FROM comment_texts").await, 0);
-    assert!(gitlab_replies(&h, s.gitlab_id, other.number).is_empty());
+    assert!(gitlab_replies(&h, s.gitlab_id, other.number.get()).is_empty());
     h.stop().await;
 }
 
@@ -421,7 +422,7 @@ async fn a_developer_syncs_the_pending_change(db: TestDb) {
     // The same MR, now at the new head, with graft's file synced.
     let mrs = h.gitlab.merge_requests(s.gitlab_id);
     assert_eq!(mrs.len(), 1, "{mrs:?}");
-    assert_eq!(synced.pull_request_number, Some(s.iid));
+    assert_eq!(synced.pull_request_number, Some(PrNumber(s.iid)));
     assert_eq!(Some(mrs[0].sha.clone()), h.gitlab.git.head(PATH, BRANCH));
     assert_eq!(synced.sync_branch_sha, h.gitlab.git.head(PATH, BRANCH));
     assert_eq!(synced.sync_error, None);
@@ -849,7 +850,7 @@ async fn a_forged_merge_or_close_of_an_open_mr_changes_nothing(db: TestDb) {
     let after = project(&h, id).await;
     assert_eq!(
         after.pull_request_number,
-        Some(s.iid),
+        Some(PrNumber(s.iid)),
         "still graft's open MR"
     );
     assert_eq!(

@@ -170,7 +170,7 @@ async fn api_mode_commits_on_gitlab_are_verified(db: TestDb) {
     h.stop().await;
 }
 
-async fn api_mode(h: &Harness, project: i64) {
+async fn api_mode(h: &Harness, project: graft::ids::ProjectId) {
     h.app
         .store
         .set_commit_via(project, CommitVia::Api, now_ms())

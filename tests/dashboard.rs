@@ -181,7 +181,7 @@ async fn dashboard_shows_status_error_and_links(db: TestDb) {
     app.store
         .set_pull_request(
             fine.id,
-            Some(12),
+            Some(graft::ids::PrNumber(12)),
             Some("https://github.com/acme/platform/pull/12"),
             now,
         )

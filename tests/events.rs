@@ -51,7 +51,7 @@ fn github_pull_requests() {
             panic!("{file}")
         };
         assert_eq!(pr.action, action, "{file}");
-        assert!(pr.number > 0);
+        assert!(pr.number.get() > 0);
         assert!(!pr.head_branch.is_empty() && !pr.base_branch.is_empty());
         assert_eq!(pr.merge_commit_sha, None, "{file}: not merged");
     }
@@ -179,7 +179,7 @@ fn gitlab_merge_requests() {
             panic!("{file}")
         };
         assert_eq!(mr.action, action, "{file}");
-        assert!(mr.number > 0, "{file}");
+        assert!(mr.number.get() > 0, "{file}");
         assert!(mr.head_sha.is_some(), "{file}");
     }
 }
@@ -211,7 +211,7 @@ fn gitlab_notes_on_merge_requests() {
     assert!(note.on_pull_request);
     assert_eq!(note.action, CommentAction::Created);
     assert_eq!(note.author.login, "root");
-    assert!(note.number > 0);
+    assert!(note.number.get() > 0);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use support::{TestApp, TestDb, default_settings};
 const FILES: usize = 24;
 const FILE_BYTES: usize = 1024 * 1024;
 
-async fn project_with_large_files(app: &TestApp) -> i64 {
+async fn project_with_large_files(app: &TestApp) -> graft::ids::ProjectId {
     let project = create_project(app, "acme/big").await;
     let files: Vec<FileInput> = (0..FILES)
         .map(|n| FileInput {
@@ -44,7 +44,13 @@ async fn listings_leave_contents_in_the_database(db: TestDb) {
         assert_eq!(file.state, FileState::Pending);
         assert_eq!(file.blob_sha.len(), 40);
     }
-    assert!(app.store.file_listing(id + 1000).await.unwrap().is_empty());
+    assert!(
+        app.store
+            .file_listing(graft::ids::ProjectId(id.get() + 1000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // The API: a small answer without contents, contents only when asked.
     let token = app.create_token("admin").await;

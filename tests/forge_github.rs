@@ -107,7 +107,7 @@ impl Setup {
     }
 }
 
-async fn open_pr(s: &Setup, client: &RepoClient, branch: &str) -> i64 {
+async fn open_pr(s: &Setup, client: &RepoClient, branch: &str) -> graft::ids::PrNumber {
     s.fake.git.create_branch(REPO, branch, "main");
     s.fake.git.commit(
         REPO,
@@ -541,7 +541,7 @@ async fn validation_errors_carry_githubs_message(db: TestDb) {
             .contains("A pull request already exists for acme:graft/infra."),
         "{error}"
     );
-    assert_eq!(number, 1);
+    assert_eq!(number, graft::ids::PrNumber(1));
     s.assert_conformant();
 }
 
@@ -602,7 +602,7 @@ async fn sticky_comment_is_found_across_pages_and_edited_in_place(db: TestDb) {
     for i in 0..3 {
         s.fake.comment_as(
             REPO,
-            number,
+            number.get(),
             "alice",
             &format!("comment {i} {STATUS_MARKER}"),
         );
@@ -613,7 +613,7 @@ async fn sticky_comment_is_found_across_pages_and_edited_in_place(db: TestDb) {
         .unwrap();
     for i in 0..4 {
         s.fake
-            .comment_as(REPO, number, "bob", &format!("later {i}"));
+            .comment_as(REPO, number.get(), "bob", &format!("later {i}"));
     }
     let second = client
         .upsert_status_comment(number, "status: success")
@@ -622,7 +622,7 @@ async fn sticky_comment_is_found_across_pages_and_edited_in_place(db: TestDb) {
     assert_eq!(first.id, second.id, "edited in place");
     let ours: Vec<_> = s
         .fake
-        .comments(REPO, number)
+        .comments(REPO, number.get())
         .into_iter()
         .filter(|c| c.user == BOT_LOGIN)
         .collect();
@@ -648,7 +648,7 @@ async fn pagination_to_another_host_fails_instead_of_cutting_the_list(db: TestDb
     let number = open_pr(&s, &client, "graft/infra").await;
     for i in 0..3 {
         s.fake
-            .comment_as(REPO, number, "alice", &format!("comment {i}"));
+            .comment_as(REPO, number.get(), "alice", &format!("comment {i}"));
     }
     s.fake.set_link_origin("https://proxy.example.invalid");
     let error = client
@@ -662,7 +662,11 @@ async fn pagination_to_another_host_fails_instead_of_cutting_the_list(db: TestDb
                 .contains("another host (https://proxy.example.invalid)"),
         "{error}"
     );
-    assert_eq!(s.fake.comments(REPO, number).len(), 3, "nothing posted");
+    assert_eq!(
+        s.fake.comments(REPO, number.get()).len(),
+        3,
+        "nothing posted"
+    );
     assert!(
         !s.fake
             .requests()
@@ -689,7 +693,7 @@ async fn racing_upserts_leave_one_status_comment(db: TestDb) {
         result.unwrap();
     }
     let count = |fake: &FakeGithub| {
-        fake.comments(REPO, number)
+        fake.comments(REPO, number.get())
             .iter()
             .filter(|c| c.user == BOT_LOGIN)
             .count()
@@ -733,7 +737,9 @@ async fn reactions_checks_and_permissions(db: TestDb) {
     let s = setup(&db).await;
     let client = s.client().await;
     let number = open_pr(&s, &client, "graft/infra").await;
-    let comment = s.fake.comment_as(REPO, number, "alice", "/graft sync");
+    let comment = s
+        .fake
+        .comment_as(REPO, number.get(), "alice", "/graft sync");
     client.react(number, comment, Reaction::Eyes).await.unwrap();
     client
         .react(number, comment, Reaction::ThumbsUp)
@@ -749,7 +755,7 @@ async fn reactions_checks_and_permissions(db: TestDb) {
     let reply = client.reply(number, "done").await.unwrap();
     assert!(
         s.fake
-            .comments(REPO, number)
+            .comments(REPO, number.get())
             .iter()
             .any(|c| c.id == reply.id && c.body == "done")
     );
@@ -964,8 +970,8 @@ async fn enterprise_server_base_path(db: TestDb) {
         body: String::new(),
     };
     let number = client.open_pull_request(&new).await.unwrap().number;
-    fake.comment_as(REPO, number, "alice", "one");
-    fake.comment_as(REPO, number, "alice", "two");
+    fake.comment_as(REPO, number.get(), "alice", "one");
+    fake.comment_as(REPO, number.get(), "alice", "two");
     client
         .upsert_status_comment(number, "status")
         .await

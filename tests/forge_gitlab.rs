@@ -86,7 +86,7 @@ impl Setup {
     }
 }
 
-async fn open_mr(s: &Setup, client: &RepoClient, branch: &str) -> i64 {
+async fn open_mr(s: &Setup, client: &RepoClient, branch: &str) -> graft::ids::PrNumber {
     s.fake.git.create_branch(PATH, branch, "main");
     s.fake.git.commit(
         PATH,
@@ -221,18 +221,18 @@ async fn status_note_is_sticky_across_pages_and_races(db: TestDb) {
     for i in 0..3 {
         s.fake.comment_as(
             s.project,
-            iid,
+            iid.get(),
             "alice",
             &format!("note {i} {STATUS_MARKER}"),
         );
     }
     let first = client.upsert_status_comment(iid, "syncing").await.unwrap();
-    s.fake.comment_as(s.project, iid, "bob", "lgtm");
+    s.fake.comment_as(s.project, iid.get(), "bob", "lgtm");
     let second = client.upsert_status_comment(iid, "success").await.unwrap();
     assert_eq!(first.id, second.id);
     let ours: Vec<_> = s
         .fake
-        .notes(s.project, iid)
+        .notes(s.project, iid.get())
         .into_iter()
         .filter(|n| n.author == BOT_USERNAME)
         .collect();
@@ -261,7 +261,7 @@ async fn status_note_is_sticky_across_pages_and_races(db: TestDb) {
     }
     let count = s
         .fake
-        .notes(s.project, iid)
+        .notes(s.project, iid.get())
         .iter()
         .filter(|n| n.author == BOT_USERNAME)
         .count();
@@ -272,7 +272,9 @@ async fn awards_statuses_and_access_levels(db: TestDb) {
     let s = setup(&db).await;
     let client = s.client().await;
     let iid = open_mr(&s, &client, "graft/live").await;
-    let note = s.fake.comment_as(s.project, iid, "alice", "/graft sync");
+    let note = s
+        .fake
+        .comment_as(s.project, iid.get(), "alice", "/graft sync");
     client.react(iid, note, Reaction::Eyes).await.unwrap();
     client.react(iid, note, Reaction::Eyes).await.unwrap(); // already there: fine
     client.react(iid, note, Reaction::ThumbsUp).await.unwrap();

@@ -96,7 +96,7 @@ async fn github_activity_reaches_graft_as_webhooks(db: TestDb) {
     h.wait_for_delivery("github", "pull_request", Some("synchronize"))
         .await;
 
-    let comment = h.comment_on_github(REPO, pr.number, "alice", "/graft sync");
+    let comment = h.comment_on_github(REPO, pr.number.get(), "alice", "/graft sync");
     h.wait_for_delivery("github", "issue_comment", Some("created"))
         .await;
     client
@@ -119,7 +119,7 @@ async fn github_activity_reaches_graft_as_webhooks(db: TestDb) {
             >= graft::forge::Permission::Write
     );
 
-    h.github.merge_pull(REPO, pr.number, "alice").unwrap();
+    h.github.merge_pull(REPO, pr.number.get(), "alice").unwrap();
     h.wait_for_delivery("github", "pull_request", Some("merged"))
         .await;
     assert_eq!(
@@ -138,7 +138,7 @@ async fn github_activity_reaches_graft_as_webhooks(db: TestDb) {
     assert_eq!(h.app.store.installation_for_repo(REPO).await.unwrap(), None);
     let bodies: Vec<_> = h
         .github
-        .comments(REPO, pr.number)
+        .comments(REPO, pr.number.get())
         .into_iter()
         .map(|c| c.body)
         .collect();
@@ -175,7 +175,7 @@ async fn gitlab_activity_reaches_graft_as_webhooks(db: TestDb) {
         .unwrap();
     h.wait_for_delivery("gitlab", "Merge Request Hook", Some("opened"))
         .await;
-    h.comment_on_gitlab(project, mr.number, "alice", "/graft status");
+    h.comment_on_gitlab(project, mr.number.get(), "alice", "/graft status");
     h.wait_for_delivery("gitlab", "Note Hook", Some("created"))
         .await;
     h.push_to_gitlab_as_human(
@@ -186,7 +186,7 @@ async fn gitlab_activity_reaches_graft_as_webhooks(db: TestDb) {
     );
     h.wait_for_delivery("gitlab", "Merge Request Hook", Some("synchronize"))
         .await;
-    h.gitlab.merge(project, mr.number, "alice").unwrap();
+    h.gitlab.merge(project, mr.number.get(), "alice").unwrap();
     h.wait_for_delivery("gitlab", "Merge Request Hook", Some("merged"))
         .await;
     assert!(h.gitlab.webhooks().iter().all(|w| w.status == Some(202)));
@@ -250,7 +250,10 @@ async fn no_secret_in_logs(backend: Backend) {
     h.github.revoke_tokens();
     github.repo_info().await.unwrap();
     let _ = github.find_open_pull_request("nope").await.unwrap();
-    let _ = github.pull_request(999).await.unwrap_err();
+    let _ = github
+        .pull_request(graft::ids::PrNumber(999))
+        .await
+        .unwrap_err();
     gitlab.repo_info().await.unwrap();
     h.gitlab.faults(|f| f.fail = 1);
     gitlab.branch_head("main").await.unwrap();

@@ -76,7 +76,12 @@ async fn stop(stop: watch::Sender<bool>, mut set: tokio::task::JoinSet<()>) {
     }
 }
 
-async fn enqueue(store: &Store, kind: &str, project: Option<i64>, at: i64) -> i64 {
+async fn enqueue(
+    store: &Store,
+    kind: &str,
+    project: Option<graft::ids::ProjectId>,
+    at: i64,
+) -> i64 {
     let job = NewJob {
         project_id: project,
         ..NewJob::new(kind, json!({}), at)
@@ -151,7 +156,7 @@ impl JobHandler for PanickingSync {
     }
 }
 
-async fn a_project(store: &Store) -> i64 {
+async fn a_project(store: &Store) -> graft::ids::ProjectId {
     store
         .create_project(
             &NewProject {

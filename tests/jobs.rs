@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use graft::ids::ProjectId;
 use graft::jobs::job::{Scope, SyncRequest};
 use graft::jobs::{Job, JobError, JobHandler, JobQueue, PoolConfig, spawn_pool};
 use graft::metrics::Metrics;
@@ -17,9 +18,10 @@ use serde_json::json;
 use support::{TestDb, eventually, fast_pool};
 use tokio::sync::{Mutex, Notify, watch};
 
+/// A job of `kind` for project number `project`, if any.
 fn job(kind: &str, project: Option<i64>, now: i64) -> NewJob {
     NewJob {
-        project_id: project,
+        project_id: project.map(ProjectId),
         ..NewJob::new(kind, json!({}), now)
     }
 }
@@ -68,15 +70,15 @@ struct Counting {
     /// Runs that got to the end of their work (not dropped half-way).
     finished: AtomicUsize,
     /// Handler runs in flight per project, and the most ever seen at once.
-    in_flight: std::sync::Mutex<HashMap<i64, usize>>,
+    in_flight: std::sync::Mutex<HashMap<ProjectId, usize>>,
     max_in_flight_per_project: AtomicUsize,
 }
 
 /// Counts a run in flight until it ends or is dropped.
-struct InFlight<'a>(&'a Counting, Option<i64>);
+struct InFlight<'a>(&'a Counting, Option<ProjectId>);
 
 impl<'a> InFlight<'a> {
-    fn enter(counting: &'a Counting, project: Option<i64>) -> Self {
+    fn enter(counting: &'a Counting, project: Option<ProjectId>) -> Self {
         counting.running.fetch_add(1, Ordering::SeqCst);
         if let Some(project) = project {
             let mut map = counting.in_flight.lock().unwrap();
@@ -372,11 +374,11 @@ async fn a_sync_through_the_queue_keeps_the_queued_flags(db: TestDb) {
     };
 
     let forced = queue
-        .enqueue_sync(1, &request(true, false, "a"), 1)
+        .enqueue_sync(ProjectId(1), &request(true, false, "a"), 1)
         .await
         .unwrap();
     let plain = queue
-        .enqueue(&Job::Sync(request(false, true, "b")), 1, 2)
+        .enqueue(&Job::Sync(request(false, true, "b")), ProjectId(1), 2)
         .await
         .unwrap();
     assert_eq!(plain, Some(forced), "folded into the queued sync");
@@ -387,12 +389,12 @@ async fn a_sync_through_the_queue_keeps_the_queued_flags(db: TestDb) {
     // The other way round: a plain sync queued first takes the flags of a
     // forced one queued through the queue.
     let other = queue
-        .enqueue(&Job::Sync(request(false, false, "c")), 2, 3)
+        .enqueue(&Job::Sync(request(false, false, "c")), ProjectId(2), 3)
         .await
         .unwrap()
         .unwrap();
     let again = queue
-        .enqueue(&Job::Sync(request(true, false, "d")), 2, 4)
+        .enqueue(&Job::Sync(request(true, false, "d")), ProjectId(2), 4)
         .await
         .unwrap();
     assert_eq!(again, Some(other));

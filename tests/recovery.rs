@@ -45,7 +45,7 @@ async fn synced(h: &Harness, provider: &str, repo: &str) -> (Project, i64) {
     put(h, p.id, &[input("a.tf", "# a1\n")]).await;
     let synced = settled(h, p.id, SyncStatus::Success).await;
     let number = synced.pull_request_number.expect("a PR");
-    (synced, number)
+    (synced, number.get())
 }
 
 /// A URL where nothing listens: graft is down.

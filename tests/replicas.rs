@@ -8,6 +8,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use graft::ids::PrNumber;
 use graft::periodic::{self, Periodic};
 use graft::store::{Store, now_ms};
 use support::{TestApp, TestDb, default_settings, eventually};
@@ -561,7 +562,11 @@ async fn three_replicas_finish_every_sync_when_two_are_killed_mid_sync() {
         let pulls = github.pulls(repo);
         assert_eq!(pulls.len(), 1, "{repo}: exactly one PR: {pulls:?}");
         let project = store.require_project(*id).await.unwrap();
-        assert_eq!(project.pull_request_number, Some(pulls[0].number), "{repo}");
+        assert_eq!(
+            project.pull_request_number,
+            Some(PrNumber(pulls[0].number)),
+            "{repo}"
+        );
         let status_comments = github
             .comments(repo, pulls[0].number)
             .into_iter()

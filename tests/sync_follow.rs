@@ -117,7 +117,7 @@ async fn reconcile_jobs(h: &Harness) -> i64 {
 }
 
 /// Waits until graft has seen `head` of `main`, with no job left to run.
-async fn sees(h: &Harness, project: i64, head: &str) -> Project {
+async fn sees(h: &Harness, project: graft::ids::ProjectId, head: &str) -> Project {
     h.wait_for(&format!("project {project} at {head}"), || async {
         let p = h.app.store.require_project(project).await.unwrap();
         (p.last_synced_commit_sha.as_deref() == Some(head)).then_some(p)

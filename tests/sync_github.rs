@@ -3,6 +3,7 @@
 
 mod support;
 
+use graft::ids::PrNumber;
 use graft::store::files::FileState;
 use graft::store::now_ms;
 use graft::store::projects::{Kind, Mode, Project, SyncStatus};
@@ -28,7 +29,7 @@ fn sticky(h: &Harness, number: i64) -> support::fake_github::Comment {
         .expect("a status comment")
 }
 
-async fn events(h: &Harness, project: i64) -> Vec<String> {
+async fn events(h: &Harness, project: graft::ids::ProjectId) -> Vec<String> {
     h.app
         .store
         .list_events(Some(project), 100)
@@ -76,7 +77,7 @@ async fn new_project_opens_a_pr_with_the_overlay_and_merging_completes_it(db: Te
         ("graft/infra-gen", "main", "open")
     );
     assert!(pr.body.contains("/graft sync"), "{}", pr.body);
-    assert_eq!(synced.pull_request_number, Some(pr.number));
+    assert_eq!(synced.pull_request_number, Some(PrNumber(pr.number)));
     assert_eq!(
         synced
             .pull_request_url
@@ -217,7 +218,10 @@ async fn direct_mode_pushes_to_the_target_and_protection_falls_back_to_a_pr(db: 
     );
     let pulls = h.github.pulls(REPO);
     assert_eq!(pulls.len(), 1);
-    assert_eq!(fallback.pull_request_number, Some(pulls[0].number));
+    assert_eq!(
+        fallback.pull_request_number,
+        Some(PrNumber(pulls[0].number))
+    );
     let sticky = sticky(&h, pulls[0].number);
     assert!(
         sticky.body.contains("refused by branch protection"),
@@ -487,7 +491,7 @@ async fn a_pr_closed_unmerged_leaves_files_pending_and_holds_auto_sync(db: TestD
     put(&h, p.id, &[input("a.tf", "# a\n")]).await;
     let synced = settled(&h, p.id, SyncStatus::Success).await;
     h.github
-        .close_pull(REPO, synced.pull_request_number.unwrap(), "octocat");
+        .close_pull(REPO, synced.pull_request_number.unwrap().get(), "octocat");
     let closed = settled(&h, p.id, SyncStatus::Idle).await;
     assert_eq!(closed.pull_request_number, None);
     assert!(closed.auto_sync_held);
@@ -555,7 +559,7 @@ async fn a_push_elsewhere_in_a_monorepo_queues_nothing(db: TestDb) {
     );
     let rows = h
         .wait_for("one reconcile", || async {
-            let rows: Vec<(String, Option<i64>)> =
+            let rows: Vec<(String, Option<graft::ids::ProjectId>)> =
                 sqlx::query_as("SELECT kind, project_id FROM jobs WHERE kind = 'reconcile'")
                     .fetch_all(h.app.store.pool())
                     .await
@@ -804,7 +808,7 @@ async fn the_generator_api_drives_the_whole_loop(db: TestDb) {
         .json()
         .await
         .unwrap();
-    let id = created["id"].as_i64().unwrap();
+    let id = graft::ids::ProjectId(created["id"].as_i64().unwrap());
     assert_eq!(created["sync_status"], "idle");
     let put: serde_json::Value = h
         .app

@@ -3,6 +3,7 @@
 
 mod support;
 
+use graft::ids::PrNumber;
 use graft::store::files::{FileInput, FileState};
 use graft::store::now_ms;
 use graft::store::projects::{Kind, Mode, Project, SyncStatus};
@@ -36,7 +37,7 @@ async fn a_merge_request_is_opened_reported_and_merged(db: TestDb) {
         (mr.source.as_str(), mr.target.as_str(), mr.state.as_str()),
         ("graft/deploy", "main", "opened")
     );
-    assert_eq!(synced.pull_request_number, Some(mr.iid));
+    assert_eq!(synced.pull_request_number, Some(PrNumber(mr.iid)));
     let notes = h.gitlab.notes(id, mr.iid);
     let sticky: Vec<_> = notes
         .iter()
@@ -167,7 +168,7 @@ async fn a_protected_gitlab_branch_falls_back_to_a_merge_request(db: TestDb) {
     let fallback = settled(&h, p.id, SyncStatus::Success).await;
     let mrs = h.gitlab.merge_requests(id);
     assert_eq!(mrs.len(), 1);
-    assert_eq!(fallback.pull_request_number, Some(mrs[0].iid));
+    assert_eq!(fallback.pull_request_number, Some(PrNumber(mrs[0].iid)));
     assert_eq!(h.gitlab.git.head(PATH, "main"), main, "main untouched");
     // GitLab's own refusal text is recognised as branch protection.
     let log = h.app.store.list_events(Some(p.id), 20).await.unwrap();

@@ -8,6 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use graft::ids::PrNumber;
 use graft::store::deliveries::DeliveryStatus;
 use graft::store::files::FileState;
 use graft::store::now_ms;
@@ -27,7 +28,7 @@ async fn project(h: &Harness, mode: Mode) -> Project {
     gitlab_project(h, PATH, mode, "infra").await
 }
 
-async fn reload(h: &Harness, id: i64) -> Project {
+async fn reload(h: &Harness, id: graft::ids::ProjectId) -> Project {
     h.app.store.require_project(id).await.unwrap()
 }
 
@@ -105,7 +106,7 @@ async fn rapid_changes_coalesce_into_one_sync(db: TestDb) {
     );
     let mrs = h.gitlab.merge_requests(gitlab_id);
     assert_eq!(mrs.len(), 1);
-    assert_eq!(synced.pull_request_number, Some(mrs[0].iid));
+    assert_eq!(synced.pull_request_number, Some(PrNumber(mrs[0].iid)));
     assert_eq!(synced.sync_branch_sha.as_deref(), Some(mrs[0].sha.as_str()));
     let kinds = event_kinds(&h, p.id).await;
     assert_eq!(occurrences(&kinds, "files.updated"), 5, "{kinds:?}");
@@ -224,7 +225,7 @@ async fn a_human_commit_on_the_mr_branch_stops_force_pushes(db: TestDb) {
     );
     settled(&h, p.id, SyncStatus::Success).await;
     h.wait_for("the status note says the branch is shared", || async {
-        sticky(&h, gitlab_id, iid)
+        sticky(&h, gitlab_id, iid.get())
             .body
             .contains("Someone else committed")
             .then_some(())
@@ -262,7 +263,7 @@ async fn a_human_commit_on_the_mr_branch_stops_force_pushes(db: TestDb) {
         b"# b2\n"
     );
     assert_eq!(h.gitlab.merge_requests(gitlab_id).len(), 1);
-    let note = sticky(&h, gitlab_id, iid);
+    let note = sticky(&h, gitlab_id, iid.get());
     assert!(
         note.body.contains("Someone else committed"),
         "{}",
@@ -281,8 +282,11 @@ async fn an_mr_closed_unmerged_leaves_files_pending_and_holds_auto_sync(db: Test
     put(&h, p.id, &[input("a.tf", "# a\n")]).await;
     let synced = settled(&h, p.id, SyncStatus::Success).await;
     let main = h.gitlab.git.head(PATH, "main");
-    h.gitlab
-        .close_merge_request(gitlab_id, synced.pull_request_number.unwrap(), "maintainer");
+    h.gitlab.close_merge_request(
+        gitlab_id,
+        synced.pull_request_number.unwrap().get(),
+        "maintainer",
+    );
     let closed = h
         .wait_for("the close recorded", || async {
             let p = reload(&h, p.id).await;
@@ -399,7 +403,7 @@ async fn a_rate_limit_with_retry_after_is_waited_out(db: TestDb) {
     assert_eq!(attempts, 2, "one retry, after the wait");
     let mrs = h.gitlab.merge_requests(gitlab_id);
     assert_eq!(mrs.len(), 1, "{mrs:?}");
-    assert_eq!(synced.pull_request_number, Some(mrs[0].iid));
+    assert_eq!(synced.pull_request_number, Some(PrNumber(mrs[0].iid)));
     assert_eq!(synced.sync_error, None);
     let kinds = event_kinds(&h, p.id).await;
     assert!(!kinds.contains(&"sync.failed".to_string()), "{kinds:?}");
@@ -423,7 +427,7 @@ async fn server_errors_and_rate_limits_are_retried_until_they_pass(db: TestDb) {
     assert_eq!((faults.fail, faults.rate_limit), (0, 0), "all served");
     let mrs = h.gitlab.merge_requests(gitlab_id);
     assert_eq!(mrs.len(), 1, "one MR, not one per attempt: {mrs:?}");
-    assert_eq!(synced.pull_request_number, Some(mrs[0].iid));
+    assert_eq!(synced.pull_request_number, Some(PrNumber(mrs[0].iid)));
     assert_eq!(synced.sync_error, None);
     let iid = mrs[0].iid;
     sticky(&h, gitlab_id, iid);
@@ -452,7 +456,7 @@ async fn a_validation_failure_is_reported_on_the_mr(db: TestDb) {
     let mrs = h.gitlab.merge_requests(gitlab_id);
     assert_eq!(mrs.len(), 1, "the MR is still opened");
     let mr = &mrs[0];
-    assert_eq!(failed.pull_request_number, Some(mr.iid));
+    assert_eq!(failed.pull_request_number, Some(PrNumber(mr.iid)));
     let statuses: Vec<_> = h
         .gitlab
         .statuses(gitlab_id)
@@ -550,7 +554,7 @@ async fn a_push_elsewhere_in_a_monorepo_queues_nothing(db: TestDb) {
         (pushes == 2).then_some(())
     })
     .await;
-    let reconciles: Vec<(Option<i64>,)> =
+    let reconciles: Vec<(Option<graft::ids::ProjectId>,)> =
         sqlx::query_as("SELECT project_id FROM jobs WHERE kind = 'reconcile'")
             .fetch_all(h.app.store.pool())
             .await

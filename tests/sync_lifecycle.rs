@@ -18,7 +18,11 @@ const INSTALLATION: i64 = 77;
 
 /// Queues an automatic sync (as if queued before whatever `then` does),
 /// held back until `then` is done, and waits until it ran.
-async fn automatic_sync_queued_earlier(h: &Harness, project: i64, then: impl AsyncFnOnce()) {
+async fn automatic_sync_queued_earlier(
+    h: &Harness,
+    project: graft::ids::ProjectId,
+    then: impl AsyncFnOnce(),
+) {
     let held = now_ms() + 3_600_000;
     let id = h
         .app
@@ -117,7 +121,7 @@ async fn a_closed_pr_is_not_reopened_by_a_sync_queued_before(db: TestDb) {
     let synced = settled(&h, p.id, SyncStatus::Success).await;
     let number = synced.pull_request_number.unwrap();
     automatic_sync_queued_earlier(&h, p.id, async || {
-        h.github.close_pull(REPO, number, "octocat");
+        h.github.close_pull(REPO, number.get(), "octocat");
         h.wait_for("close recorded", || async {
             let p = h.app.store.require_project(p.id).await.unwrap();
             p.auto_sync_held.then_some(())
@@ -160,7 +164,7 @@ async fn a_pr_whose_content_landed_otherwise_is_closed(db: TestDb) {
                 .github
                 .pulls(REPO)
                 .into_iter()
-                .find(|pr| pr.number == number)?;
+                .find(|pr| pr.number == number.get())?;
             (pr.state == "closed").then_some(pr)
         })
         .await;
@@ -174,7 +178,7 @@ async fn a_pr_whose_content_landed_otherwise_is_closed(db: TestDb) {
         after.last_synced_commit_sha,
         h.github.git.head(REPO, "main")
     );
-    let said = h.github.comments(REPO, number);
+    let said = h.github.comments(REPO, number.get());
     assert!(
         said.iter().any(|c| c.body.contains("on `main` already")),
         "{said:?}"
@@ -203,7 +207,7 @@ async fn a_refused_auto_merge_is_a_note_not_a_failure(db: TestDb) {
     let number = synced.pull_request_number.expect("the PR is recorded");
     let sticky = h
         .github
-        .comments(REPO, number)
+        .comments(REPO, number.get())
         .into_iter()
         .find(|c| c.body.contains("<!-- graft:status -->"))
         .expect("a status comment");
@@ -392,7 +396,7 @@ async fn a_pr_that_no_longer_exists_counts_as_closed(db: TestDb) {
         .store
         .set_pull_request(
             p.id,
-            Some(999),
+            Some(graft::ids::PrNumber(999)),
             Some("https://example.invalid/999"),
             now_ms(),
         )
@@ -423,7 +427,7 @@ async fn after_a_closed_pr_graft_remembers_what_the_repository_has(db: TestDb) {
     // A newer version arrives, then the PR (with the older one) is closed.
     put_quietly(&h, p.id, &[input("a.tf", "# newer\n")]).await;
     h.github
-        .close_pull(REPO, synced.pull_request_number.unwrap(), "octocat");
+        .close_pull(REPO, synced.pull_request_number.unwrap().get(), "octocat");
     settled(&h, p.id, SyncStatus::Idle).await;
     // Going back to the content of the closed PR is a change: main never
     // had it, so it must not count as "already in the repository".

@@ -48,7 +48,10 @@ async fn with_auto_merge(
     p
 }
 
-async fn events(h: &Harness, project: i64) -> Vec<graft::store::audit::AuditEvent> {
+async fn events(
+    h: &Harness,
+    project: graft::ids::ProjectId,
+) -> Vec<graft::store::audit::AuditEvent> {
     h.app.store.list_events(Some(project), 100).await.unwrap()
 }
 
@@ -292,7 +295,7 @@ async fn github_sticky(h: &Harness, number: i64) -> String {
 /// graft's PR with auto-merge turned on by graft (`/graft automerge on`)
 /// while a CI check is still running on graft's commit. Returns the PR
 /// number and graft's commit.
-async fn github_pr_set_to_merge(h: &Harness, project: i64) -> (i64, String) {
+async fn github_pr_set_to_merge(h: &Harness, project: graft::ids::ProjectId) -> (i64, String) {
     put(h, project, &[input("a.tf", "# a\n")]).await;
     let synced = settled(h, project, SyncStatus::Success).await;
     let number = synced.pull_request_number.expect("a PR");
@@ -308,14 +311,14 @@ async fn github_pr_set_to_merge(h: &Harness, project: i64) -> (i64, String) {
         summary: None,
     });
     h.github.set_role(REPO, "writer", "write");
-    h.comment_on_github(REPO, number, "writer", "/graft automerge on");
+    h.comment_on_github(REPO, number.get(), "writer", "/graft automerge on");
     h.wait_for("graft turned auto-merge on", || async {
         let pull = h.github.pulls(REPO).into_iter().next()?;
         (pull.auto_merge && !pull.merged).then_some(())
     })
     .await;
     settled(h, project, SyncStatus::Success).await;
-    (number, ours)
+    (number.get(), ours)
 }
 
 /// The attack: auto-merge is on; a writer pushes a commit that names graft
@@ -486,7 +489,7 @@ async fn gitlab_a_writer_posing_as_graft_gets_nothing_merged(db: TestDb) {
     settled(&h, p.id, SyncStatus::Success).await;
     let sticky = h
         .gitlab
-        .notes(id, iid)
+        .notes(id, iid.get())
         .into_iter()
         .find(|n| n.body.contains("<!-- graft:status -->"))
         .expect("a status note");

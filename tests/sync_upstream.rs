@@ -60,7 +60,7 @@ async fn a_human_edit_of_a_file_graft_proposes_is_a_conflict(db: TestDb) {
     // The PR says so.
     let sticky = h
         .github
-        .comments(REPO, number)
+        .comments(REPO, number.get())
         .into_iter()
         .find(|c| c.body.contains("<!-- graft:status -->"))
         .expect("a status comment");
@@ -153,7 +153,7 @@ async fn a_merge_settles_what_landed_and_keeps_later_changes_pending(db: TestDb)
 
     let merge = h
         .github
-        .merge_pull(REPO, synced.pull_request_number.unwrap(), "octocat")
+        .merge_pull(REPO, synced.pull_request_number.unwrap().get(), "octocat")
         .unwrap();
     let merged = h
         .wait_for("merge reconciled", || async {
@@ -193,7 +193,7 @@ async fn a_merge_whose_webhooks_were_lost_is_found_by_the_poll(db: TestDb) {
     h.github.set_webhook_url("http://127.0.0.1:9/lost");
     let merge = h
         .github
-        .merge_pull(REPO, synced.pull_request_number.unwrap(), "octocat")
+        .merge_pull(REPO, synced.pull_request_number.unwrap().get(), "octocat")
         .unwrap();
     assert_eq!(poll_now(&h).await, 1);
     let merged = h

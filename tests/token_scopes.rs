@@ -34,7 +34,7 @@ async fn call(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn generator_token(app: &TestApp, name: &str, projects: &[i64]) -> String {
+async fn generator_token(app: &TestApp, name: &str, projects: &[graft::ids::ProjectId]) -> String {
     let access = TokenAccess::new(TokenScope::Generator, projects).unwrap();
     app.store
         .create_scoped_token(name, &access, now_ms())
@@ -90,11 +90,11 @@ async fn generator_tokens_reach_only_their_projects_files(db: TestDb) {
         assert_eq!(status, expected, "{method} {path}: {answer}");
     }
     let (_, listed) = call(&app, &generator, Method::GET, "/projects", None).await;
-    let ids: Vec<i64> = listed["projects"]
+    let ids: Vec<graft::ids::ProjectId> = listed["projects"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["id"].as_i64().unwrap())
+        .map(|p| graft::ids::ProjectId(p["id"].as_i64().unwrap()))
         .collect();
     assert_eq!(ids, vec![own], "a generator lists only its projects");
     let (_, listed) = call(&app, &admin, Method::GET, "/projects", None).await;

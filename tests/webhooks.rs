@@ -643,7 +643,7 @@ async fn the_environment_secret_overrides_the_stored_apps(db: TestDb) {
 }
 
 /// Reconcile jobs queued for `project`.
-async fn reconciles_of(app: &TestApp, project: i64) -> i64 {
+async fn reconciles_of(app: &TestApp, project: graft::ids::ProjectId) -> i64 {
     let (n,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE kind = 'reconcile' AND project_id = $1")
             .bind(project)

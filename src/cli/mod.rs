@@ -16,6 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{CommandFactory, Parser};
 
 use crate::crypto::{self, Key, Keyring};
+use crate::ids::ProjectId;
 use crate::store::tokens::{TokenAccess, TokenScope};
 use crate::store::{Store, StoreError, now_ms, redact_url};
 use config::{Cli, Command, GithubCommand, GitlabCommand, GlobalArgs, KeysCommand, TokenCommand};
@@ -91,7 +92,8 @@ async fn rotate_keys(global: &GlobalArgs) -> Result<()> {
 /// A scope and projects that do not go together are a usage error (exit
 /// code 2, with the usage), caught before the database is opened.
 fn token_access(scope: TokenScope, projects: &[i64]) -> TokenAccess {
-    TokenAccess::new(scope, projects).unwrap_or_else(|e| {
+    let projects: Vec<ProjectId> = projects.iter().copied().map(ProjectId).collect();
+    TokenAccess::new(scope, &projects).unwrap_or_else(|e| {
         Cli::command()
             .error(clap::error::ErrorKind::ArgumentConflict, e)
             .exit()
@@ -103,7 +105,7 @@ fn describe(access: &TokenAccess) -> String {
     if access.is_admin() {
         return access.scope().to_string();
     }
-    let projects: Vec<String> = access.projects().iter().map(i64::to_string).collect();
+    let projects: Vec<String> = access.projects().iter().map(ProjectId::to_string).collect();
     format!("{} (projects {})", access.scope(), projects.join(", "))
 }
 

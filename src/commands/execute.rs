@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use crate::context::Context;
 use crate::events::{Actor, Provider};
 use crate::forge::{ForgeKind, Permission, Reaction, RepoClient, UserRef};
+use crate::ids::ProjectId;
 use crate::jobs::JobError;
 use crate::slash::Command;
 use crate::store::audit::NewEvent;
@@ -86,7 +87,7 @@ async fn reject(
     let store = &ctx.store;
     warn!(
         comment = job.comment_id,
-        number = job.number,
+        number = job.number.get(),
         named = %job.author.login,
         reason = %rejection,
         "slash commands not run: the webhook does not match the forge"
@@ -252,7 +253,7 @@ pub async fn run(ctx: &Context, job: &JobRow, mut command_job: CommandJob) -> Re
     let done = reply::all_done(&outcomes);
     verdict(&client, &command_job, done).await;
     info!(
-        project = project.id,
+        project = project.id.get(),
         comment = command_job.comment_id,
         commands = outcomes.len(),
         all_done = done,
@@ -345,7 +346,7 @@ async fn one(
 async fn act(
     ctx: &Context,
     client: &RepoClient,
-    project_id: i64,
+    project_id: ProjectId,
     command: Command,
     job: &CommandJob,
 ) -> Result<Outcome, SyncError> {

@@ -21,6 +21,7 @@ use crate::events::gitlab::is_bot_username;
 use crate::events::{Actor, Provider};
 use crate::forge::gitlab::StoredNote;
 use crate::forge::{ForgeError, ForgeKind, RepoClient};
+use crate::ids::PrNumber;
 
 use super::intake::{CommandJob, text_hash};
 
@@ -28,7 +29,7 @@ use super::intake::{CommandJob, text_hash};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("GitLab has no note {note} on merge request !{number} of this project")]
-    NoSuchNote { note: i64, number: i64 },
+    NoSuchNote { note: i64, number: PrNumber },
     #[error("note {0} is a system note")]
     SystemNote(i64),
     #[error("the hook names project id {claimed}, but the project is {actual}")]
@@ -252,7 +253,7 @@ mod tests {
             provider: Provider::Gitlab,
             integration_id: Some(3),
             repo: "group/app".into(),
-            number: 4,
+            number: PrNumber(4),
             comment_id: 90,
             author: actor("dev", 7),
             written_by: None,
@@ -274,7 +275,7 @@ mod tests {
             system: false,
             project_id: Some(11),
             noteable_type: Some("MergeRequest".into()),
-            noteable_iid: Some(4),
+            noteable_iid: Some(PrNumber(4)),
             created_at: Some("2026-12-01T09:00:00.000Z".into()),
             updated_at: Some("2026-12-01T10:00:00.000Z".into()),
         }
@@ -294,7 +295,7 @@ mod tests {
                 None,
                 Rejection::NoSuchNote {
                     note: 90,
-                    number: 4,
+                    number: PrNumber(4),
                 },
             ),
             (
@@ -357,7 +358,7 @@ mod tests {
             (
                 job(body),
                 Some(StoredNote {
-                    noteable_iid: Some(5),
+                    noteable_iid: Some(PrNumber(5)),
                     ..note(body)
                 }),
                 Rejection::WrongMergeRequest(90),

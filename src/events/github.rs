@@ -4,6 +4,8 @@
 
 use serde::Deserialize;
 
+use crate::ids::PrNumber;
+
 use super::{
     Actor, CommentAction, CommentEvent, ForgeEvent, InstallationAction, InstallationEvent,
     ParseError, Parsed, PullRequestAction, PullRequestEvent, PushEvent, RepoRef, from_json,
@@ -89,7 +91,7 @@ struct BranchRef {
 
 #[derive(Deserialize)]
 struct PullRequest {
-    number: i64,
+    number: PrNumber,
     head: BranchRef,
     base: BranchRef,
     #[serde(default)]
@@ -106,7 +108,7 @@ struct PullRequestPayload {
 
 #[derive(Deserialize)]
 struct Issue {
-    number: i64,
+    number: PrNumber,
     pull_request: Option<serde_json::Value>,
 }
 

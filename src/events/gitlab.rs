@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::ids::PrNumber;
+
 use super::{
     Actor, CommentAction, CommentEvent, ForgeEvent, ParseError, Parsed, PullRequestAction,
     PullRequestEvent, PushEvent, RepoRef, from_json, parse_json,
@@ -98,7 +100,7 @@ struct LastCommit {
 
 #[derive(Deserialize)]
 struct MergeRequestAttributes {
-    iid: i64,
+    iid: PrNumber,
     source_branch: String,
     target_branch: String,
     action: Option<String>,
@@ -131,7 +133,7 @@ struct NoteAttributes {
 
 #[derive(Deserialize)]
 struct NoteTarget {
-    iid: i64,
+    iid: PrNumber,
 }
 
 #[derive(Deserialize)]

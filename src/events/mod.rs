@@ -7,6 +7,7 @@ pub mod gitlab;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::PrNumber;
 pub use crate::ids::Provider;
 
 /// Which repository an event is about: GitHub `owner/name`, GitLab
@@ -64,7 +65,7 @@ pub enum PullRequestAction {
 pub struct PullRequestEvent {
     pub repo: RepoRef,
     pub action: PullRequestAction,
-    pub number: i64,
+    pub number: PrNumber,
     pub head_branch: String,
     pub head_sha: Option<String>,
     pub base_branch: String,
@@ -83,7 +84,7 @@ pub struct CommentEvent {
     pub repo: RepoRef,
     pub action: CommentAction,
     /// PR / MR number (GitLab `iid`), or the issue number on GitHub.
-    pub number: i64,
+    pub number: PrNumber,
     /// Whether the comment is on a pull/merge request (not a plain issue).
     pub on_pull_request: bool,
     pub comment_id: i64,

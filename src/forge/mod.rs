@@ -26,6 +26,8 @@ use std::sync::Arc;
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::ids::PrNumber;
+
 pub use error::{ForgeError, ForgeKind};
 pub use forges::{ForgeSettings, Forges, GithubAppSource, GitlabConfig};
 pub use repo::{ReactionInfo, RepoForge};
@@ -62,7 +64,7 @@ pub enum PullRequestState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullRequest {
     /// GitHub number / GitLab `iid`.
-    pub number: i64,
+    pub number: PrNumber,
     pub url: String,
     pub title: String,
     pub head_branch: String,

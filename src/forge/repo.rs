@@ -5,6 +5,8 @@
 
 use async_trait::async_trait;
 
+use crate::ids::PrNumber;
+
 use super::commit_api::{ApiCommit, Committed};
 use super::error::{ForgeError, ForgeKind};
 use super::gitlab::GitlabRepo;
@@ -42,56 +44,56 @@ pub trait RepoForge: Send + Sync + std::fmt::Debug {
     /// The open PR/MR whose head is `head_branch` in this repository.
     async fn find_open_pull_request(&self, head_branch: &str) -> Result<Option<PullRequest>>;
 
-    async fn pull_request(&self, number: i64) -> Result<PullRequest>;
+    async fn pull_request(&self, number: PrNumber) -> Result<PullRequest>;
 
     async fn open_pull_request(&self, new: &NewPullRequest) -> Result<PullRequest>;
 
     async fn update_pull_request(
         &self,
-        number: i64,
+        number: PrNumber,
         update: &PullRequestUpdate,
     ) -> Result<PullRequest>;
 
-    async fn close_pull_request(&self, number: i64) -> Result<()>;
+    async fn close_pull_request(&self, number: PrNumber) -> Result<()>;
 
     /// Asks the forge to merge PR `number` once its checks pass, only as
     /// long as its head is `expected_head` (graft's own commit): the forge
     /// is told the SHA too, so a push landing in between merges nothing.
-    async fn enable_auto_merge(&self, number: i64, expected_head: &str) -> Result<AutoMerge>;
+    async fn enable_auto_merge(&self, number: PrNumber, expected_head: &str) -> Result<AutoMerge>;
 
-    async fn disable_auto_merge(&self, number: i64) -> Result<()>;
+    async fn disable_auto_merge(&self, number: PrNumber) -> Result<()>;
 
     /// The login graft's own comments and reactions appear under.
     async fn bot_login(&self) -> Result<String>;
 
     /// Every comment on PR `number`.
-    async fn comments(&self, number: i64) -> Result<Vec<CommentInfo>>;
+    async fn comments(&self, number: PrNumber) -> Result<Vec<CommentInfo>>;
 
-    async fn create_comment(&self, number: i64, body: &str) -> Result<CommentRef>;
+    async fn create_comment(&self, number: PrNumber, body: &str) -> Result<CommentRef>;
 
-    async fn edit_comment(&self, number: i64, id: i64, body: &str) -> Result<CommentRef>;
+    async fn edit_comment(&self, number: PrNumber, id: i64, body: &str) -> Result<CommentRef>;
 
     /// Deletes comment `id`; `NotFound` when it is gone already.
-    async fn delete_comment(&self, number: i64, id: i64) -> Result<()>;
+    async fn delete_comment(&self, number: PrNumber, id: i64) -> Result<()>;
 
     /// The locks that serialise status-comment upserts in this process,
     /// and the key of PR `number` among every forge's PRs.
-    fn comment_lock(&self, number: i64) -> (&KeyedLocks, String);
+    fn comment_lock(&self, number: PrNumber) -> (&KeyedLocks, String);
 
     /// Reacts to comment `comment_id` on PR/MR `number`; a reaction that
     /// is there already is fine.
-    async fn react(&self, number: i64, comment_id: i64, reaction: Reaction) -> Result<()>;
+    async fn react(&self, number: PrNumber, comment_id: i64, reaction: Reaction) -> Result<()>;
 
     /// The reactions of kind `reaction` on comment `comment_id`, anyone's.
     async fn reactions(
         &self,
-        number: i64,
+        number: PrNumber,
         comment_id: i64,
         reaction: Reaction,
     ) -> Result<Vec<ReactionInfo>>;
 
     /// Deletes reaction `id`; `NotFound` when it is gone already.
-    async fn delete_reaction(&self, number: i64, comment_id: i64, id: i64) -> Result<()>;
+    async fn delete_reaction(&self, number: PrNumber, comment_id: i64, id: i64) -> Result<()>;
 
     async fn report_check(&self, report: &CheckReport) -> Result<()>;
 
@@ -107,7 +109,7 @@ pub trait RepoForge: Send + Sync + std::fmt::Debug {
 
     /// Edits graft's status comment (found by [`sticky::STATUS_MARKER`]) in
     /// place, or creates it. The marker is added to `body` if missing.
-    async fn upsert_status_comment(&self, number: i64, body: &str) -> Result<CommentRef> {
+    async fn upsert_status_comment(&self, number: PrNumber, body: &str) -> Result<CommentRef> {
         let body = sticky::with_marker(body);
         let (locks, key) = self.comment_lock(number);
         let _serialised = locks.lock(&key).await;
@@ -130,13 +132,13 @@ pub trait RepoForge: Send + Sync + std::fmt::Debug {
     }
 
     /// A plain comment on PR `number`.
-    async fn reply(&self, number: i64, body: &str) -> Result<CommentRef> {
+    async fn reply(&self, number: PrNumber, body: &str) -> Result<CommentRef> {
         self.create_comment(number, body).await
     }
 
     /// Takes back graft's own `reaction` on comment `comment_id`; others'
     /// reactions stay, and none there is nothing to do.
-    async fn unreact(&self, number: i64, comment_id: i64, reaction: Reaction) -> Result<()> {
+    async fn unreact(&self, number: PrNumber, comment_id: i64, reaction: Reaction) -> Result<()> {
         let bot = self.bot_login().await?;
         let own = self
             .reactions(number, comment_id, reaction)
@@ -152,13 +154,17 @@ pub trait RepoForge: Send + Sync + std::fmt::Debug {
 
 async fn status_comment_ids<F: RepoForge + ?Sized>(
     forge: &F,
-    number: i64,
+    number: PrNumber,
     bot: &str,
 ) -> Result<Vec<i64>> {
     Ok(sticky::status_comments(&forge.comments(number).await?, bot))
 }
 
-async fn delete_comments<F: RepoForge + ?Sized>(forge: &F, number: i64, ids: &[i64]) -> Result<()> {
+async fn delete_comments<F: RepoForge + ?Sized>(
+    forge: &F,
+    number: PrNumber,
+    ids: &[i64],
+) -> Result<()> {
     for id in ids {
         gone_is_fine(forge.delete_comment(number, *id).await)?;
     }
@@ -178,7 +184,7 @@ fn gone_is_fine(result: Result<()>) -> Result<()> {
 /// else `error`.
 pub(crate) async fn moved_or<F: RepoForge + ?Sized>(
     forge: &F,
-    number: i64,
+    number: PrNumber,
     expected: &str,
     error: ForgeError,
 ) -> Result<AutoMerge> {

@@ -156,7 +156,7 @@ mod tests {
     use crate::store::tokens::TokenScope;
 
     fn generator() -> TokenAccess {
-        TokenAccess::new(TokenScope::Generator, &[3]).unwrap()
+        TokenAccess::new(TokenScope::Generator, &[crate::ids::ProjectId(3)]).unwrap()
     }
 
     fn check(access: &TokenAccess, method: Method, route: &str, id: Option<&str>) -> Option<u16> {

@@ -29,6 +29,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiPath, ErrorBody};
 use super::projects::load_project;
 use crate::http::HttpState;
+use crate::ids::ProjectId;
 use crate::store::Store;
 use crate::store::files::FileState;
 
@@ -148,7 +149,7 @@ fn header(size: usize, executable: bool, mtime: u64) -> tar::Header {
 /// on a blocking thread; `runtime` runs the store's queries.
 fn write_archive(
     store: &Store,
-    project: i64,
+    project: ProjectId,
     paths: &[String],
     out: ChannelWriter,
 ) -> std::io::Result<()> {
@@ -175,7 +176,7 @@ fn write_archive(
 pub fn start(
     exports: &Exports,
     store: Store,
-    project: i64,
+    project: ProjectId,
     paths: Vec<String>,
 ) -> Result<
     (
@@ -205,7 +206,7 @@ pub fn start(
         let _slot = slot;
         match write_archive(&store, project, &paths, out) {
             Ok(()) => written.store(true, Ordering::Release),
-            Err(error) => tracing::warn!(project, %error, "export stopped"),
+            Err(error) => tracing::warn!(project = project.get(), %error, "export stopped"),
         }
         drop(open);
     });

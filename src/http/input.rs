@@ -4,6 +4,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::ids::ProjectId;
+
 use super::error::ApiError;
 
 /// One JSON object being read; `context` prefixes messages (e.g.
@@ -103,10 +105,11 @@ impl Fields {
 
 /// A project id from the URL; anything but a positive integer names no
 /// project.
-pub fn project_id(raw: &str) -> Result<i64, ApiError> {
+pub fn project_id(raw: &str) -> Result<ProjectId, ApiError> {
     raw.parse::<i64>()
         .ok()
         .filter(|id| *id > 0)
+        .map(ProjectId)
         .ok_or_else(|| ApiError::not_found(format!("project `{raw}` not found")))
 }
 
@@ -150,7 +153,7 @@ mod tests {
 
     #[test]
     fn project_ids_are_positive_integers() {
-        assert_eq!(project_id("12").unwrap(), 12);
+        assert_eq!(project_id("12").unwrap(), ProjectId(12));
         for bad in ["0", "-1", "x", "1.5", ""] {
             assert_eq!(project_id(bad).unwrap_err().code, "not_found");
         }

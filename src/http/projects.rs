@@ -19,6 +19,7 @@ use super::input::{Fields, project_id};
 use super::project_settings::{CommitViaName, take_commit_via};
 use crate::events::Provider;
 use crate::http::HttpState;
+use crate::ids::{PrNumber, ProjectId};
 use crate::store::audit::NewEvent;
 use crate::store::projects::{Kind, Mode, NewProject, Project};
 use crate::store::tokens::ApiToken;
@@ -112,7 +113,10 @@ pub enum SyncStatusName {
 #[derive(ToSchema)]
 #[schema(as = Project)]
 pub struct ProjectView {
-    pub id: i64,
+    // Shown as plain integers, as before the id types: the document
+    // stays the same.
+    #[schema(value_type = i64)]
+    pub id: ProjectId,
     pub provider: ProviderName,
     pub integration_id: Option<i64>,
     pub repo: String,
@@ -130,7 +134,8 @@ pub struct ProjectView {
     pub sync_error: Option<String>,
     pub last_synced_commit_sha: Option<String>,
     pub last_pulled_at: Option<i64>,
-    pub pull_request_number: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub pull_request_number: Option<PrNumber>,
     pub pull_request_url: Option<String>,
     /// Auto-sync waits for a human (after a push to the sync branch).
     pub auto_sync_held: bool,
@@ -162,7 +167,8 @@ pub struct SyncQueued {
 #[schema(as = Event)]
 pub struct EventView {
     pub id: i64,
-    pub project_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub project_id: Option<ProjectId>,
     /// `token:NAME`, `github:LOGIN`, `graft`, …
     pub actor: String,
     #[schema(example = "sync.requested")]

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::events::{Actor, Provider};
+use crate::ids::{PrNumber, ProjectId};
 use crate::slash::parse::{Command, CommandError};
 use crate::store::jobs::NewJob;
 
@@ -33,7 +34,7 @@ pub enum Job {
     },
     /// graft's PR or MR was closed or merged.
     PullRequestClosed {
-        number: i64,
+        number: PrNumber,
         #[serde(default)]
         merged: bool,
         #[serde(default)]
@@ -87,7 +88,7 @@ impl Job {
 
     /// The row to store: this job for `project` (`None`: not tied to one),
     /// due `now`, with the kind's dedupe key. Callers adjust the rest.
-    pub fn row(&self, project: Option<i64>, now: i64) -> NewJob {
+    pub fn row(&self, project: Option<ProjectId>, now: i64) -> NewJob {
         let dedupe_key = match (self, project) {
             (Job::Sync(_), Some(p)) => Some(format!("sync:project:{p}")),
             (Job::Reconcile { .. }, Some(p)) => Some(format!("reconcile:project:{p}")),
@@ -190,7 +191,7 @@ pub struct CommandJob {
     #[serde(default)]
     pub integration_id: Option<i64>,
     pub repo: String,
-    pub number: i64,
+    pub number: PrNumber,
     pub comment_id: i64,
     /// Who the run is for: the editor of an edit, else the author. Their
     /// permission is checked and the audit log names them.
@@ -222,7 +223,7 @@ mod tests {
     use super::*;
 
     fn round_trip(job: Job) {
-        let row = job.row(Some(3), 0);
+        let row = job.row(Some(ProjectId(3)), 0);
         assert_eq!(
             Job::decode(&row.kind, &row.payload.to_string()).unwrap(),
             job
@@ -237,7 +238,7 @@ mod tests {
             reason: "push".into(),
         });
         round_trip(Job::PullRequestClosed {
-            number: 7,
+            number: PrNumber(7),
             merged: true,
             merge_commit_sha: Some("abc".into()),
         });
@@ -274,7 +275,7 @@ mod tests {
                 "pull_request_closed",
                 r#"{"merged":false,"merge_commit_sha":null,"number":4}"#,
                 Job::PullRequestClosed {
-                    number: 4,
+                    number: PrNumber(4),
                     merged: false,
                     merge_commit_sha: None,
                 },
@@ -288,7 +289,10 @@ mod tests {
             "commands":[{"run_id":2,"text":"/graft sync","result":{"Ok":{"command":"sync","force":false}}}]}"#;
         match Job::decode("command", command) {
             Ok(Job::Command(job)) => {
-                assert_eq!((job.number, job.comment_id, job.commands.len()), (3, 9, 1));
+                assert_eq!(
+                    (job.number, job.comment_id, job.commands.len()),
+                    (PrNumber(3), 9, 1)
+                );
                 assert!(!job.acknowledged);
             }
             other => panic!("{other:?}"),
@@ -324,7 +328,7 @@ mod tests {
             ),
             (
                 Job::PullRequestClosed {
-                    number: 1,
+                    number: PrNumber(1),
                     merged: false,
                     merge_commit_sha: None,
                 },

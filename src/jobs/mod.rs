@@ -185,7 +185,7 @@ impl<H: JobHandler> Worker<H> {
     }
 
     async fn execute(&mut self, job: JobRow) {
-        let span = info_span!("job", job_id = job.id, kind = %job.kind, project_id = job.project_id, attempt = job.attempts);
+        let span = info_span!("job", job_id = job.id, kind = %job.kind, project_id = job.project_id.map(crate::ids::ProjectId::get), attempt = job.attempts);
         async {
             if job.attempts > job.max_attempts {
                 // Its earlier holders died mid-run too often: stop trying.

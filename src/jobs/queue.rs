@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::Job;
 use super::job::{SyncRequest, merge_requests};
+use crate::ids::ProjectId;
 use crate::store::jobs::{enqueue_in, merge_into_queued_in};
 use crate::store::{Result, Store};
 
@@ -35,7 +36,7 @@ impl JobQueue {
     /// Every job queued here is a project's: the project is not optional,
     /// so none can be stored that its worker must refuse for want of one
     /// (a webhook delivery's job is stored with the delivery instead).
-    pub async fn enqueue(&self, job: &Job, project: i64, now: i64) -> Result<Option<i64>> {
+    pub async fn enqueue(&self, job: &Job, project: ProjectId, now: i64) -> Result<Option<i64>> {
         if let Job::Sync(request) = job {
             return self.enqueue_sync(project, request, now).await.map(Some);
         }
@@ -52,7 +53,12 @@ impl JobQueue {
     /// Queues a sync of `project`, or folds it into the one already queued
     /// (the broader scope, either's `force` and `rebase`). Returns the id
     /// of the queued job.
-    pub async fn enqueue_sync(&self, project: i64, request: &SyncRequest, now: i64) -> Result<i64> {
+    pub async fn enqueue_sync(
+        &self,
+        project: ProjectId,
+        request: &SyncRequest,
+        now: i64,
+    ) -> Result<i64> {
         let mut tx = self.store.begin_write().await?;
         let id = enqueue_sync_in(&mut tx, project, request, now).await?;
         tx.commit().await?;
@@ -98,7 +104,7 @@ impl JobQueue {
 /// wakes the workers after its commit).
 pub async fn enqueue_sync_in(
     conn: &mut AnyConnection,
-    project: i64,
+    project: ProjectId,
     request: &SyncRequest,
     now: i64,
 ) -> Result<i64> {

@@ -5,6 +5,7 @@
 use super::audit::{NewEvent, record_event_in};
 use super::{Store, StoreError, flag};
 use crate::git::read::blob_id;
+use crate::ids::ProjectId;
 
 /// A file read from the target head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +42,7 @@ impl Store {
     /// nothing) when it had another.
     pub async fn adopt_files(
         &self,
-        project: i64,
+        project: ProjectId,
         head: &str,
         files: &[FoundFile],
         actor: &str,

@@ -1,10 +1,12 @@
 //! The audit log: who did what, when, with commit SHAs and PR links.
 
+use crate::ids::ProjectId;
+
 use super::{Result, Store};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewEvent<'a> {
-    pub project_id: Option<i64>,
+    pub project_id: Option<ProjectId>,
     pub actor: &'a str,
     pub kind: &'a str,
     pub message: &'a str,
@@ -16,7 +18,7 @@ pub struct NewEvent<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditEvent {
     pub id: i64,
-    pub project_id: Option<i64>,
+    pub project_id: Option<ProjectId>,
     pub actor: String,
     pub kind: String,
     pub message: String,
@@ -30,7 +32,7 @@ pub struct AuditEvent {
 #[derive(sqlx::FromRow)]
 pub(super) struct EventRow {
     id: i64,
-    project_id: Option<i64>,
+    project_id: Option<ProjectId>,
     actor: String,
     kind: String,
     message: String,
@@ -88,7 +90,7 @@ impl Store {
     /// Newest first; `project_id = None` lists events not tied to a project.
     pub async fn list_events(
         &self,
-        project_id: Option<i64>,
+        project_id: Option<ProjectId>,
         limit: i64,
     ) -> Result<Vec<AuditEvent>> {
         let rows: Vec<EventRow> = sqlx::query_as(

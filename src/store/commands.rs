@@ -6,13 +6,15 @@
 
 use super::jobs::{NewJob, enqueue_in};
 use super::{Backend, Result, Store};
+use crate::ids::PrNumber;
+use crate::ids::ProjectId;
 
 /// Which comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommentKey<'a> {
     pub provider: &'a str,
     pub repo: &'a str,
-    pub number: i64,
+    pub number: PrNumber,
     pub comment_id: i64,
     pub author: &'a str,
 }
@@ -272,7 +274,7 @@ impl Store {
     pub async fn queue_limited(
         &self,
         job: &NewJob,
-        project_id: i64,
+        project_id: ProjectId,
         limit: RateLimit,
         now: i64,
     ) -> Result<Accepted> {
@@ -366,7 +368,7 @@ impl Store {
     /// minute, not one each. `message` says why.
     pub async fn record_rejection(
         &self,
-        project_id: i64,
+        project_id: ProjectId,
         pull_request_url: Option<&str>,
         message: &str,
         now: i64,

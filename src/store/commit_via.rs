@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::ids::ProjectId;
+
 use super::{Result, Store};
 
 /// `git`: a git push (the default). `api`: the forge's API creates the
@@ -33,7 +35,7 @@ impl CommitVia {
 }
 
 impl Store {
-    pub async fn set_commit_via(&self, id: i64, via: CommitVia, now: i64) -> Result<()> {
+    pub async fn set_commit_via(&self, id: ProjectId, via: CommitVia, now: i64) -> Result<()> {
         sqlx::query("UPDATE projects SET commit_via = $1, updated_at = $2 WHERE id = $3")
             .bind(via.as_str())
             .bind(now)

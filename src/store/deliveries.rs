@@ -2,6 +2,8 @@
 //! the forge's delivery id, and processed by a job enqueued in the same
 //! transaction, so a delivery is never acknowledged and then lost.
 
+use crate::ids::ProjectId;
+
 use super::jobs::{NewJob, kind};
 use super::{Result, Store};
 
@@ -244,7 +246,7 @@ impl Store {
 
     pub async fn set_webhook_health(
         &self,
-        project_id: i64,
+        project_id: ProjectId,
         state: &str,
         disabled_until: Option<i64>,
         now: i64,
@@ -264,7 +266,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn webhook_health(&self, project_id: i64) -> Result<Option<WebhookHealth>> {
+    pub async fn webhook_health(&self, project_id: ProjectId) -> Result<Option<WebhookHealth>> {
         let health = sqlx::query_as(
             "SELECT state, disabled_until, checked_at FROM webhook_health WHERE project_id = $1",
         )

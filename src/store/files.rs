@@ -7,6 +7,7 @@ use sqlx::AnyConnection;
 
 use super::{Result, Store, flag};
 use crate::git::read::blob_id;
+use crate::ids::ProjectId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -201,7 +202,7 @@ const COLUMNS: &str =
 
 async fn current(
     conn: &mut AnyConnection,
-    project: i64,
+    project: ProjectId,
     path: &str,
 ) -> Result<Option<ManagedFileRow>> {
     let sql = format!("SELECT {COLUMNS} FROM managed_files WHERE project_id = $1 AND path = $2");
@@ -237,7 +238,7 @@ pub fn change_for(existing: Option<Stored<'_>>, blob: &str, executable: bool) ->
 /// Writes one file; returns the change it made, if any.
 async fn put_in(
     conn: &mut AnyConnection,
-    project: i64,
+    project: ProjectId,
     file: &FileInput,
     now: i64,
 ) -> Result<Option<ChangedPath>> {
@@ -312,7 +313,7 @@ async fn put_in(
 /// repository, otherwise kept as `deleted_pending` until a sync removes it.
 async fn delete_in(
     conn: &mut AnyConnection,
-    project: i64,
+    project: ProjectId,
     path: &str,
     now: i64,
 ) -> Result<Option<ChangedPath>> {
@@ -350,7 +351,7 @@ async fn delete_in(
 /// named are removed. The caller's transaction makes it all or nothing.
 pub async fn put_files_in(
     conn: &mut AnyConnection,
-    project: i64,
+    project: ProjectId,
     files: &[FileInput],
     delete_missing: bool,
     now: i64,
@@ -378,7 +379,7 @@ pub async fn put_files_in(
 /// Removes one file (see `delete_in`); `None` when nothing changed.
 pub async fn delete_file_in(
     conn: &mut AnyConnection,
-    project: i64,
+    project: ProjectId,
     path: &str,
     now: i64,
 ) -> Result<Option<ChangedPath>> {
@@ -386,7 +387,10 @@ pub async fn delete_file_in(
 }
 
 /// [`Store::file_listing`] inside the caller's transaction.
-pub async fn file_listing_in(conn: &mut AnyConnection, project: i64) -> Result<Vec<FileMeta>> {
+pub async fn file_listing_in(
+    conn: &mut AnyConnection,
+    project: ProjectId,
+) -> Result<Vec<FileMeta>> {
     let rows: Vec<MetaRow> = sqlx::query_as(
         "SELECT path, blob_sha, state, size, sync_on_change, executable, source \
          FROM managed_files WHERE project_id = $1 ORDER BY path",
@@ -399,7 +403,7 @@ pub async fn file_listing_in(conn: &mut AnyConnection, project: i64) -> Result<V
 
 /// Paths of the files that stay in the repository (not
 /// `deleted_pending`), without their contents.
-pub async fn live_paths_in(conn: &mut AnyConnection, project: i64) -> Result<Vec<String>> {
+pub async fn live_paths_in(conn: &mut AnyConnection, project: ProjectId) -> Result<Vec<String>> {
     let paths = sqlx::query_scalar(
         "SELECT path FROM managed_files WHERE project_id = $1 AND state <> 'deleted_pending'",
     )
@@ -413,7 +417,7 @@ impl Store {
     /// [`put_files_in`] in a transaction of its own.
     pub async fn put_files(
         &self,
-        project: i64,
+        project: ProjectId,
         files: &[FileInput],
         delete_missing: bool,
         now: i64,
@@ -426,7 +430,7 @@ impl Store {
 
     pub async fn delete_file(
         &self,
-        project: i64,
+        project: ProjectId,
         path: &str,
         now: i64,
     ) -> Result<Option<ChangedPath>> {
@@ -436,7 +440,7 @@ impl Store {
         Ok(change)
     }
 
-    pub async fn files(&self, project: i64) -> Result<Vec<ManagedFileRow>> {
+    pub async fn files(&self, project: ProjectId) -> Result<Vec<ManagedFileRow>> {
         let sql =
             format!("SELECT {COLUMNS} FROM managed_files WHERE project_id = $1 ORDER BY path");
         let rows: Vec<FileRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -448,17 +452,17 @@ impl Store {
 
     /// Every managed file of `project` by path, without contents (the
     /// query does not read them).
-    pub async fn file_listing(&self, project: i64) -> Result<Vec<FileMeta>> {
+    pub async fn file_listing(&self, project: ProjectId) -> Result<Vec<FileMeta>> {
         let mut conn = self.pool.acquire().await?;
         file_listing_in(&mut conn, project).await
     }
 
-    pub async fn live_paths(&self, project: i64) -> Result<Vec<String>> {
+    pub async fn live_paths(&self, project: ProjectId) -> Result<Vec<String>> {
         let mut conn = self.pool.acquire().await?;
         live_paths_in(&mut conn, project).await
     }
 
-    pub async fn file(&self, project: i64, path: &str) -> Result<Option<ManagedFileRow>> {
+    pub async fn file(&self, project: ProjectId, path: &str) -> Result<Option<ManagedFileRow>> {
         let mut conn = self.pool.acquire().await?;
         current(&mut conn, project, path).await
     }
@@ -468,7 +472,7 @@ impl Store {
     /// arrived during the sync stays pending.
     pub async fn mark_synced(
         &self,
-        project: i64,
+        project: ProjectId,
         pushed: &[(String, Option<String>)],
         now: i64,
     ) -> Result<()> {
@@ -506,7 +510,7 @@ impl Store {
     /// reviewer's `/graft import`): stored as synced. `None` removes it.
     pub async fn import_file(
         &self,
-        project: i64,
+        project: ProjectId,
         path: &str,
         content: Option<&[u8]>,
         executable: bool,
@@ -546,8 +550,8 @@ impl Store {
 
     /// Files not in their synced state, per project (projects with none are
     /// left out), in one query for the dashboard's project list.
-    pub async fn pending_counts(&self) -> Result<std::collections::HashMap<i64, i64>> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
+    pub async fn pending_counts(&self) -> Result<std::collections::HashMap<ProjectId, i64>> {
+        let rows: Vec<(ProjectId, i64)> = sqlx::query_as(
             "SELECT project_id, COUNT(*) FROM managed_files WHERE state <> 'synced' \
              GROUP BY project_id",
         )
@@ -557,7 +561,7 @@ impl Store {
     }
 
     /// Pending files of one project.
-    pub async fn pending_count(&self, project: i64) -> Result<i64> {
+    pub async fn pending_count(&self, project: ProjectId) -> Result<i64> {
         let value: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM managed_files WHERE project_id = $1 AND state <> 'synced'",
         )
@@ -574,7 +578,7 @@ impl Store {
 /// and a deletion of a file the repository does not have is moot.
 pub async fn record_unlanded_in(
     conn: &mut AnyConnection,
-    project: i64,
+    project: ProjectId,
     in_repository: &[(String, Option<String>)],
     now: i64,
 ) -> Result<()> {

@@ -7,6 +7,8 @@
 
 use sqlx::AnyConnection;
 
+use crate::ids::ProjectId;
+
 use super::{Backend, Result, Store, is_unique_violation};
 
 /// The `kind` column of each kind of job. `crate::jobs::Job` is the typed
@@ -24,7 +26,7 @@ pub mod kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJob {
     pub kind: String,
-    pub project_id: Option<i64>,
+    pub project_id: Option<ProjectId>,
     pub payload: serde_json::Value,
     /// Jobs with the same key coalesce while one of them is still queued.
     pub dedupe_key: Option<String>,
@@ -49,7 +51,7 @@ impl NewJob {
 pub struct JobRow {
     pub id: i64,
     pub kind: String,
-    pub project_id: Option<i64>,
+    pub project_id: Option<ProjectId>,
     pub payload: String,
     /// Attempts including this one.
     pub attempts: i64,

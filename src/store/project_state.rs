@@ -4,6 +4,8 @@
 
 use sqlx::AnyConnection;
 
+use crate::ids::{PrNumber, ProjectId};
+
 use super::projects::SyncStatus;
 use super::{Result, Store, flag};
 
@@ -12,7 +14,7 @@ use super::{Result, Store, flag};
 pub struct SyncSuccess {
     pub commit_sha: Option<String>,
     pub target_head: Option<String>,
-    pub pull_request_number: Option<i64>,
+    pub pull_request_number: Option<PrNumber>,
     pub pull_request_url: Option<String>,
     pub sync_branch_sha: Option<String>,
     pub findings: Option<serde_json::Value>,
@@ -29,7 +31,7 @@ macro_rules! forget_pull_request_columns {
 impl Store {
     pub async fn set_sync_status(
         &self,
-        id: i64,
+        id: ProjectId,
         status: SyncStatus,
         error: Option<&str>,
         now: i64,
@@ -57,7 +59,7 @@ impl Store {
     /// Records a failed sync: `error` with the message, and the job to retry.
     pub async fn record_sync_error(
         &self,
-        id: i64,
+        id: ProjectId,
         message: &str,
         job_id: Option<i64>,
         now: i64,
@@ -77,7 +79,7 @@ impl Store {
 
     pub async fn set_conflicts(
         &self,
-        id: i64,
+        id: ProjectId,
         conflicts: Option<&[String]>,
         now: i64,
     ) -> Result<()> {
@@ -91,7 +93,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn record_sync_success(&self, id: i64, done: &SyncSuccess, now: i64) -> Result<()> {
+    pub async fn record_sync_success(
+        &self,
+        id: ProjectId,
+        done: &SyncSuccess,
+        now: i64,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE projects SET sync_status = CASE WHEN paused = 1 THEN 'paused' ELSE 'success' END, \
              status_before_pause = CASE WHEN paused = 1 THEN 'success' ELSE NULL END, \
@@ -114,7 +121,7 @@ impl Store {
     }
 
     /// Validation findings of the last overlay (shown on the PR and dashboard).
-    pub async fn set_findings(&self, id: i64, findings: &serde_json::Value) -> Result<()> {
+    pub async fn set_findings(&self, id: ProjectId, findings: &serde_json::Value) -> Result<()> {
         sqlx::query("UPDATE projects SET last_findings = $1 WHERE id = $2")
             .bind(findings.to_string())
             .bind(id)
@@ -124,7 +131,7 @@ impl Store {
     }
 
     /// After a reconcile: the head graft has now seen, and when.
-    pub async fn record_pull(&self, id: i64, head: Option<&str>, now: i64) -> Result<()> {
+    pub async fn record_pull(&self, id: ProjectId, head: Option<&str>, now: i64) -> Result<()> {
         sqlx::query(
             "UPDATE projects SET last_synced_commit_sha = COALESCE($1, last_synced_commit_sha), \
              last_pulled_at = $2, updated_at = $2 WHERE id = $3",
@@ -143,7 +150,13 @@ impl Store {
     /// no longer `before` (it never skips a change it has not read), or
     /// while a job of the project runs: that job may have read the branch
     /// before this push and would record its older head over this one.
-    pub async fn advance_head(&self, id: i64, before: &str, after: &str, now: i64) -> Result<bool> {
+    pub async fn advance_head(
+        &self,
+        id: ProjectId,
+        before: &str,
+        after: &str,
+        now: i64,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE projects SET last_synced_commit_sha = $1, last_pulled_at = $2, \
              updated_at = $2 WHERE id = $3 AND last_synced_commit_sha = $4 \
@@ -161,8 +174,8 @@ impl Store {
 
     pub async fn set_pull_request(
         &self,
-        id: i64,
-        number: Option<i64>,
+        id: ProjectId,
+        number: Option<PrNumber>,
         url: Option<&str>,
         now: i64,
     ) -> Result<()> {
@@ -182,7 +195,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_status_comment(&self, id: i64, comment_id: Option<i64>) -> Result<()> {
+    pub async fn set_status_comment(&self, id: ProjectId, comment_id: Option<i64>) -> Result<()> {
         sqlx::query("UPDATE projects SET status_comment_id = $1 WHERE id = $2")
             .bind(comment_id)
             .bind(id)
@@ -193,7 +206,7 @@ impl Store {
 
     pub async fn set_sync_branch_state(
         &self,
-        id: i64,
+        id: ProjectId,
         sha: Option<&str>,
         shared: bool,
     ) -> Result<()> {
@@ -214,8 +227,8 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub async fn record_pull_request_open(
         &self,
-        id: i64,
-        number: i64,
+        id: ProjectId,
+        number: PrNumber,
         url: &str,
         changes: &[crate::git::read::FileChange],
         branch_sha: &str,
@@ -240,7 +253,7 @@ impl Store {
     }
 
     /// graft closed its own PR: every PR field goes, the status stays.
-    pub async fn forget_pull_request(&self, id: i64, now: i64) -> Result<()> {
+    pub async fn forget_pull_request(&self, id: ProjectId, now: i64) -> Result<()> {
         sqlx::query(concat!(
             "UPDATE projects SET ",
             forget_pull_request_columns!(),
@@ -256,13 +269,13 @@ impl Store {
     /// Pausing shows `paused` and remembers the status and error it
     /// replaces; resuming puts them back (unless a sync ran meanwhile and
     /// showed through). Both are no-ops when already in that state.
-    pub async fn set_paused(&self, id: i64, paused: bool, now: i64) -> Result<()> {
+    pub async fn set_paused(&self, id: ProjectId, paused: bool, now: i64) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         set_paused_in(&mut conn, id, paused, now).await?;
         Ok(())
     }
 
-    pub async fn set_auto_merge(&self, id: i64, on: bool, now: i64) -> Result<()> {
+    pub async fn set_auto_merge(&self, id: ProjectId, on: bool, now: i64) -> Result<()> {
         sqlx::query("UPDATE projects SET auto_merge = $1, updated_at = $2 WHERE id = $3")
             .bind(flag(on))
             .bind(now)
@@ -272,7 +285,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_auto_sync_held(&self, id: i64, held: bool, now: i64) -> Result<()> {
+    pub async fn set_auto_sync_held(&self, id: ProjectId, held: bool, now: i64) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         set_auto_sync_held_in(&mut conn, id, held, now).await
     }
@@ -283,7 +296,7 @@ impl Store {
 /// back on resume.
 pub async fn set_paused_in(
     conn: &mut AnyConnection,
-    id: i64,
+    id: ProjectId,
     paused: bool,
     now: i64,
 ) -> Result<bool> {
@@ -310,7 +323,7 @@ pub async fn set_paused_in(
 
 pub async fn set_auto_sync_held_in(
     conn: &mut AnyConnection,
-    id: i64,
+    id: ProjectId,
     held: bool,
     now: i64,
 ) -> Result<()> {
@@ -325,7 +338,11 @@ pub async fn set_auto_sync_held_in(
 
 /// Remembers the generator that last sent files (for commit messages);
 /// `None` keeps the one before.
-pub async fn set_source_in(conn: &mut AnyConnection, id: i64, source: Option<&str>) -> Result<()> {
+pub async fn set_source_in(
+    conn: &mut AnyConnection,
+    id: ProjectId,
+    source: Option<&str>,
+) -> Result<()> {
     sqlx::query("UPDATE projects SET source = COALESCE($1, source) WHERE id = $2")
         .bind(source)
         .bind(id)
@@ -353,7 +370,7 @@ impl Store {
     /// event and, after a merge, the reconcile. A crash leaves all or none.
     pub async fn record_pull_request_end(
         &self,
-        id: i64,
+        id: ProjectId,
         end: PullRequestEnd<'_>,
         event: &crate::store::audit::NewEvent<'_>,
         now: i64,

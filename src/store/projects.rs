@@ -5,7 +5,7 @@
 use serde::Serialize;
 use sqlx::AnyConnection;
 
-use crate::ids::Provider;
+use crate::ids::{PrNumber, ProjectId, Provider};
 
 use super::commit_via::CommitVia;
 use super::{Result, Store, StoreError, flag, is_unique_violation};
@@ -105,7 +105,7 @@ pub struct NewProject {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Project {
-    pub id: i64,
+    pub id: ProjectId,
     pub provider: Provider,
     pub integration_id: Option<i64>,
     pub repo: String,
@@ -124,7 +124,7 @@ pub struct Project {
     pub sync_error: Option<String>,
     pub last_synced_commit_sha: Option<String>,
     pub last_pulled_at: Option<i64>,
-    pub pull_request_number: Option<i64>,
+    pub pull_request_number: Option<PrNumber>,
     pub pull_request_url: Option<String>,
     pub auto_sync_held: bool,
     pub sync_branch_shared: bool,
@@ -170,7 +170,7 @@ const COLUMNS: &str = "id, provider, integration_id, repo, branch, base_path, ki
 /// A `projects` row as stored: flags as integers, enums and JSON as text.
 #[derive(sqlx::FromRow)]
 struct ProjectRow {
-    id: i64,
+    id: ProjectId,
     provider: Provider,
     integration_id: Option<i64>,
     repo: String,
@@ -187,7 +187,7 @@ struct ProjectRow {
     sync_error: Option<String>,
     last_synced_commit_sha: Option<String>,
     last_pulled_at: Option<i64>,
-    pull_request_number: Option<i64>,
+    pull_request_number: Option<PrNumber>,
     pull_request_url: Option<String>,
     auto_sync_held: i64,
     sync_branch_shared: i64,
@@ -316,7 +316,7 @@ fn sync_branch_conflict(
 /// A value to match in [`Store::projects_where`].
 enum Value<'a> {
     Text(&'a str),
-    Number(i64),
+    Number(PrNumber),
 }
 
 /// A repository as events name it: the forge, the integration the event
@@ -375,7 +375,7 @@ impl Store {
                     })?
             }
         };
-        let (id,): (i64,) = sqlx::query_as(
+        let (id,): (ProjectId,) = sqlx::query_as(
             "INSERT INTO projects (provider, integration_id, repo, branch, base_path, kind, mode, \
              auto_sync, auto_merge, slug, sync_branch, commit_via, sync_status, created_at, \
              updated_at) \
@@ -413,12 +413,12 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("project {id}")))
     }
 
-    pub async fn project(&self, id: i64) -> Result<Option<Project>> {
+    pub async fn project(&self, id: ProjectId) -> Result<Option<Project>> {
         let mut conn = self.pool.acquire().await?;
         project_in(&mut conn, id).await
     }
 
-    pub async fn require_project(&self, id: i64) -> Result<Project> {
+    pub async fn require_project(&self, id: ProjectId) -> Result<Project> {
         self.project(id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("project {id}")))
@@ -459,7 +459,7 @@ impl Store {
     pub async fn project_by_pull_request(
         &self,
         repo: &RepoKey<'_>,
-        number: i64,
+        number: PrNumber,
     ) -> Result<Option<Project>> {
         Ok(self
             .projects_where(repo, "pull_request_number = $4", Value::Number(number))
@@ -493,7 +493,7 @@ impl Store {
 }
 
 /// Project `id` as `conn` sees it (inside the caller's transaction).
-pub async fn project_in(conn: &mut AnyConnection, id: i64) -> Result<Option<Project>> {
+pub async fn project_in(conn: &mut AnyConnection, id: ProjectId) -> Result<Option<Project>> {
     let sql = format!("SELECT {COLUMNS} FROM projects WHERE id = $1");
     let row: Option<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)

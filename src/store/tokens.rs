@@ -7,6 +7,8 @@
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use crate::ids::ProjectId;
+
 use super::{Result, Store, StoreError, is_unique_violation};
 
 const TOKEN_PREFIX: &str = "graft_";
@@ -48,7 +50,7 @@ impl std::fmt::Display for TokenScope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenAccess {
     scope: TokenScope,
-    projects: Vec<i64>,
+    projects: Vec<ProjectId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +66,7 @@ pub enum AccessError {
     )]
     GeneratorNeedsProjects,
     #[error("--project {0} is not a project id (a positive integer)")]
-    BadProject(i64),
+    BadProject(ProjectId),
 }
 
 impl TokenAccess {
@@ -75,8 +77,8 @@ impl TokenAccess {
         }
     }
 
-    pub fn new(scope: TokenScope, projects: &[i64]) -> Result<Self, AccessError> {
-        if let Some(bad) = projects.iter().find(|id| **id <= 0) {
+    pub fn new(scope: TokenScope, projects: &[ProjectId]) -> Result<Self, AccessError> {
+        if let Some(bad) = projects.iter().find(|id| id.get() <= 0) {
             return Err(AccessError::BadProject(*bad));
         }
         match (scope, projects.is_empty()) {
@@ -97,7 +99,7 @@ impl TokenAccess {
     }
 
     /// The projects of a generator token (empty for an admin).
-    pub fn projects(&self) -> &[i64] {
+    pub fn projects(&self) -> &[ProjectId] {
         &self.projects
     }
 
@@ -106,7 +108,7 @@ impl TokenAccess {
     }
 
     /// Whether the token may see and change project `id`.
-    pub fn reaches(&self, id: i64) -> bool {
+    pub fn reaches(&self, id: ProjectId) -> bool {
         self.is_admin() || self.projects.binary_search(&id).is_ok()
     }
 }
@@ -149,7 +151,7 @@ struct TokenRow {
     scope: String,
 }
 
-fn token_of(row: TokenRow, projects: Vec<i64>) -> ApiToken {
+fn token_of(row: TokenRow, projects: Vec<ProjectId>) -> ApiToken {
     let access = match TokenScope::parse(&row.scope) {
         Some(TokenScope::Admin) => TokenAccess::admin(),
         _ => TokenAccess {
@@ -221,8 +223,8 @@ impl Store {
         Ok((id, token))
     }
 
-    async fn token_projects(&self, token_id: i64) -> Result<Vec<i64>> {
-        let rows: Vec<(i64,)> = sqlx::query_as(
+    async fn token_projects(&self, token_id: i64) -> Result<Vec<ProjectId>> {
+        let rows: Vec<(ProjectId,)> = sqlx::query_as(
             "SELECT project_id FROM api_token_projects WHERE token_id = $1 ORDER BY project_id",
         )
         .bind(token_id)
@@ -296,12 +298,12 @@ impl Store {
         )))
         .fetch_all(&self.pool)
         .await?;
-        let links: Vec<(i64, i64)> = sqlx::query_as(
+        let links: Vec<(i64, ProjectId)> = sqlx::query_as(
             "SELECT token_id, project_id FROM api_token_projects ORDER BY token_id, project_id",
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut projects: std::collections::HashMap<i64, Vec<i64>> = Default::default();
+        let mut projects: std::collections::HashMap<i64, Vec<ProjectId>> = Default::default();
         for (token, project) in links {
             projects.entry(token).or_default().push(project);
         }
@@ -326,7 +328,7 @@ mod tests {
             Ok(TokenAccess::admin())
         );
         assert_eq!(
-            TokenAccess::new(TokenScope::Admin, &[1]),
+            TokenAccess::new(TokenScope::Admin, &[ProjectId(1)]),
             Err(AccessError::ProjectsNeedGenerator)
         );
         assert_eq!(
@@ -334,14 +336,18 @@ mod tests {
             Err(AccessError::GeneratorNeedsProjects)
         );
         assert_eq!(
-            TokenAccess::new(TokenScope::Generator, &[3, 0]),
-            Err(AccessError::BadProject(0))
+            TokenAccess::new(TokenScope::Generator, &[ProjectId(3), ProjectId(0)]),
+            Err(AccessError::BadProject(ProjectId(0)))
         );
-        let generator = TokenAccess::new(TokenScope::Generator, &[7, 3, 7]).unwrap();
-        assert_eq!(generator.projects(), &[3, 7]);
-        assert!(generator.reaches(3) && generator.reaches(7));
-        assert!(!generator.reaches(4) && !generator.is_admin());
-        assert!(TokenAccess::admin().reaches(4));
+        let generator = TokenAccess::new(
+            TokenScope::Generator,
+            &[ProjectId(7), ProjectId(3), ProjectId(7)],
+        )
+        .unwrap();
+        assert_eq!(generator.projects(), &[ProjectId(3), ProjectId(7)]);
+        assert!(generator.reaches(ProjectId(3)) && generator.reaches(ProjectId(7)));
+        assert!(!generator.reaches(ProjectId(4)) && !generator.is_admin());
+        assert!(TokenAccess::admin().reaches(ProjectId(4)));
     }
 
     #[test]
@@ -358,6 +364,6 @@ mod tests {
             scope: TokenScope::Generator,
             projects: Vec::new(),
         };
-        assert!(!access.reaches(1) && !access.is_admin());
+        assert!(!access.reaches(ProjectId(1)) && !access.is_admin());
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::context::Context;
 use crate::git::read;
+use crate::ids::ProjectId;
 use crate::store::audit::NewEvent;
 use crate::store::now_ms;
 use crate::store::projects::SyncStatus;
@@ -22,7 +23,7 @@ use super::upstream::{apply_upstream, fetch_target_listing, upstream_actions};
 /// graft's content. Returns the imported paths.
 pub async fn import_upstream(
     ctx: &Context,
-    project_id: i64,
+    project_id: ProjectId,
     actor: &str,
 ) -> Result<Vec<String>, SyncError> {
     let store = &ctx.store;
@@ -110,7 +111,7 @@ pub async fn import_upstream(
 }
 
 /// `/graft status`: rewrite the sticky comment from the current state.
-pub async fn refresh_status(ctx: &Context, project_id: i64) -> Result<(), SyncError> {
+pub async fn refresh_status(ctx: &Context, project_id: ProjectId) -> Result<(), SyncError> {
     let project = ctx.store.require_project(project_id).await?;
     let client = publish::client_for(ctx, &project).await?;
     publish::update_comment(

@@ -11,6 +11,7 @@ use crate::forge::{AutoMerge, ForgeError, PullRequest, RepoClient};
 use crate::git::pipeline::Built;
 use crate::git::read;
 use crate::git::validate::passed;
+use crate::ids::{PrNumber, ProjectId};
 use crate::store::audit::NewEvent;
 use crate::store::now_ms;
 use crate::store::project_state::SyncSuccess;
@@ -23,7 +24,7 @@ use super::schedule::SyncRequest;
 
 /// The open PR's status comment says a sync is under way (every state
 /// change shows there). Best effort: the sync's outcome rewrites it.
-pub(super) async fn show_syncing(ctx: &Context, project_id: i64) {
+pub(super) async fn show_syncing(ctx: &Context, project_id: ProjectId) {
     let Ok(project) = ctx.store.require_project(project_id).await else {
         return;
     };
@@ -46,7 +47,7 @@ pub(super) async fn show_syncing(ctx: &Context, project_id: i64) {
     }
     .await;
     if let Err(e) = shown {
-        tracing::debug!(project = project_id, error = %e, "could not show the sync on the pull request");
+        tracing::debug!(project = project_id.get(), error = %e, "could not show the sync on the pull request");
     }
 }
 
@@ -67,7 +68,12 @@ pub fn skip_reason(project: &Project, request: &SyncRequest) -> Option<&'static 
 }
 
 /// Marks the project failed, writes the audit event and tells the PR.
-pub async fn record_failure(ctx: &Context, project_id: i64, message: &str, job_id: Option<i64>) {
+pub async fn record_failure(
+    ctx: &Context,
+    project_id: ProjectId,
+    message: &str,
+    job_id: Option<i64>,
+) {
     let message = &crate::slash::help::with_prefix(message, &ctx.commands.prefix);
     let now = now_ms();
     if let Err(e) = ctx
@@ -75,7 +81,7 @@ pub async fn record_failure(ctx: &Context, project_id: i64, message: &str, job_i
         .record_sync_error(project_id, message, job_id, now)
         .await
     {
-        tracing::error!(project = project_id, error = %e, "could not record the sync failure");
+        tracing::error!(project = project_id.get(), error = %e, "could not record the sync failure");
     }
     let _ = ctx
         .store
@@ -170,7 +176,7 @@ pub(super) async fn ask_to_merge(
 /// Graft's PR whose head is not graft's push: what auto-merge is withheld
 /// from, and why.
 pub(super) struct Withheld<'a> {
-    pub number: i64,
+    pub number: PrNumber,
     pub url: Option<&'a str>,
     pub head: ObjectId,
     /// Someone else's commits are on the branch (otherwise its head is
@@ -273,7 +279,7 @@ pub(super) async fn finish(
     built: &Built,
     files: &plan::FilePlan,
     landed_head: Option<ObjectId>,
-    pull_request: Option<(i64, String, ObjectId)>,
+    pull_request: Option<(PrNumber, String, ObjectId)>,
     landed: bool,
 ) -> Result<(), SyncError> {
     let now = now_ms();

@@ -8,6 +8,7 @@ use crate::forge::{
 };
 use crate::git::read::FileChange;
 use crate::git::validate::{Finding, passed};
+use crate::ids::ProjectId;
 use crate::ids::Provider;
 use crate::slash::help::with_prefix;
 use crate::store::projects::{Project, SyncStatus};
@@ -143,7 +144,7 @@ pub async fn update_comment(
 
 /// Best effort after a failure: the PR says what went wrong. A failure to
 /// say it is logged, not raised over the original error.
-pub async fn comment_failure(ctx: &Context, project_id: i64, message: &str) {
+pub async fn comment_failure(ctx: &Context, project_id: ProjectId, message: &str) {
     let Ok(Some(project)) = ctx.store.project(project_id).await else {
         return;
     };
@@ -166,6 +167,6 @@ pub async fn comment_failure(ctx: &Context, project_id: i64, message: &str) {
     }
     .await;
     if let Err(e) = result {
-        tracing::warn!(project = project_id, error = %e, "could not report the failure on the pull request");
+        tracing::warn!(project = project_id.get(), error = %e, "could not report the failure on the pull request");
     }
 }

@@ -8,6 +8,7 @@ use gix::ObjectId;
 use crate::context::Context;
 use crate::forge::{ForgeError, PullRequestState};
 use crate::git::read;
+use crate::ids::{PrNumber, ProjectId};
 use crate::store::audit::NewEvent;
 use crate::store::files::FileState;
 use crate::store::now_ms;
@@ -24,7 +25,7 @@ fn parse(sha: Option<&str>) -> Option<ObjectId> {
     sha.and_then(|s| ObjectId::from_hex(s.as_bytes()).ok())
 }
 
-pub async fn reconcile(ctx: &Context, project_id: i64) -> Result<(), SyncError> {
+pub async fn reconcile(ctx: &Context, project_id: ProjectId) -> Result<(), SyncError> {
     let store = &ctx.store;
     let project = store.require_project(project_id).await?;
     let remote = remote::remote_for(ctx, &project).await?;
@@ -188,8 +189,8 @@ pub async fn reconcile(ctx: &Context, project_id: i64) -> Result<(), SyncError> 
 /// comes from graft's branch, and what it says is recorded, not the hook.
 pub async fn pull_request_closed(
     ctx: &Context,
-    project_id: i64,
-    number: i64,
+    project_id: ProjectId,
+    number: PrNumber,
     merged: bool,
     merge_commit: Option<&str>,
 ) -> Result<(), SyncError> {
@@ -207,8 +208,8 @@ pub async fn pull_request_closed(
     let (state_of, merge_commit_sha) = match &pr {
         Some(pr) if pr.head_branch != project.sync_branch => {
             tracing::warn!(
-                project = project_id,
-                number,
+                project = project_id.get(),
+                number = number.get(),
                 "a webhook says graft's pull request ended, but the forge's is from another branch: nothing changed"
             );
             return Ok(());
@@ -218,8 +219,8 @@ pub async fn pull_request_closed(
     };
     if state_of == PullRequestState::Open {
         tracing::warn!(
-            project = project_id,
-            number,
+            project = project_id.get(),
+            number = number.get(),
             merged,
             "a webhook says graft's pull request ended, but the forge says it is open: nothing changed"
         );
@@ -228,8 +229,8 @@ pub async fn pull_request_closed(
     let really_merged = state_of == PullRequestState::Merged;
     if really_merged != merged || (merged && merge_commit != merge_commit_sha.as_deref()) {
         tracing::warn!(
-            project = project_id,
-            number,
+            project = project_id.get(),
+            number = number.get(),
             merged = really_merged,
             "the webhook about graft's pull request differs from the forge: the forge's word is recorded"
         );
@@ -248,8 +249,8 @@ pub async fn pull_request_closed(
 /// else (an older PR of graft's, one already settled) changes nothing.
 async fn settle_pull_request(
     ctx: &Context,
-    project_id: i64,
-    number: i64,
+    project_id: ProjectId,
+    number: PrNumber,
     merged: bool,
     merge_commit: Option<&str>,
 ) -> Result<(), SyncError> {

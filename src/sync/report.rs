@@ -262,7 +262,7 @@ mod tests {
 
     fn project() -> Project {
         Project {
-            id: 7,
+            id: crate::ids::ProjectId(7),
             provider: crate::ids::Provider::Github,
             integration_id: None,
             repo: "acme/infra".into(),
@@ -279,7 +279,7 @@ mod tests {
             sync_error: None,
             last_synced_commit_sha: None,
             last_pulled_at: None,
-            pull_request_number: Some(3),
+            pull_request_number: Some(crate::ids::PrNumber(3)),
             pull_request_url: None,
             auto_sync_held: false,
             sync_branch_shared: false,

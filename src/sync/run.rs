@@ -13,6 +13,7 @@ use crate::git::pipeline::{self, BuildSpec, Fetched};
 use crate::git::push::{PushMode, PushRequest, advertise, push};
 use crate::git::read::{self, TreeFile};
 use crate::git::validate::passed;
+use crate::ids::ProjectId;
 use crate::store::audit::NewEvent;
 use crate::store::commit_via::CommitVia;
 use crate::store::now_ms;
@@ -37,7 +38,11 @@ const ADVERTISE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 /// The sync job's entry point. A failure is recorded on the project once,
 /// by the worker when it gives up (at once for a fatal error, after the
 /// retries for a transient one): see `GraftJobs::gave_up`.
-pub async fn run(ctx: &Context, project_id: i64, request: &SyncRequest) -> Result<(), SyncError> {
+pub async fn run(
+    ctx: &Context,
+    project_id: ProjectId,
+    request: &SyncRequest,
+) -> Result<(), SyncError> {
     let store = &ctx.store;
     let project = store.require_project(project_id).await?;
     if let Some(why) = skip_reason(&project, request) {
@@ -95,7 +100,7 @@ async fn sync(ctx: &Context, project: &Project, request: &SyncRequest) -> Result
         match Box::pin(attempt(ctx, &project, request, &remote, &fetched)).await {
             Err(SyncError::Git(GitError::NonFastForward(message))) => {
                 tracing::info!(
-                    project = project.id,
+                    project = project.id.get(),
                     "remote moved during the sync; fetching again"
                 );
                 last_error = Some(GitError::NonFastForward(message));
@@ -273,7 +278,7 @@ async fn direct(
             built.commit = Some(written.head);
             finish(ctx, project, &built, &files, Some(written.head), None, true).await?;
             if let Some(note) = written.note {
-                tracing::info!(project = project.id, "{note}");
+                tracing::info!(project = project.id.get(), "{note}");
             }
             Ok(())
         }

@@ -4,6 +4,7 @@
 //! queued through `JobQueue::enqueue_sync`, which coalesces rapid changes
 //! into one job.
 
+use crate::ids::ProjectId;
 use crate::store::files::ChangedPath;
 
 use crate::jobs::{Job, JobQueue};
@@ -28,7 +29,7 @@ pub fn on_files_changed(project: &Project, changes: &[ChangedPath]) -> Option<Sc
 }
 
 /// A reconcile of one project (coalesced like syncs).
-pub fn reconcile_job(project: i64, reason: &str, now: i64) -> NewJob {
+pub fn reconcile_job(project: ProjectId, reason: &str, now: i64) -> NewJob {
     reconcile(reason).row(Some(project), now)
 }
 
@@ -41,7 +42,7 @@ fn reconcile(reason: &str) -> Job {
 /// Queues a reconcile of one project (coalesced like syncs).
 pub async fn enqueue_reconcile(
     jobs: &JobQueue,
-    project: i64,
+    project: ProjectId,
     reason: &str,
     now: i64,
 ) -> Result<Option<i64>> {
@@ -55,7 +56,7 @@ mod tests {
 
     fn project(kind: Kind, auto_sync: bool) -> Project {
         Project {
-            id: 1,
+            id: ProjectId(1),
             provider: crate::ids::Provider::Github,
             integration_id: None,
             repo: "o/r".into(),

@@ -167,6 +167,6 @@ pub async fn sync_and_reconcile_jobs(h: &Harness) -> i64 {
     .await
 }
 
-pub async fn project(h: &Harness, id: i64) -> Project {
+pub async fn project(h: &Harness, id: graft::ids::ProjectId) -> Project {
     h.app.store.require_project(id).await.unwrap()
 }

@@ -1,6 +1,7 @@
 //! Helpers for sync-engine tests: put files the way the API does, ask for
 //! a sync, wait until a project settles.
 
+use graft::ids::ProjectId;
 use graft::store::files::FileInput;
 use graft::store::now_ms;
 use graft::store::projects::{Project, SyncStatus};
@@ -21,7 +22,7 @@ pub fn input(path: &str, content: &str) -> FileInput {
 
 /// Puts files the way the API does (same transaction, same scheduling);
 /// returns how many paths changed.
-pub async fn put(h: &Harness, project: i64, files: &[FileInput]) -> usize {
+pub async fn put(h: &Harness, project: ProjectId, files: &[FileInput]) -> usize {
     let p = h.app.store.require_project(project).await.unwrap();
     let op = FileOp::Put {
         files,
@@ -39,7 +40,7 @@ pub async fn put(h: &Harness, project: i64, files: &[FileInput]) -> usize {
 }
 
 /// An explicit sync of everything, optionally forced.
-pub async fn sync_now(h: &Harness, project: i64, force: bool) {
+pub async fn sync_now(h: &Harness, project: ProjectId, force: bool) {
     let request = SyncRequest {
         force,
         ..SyncRequest::explicit("test")
@@ -54,7 +55,7 @@ pub async fn sync_now(h: &Harness, project: i64, force: bool) {
 /// Waits until the project is in `status` with no job queued or running.
 /// The project is read between two looks at the queue that both find it
 /// idle, so it holds every write of the jobs that ran.
-pub async fn settled(h: &Harness, project: i64, status: SyncStatus) -> Project {
+pub async fn settled(h: &Harness, project: ProjectId, status: SyncStatus) -> Project {
     let idle = || async {
         !h.app
             .store
@@ -128,7 +129,7 @@ pub async fn gitlab_project(
 }
 
 /// The kinds of the project's audit events, newest first.
-pub async fn event_kinds(h: &Harness, project: i64) -> Vec<String> {
+pub async fn event_kinds(h: &Harness, project: ProjectId) -> Vec<String> {
     h.app
         .store
         .list_events(Some(project), 200)
@@ -141,7 +142,7 @@ pub async fn event_kinds(h: &Harness, project: i64) -> Vec<String> {
 
 /// Changes the managed set without scheduling anything: a change that
 /// arrives while graft's last push is still in review.
-pub async fn put_quietly(h: &Harness, project: i64, files: &[FileInput]) {
+pub async fn put_quietly(h: &Harness, project: ProjectId, files: &[FileInput]) {
     h.app
         .store
         .put_files(project, files, false, now_ms())
@@ -158,7 +159,7 @@ pub struct Hold {
 
 pub const HOLDER: &str = "test-holder";
 
-pub async fn hold(h: &Harness, project: i64) -> Hold {
+pub async fn hold(h: &Harness, project: ProjectId) -> Hold {
     let later = now_ms() + 3_600_000;
     let new = graft::store::jobs::NewJob {
         project_id: Some(project),

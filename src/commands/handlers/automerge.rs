@@ -3,6 +3,7 @@
 
 use crate::forge::AutoMerge;
 use crate::git::validate::{Finding, passed};
+use crate::ids::PrNumber;
 use crate::store::projects::{Project, SyncStatus};
 use crate::sync::errors::SyncError;
 
@@ -58,7 +59,7 @@ async fn turn_on(call: &Call<'_>) -> Result<String, SyncError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnPlan<'a> {
     /// Ask the forge to merge PR `number` at graft's commit `sha`.
-    Ask { number: i64, sha: &'a str },
+    Ask { number: PrNumber, sha: &'a str },
     /// The PR is ready, but others committed to its branch: graft merges
     /// only what it built, so it asks for nothing.
     OthersCommitted,
@@ -146,7 +147,7 @@ mod tests {
         assert_eq!(
             on_plan(&p),
             OnPlan::Ask {
-                number: 3,
+                number: PrNumber(3),
                 sha: &sha
             }
         );

@@ -7,6 +7,7 @@ use tracing::warn;
 
 use crate::context::Context;
 use crate::forge::RepoClient;
+use crate::ids::ProjectId;
 use crate::store::projects::Project;
 use crate::sync::ops;
 
@@ -47,7 +48,7 @@ impl Call<'_> {
         Outcome::failed(&self.usage, message)
     }
 
-    pub fn project_id(&self) -> i64 {
+    pub fn project_id(&self) -> ProjectId {
         self.project.id
     }
 }
@@ -71,9 +72,9 @@ pub fn paths(list: &[String]) -> String {
 /// change itself is done. Best effort: failing here must not retry the
 /// command (a retried `resume` would find the project resumed and queue
 /// nothing), and the next sync rewrites the comment anyway.
-pub async fn refresh_sticky(ctx: &Context, project_id: i64) {
+pub async fn refresh_sticky(ctx: &Context, project_id: ProjectId) {
     if let Err(e) = ops::refresh_status(ctx, project_id).await {
-        warn!(project = project_id, error = %e, "could not refresh the status comment");
+        warn!(project = project_id.get(), error = %e, "could not refresh the status comment");
     }
 }
 
@@ -86,7 +87,7 @@ pub(crate) mod test_support {
     /// A GitHub project with an open PR that synced cleanly.
     pub fn project() -> Project {
         Project {
-            id: 7,
+            id: crate::ids::ProjectId(7),
             provider: Provider::Github,
             integration_id: None,
             repo: "acme/infra".into(),
@@ -104,7 +105,7 @@ pub(crate) mod test_support {
             sync_error: None,
             last_synced_commit_sha: Some("a".repeat(40)),
             last_pulled_at: None,
-            pull_request_number: Some(3),
+            pull_request_number: Some(crate::ids::PrNumber(3)),
             pull_request_url: Some("https://github.com/acme/infra/pull/3".into()),
             auto_sync_held: false,
             sync_branch_shared: false,

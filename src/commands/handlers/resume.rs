@@ -2,6 +2,7 @@
 //! while paused if the project would have synced it.
 
 use crate::context::Context;
+use crate::ids::ProjectId;
 use crate::jobs::queue::enqueue_sync_in;
 use crate::store::files::{self, Change, ChangedPath, FileMeta, FileState};
 use crate::store::{StoreError, project_state, projects};
@@ -38,7 +39,12 @@ pub enum Resumed {
 /// (when the project's rules sync it) in one transaction: if queueing
 /// fails, the project stays paused, so the retried command resumes it
 /// and queues the sync then. Wakes the workers after the commit.
-pub async fn resume(ctx: &Context, id: i64, actor: &str, now: i64) -> Result<Resumed, StoreError> {
+pub async fn resume(
+    ctx: &Context,
+    id: ProjectId,
+    actor: &str,
+    now: i64,
+) -> Result<Resumed, StoreError> {
     let mut tx = ctx.store.begin_write().await?;
     if !project_state::set_paused_in(&mut tx, id, false, now).await? {
         return Ok(Resumed::NotPaused);

@@ -130,7 +130,7 @@ mod tests {
             }
         );
         let closed = Job::PullRequestClosed {
-            number: 3,
+            number: crate::ids::PrNumber(3),
             merged: true,
             merge_commit_sha: None,
         };

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::forge::{Permission, PullRequest, PullRequestState, Reaction};
+use crate::ids::PrNumber;
 
 /// GitHub's collaborator role → graft's level. `maintain` may run
 /// commands but is not an admin, so it maps to Write; `triage`
@@ -52,7 +53,7 @@ pub(super) struct RefJson {
 
 #[derive(Deserialize)]
 pub(super) struct PullJson {
-    pub(super) number: i64,
+    pub(super) number: PrNumber,
     pub(super) html_url: String,
     #[serde(default)]
     pub(super) title: String,

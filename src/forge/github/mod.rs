@@ -33,6 +33,8 @@ use json::{
 };
 pub use json::{permission_from_github, reaction_content};
 
+use crate::ids::PrNumber;
+
 use super::commit_api::{ApiCommit, Committed};
 use super::error::{ForgeError, ForgeKind, short};
 use super::http::{RawResponse, foreign_next_page, next_link_within};
@@ -110,7 +112,7 @@ impl GithubRepo {
         decode(&response, what)
     }
 
-    async fn pull_json(&self, number: i64) -> Result<PullJson> {
+    async fn pull_json(&self, number: PrNumber) -> Result<PullJson> {
         self.get(
             "reading a pull request",
             &self.path(&format!("/pulls/{number}")),
@@ -214,7 +216,7 @@ impl RepoForge for GithubRepo {
             .find(|pr| pr.head_branch == head_branch))
     }
 
-    async fn pull_request(&self, number: i64) -> Result<PullRequest> {
+    async fn pull_request(&self, number: PrNumber) -> Result<PullRequest> {
         self.pull_json(number).await.map(PullRequest::from)
     }
 
@@ -235,7 +237,7 @@ impl RepoForge for GithubRepo {
 
     async fn update_pull_request(
         &self,
-        number: i64,
+        number: PrNumber,
         update: &PullRequestUpdate,
     ) -> Result<PullRequest> {
         let what = "updating a pull request";
@@ -245,7 +247,7 @@ impl RepoForge for GithubRepo {
         decode::<PullJson>(&response, what).map(PullRequest::from)
     }
 
-    async fn close_pull_request(&self, number: i64) -> Result<()> {
+    async fn close_pull_request(&self, number: PrNumber) -> Result<()> {
         let uri = self.path(&format!("/pulls/{number}"));
         let body = json!({"state": "closed"});
         self.call("closing a pull request", Method::PATCH, &uri, Some(&body))
@@ -256,7 +258,7 @@ impl RepoForge for GithubRepo {
     /// Auto-merge for PR `number`, only while its head is `expected`
     /// (graft's commit): checked first, then sent as `expectedHeadOid` /
     /// the merge's `sha` so GitHub itself refuses a head that moved.
-    async fn enable_auto_merge(&self, number: i64, expected: &str) -> Result<AutoMerge> {
+    async fn enable_auto_merge(&self, number: PrNumber, expected: &str) -> Result<AutoMerge> {
         let pr = self.pull_json(number).await?;
         if pr.head.sha != expected {
             return Ok(AutoMerge::HeadMoved { head: pr.head.sha });
@@ -300,7 +302,7 @@ impl RepoForge for GithubRepo {
     }
 
     /// Turns off auto-merge on an open pull request (a no-op if it was off).
-    async fn disable_auto_merge(&self, number: i64) -> Result<()> {
+    async fn disable_auto_merge(&self, number: PrNumber) -> Result<()> {
         let pr = self.pull_json(number).await?;
         let answer = self
             .mutate_pull("disabling auto-merge", DISABLE_AUTO_MERGE, &pr, json!({}))
@@ -321,7 +323,7 @@ impl RepoForge for GithubRepo {
         self.app.bot_login().await
     }
 
-    async fn comments(&self, number: i64) -> Result<Vec<CommentInfo>> {
+    async fn comments(&self, number: PrNumber) -> Result<Vec<CommentInfo>> {
         let uri = self.path(&format!("/issues/{number}/comments?per_page=100"));
         let comments: Vec<CommentJson> = self.get_all("listing comments", &uri).await?;
         Ok(comments
@@ -334,31 +336,31 @@ impl RepoForge for GithubRepo {
             .collect())
     }
 
-    async fn create_comment(&self, number: i64, body: &str) -> Result<CommentRef> {
+    async fn create_comment(&self, number: PrNumber, body: &str) -> Result<CommentRef> {
         let uri = self.path(&format!("/issues/{number}/comments"));
         self.write_comment("posting a comment", Method::POST, &uri, body)
             .await
     }
 
-    async fn edit_comment(&self, _number: i64, id: i64, body: &str) -> Result<CommentRef> {
+    async fn edit_comment(&self, _number: PrNumber, id: i64, body: &str) -> Result<CommentRef> {
         let uri = self.path(&format!("/issues/comments/{id}"));
         self.write_comment("editing a comment", Method::PATCH, &uri, body)
             .await
     }
 
-    async fn delete_comment(&self, _number: i64, id: i64) -> Result<()> {
+    async fn delete_comment(&self, _number: PrNumber, id: i64) -> Result<()> {
         let uri = self.path(&format!("/issues/comments/{id}"));
         self.call("deleting a comment", Method::DELETE, &uri, None)
             .await
             .map(|_| ())
     }
 
-    fn comment_lock(&self, number: i64) -> (&KeyedLocks, String) {
+    fn comment_lock(&self, number: PrNumber) -> (&KeyedLocks, String) {
         (&self.app.locks, format!("github:{}#{number}", self.repo))
     }
 
     /// Adds `reaction` (GitHub answers 200 when it is there already).
-    async fn react(&self, _number: i64, comment_id: i64, reaction: Reaction) -> Result<()> {
+    async fn react(&self, _number: PrNumber, comment_id: i64, reaction: Reaction) -> Result<()> {
         let uri = self.path(&format!("/issues/comments/{comment_id}/reactions"));
         let body = json!({"content": reaction_content(reaction)});
         self.call("adding a reaction", Method::POST, &uri, Some(&body))
@@ -368,7 +370,7 @@ impl RepoForge for GithubRepo {
 
     async fn reactions(
         &self,
-        _number: i64,
+        _number: PrNumber,
         comment_id: i64,
         reaction: Reaction,
     ) -> Result<Vec<ReactionInfo>> {
@@ -386,7 +388,7 @@ impl RepoForge for GithubRepo {
             .collect())
     }
 
-    async fn delete_reaction(&self, _number: i64, comment_id: i64, id: i64) -> Result<()> {
+    async fn delete_reaction(&self, _number: PrNumber, comment_id: i64, id: i64) -> Result<()> {
         let uri = self.path(&format!("/issues/comments/{comment_id}/reactions/{id}"));
         self.call("removing a reaction", Method::DELETE, &uri, None)
             .await

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::GitlabRepo;
 use crate::forge::Result;
 use crate::forge::pages::Pages;
+use crate::ids::PrNumber;
 
 /// A project hook's health as GitLab reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +148,7 @@ impl GitlabRepo {
 
     /// The non-system notes of MR `number` updated at or after `since`
     /// (Unix ms), newest first.
-    pub async fn notes_since(&self, number: i64, since: i64) -> Result<Vec<ListedNote>> {
+    pub async fn notes_since(&self, number: PrNumber, since: i64) -> Result<Vec<ListedNote>> {
         let first = self
             .url(&format!(
                 "/merge_requests/{number}/notes?sort=desc&order_by=updated_at&per_page=100"

@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use crate::forge::{Permission, PullRequest, PullRequestState, Reaction};
+use crate::ids::PrNumber;
 
 /// GitLab access level → graft's level: Guest(10), Planner(15) and
 /// Reporter(20) can read; Developer(30) and Maintainer(40) can write (so
@@ -54,7 +55,7 @@ pub(super) struct CommitJson {
 
 #[derive(Deserialize)]
 pub(super) struct MergeRequestJson {
-    pub(super) iid: i64,
+    pub(super) iid: PrNumber,
     pub(super) web_url: String,
     #[serde(default)]
     pub(super) title: String,
@@ -113,7 +114,7 @@ pub(super) struct SingleNoteJson {
     #[serde(default)]
     pub(super) noteable_type: Option<String>,
     #[serde(default)]
-    pub(super) noteable_iid: Option<i64>,
+    pub(super) noteable_iid: Option<PrNumber>,
     #[serde(default)]
     pub(super) created_at: Option<String>,
     #[serde(default)]
@@ -137,7 +138,7 @@ pub struct StoredNote {
     pub system: bool,
     pub project_id: Option<i64>,
     pub noteable_type: Option<String>,
-    pub noteable_iid: Option<i64>,
+    pub noteable_iid: Option<PrNumber>,
     /// When the note was written and last edited, as GitLab says.
     pub created_at: Option<String>,
     pub updated_at: Option<String>,

@@ -24,6 +24,8 @@ use json::{
 };
 pub use json::{StoredNote, award_name, permission_from_access_level};
 
+use crate::ids::PrNumber;
+
 use super::commit_api::{ApiCommit, Committed};
 use super::error::{ForgeError, ForgeKind, short};
 use super::http::encode;
@@ -100,7 +102,7 @@ impl GitlabRepo {
 
     /// Note `id` of MR `number`, or `None` when this project has no such
     /// note on that MR.
-    pub async fn note(&self, number: i64, id: i64) -> Result<Option<StoredNote>> {
+    pub async fn note(&self, number: PrNumber, id: i64) -> Result<Option<StoredNote>> {
         let uri = self
             .url(&format!("/merge_requests/{number}/notes/{id}"))
             .await?;
@@ -199,7 +201,7 @@ impl RepoForge for GitlabRepo {
             .find(|mr| mr.head_branch == head_branch))
     }
 
-    async fn pull_request(&self, number: i64) -> Result<PullRequest> {
+    async fn pull_request(&self, number: PrNumber) -> Result<PullRequest> {
         let uri = self.url(&format!("/merge_requests/{number}")).await?;
         self.client
             .get::<MergeRequestJson>("reading a merge request", &uri)
@@ -224,7 +226,7 @@ impl RepoForge for GitlabRepo {
 
     async fn update_pull_request(
         &self,
-        number: i64,
+        number: PrNumber,
         update: &PullRequestUpdate,
     ) -> Result<PullRequest> {
         let what = "updating a merge request";
@@ -240,7 +242,7 @@ impl RepoForge for GitlabRepo {
         decode::<MergeRequestJson>(&response, what).map(PullRequest::from)
     }
 
-    async fn close_pull_request(&self, number: i64) -> Result<()> {
+    async fn close_pull_request(&self, number: PrNumber) -> Result<()> {
         let body = json!({"state_event": "close"});
         self.call(
             "closing a merge request",
@@ -255,7 +257,7 @@ impl RepoForge for GitlabRepo {
     /// Merge when the pipeline succeeds, only while the MR's head is
     /// `expected` (graft's commit): checked first, then sent as `sha` so
     /// GitLab itself refuses a head that moved (409).
-    async fn enable_auto_merge(&self, number: i64, expected: &str) -> Result<AutoMerge> {
+    async fn enable_auto_merge(&self, number: PrNumber, expected: &str) -> Result<AutoMerge> {
         let what = "enabling merge when the pipeline succeeds";
         let current = self.pull_request(number).await?;
         if current.head_sha != expected {
@@ -293,7 +295,7 @@ impl RepoForge for GitlabRepo {
     }
 
     /// Cancels "merge when the pipeline succeeds" on an open MR.
-    async fn disable_auto_merge(&self, number: i64) -> Result<()> {
+    async fn disable_auto_merge(&self, number: PrNumber) -> Result<()> {
         self.call(
             "cancelling merge when the pipeline succeeds",
             Method::POST,
@@ -308,7 +310,7 @@ impl RepoForge for GitlabRepo {
         Ok(self.client.current_user().await?.username)
     }
 
-    async fn comments(&self, number: i64) -> Result<Vec<CommentInfo>> {
+    async fn comments(&self, number: PrNumber) -> Result<Vec<CommentInfo>> {
         let uri = self
             .url(&format!(
                 "/merge_requests/{number}/notes?sort=asc&order_by=created_at&per_page=100"
@@ -325,31 +327,31 @@ impl RepoForge for GitlabRepo {
             .collect())
     }
 
-    async fn create_comment(&self, number: i64, body: &str) -> Result<CommentRef> {
+    async fn create_comment(&self, number: PrNumber, body: &str) -> Result<CommentRef> {
         let rest = format!("/merge_requests/{number}/notes");
         self.write_note("posting a note", Method::POST, &rest, body)
             .await
     }
 
-    async fn edit_comment(&self, number: i64, id: i64, body: &str) -> Result<CommentRef> {
+    async fn edit_comment(&self, number: PrNumber, id: i64, body: &str) -> Result<CommentRef> {
         let rest = format!("/merge_requests/{number}/notes/{id}");
         self.write_note("editing a note", Method::PUT, &rest, body)
             .await
     }
 
-    async fn delete_comment(&self, number: i64, id: i64) -> Result<()> {
+    async fn delete_comment(&self, number: PrNumber, id: i64) -> Result<()> {
         let rest = format!("/merge_requests/{number}/notes/{id}");
         self.call("deleting a note", Method::DELETE, &rest, None)
             .await
             .map(|_| ())
     }
 
-    fn comment_lock(&self, number: i64) -> (&KeyedLocks, String) {
+    fn comment_lock(&self, number: PrNumber) -> (&KeyedLocks, String) {
         let key = format!("gitlab:{}:{}#{number}", self.client.base_url, self.path);
         (&self.client.locks, key)
     }
 
-    async fn react(&self, number: i64, comment_id: i64, reaction: Reaction) -> Result<()> {
+    async fn react(&self, number: PrNumber, comment_id: i64, reaction: Reaction) -> Result<()> {
         let body = json!({"name": award_name(reaction)});
         let rest = format!("/merge_requests/{number}/notes/{comment_id}/award_emoji");
         match self
@@ -366,7 +368,7 @@ impl RepoForge for GitlabRepo {
 
     async fn reactions(
         &self,
-        number: i64,
+        number: PrNumber,
         comment_id: i64,
         reaction: Reaction,
     ) -> Result<Vec<ReactionInfo>> {
@@ -387,7 +389,7 @@ impl RepoForge for GitlabRepo {
             .collect())
     }
 
-    async fn delete_reaction(&self, number: i64, comment_id: i64, id: i64) -> Result<()> {
+    async fn delete_reaction(&self, number: PrNumber, comment_id: i64, id: i64) -> Result<()> {
         let rest = format!("/merge_requests/{number}/notes/{comment_id}/award_emoji/{id}");
         self.call("removing an award emoji", Method::DELETE, &rest, None)
             .await

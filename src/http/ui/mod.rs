@@ -454,7 +454,7 @@ async fn project_page(
     admin: Admin,
     Path(id): Path<String>,
 ) -> Response {
-    let Ok(id) = id.parse::<i64>() else {
+    let Ok(id) = id.parse::<i64>().map(crate::ids::ProjectId) else {
         return message_page(
             StatusCode::NOT_FOUND,
             Page::error(
