@@ -6,6 +6,7 @@
 //! is refused without being read.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -165,7 +166,7 @@ impl Params {
     }
 
     /// `ref`: a branch, tag or commit, checked before the forge is asked;
-    /// `None` when left out (see [`or_default_branch`]).
+    /// `None` when left out (see [`Params::open`]).
     pub(crate) fn reference(&self) -> Result<Option<String>, ApiError> {
         let Some(given) = self.0.get("ref") else {
             return Ok(None);
@@ -254,15 +255,42 @@ impl Params {
     }
 }
 
-/// The ref given, else the repository's default branch (asked of the
-/// forge: an empty repository has none, which is `not_found`).
-pub(crate) async fn or_default_branch(
-    given: Option<String>,
-    browser: &dyn RepoBrowse,
-) -> Result<String, ApiError> {
-    match given {
-        Some(reference) => Ok(reference),
-        None => browser.default_branch().await.map_err(ApiError::from),
+/// A repository opened for browsing: its path, the ref asked (else its
+/// default branch) and the forge's reader.
+pub(crate) struct Opened {
+    pub repo: String,
+    pub reference: String,
+    pub browser: Arc<dyn RepoBrowse>,
+}
+
+impl Params {
+    /// `repo`, `ref` and the forge's reader for it, as the tree, the file
+    /// and the dashboard's browse page ask for them. Without `ref`, the
+    /// repository's default branch (asked of the forge: an empty
+    /// repository has none, which is `not_found`).
+    pub(crate) async fn open(
+        &self,
+        state: &HttpState,
+        provider: Provider,
+        integration: Option<i64>,
+    ) -> Result<Opened, ApiError> {
+        let repo = self.repo(provider)?;
+        let reference = self.reference()?;
+        let browser = state
+            .ctx
+            .forges
+            .browser(provider, integration, &repo)
+            .await
+            .map_err(ApiError::from)?;
+        let reference = match reference {
+            Some(reference) => reference,
+            None => browser.default_branch().await.map_err(ApiError::from)?,
+        };
+        Ok(Opened {
+            repo,
+            reference,
+            browser,
+        })
     }
 }
 
@@ -348,18 +376,12 @@ async fn repository_tree(
         ],
     )?;
     let provider = params.provider()?;
-    let repo = params.repo(provider)?;
-    let reference = params.reference()?;
     let path = params.path(false)?;
     let recursive = params.flag("recursive")?;
     let integration = params.integration(&state, provider).await?;
-    let browser = state
-        .ctx
-        .forges
-        .browser(provider, integration, &repo)
-        .await
-        .map_err(ApiError::from)?;
-    let reference = or_default_branch(reference, browser.as_ref()).await?;
+    let Opened {
+        reference, browser, ..
+    } = params.open(&state, provider, integration).await?;
     let tree = browser
         .tree(&reference, &path, recursive)
         .await
@@ -408,17 +430,11 @@ async fn repository_file(
         &["provider", "repo", "ref", "path", "integration_id"],
     )?;
     let provider = params.provider()?;
-    let repo = params.repo(provider)?;
-    let reference = params.reference()?;
     let path = params.path(true)?;
     let integration = params.integration(&state, provider).await?;
-    let browser = state
-        .ctx
-        .forges
-        .browser(provider, integration, &repo)
-        .await
-        .map_err(ApiError::from)?;
-    let reference = or_default_branch(reference, browser.as_ref()).await?;
+    let Opened {
+        reference, browser, ..
+    } = params.open(&state, provider, integration).await?;
     match browser
         .file(&reference, &path, MAX_FILE_BYTES as u64)
         .await

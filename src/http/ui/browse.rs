@@ -15,7 +15,7 @@ use crate::file_set::MAX_FILE_BYTES;
 use crate::forge::browse::{EntryKind, FileRead};
 use crate::http::HttpState;
 use crate::http::error::ApiError;
-use crate::http::repositories::{Params, or_default_branch};
+use crate::http::repositories::{Opened, Params};
 
 const PARAMS: &[&str] = &["provider", "repo", "ref", "path", "file", "integration_id"];
 
@@ -90,15 +90,11 @@ async fn body(
         };
         return Ok((format!("Repositories on {provider}"), body));
     }
-    let repo = params.repo(provider)?;
-    let reference = params.reference()?;
-    let browser = state
-        .ctx
-        .forges
-        .browser(provider, integration, &repo)
-        .await
-        .map_err(ApiError::from)?;
-    let reference = or_default_branch(reference, browser.as_ref()).await?;
+    let Opened {
+        repo,
+        reference,
+        browser,
+    } = params.open(state, provider, integration).await?;
     let here = |extra: &[(&str, &str)]| {
         let mut pairs = vec![
             ("provider", provider.as_str()),
