@@ -92,6 +92,19 @@ pub struct Tree {
     pub truncated: bool,
 }
 
+impl Tree {
+    /// The entries read at `commit_sha`, cut at [`MAX_TREE_ENTRIES`].
+    pub fn from_found(commit_sha: String, mut entries: Vec<TreeEntry>, forge_cut: bool) -> Self {
+        let truncated = forge_cut || entries.len() > MAX_TREE_ENTRIES;
+        entries.truncate(MAX_TREE_ENTRIES);
+        Tree {
+            commit_sha,
+            entries,
+            truncated,
+        }
+    }
+}
+
 /// What reading one file found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileRead {

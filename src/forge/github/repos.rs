@@ -16,8 +16,8 @@ use super::app::{Api, GithubApp, decode};
 use super::{GITHUB, GithubRepo, segment};
 use crate::forge::Result;
 use crate::forge::browse::{
-    EntryKind, FileRead, MAX_REPOSITORIES, MAX_TREE_ENTRIES, RepoBrowse, RepositoryList,
-    RepositorySummary, Tree, TreeEntry, join,
+    EntryKind, FileRead, MAX_REPOSITORIES, RepoBrowse, RepositoryList, RepositorySummary, Tree,
+    TreeEntry, join,
 };
 use crate::forge::error::{ForgeError, ForgeKind};
 use crate::forge::http::{RawResponse, foreign_next_page, next_link_within};
@@ -253,7 +253,7 @@ impl RepoBrowse for GithubRepo {
             }
         };
         let listing = self.tree_json(&sha, recursive).await?;
-        let mut entries: Vec<TreeEntry> = listing
+        let entries: Vec<TreeEntry> = listing
             .tree
             .into_iter()
             .filter_map(|e| {
@@ -267,13 +267,7 @@ impl RepoBrowse for GithubRepo {
                 })
             })
             .collect();
-        let truncated = listing.truncated || entries.len() > MAX_TREE_ENTRIES;
-        entries.truncate(MAX_TREE_ENTRIES);
-        Ok(Tree {
-            commit_sha,
-            entries,
-            truncated,
-        })
+        Ok(Tree::from_found(commit_sha, entries, listing.truncated))
     }
 
     async fn file(&self, reference: &str, path: &str, max_bytes: u64) -> Result<FileRead> {

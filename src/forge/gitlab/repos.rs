@@ -169,13 +169,7 @@ impl RepoBrowse for GitlabRepo {
             }
             Err(e) => return Err(e),
         };
-        let truncated = !complete || entries.len() > MAX_TREE_ENTRIES;
-        entries.truncate(MAX_TREE_ENTRIES);
-        Ok(Tree {
-            commit_sha,
-            entries,
-            truncated,
-        })
+        Ok(Tree::from_found(commit_sha, entries, !complete))
     }
 
     async fn file(&self, reference: &str, path: &str, max_bytes: u64) -> Result<FileRead> {
