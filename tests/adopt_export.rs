@@ -10,14 +10,14 @@ use std::path::Path;
 use graft::store::files::{FileSource, FileState};
 use graft::store::integrations::NewIntegration;
 use graft::store::now_ms;
-use graft::store::projects::{Kind, Mode, NewProject, Project};
+use graft::store::projects::{Mode, NewProject, Project};
 use graft::store::tokens::{TokenAccess, TokenScope};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::TestDb;
 use support::git_host::git;
 use support::harness::Harness;
-use support::sync::{event_kinds, github_project, gitlab_project};
+use support::sync::{event_kinds, github_project, gitlab_project, project_spec};
 
 const REPO: &str = "acme/infra";
 const INSTALLATION: i64 = 41;
@@ -544,17 +544,8 @@ async fn adopt_without_forge_settings_is_unavailable(db: TestDb) {
     let project = store
         .create_project(
             &NewProject {
-                provider: graft::ids::Provider::Gitlab,
                 integration_id: Some(integration),
-                repo: "acme/infra".into(),
-                branch: "main".into(),
-                base_path: "infra".into(),
-                kind: Kind::Iac,
-                mode: Mode::PullRequest,
-                auto_sync: true,
-                auto_merge: false,
-                sync_branch: None,
-                commit_via: Default::default(),
+                ..project_spec(graft::ids::Provider::Gitlab, "acme/infra")
             },
             now_ms(),
         )

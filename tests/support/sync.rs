@@ -88,22 +88,40 @@ pub async fn new_project(
         .store
         .create_project(
             &graft::store::projects::NewProject {
-                provider: graft::ids::Provider::parse(provider).expect("github or gitlab"),
-                integration_id: None,
-                repo: repo.into(),
-                branch: "main".into(),
                 base_path: base_path.into(),
                 kind,
                 mode,
-                auto_sync: true,
-                auto_merge: false,
-                sync_branch: None,
-                commit_via: Default::default(),
+                ..project_spec(
+                    graft::ids::Provider::parse(provider).expect("github or gitlab"),
+                    repo,
+                )
             },
             now_ms(),
         )
         .await
         .unwrap()
+}
+
+/// A project on `repo`'s `main` with the API's defaults (`iac`, PR mode,
+/// auto-sync, base path `infra`); tests change what they need with
+/// `..project_spec(..)`.
+pub fn project_spec(
+    provider: graft::ids::Provider,
+    repo: &str,
+) -> graft::store::projects::NewProject {
+    graft::store::projects::NewProject {
+        provider,
+        integration_id: None,
+        repo: repo.into(),
+        branch: "main".into(),
+        base_path: "infra".into(),
+        kind: graft::store::projects::Kind::Iac,
+        mode: graft::store::projects::Mode::PullRequest,
+        auto_sync: true,
+        auto_merge: false,
+        sync_branch: None,
+        commit_via: Default::default(),
+    }
 }
 
 /// An `iac` GitHub project on `repo`.
