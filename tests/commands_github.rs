@@ -8,7 +8,7 @@ use graft::commands::REPLY_MARKER;
 use graft::ids::PrNumber;
 use graft::store::files::FileState;
 use graft::store::now_ms;
-use graft::store::projects::{Kind, Mode, NewProject, Project, SyncStatus};
+use graft::store::projects::{Project, SyncStatus};
 use support::TestDb;
 use support::commands::{
     self, Forge, STATE_CHANGING, command_jobs, count, github_replies, github_reply, jobs_of_kind,
@@ -30,19 +30,7 @@ async fn managed_pr(h: &Harness) -> (Project, i64) {
         .app
         .store
         .create_project(
-            &NewProject {
-                provider: graft::ids::Provider::Github,
-                integration_id: None,
-                repo: REPO.into(),
-                branch: "main".into(),
-                base_path: "infra".into(),
-                kind: Kind::Iac,
-                mode: Mode::PullRequest,
-                auto_sync: true,
-                auto_merge: false,
-                sync_branch: None,
-                commit_via: Default::default(),
-            },
+            &support::sync::project_spec(graft::ids::Provider::Github, REPO),
             now_ms(),
         )
         .await

@@ -10,7 +10,7 @@ use graft::forge::NewPullRequest;
 use graft::ids::PrNumber;
 use graft::store::files::FileState;
 use graft::store::now_ms;
-use graft::store::projects::{Kind, Mode, NewProject, Project, SyncStatus};
+use graft::store::projects::{Project, SyncStatus};
 use support::TestDb;
 use support::commands::{
     self, Forge, STATE_CHANGING, command_jobs, count, gitlab_replies, gitlab_reply, jobs_of_kind,
@@ -37,19 +37,7 @@ async fn managed_mr(h: &Harness) -> Setup {
         .app
         .store
         .create_project(
-            &NewProject {
-                provider: graft::ids::Provider::Gitlab,
-                integration_id: None,
-                repo: PATH.into(),
-                branch: "main".into(),
-                base_path: "infra".into(),
-                kind: Kind::Iac,
-                mode: Mode::PullRequest,
-                auto_sync: true,
-                auto_merge: false,
-                sync_branch: None,
-                commit_via: Default::default(),
-            },
+            &support::sync::project_spec(graft::ids::Provider::Gitlab, PATH),
             now_ms(),
         )
         .await

@@ -12,7 +12,6 @@ use graft::metrics::Metrics;
 use graft::store::Store;
 use graft::store::jobs::{JobRecord, JobRow, NewJob};
 use graft::store::now_ms;
-use graft::store::projects::{Kind, Mode, NewProject};
 use graft::sync::schedule::{SYNC_JOB, SyncRequest};
 use graft::worker::GraftJobs;
 use serde_json::json;
@@ -159,19 +158,7 @@ impl JobHandler for PanickingSync {
 async fn a_project(store: &Store) -> graft::ids::ProjectId {
     store
         .create_project(
-            &NewProject {
-                provider: graft::ids::Provider::Github,
-                integration_id: None,
-                repo: "acme/infra".into(),
-                branch: "main".into(),
-                base_path: "infra".into(),
-                kind: Kind::Iac,
-                mode: Mode::PullRequest,
-                auto_sync: true,
-                auto_merge: false,
-                sync_branch: None,
-                commit_via: Default::default(),
-            },
+            &support::sync::project_spec(graft::ids::Provider::Github, "acme/infra"),
             now_ms(),
         )
         .await

@@ -142,19 +142,7 @@ async fn the_poll_and_retention_run_once_per_interval_across_two_replicas(db: Te
     let store = apps[0].store.clone();
     store
         .create_project(
-            &graft::store::projects::NewProject {
-                provider: graft::ids::Provider::Github,
-                integration_id: None,
-                repo: "acme/infra".into(),
-                branch: "main".into(),
-                base_path: "infra".into(),
-                kind: graft::store::projects::Kind::Iac,
-                mode: graft::store::projects::Mode::PullRequest,
-                auto_sync: true,
-                auto_merge: false,
-                sync_branch: None,
-                commit_via: Default::default(),
-            },
+            &support::sync::project_spec(graft::ids::Provider::Github, "acme/infra"),
             now_ms(),
         )
         .await
